@@ -1,0 +1,221 @@
+//! Live sessions: who holds which cookie, until when.
+//!
+//! A session id is 256 random bits, shown to the client once (in its
+//! cookie) and kept here only as its SHA-256 hash, so a leaked data file or
+//! log never reveals a usable id. A session ends at logout, after
+//! `idle` without activity, or `absolute` after it began; when it ends,
+//! everyone watching [`Session::ended`] (its open sockets) hears why.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::TryRngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::model::Username;
+
+/// Why a session ended; sent to its sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    LoggedOut,
+    Expired,
+    Replaced,
+}
+
+/// What is persisted about a session (never the raw id).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id_hash: String,
+    pub user: String,
+    pub guest: bool,
+    /// Unix milliseconds.
+    pub created_ms: u64,
+    /// Unix milliseconds.
+    pub last_seen_ms: u64,
+}
+
+pub struct Session {
+    pub id_hash: String,
+    pub user: Username,
+    pub guest: bool,
+    created_ms: u64,
+    last_seen_ms: AtomicU64,
+    open_sockets: AtomicUsize,
+    ended: watch::Sender<Option<EndReason>>,
+}
+
+impl Session {
+    fn new(id_hash: String, user: Username, guest: bool, created_ms: u64, last_seen_ms: u64) -> Self {
+        Self {
+            id_hash,
+            user,
+            guest,
+            created_ms,
+            last_seen_ms: AtomicU64::new(last_seen_ms),
+            open_sockets: AtomicUsize::new(0),
+            ended: watch::channel(None).0,
+        }
+    }
+
+    pub fn record(&self) -> SessionRecord {
+        SessionRecord {
+            id_hash: self.id_hash.clone(),
+            user: self.user.to_string(),
+            guest: self.guest,
+            created_ms: self.created_ms,
+            last_seen_ms: self.last_seen_ms.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Notes activity now.
+    pub fn touch(&self) {
+        self.last_seen_ms.fetch_max(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms.load(Ordering::Relaxed)
+    }
+
+    /// Whether the session is still within both of its time limits.
+    pub fn is_live(&self, limits: &SessionLimits, now_ms: u64) -> bool {
+        self.ended.borrow().is_none()
+            && now_ms.saturating_sub(self.last_seen_ms()) < limits.idle.as_millis() as u64
+            && now_ms.saturating_sub(self.created_ms) < limits.absolute.as_millis() as u64
+    }
+
+    /// Resolves (with the reason) when the session ends.
+    pub fn ended(&self) -> watch::Receiver<Option<EndReason>> {
+        self.ended.subscribe()
+    }
+
+    fn end(&self, reason: EndReason) {
+        self.ended.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Counts an open WebSocket; the guard uncounts it when dropped.
+    pub fn socket_opened(self: &Arc<Self>) -> SocketGuard {
+        self.open_sockets.fetch_add(1, Ordering::Relaxed);
+        SocketGuard(self.clone())
+    }
+
+    pub fn open_sockets(&self) -> usize {
+        self.open_sockets.load(Ordering::Relaxed)
+    }
+}
+
+/// Keeps a session's socket count while a socket is open.
+pub struct SocketGuard(Arc<Session>);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.0.open_sockets.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// A session ends after this long without activity.
+    pub idle: Duration,
+    /// A session ends this long after it began, whatever the activity.
+    pub absolute: Duration,
+}
+
+/// The table of live sessions, keyed by id hash.
+#[derive(Default)]
+pub struct SessionTable {
+    by_hash: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl SessionTable {
+    /// Starts a session; returns the raw id for the cookie.
+    pub fn create(&self, user: Username, guest: bool) -> (String, Arc<Session>) {
+        let raw = new_session_id();
+        let now = now_ms();
+        let session = Arc::new(Session::new(hash_session_id(&raw), user, guest, now, now));
+        self.insert(session.clone());
+        (raw, session)
+    }
+
+    pub fn insert(&self, session: Arc<Session>) {
+        self.by_hash.lock().expect("sessions lock").insert(session.id_hash.clone(), session);
+    }
+
+    /// Restores a persisted session.
+    pub fn restore(&self, record: SessionRecord) -> Option<Arc<Session>> {
+        let user = Username::parse(&record.user).ok()?;
+        let session = Arc::new(Session::new(record.id_hash, user, record.guest, record.created_ms, record.last_seen_ms));
+        self.insert(session.clone());
+        Some(session)
+    }
+
+    /// The live session behind a raw cookie value.
+    pub fn find(&self, raw_id: &str, limits: &SessionLimits) -> Option<Arc<Session>> {
+        let session = self.by_hash.lock().expect("sessions lock").get(&hash_session_id(raw_id)).cloned()?;
+        session.is_live(limits, now_ms()).then_some(session)
+    }
+
+    /// Ends a session and forgets it. Returns it if it existed.
+    pub fn end(&self, id_hash: &str, reason: EndReason) -> Option<Arc<Session>> {
+        let session = self.by_hash.lock().expect("sessions lock").remove(id_hash)?;
+        session.end(reason);
+        Some(session)
+    }
+
+    /// Ends every session past its limits; returns them.
+    pub fn end_expired(&self, limits: &SessionLimits) -> Vec<Arc<Session>> {
+        let now = now_ms();
+        let mut table = self.by_hash.lock().expect("sessions lock");
+        let expired: Vec<String> =
+            table.values().filter(|s| !s.is_live(limits, now)).map(|s| s.id_hash.clone()).collect();
+        expired
+            .iter()
+            .filter_map(|h| table.remove(h))
+            .inspect(|s| s.end(EndReason::Expired))
+            .collect()
+    }
+
+    /// Every session of a user (by lower-cased name).
+    pub fn of_user(&self, user_key: &str) -> Vec<Arc<Session>> {
+        self.by_hash
+            .lock()
+            .expect("sessions lock")
+            .values()
+            .filter(|s| s.user.key() == user_key)
+            .cloned()
+            .collect()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.by_hash.lock().expect("sessions lock").values().cloned().collect()
+    }
+}
+
+/// 256 bits from the operating system's CSPRNG, hex-encoded.
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.try_fill_bytes(&mut bytes).expect("the OS random source works");
+    hex::encode(bytes)
+}
+
+pub fn hash_session_id(raw: &str) -> String {
+    hex::encode(Sha256::digest(raw.as_bytes()))
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,176 @@
+//! Every setting, from flags or environment variables, validated at start.
+//!
+//! `chatroom --help` prints them all; README.md lists them too.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::auth::sessions::SessionLimits;
+
+/// A small, fast, self-hosted chat server.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "chatroom", version, about)]
+pub struct Cli {
+    /// Address to listen on (use 0.0.0.0:3000 to accept other machines).
+    #[arg(long, env = "CHATROOM_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: String,
+
+    /// Directory that holds rooms, messages, accounts and sessions.
+    #[arg(long, env = "CHATROOM_DATA", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// An extra Origin allowed to use the API and WebSocket (repeatable,
+    /// or comma-separated in the env var), e.g. https://chat.example.com.
+    /// The server's own origin is always allowed.
+    #[arg(long = "allow-origin", env = "CHATROOM_ALLOW_ORIGINS", value_delimiter = ',')]
+    pub allow_origins: Vec<String>,
+
+    /// Turn off guest (name-only) access: everyone must sign up or log in.
+    #[arg(long, env = "CHATROOM_NO_GUESTS")]
+    pub no_guests: bool,
+
+    /// End a session after this many seconds without activity.
+    #[arg(long, env = "CHATROOM_SESSION_IDLE_SECS", default_value_t = 30 * 60)]
+    pub session_idle_secs: u64,
+
+    /// End a session this many seconds after log-in, whatever the activity.
+    #[arg(long, env = "CHATROOM_SESSION_MAX_SECS", default_value_t = 8 * 60 * 60)]
+    pub session_max_secs: u64,
+
+    /// Mark the session cookie `Secure` (serve over HTTPS behind a proxy).
+    #[arg(long, env = "CHATROOM_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+
+    /// Messages one connection may send per second, sustained (0 = no limit).
+    #[arg(long, env = "CHATROOM_SEND_RATE", default_value_t = 10.0)]
+    pub send_rate: f64,
+
+    /// Messages one connection may send in a burst above the sustained rate.
+    #[arg(long, env = "CHATROOM_SEND_BURST", default_value_t = 30)]
+    pub send_burst: u32,
+
+    /// Call fsync after every batch of messages (survives power loss, slower).
+    #[arg(long, env = "CHATROOM_SYNC_WRITES")]
+    pub sync_writes: bool,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub allowed_origins: Vec<String>,
+    pub guests_allowed: bool,
+    pub session_limits: SessionLimits,
+    pub secure_cookies: bool,
+    pub send_rate: Option<SendRate>,
+    pub sync_writes: bool,
+}
+
+/// A token bucket's refill rate and size.
+#[derive(Debug, Clone, Copy)]
+pub struct SendRate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--addr {0:?} is not an address like 127.0.0.1:3000 or [::]:8080")]
+    Addr(String),
+    #[error("--allow-origin {0:?} is not an origin like https://chat.example.com (scheme://host[:port], no path)")]
+    Origin(String),
+    #[error("--session-idle-secs and --session-max-secs must be at least 1")]
+    SessionLimits,
+    #[error("--send-rate must be a finite number >= 0, and --send-burst at least 1")]
+    SendRate,
+    #[error("--data-dir {path}: {reason}")]
+    DataDir { path: String, reason: String },
+}
+
+impl Config {
+    /// Checks and converts the command line. Creates the data directory.
+    pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
+        let addr = cli.addr.parse().map_err(|_| ConfigError::Addr(cli.addr.clone()))?;
+        let allowed_origins = cli
+            .allow_origins
+            .iter()
+            .filter(|o| !o.trim().is_empty())
+            .map(|o| normalize_origin(o).ok_or_else(|| ConfigError::Origin(o.clone())))
+            .collect::<Result<_, _>>()?;
+        if cli.session_idle_secs == 0 || cli.session_max_secs == 0 {
+            return Err(ConfigError::SessionLimits);
+        }
+        if !cli.send_rate.is_finite() || cli.send_rate < 0.0 || cli.send_burst == 0 {
+            return Err(ConfigError::SendRate);
+        }
+        prepare_data_dir(&cli.data_dir)?;
+        Ok(Self {
+            addr,
+            data_dir: cli.data_dir,
+            allowed_origins,
+            guests_allowed: !cli.no_guests,
+            session_limits: SessionLimits {
+                idle: Duration::from_secs(cli.session_idle_secs),
+                absolute: Duration::from_secs(cli.session_max_secs),
+            },
+            secure_cookies: cli.secure_cookies,
+            send_rate: (cli.send_rate > 0.0).then_some(SendRate { per_second: cli.send_rate, burst: cli.send_burst }),
+            sync_writes: cli.sync_writes,
+        })
+    }
+
+    /// Settings for tests and embedding: defaults, with this data directory.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let cli = Cli::parse_from(["chatroom", "--addr", "127.0.0.1:0"]);
+        let mut config = Self::from_cli(Cli { data_dir: data_dir.into(), ..cli }).expect("default settings are valid");
+        config.addr = "127.0.0.1:0".parse().expect("valid address");
+        config
+    }
+}
+
+/// `scheme://host[:port]` in lower case, or `None` if it is not an origin.
+pub fn normalize_origin(raw: &str) -> Option<String> {
+    let raw = raw.trim().trim_end_matches('/').to_ascii_lowercase();
+    let (scheme, rest) = raw.split_once("://")?;
+    let host_ok = !rest.is_empty()
+        && rest.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+    (matches!(scheme, "http" | "https") && host_ok).then_some(raw)
+}
+
+fn prepare_data_dir(path: &std::path::Path) -> Result<(), ConfigError> {
+    let fail = |reason: String| ConfigError::DataDir { path: path.display().to_string(), reason };
+    std::fs::create_dir_all(path).map_err(|e| fail(format!("cannot create it: {e}")))?;
+    let probe = path.join(".write-test");
+    std::fs::write(&probe, b"ok").map_err(|e| fail(format!("cannot write in it: {e}")))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_normalized_or_refused() {
+        assert_eq!(normalize_origin("HTTPS://Chat.Example.com/").as_deref(), Some("https://chat.example.com"));
+        assert_eq!(normalize_origin("http://[::1]:3000").as_deref(), Some("http://[::1]:3000"));
+        assert!(normalize_origin("chat.example.com").is_none());
+        assert!(normalize_origin("https://x.com/path").is_none());
+        assert!(normalize_origin("ftp://x.com").is_none());
+    }
+
+    #[test]
+    fn bad_settings_get_clear_errors() {
+        let base = Cli::parse_from(["chatroom", "--data-dir", "/tmp"]);
+        let err = Config::from_cli(Cli { addr: "localhost".into(), ..base.clone() }).unwrap_err();
+        assert!(err.to_string().contains("--addr"), "{err}");
+        let err = Config::from_cli(Cli { session_idle_secs: 0, ..base.clone() }).unwrap_err();
+        assert!(err.to_string().contains("session"), "{err}");
+        let err = Config::from_cli(Cli { data_dir: "/proc/nope".into(), ..base }).unwrap_err();
+        assert!(err.to_string().contains("--data-dir"), "{err}");
+    }
+}

@@ -1,0 +1,398 @@
+//! One WebSocket connection: reads client events, joins rooms, relays room
+//! events back, until the client leaves, its session ends or the server
+//! shuts down.
+//!
+//! Generic over any `Stream + Sink` of tungstenite messages, so tests can
+//! drive it without a port; `http::ws` hands it real upgraded sockets.
+//!
+//! Guarantees kept here:
+//! - a client sees each message id of a room at most once, in increasing
+//!   order, with no gap from the history it was sent on `join` (history and
+//!   live events are stitched together by id);
+//! - a client that lags behind the room's channel re-reads what it missed
+//!   from the store instead of losing it;
+//! - queued frames are written with one flush, not one syscall each.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::watch;
+use tokio_stream::StreamMap;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+
+use crate::auth::sessions::{EndReason, Session};
+use crate::config::SendRate;
+use crate::error::ChatError;
+use crate::hub::{Hub, RoomEvent};
+use crate::model::{NewMessage, RoomName, validate_client_id, validate_text};
+use crate::protocol::{ClientEvent, ServerEvent};
+use crate::store::{Appended, HistoryQuery, MAX_PAGE};
+
+/// Largest frame a client may send (bigger: closed with 1009).
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Messages sent on `join` without `after`.
+const JOIN_HISTORY: usize = 50;
+/// Sends of one connection being stored at once; reading pauses beyond.
+const MAX_PENDING_SENDS: usize = 64;
+/// Frames written before a flush when many are queued.
+const MAX_FRAMES_PER_FLUSH: usize = 256;
+/// Any frames (not just sends) a client may send per second, and burst.
+const FRAME_RATE: SendRate = SendRate { per_second: 100.0, burst: 200 };
+/// Typing events relayed per user and room, at most one per this period.
+const TYPING_PERIOD: Duration = Duration::from_secs(1);
+/// Close code for "your session ended" (application range 4000–4999).
+pub const CLOSE_SESSION_ENDED: u16 = 4401;
+
+/// What a connection needs from the rest of the server.
+pub struct ConnectionContext {
+    pub hub: Hub,
+    pub session: Arc<Session>,
+    pub shutdown: watch::Receiver<bool>,
+    pub send_rate: Option<SendRate>,
+}
+
+type PendingSend = BoxFuture<'static, (RoomName, String, Result<Appended, ChatError>)>;
+
+/// Runs a connection to its end.
+pub async fn run<S>(socket: S, ctx: ConnectionContext)
+where
+    S: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage, Error = WsError> + Unpin + Send,
+{
+    let _counted = ctx.session.socket_opened();
+    let (mut sink, mut stream) = socket.split();
+    let mut conn = Connection::new(&ctx);
+    let mut session_ended = ctx.session.ended();
+    let mut shutdown = ctx.shutdown.clone();
+    let mut pending: FuturesUnordered<PendingSend> = FuturesUnordered::new();
+
+    let close = loop {
+        let mut out: Vec<WsMessage> = Vec::new();
+        tokio::select! {
+            biased;
+            _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) } => break Some(close_frame(CloseCode::Away, "server shutting down")),
+            reason = async { session_ended.wait_for(Option::is_some).await.ok().and_then(|r| *r) } => {
+                let why = match reason {
+                    Some(EndReason::LoggedOut) => "logged out",
+                    Some(EndReason::Replaced) => "logged in again",
+                    _ => "session expired",
+                };
+                break Some(close_frame(CloseCode::from(CLOSE_SESSION_ENDED), why));
+            }
+            Some(done) = pending.next(), if !pending.is_empty() => conn.on_send_done(done, &mut out),
+            Some((room, event)) = conn.rooms.next(), if !conn.rooms.is_empty() => {
+                conn.on_room_event(room, event, &mut out).await;
+                // Take whatever else is ready now, to write it in one flush.
+                while out.len() < MAX_FRAMES_PER_FLUSH {
+                    let Some(Some((room, event))) = conn.rooms.next().now_or_never() else { break };
+                    conn.on_room_event(room, event, &mut out).await;
+                }
+            }
+            frame = stream.next(), if pending.len() < MAX_PENDING_SENDS => match frame {
+                Some(Ok(frame)) => {
+                    ctx.session.touch();
+                    if let Some(send) = conn.on_frame(frame, &mut out).await {
+                        pending.push(send);
+                    }
+                }
+                Some(Err(WsError::Capacity(_))) => break Some(close_frame(CloseCode::Size, "frame larger than 64 KiB")),
+                Some(Err(_)) | None => break None,
+            },
+        }
+        if !out.is_empty() && write_all(&mut sink, out).await.is_err() {
+            break None;
+        }
+    };
+    conn.leave_all();
+    if let Some(frame) = close {
+        let _ = sink.send(frame).await;
+    }
+    let _ = sink.close().await;
+}
+
+async fn write_all<K>(sink: &mut K, frames: Vec<WsMessage>) -> Result<(), WsError>
+where
+    K: Sink<WsMessage, Error = WsError> + Unpin,
+{
+    for frame in frames {
+        sink.feed(frame).await?;
+    }
+    sink.flush().await
+}
+
+fn close_frame(code: CloseCode, reason: &'static str) -> WsMessage {
+    WsMessage::Close(Some(CloseFrame { code, reason: reason.into() }))
+}
+
+fn event_frame(event: &ServerEvent) -> WsMessage {
+    WsMessage::Text(event.to_json().into())
+}
+
+/// A token bucket.
+struct RateLimiter {
+    rate: SendRate,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl RateLimiter {
+    fn new(rate: SendRate) -> Self {
+        Self { rate, tokens: f64::from(rate.burst), refilled: Instant::now() }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * self.rate.per_second;
+        self.tokens = (self.tokens + earned).min(f64::from(self.rate.burst));
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Connection {
+    hub: Hub,
+    user: crate::model::Username,
+    user_key: String,
+    rooms: StreamMap<RoomName, BroadcastStream<Arc<RoomEvent>>>,
+    /// Highest message id delivered per joined room.
+    last_id: HashMap<RoomName, u64>,
+    sends: Option<RateLimiter>,
+    frames: RateLimiter,
+    last_flood_warning: Option<Instant>,
+    last_typing: HashMap<RoomName, Instant>,
+}
+
+impl Connection {
+    fn new(ctx: &ConnectionContext) -> Self {
+        Self {
+            hub: ctx.hub.clone(),
+            user: ctx.session.user.clone(),
+            user_key: ctx.session.user.key(),
+            rooms: StreamMap::new(),
+            last_id: HashMap::new(),
+            sends: ctx.send_rate.map(RateLimiter::new),
+            frames: RateLimiter::new(FRAME_RATE),
+            last_flood_warning: None,
+            last_typing: HashMap::new(),
+        }
+    }
+
+    /// Handles one frame from the client; a `send` becomes a pending store.
+    async fn on_frame(&mut self, frame: WsMessage, out: &mut Vec<WsMessage>) -> Option<PendingSend> {
+        let text = match frame {
+            WsMessage::Text(text) => text,
+            WsMessage::Binary(_) => {
+                let err = ChatError::BadRequest("binary frames are not supported; send JSON text frames".into());
+                out.push(event_frame(&ServerEvent::error(&err)));
+                return None;
+            }
+            _ => return None, // ping/pong/close are handled by tungstenite
+        };
+        if !self.frames.allow() {
+            self.warn_flood(out);
+            return None;
+        }
+        let event = match serde_json::from_str::<ClientEvent>(text.as_str()) {
+            Ok(event) => event,
+            Err(e) => {
+                let err = ChatError::InvalidJson(format!("could not read that frame: {e}"));
+                out.push(event_frame(&ServerEvent::error(&err)));
+                return None;
+            }
+        };
+        match event {
+            ClientEvent::Join { room, after } => {
+                self.join(&room, after, out).await;
+                None
+            }
+            ClientEvent::Leave { room } => {
+                self.leave(&room, out);
+                None
+            }
+            ClientEvent::Send { room, text, client_id } => self.send(room, text, client_id, out),
+            ClientEvent::Typing { room } => {
+                self.typing(&room, out).await;
+                None
+            }
+        }
+    }
+
+    fn warn_flood(&mut self, out: &mut Vec<WsMessage>) {
+        let quiet = self.last_flood_warning.is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+        if !quiet {
+            self.last_flood_warning = Some(Instant::now());
+            out.push(event_frame(&ServerEvent::error(&ChatError::RateLimited)));
+        }
+    }
+
+    async fn join(&mut self, raw_room: &str, after: Option<u64>, out: &mut Vec<WsMessage>) {
+        match self.try_join(raw_room, after).await {
+            Ok(joined) => out.push(event_frame(&joined)),
+            Err(err) => out.push(event_frame(&ServerEvent::error_for(&err, Some(raw_room), None))),
+        }
+    }
+
+    async fn try_join(&mut self, raw_room: &str, after: Option<u64>) -> Result<ServerEvent, ChatError> {
+        let room = RoomName::parse(raw_room)?;
+        let receiver = self.hub.subscribe(&room).await?;
+        let query = match after {
+            Some(after) => HistoryQuery::after(after, MAX_PAGE + 1),
+            None => HistoryQuery::latest(JOIN_HISTORY),
+        };
+        let mut history = self.hub.history(&room, query).await?;
+        let has_more = after.is_some() && history.len() > MAX_PAGE;
+        history.truncate(MAX_PAGE);
+        let last = history.last().map(|m| m.id).or(after).unwrap_or(0);
+        let rejoin = self.rooms.insert(room.clone(), BroadcastStream::new(receiver)).is_some();
+        if !rejoin {
+            self.hub.enter(&room, self.user.as_str()).await?;
+        }
+        // With `has_more` the client pages the rest over HTTP (`after=`);
+        // live messages already flow, and it drops ids it has by then.
+        self.last_id.insert(room.clone(), last);
+        Ok(ServerEvent::Joined { online: self.hub.online(&room), room: room.to_string(), history, has_more })
+    }
+
+    fn leave(&mut self, raw_room: &str, out: &mut Vec<WsMessage>) {
+        let Ok(room) = RoomName::parse(raw_room) else {
+            let err = ChatError::NotJoined(raw_room.chars().take(80).collect());
+            out.push(event_frame(&ServerEvent::error(&err)));
+            return;
+        };
+        if self.rooms.remove(&room).is_some() {
+            self.last_id.remove(&room);
+            self.hub.exit(&room, self.user.as_str());
+        }
+        out.push(event_frame(&ServerEvent::Left { room: room.to_string() }));
+    }
+
+    fn leave_all(&mut self) {
+        for room in self.rooms.keys().cloned().collect::<Vec<_>>() {
+            self.hub.exit(&room, self.user.as_str());
+        }
+        self.rooms.clear();
+    }
+
+    fn send(&mut self, raw_room: String, text: String, client_id: String, out: &mut Vec<WsMessage>) -> Option<PendingSend> {
+        let checked = self.check_send(&raw_room, &text, &client_id);
+        let (room, message) = match checked {
+            Ok(ok) => ok,
+            Err(err) => {
+                let client_id = (client_id.len() <= 64).then_some(client_id.as_str());
+                out.push(event_frame(&ServerEvent::error_for(&err, Some(&raw_room), client_id)));
+                return None;
+            }
+        };
+        let hub = self.hub.clone();
+        Some(
+            async move {
+                let result = hub.send(&room, message).await;
+                (room, client_id, result)
+            }
+            .boxed(),
+        )
+    }
+
+    fn check_send(&mut self, raw_room: &str, text: &str, client_id: &str) -> Result<(RoomName, NewMessage), ChatError> {
+        let room = RoomName::parse(raw_room)?;
+        if !self.rooms.contains_key(&room) {
+            return Err(ChatError::NotJoined(room.to_string()));
+        }
+        let client_id = validate_client_id(client_id)?;
+        let text = validate_text(text)?;
+        if self.sends.as_mut().is_some_and(|limit| !limit.allow()) {
+            return Err(ChatError::RateLimited);
+        }
+        Ok((room, NewMessage { user: self.user.clone(), text, client_id }))
+    }
+
+    /// A store finished: errors and repeated sends are answered directly;
+    /// new messages reach the sender through the room like everyone else.
+    fn on_send_done(&mut self, (room, client_id, result): (RoomName, String, Result<Appended, ChatError>), out: &mut Vec<WsMessage>) {
+        match result {
+            Ok(Appended::New(_)) => {}
+            Ok(Appended::Duplicate(message)) => out.push(event_frame(&ServerEvent::Message(message))),
+            Err(err) => {
+                if matches!(err, ChatError::Internal(_) | ChatError::Storage(_)) {
+                    tracing::error!(room = %room, error = %err, "a send failed");
+                }
+                out.push(event_frame(&ServerEvent::error_for(&err, Some(room.as_str()), Some(&client_id))));
+            }
+        }
+    }
+
+    async fn typing(&mut self, raw_room: &str, out: &mut Vec<WsMessage>) {
+        let room = match RoomName::parse(raw_room) {
+            Ok(room) if self.rooms.contains_key(&room) => room,
+            Ok(room) => return out.push(event_frame(&ServerEvent::error(&ChatError::NotJoined(room.to_string())))),
+            Err(err) => return out.push(event_frame(&ServerEvent::error(&err))),
+        };
+        let recent = self.last_typing.get(&room).is_some_and(|t| t.elapsed() < TYPING_PERIOD);
+        if !recent {
+            self.last_typing.insert(room.clone(), Instant::now());
+            let _ = self.hub.typing(&room, self.user.as_str()).await;
+        }
+    }
+
+    /// Relays one event of a joined room, skipping what the client has.
+    async fn on_room_event(
+        &mut self,
+        room: RoomName,
+        event: Result<Arc<RoomEvent>, BroadcastStreamRecvError>,
+        out: &mut Vec<WsMessage>,
+    ) {
+        let event = match event {
+            Ok(event) => event,
+            Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                tracing::warn!(room = %room, user = %self.user, missed, "slow client: re-reading missed messages");
+                self.catch_up(&room, out).await;
+                return;
+            }
+        };
+        if event.skip_user.as_deref() == Some(self.user_key.as_str()) {
+            return;
+        }
+        if let Some(id) = event.message_id {
+            let last = self.last_id.entry(room).or_insert(0);
+            if id <= *last {
+                return;
+            }
+            *last = id;
+        }
+        out.push(WsMessage::Text(event.frame.clone()));
+    }
+
+    /// Sends what the store holds after the last id this client saw.
+    async fn catch_up(&mut self, room: &RoomName, out: &mut Vec<WsMessage>) {
+        loop {
+            let after = self.last_id.get(room).copied().unwrap_or(0);
+            let missed = match self.hub.history(room, HistoryQuery::after(after, MAX_PAGE)).await {
+                Ok(missed) => missed,
+                Err(err) => {
+                    tracing::error!(room = %room, error = %err, "could not re-read missed messages");
+                    return;
+                }
+            };
+            let full = missed.len() == MAX_PAGE;
+            for message in missed {
+                self.last_id.insert(room.clone(), message.id);
+                out.push(event_frame(&ServerEvent::Message(message)));
+            }
+            if !full {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Filters that every route composes: shared state, the caller's session,
+//! the Origin check and JSON bodies. Failures become [`Problem`] rejections,
+//! which `http::recover` turns into JSON errors.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use warp::{Filter, Rejection};
+
+use super::State;
+use super::reply::SESSION_COOKIE;
+use crate::auth::sessions::Session;
+use crate::error::ChatError;
+
+/// Largest JSON body accepted by the API.
+pub const MAX_BODY_BYTES: u64 = 16 * 1024;
+
+/// A request refused before it reached its handler.
+#[derive(Debug)]
+pub struct Problem(pub ChatError);
+
+impl warp::reject::Reject for Problem {}
+
+pub fn reject(err: ChatError) -> Rejection {
+    warp::reject::custom(Problem(err))
+}
+
+pub fn with_state(state: State) -> impl Filter<Extract = (State,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// The caller's live session, if any (activity is noted).
+pub fn optional_session(state: State) -> impl Filter<Extract = (Option<Arc<Session>>,), Error = Infallible> + Clone {
+    warp::cookie::optional::<String>(SESSION_COOKIE)
+        .map(move |raw: Option<String>| raw.and_then(|raw| state.auth.session(&raw)))
+}
+
+/// The caller's live session, or a 401.
+pub fn session(state: State) -> impl Filter<Extract = (Arc<Session>,), Error = Rejection> + Clone {
+    optional_session(state).and_then(|session: Option<Arc<Session>>| async move {
+        session.ok_or_else(|| reject(ChatError::Unauthorized))
+    })
+}
+
+/// Refuses requests whose `Origin` is neither this server nor an allowed
+/// origin. Requests without `Origin` (curl, scripts) pass: browsers always
+/// send it on the requests that matter (POST, PUT, DELETE, WebSocket).
+pub fn allowed_origin(state: State) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<String>("origin")
+        .and(warp::header::optional::<String>("host"))
+        .and_then(move |origin: Option<String>, host: Option<String>| {
+            let ok = origin.is_none_or(|o| state.origin_allowed(&o, host.as_deref()));
+            async move { if ok { Ok(()) } else { Err(reject(ChatError::ForbiddenOrigin)) } }
+        })
+        .untuple_one()
+}
+
+/// A JSON body of type `T`: `Content-Type: application/json`, at most
+/// [`MAX_BODY_BYTES`], well-formed.
+pub fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("content-type")
+        .and_then(|ct: Option<String>| async move {
+            let is_json = ct.is_some_and(|ct| {
+                ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
+            if is_json { Ok(()) } else { Err(reject(ChatError::UnsupportedMediaType)) }
+        })
+        .untuple_one()
+        .and(warp::body::content_length_limit(MAX_BODY_BYTES))
+        .and(warp::body::bytes())
+        .and_then(|body: bytes::Bytes| async move {
+            serde_json::from_slice::<T>(&body)
+                .map_err(|e| reject(ChatError::InvalidJson(format!("could not read the request body: {e}"))))
+        })
+}
+
+/// Whether `origin` is `scheme://host` of the request itself.
+pub fn is_same_origin(origin: &str, host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+    let host = host.to_ascii_lowercase();
+    origin == format!("http://{host}") || origin == format!("https://{host}")
+}

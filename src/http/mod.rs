@@ -1,0 +1,275 @@
+//! HTTP: the only module that knows warp. Routes, pages, the JSON API and
+//! the WebSocket upgrade; every refusal becomes a JSON error here.
+//!
+//! Routes (one function each below; handlers in `api`, `ws`):
+//! ```text
+//! GET  /                       landing page (→ /home with a live session)
+//! GET  /home                   chat page (→ / without a session)
+//! GET  /{file}                 embedded front-end files
+//! POST /api/guest              {"username"} → session cookie
+//! GET  /api/me
+//! POST /api/logout
+//! GET  /api/rooms?q=&limit=
+//! POST /api/rooms              {"name"}
+//! GET  /api/rooms/{room}/messages?after=&before=&limit=
+//! POST /api/rooms/{room}/messages {"text","client_id"}
+//! GET  /ws                     WebSocket
+//! ```
+
+mod api;
+mod assets;
+mod guard;
+mod reply;
+mod ws;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use self::guard::{Problem, allowed_origin, json_body, optional_session, session, with_state};
+pub use self::reply::{CONTENT_SECURITY_POLICY, SESSION_COOKIE};
+use self::reply::HttpResponse;
+use crate::auth::Auth;
+use crate::config::{Config, normalize_origin};
+use crate::error::ChatError;
+use crate::hub::Hub;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct State {
+    pub hub: Hub,
+    pub auth: Arc<Auth>,
+    pub config: Arc<Config>,
+    /// Becomes `true` when the server starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Every open WebSocket, so shutdown can wait for them to close.
+    pub connections: TaskTracker,
+}
+
+impl State {
+    /// Same origin as the request, or one of `--allow-origin`.
+    fn origin_allowed(&self, origin: &str, host: Option<&str>) -> bool {
+        guard::is_same_origin(origin, host) || self.is_extra_origin(origin)
+    }
+
+    fn is_extra_origin(&self, origin: &str) -> bool {
+        normalize_origin(origin).is_some_and(|o| self.config.allowed_origins.contains(&o))
+    }
+
+    fn with_session_cookie(&self, response: HttpResponse, raw_id: &str) -> HttpResponse {
+        let max_age = self.config.session_limits.absolute.as_secs();
+        reply::set_session_cookie(response, raw_id, max_age, self.config.secure_cookies)
+    }
+}
+
+/// Every route, with errors turned into JSON and security headers added.
+pub fn routes(state: State) -> BoxedFilter<(HttpResponse,)> {
+    let api = guest(state.clone())
+        .or(me(state.clone()))
+        .unify()
+        .or(logout(state.clone()))
+        .unify()
+        .or(list_rooms(state.clone()))
+        .unify()
+        .or(create_room(state.clone()))
+        .unify()
+        .or(get_messages(state.clone()))
+        .unify()
+        .or(post_message(state.clone()))
+        .unify()
+        .boxed();
+    let all = websocket(state.clone())
+        .or(api)
+        .unify()
+        .or(pages(state.clone()))
+        .unify()
+        .or(cors_preflight(state.clone()))
+        .unify()
+        .recover(recover)
+        .unify();
+    let cors_state = state;
+    warp::header::optional::<String>("origin")
+        .and(all)
+        .map(move |origin: Option<String>, response: HttpResponse| cors_headers(&cors_state, origin, response))
+        .with(warp::reply::with::headers(reply::security_headers()))
+        .map(Reply::into_response)
+        .boxed()
+}
+
+/// GET /ws
+fn websocket(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("ws")
+        .and(warp::get())
+        .and(allowed_origin(state.clone()))
+        .and(with_state(state.clone()))
+        .and(optional_session(state))
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<warp::hyper::upgrade::OnUpgrade>())
+        .and_then(ws::upgrade)
+        .boxed()
+}
+
+/// POST /api/guest {"username"}
+fn guest(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "guest")
+        .and(warp::post())
+        .and(allowed_origin(state.clone()))
+        .and(with_state(state.clone()))
+        .and(optional_session(state))
+        .and(json_body())
+        .and_then(api::guest)
+        .boxed()
+}
+
+/// GET /api/me
+fn me(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "me").and(warp::get()).and(session(state)).and_then(api::me).boxed()
+}
+
+/// POST /api/logout
+fn logout(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "logout")
+        .and(warp::post())
+        .and(allowed_origin(state.clone()))
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and_then(api::logout)
+        .boxed()
+}
+
+/// GET /api/rooms?q=&limit=
+fn list_rooms(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "rooms")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and(warp::query::<HashMap<String, String>>())
+        .and_then(api::list_rooms)
+        .boxed()
+}
+
+/// POST /api/rooms {"name"}
+fn create_room(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "rooms")
+        .and(warp::post())
+        .and(allowed_origin(state.clone()))
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and(json_body())
+        .and_then(api::create_room)
+        .boxed()
+}
+
+/// GET /api/rooms/{room}/messages?after=&before=&limit=
+fn get_messages(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "rooms" / String / "messages")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and(warp::query::<HashMap<String, String>>())
+        .and_then(|room, state, session, query| api::get_messages(state, room, session, query))
+        .boxed()
+}
+
+/// POST /api/rooms/{room}/messages {"text","client_id"}
+fn post_message(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "rooms" / String / "messages")
+        .and(warp::post())
+        .and(allowed_origin(state.clone()))
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and(json_body())
+        .and_then(|room, state, session, body| api::post_message(state, room, session, body))
+        .boxed()
+}
+
+/// GET / , GET /home and the embedded files.
+fn pages(state: State) -> BoxedFilter<(HttpResponse,)> {
+    let landing = warp::path::end()
+        .and(warp::get())
+        .and(optional_session(state.clone()))
+        .map(|session: Option<_>| match session {
+            Some(_) => reply::redirect("/home"),
+            None => assets::file("index.html").unwrap_or_else(|| reply::error(&ChatError::NotFound)),
+        });
+    let home = warp::path!("home")
+        .and(warp::get())
+        .and(optional_session(state))
+        .map(|session: Option<_>| match session {
+            Some(_) => assets::file("home.html").unwrap_or_else(|| reply::error(&ChatError::NotFound)),
+            None => reply::redirect("/"),
+        });
+    let files = warp::path::param::<String>()
+        .and(warp::path::end())
+        .and(warp::get())
+        .and_then(|name: String| async move { assets::file(&name).ok_or_else(warp::reject::not_found) });
+    landing.or(home).unify().or(files).unify().boxed()
+}
+
+/// OPTIONS /api/... from an allowed cross-origin page (CORS preflight).
+fn cors_preflight(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::options()
+        .and(warp::header::optional::<String>("origin"))
+        .map(move |origin: Option<String>| {
+            let allowed = origin.as_deref().is_some_and(|o| state.is_extra_origin(o));
+            if !allowed {
+                return reply::error(&ChatError::ForbiddenOrigin);
+            }
+            let mut response = reply::no_content();
+            let h = response.headers_mut();
+            h.insert("access-control-allow-methods", "GET, POST, PUT, DELETE".parse().expect("valid"));
+            h.insert("access-control-allow-headers", "content-type".parse().expect("valid"));
+            h.insert("access-control-max-age", "600".parse().expect("valid"));
+            response
+        })
+        .boxed()
+}
+
+/// Lets allowed cross-origin pages read responses (with credentials).
+fn cors_headers(state: &State, origin: Option<String>, mut response: HttpResponse) -> HttpResponse {
+    if let Some(origin) = origin.filter(|o| state.is_extra_origin(o))
+        && let Ok(value) = origin.parse()
+    {
+        let h = response.headers_mut();
+        h.insert("access-control-allow-origin", value);
+        h.insert("access-control-allow-credentials", "true".parse().expect("valid"));
+        h.insert("vary", "Origin".parse().expect("valid"));
+    }
+    response
+}
+
+/// Turns every rejection into a JSON error with a fitting status.
+async fn recover(rejection: Rejection) -> Result<HttpResponse, Infallible> {
+    let err = if let Some(Problem(err)) = rejection.find::<Problem>() {
+        return Ok(reply::error(err));
+    } else if rejection.is_not_found() {
+        ChatError::NotFound
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ChatError::PayloadTooLarge
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        ChatError::BadRequest("a Content-Length header is required".into())
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        let mut response = reply::json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &serde_json::json!({"error": {"code": "method_not_allowed", "message": "that method is not allowed here"}}),
+        );
+        response.headers_mut().insert("allow", "GET, POST, PUT, DELETE".parse().expect("valid"));
+        return Ok(response);
+    } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
+        ChatError::BadRequest("the query string could not be read".into())
+    } else if rejection.find::<warp::reject::MissingCookie>().is_some()
+        || rejection.find::<warp::reject::InvalidHeader>().is_some()
+    {
+        ChatError::BadRequest("a request header could not be read".into())
+    } else {
+        tracing::debug!(?rejection, "unhandled rejection");
+        ChatError::BadRequest("the request could not be handled".into())
+    };
+    Ok(reply::error(&err))
+}

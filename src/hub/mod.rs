@@ -1,0 +1,208 @@
+//! The hub: where messages are sequenced, stored, then fanned out.
+//!
+//! Each room that is in use has one [`RoomChannel`], created on first use:
+//! - a **writer task** that takes every queued send of the room, stores the
+//!   batch with one append, and only then broadcasts the stored messages, in
+//!   id order. One writer per room is what makes "broadcast only after
+//!   persisted" and "clients see ids in order" hold at once, and batching is
+//!   what makes persistence cheap under load;
+//! - a tokio **broadcast channel** that carries pre-serialised frames to
+//!   every connection that joined the room (serialised once, shared by all);
+//! - the room's **presence**: who has it open, counted per user so a user
+//!   with two tabs goes offline only when both close.
+//!
+//! Lag policy: the broadcast channel keeps [`ROOM_CHANNEL_CAPACITY`] events.
+//! A connection that falls further behind gets `Lagged` and re-reads the
+//! missed messages from the store (see `connection`), so a slow client
+//! loses typing/presence hints but never a message.
+
+mod presence;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use self::presence::Presence;
+use crate::error::ChatError;
+use crate::model::{Message, NewMessage, RoomName};
+use crate::protocol::ServerEvent;
+use crate::store::{Appended, HistoryQuery, MessageStore};
+
+/// Events a room's broadcast channel holds for a slow receiver.
+pub const ROOM_CHANNEL_CAPACITY: usize = 4096;
+/// Sends queued for one room's writer before senders wait.
+const WRITER_QUEUE: usize = 4096;
+/// Most messages stored in one append.
+const MAX_BATCH: usize = 1024;
+
+/// One event on a room's channel, serialised once for every receiver.
+#[derive(Debug)]
+pub struct RoomEvent {
+    /// The JSON text frame.
+    pub frame: Utf8Bytes,
+    /// Set for stored messages: receivers skip ids they already have.
+    pub message_id: Option<u64>,
+    /// Set for events that must not go back to their author (typing,
+    /// presence): the author's lower-cased name.
+    pub skip_user: Option<String>,
+}
+
+impl RoomEvent {
+    fn new(event: &ServerEvent, message_id: Option<u64>, skip_user: Option<String>) -> Arc<Self> {
+        Arc::new(Self { frame: event.to_json().into(), message_id, skip_user })
+    }
+}
+
+struct SendRequest {
+    message: NewMessage,
+    reply: oneshot::Sender<Result<Appended, ChatError>>,
+}
+
+struct RoomChannel {
+    events: broadcast::Sender<Arc<RoomEvent>>,
+    writer: mpsc::Sender<SendRequest>,
+    presence: Mutex<Presence>,
+}
+
+/// Cheap to clone: a handle on shared state.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    store: Arc<dyn MessageStore>,
+    rooms: Mutex<HashMap<RoomName, Arc<RoomChannel>>>,
+}
+
+impl Hub {
+    pub fn new(store: Arc<dyn MessageStore>) -> Self {
+        Self { inner: Arc::new(HubInner { store, rooms: Mutex::new(HashMap::new()) }) }
+    }
+
+    pub fn store(&self) -> &Arc<dyn MessageStore> {
+        &self.inner.store
+    }
+
+    /// The channel of an existing room, created (with its writer) on first use.
+    async fn channel(&self, room: &RoomName) -> Result<Arc<RoomChannel>, ChatError> {
+        if let Some(ch) = self.inner.rooms.lock().expect("rooms lock").get(room) {
+            return Ok(ch.clone());
+        }
+        if !self.inner.store.room_exists(room).await? {
+            return Err(ChatError::RoomNotFound(room.to_string()));
+        }
+        let mut rooms = self.inner.rooms.lock().expect("rooms lock");
+        let channel = rooms.entry(room.clone()).or_insert_with(|| {
+            let (events, _) = broadcast::channel(ROOM_CHANNEL_CAPACITY);
+            let (writer, queue) = mpsc::channel(WRITER_QUEUE);
+            tokio::spawn(run_writer(self.inner.store.clone(), room.clone(), queue, events.clone()));
+            Arc::new(RoomChannel { events, writer, presence: Mutex::new(Presence::default()) })
+        });
+        Ok(channel.clone())
+    }
+
+    /// Starts receiving a room's events. Subscribe *before* reading history
+    /// so nothing falls between the two (duplicates are skipped by id).
+    pub async fn subscribe(&self, room: &RoomName) -> Result<broadcast::Receiver<Arc<RoomEvent>>, ChatError> {
+        Ok(self.channel(room).await?.events.subscribe())
+    }
+
+    /// Stores a message, then broadcasts it. Returns once it is on disk.
+    pub async fn send(&self, room: &RoomName, message: NewMessage) -> Result<Appended, ChatError> {
+        let channel = self.channel(room).await?;
+        let (reply, answer) = oneshot::channel();
+        channel
+            .writer
+            .send(SendRequest { message, reply })
+            .await
+            .map_err(|_| ChatError::Internal("the room writer stopped".into()))?;
+        answer.await.map_err(|_| ChatError::Internal("the room writer dropped a send".into()))?
+    }
+
+    pub async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {
+        self.inner.store.history(room, query).await
+    }
+
+    /// Marks `user` present in `room`; announces it when this is the user's
+    /// first connection there.
+    pub async fn enter(&self, room: &RoomName, user: &str) -> Result<(), ChatError> {
+        let channel = self.channel(room).await?;
+        let first = channel.presence.lock().expect("presence lock").enter(user);
+        if first {
+            announce_presence(&channel, room, user, true);
+        }
+        Ok(())
+    }
+
+    /// Undoes one `enter`; announces the user gone after the last one.
+    pub fn exit(&self, room: &RoomName, user: &str) {
+        let Some(channel) = self.inner.rooms.lock().expect("rooms lock").get(room).cloned() else {
+            return;
+        };
+        let last = channel.presence.lock().expect("presence lock").exit(user);
+        if last {
+            announce_presence(&channel, room, user, false);
+        }
+    }
+
+    /// Who has the room open, sorted case-insensitively.
+    pub fn online(&self, room: &RoomName) -> Vec<String> {
+        self.inner
+            .rooms
+            .lock()
+            .expect("rooms lock")
+            .get(room)
+            .map(|ch| ch.presence.lock().expect("presence lock").names())
+            .unwrap_or_default()
+    }
+
+    /// Tells the others in the room that `user` is typing.
+    pub async fn typing(&self, room: &RoomName, user: &str) -> Result<(), ChatError> {
+        let channel = self.channel(room).await?;
+        let event = ServerEvent::Typing { room: room.to_string(), user: user.to_string() };
+        let _ = channel.events.send(RoomEvent::new(&event, None, Some(user.to_lowercase())));
+        Ok(())
+    }
+}
+
+fn announce_presence(channel: &RoomChannel, room: &RoomName, user: &str, online: bool) {
+    let event = ServerEvent::Presence { room: room.to_string(), user: user.to_string(), online };
+    // No receivers is fine: nobody to tell.
+    let _ = channel.events.send(RoomEvent::new(&event, None, Some(user.to_lowercase())));
+}
+
+/// A room's writer: drains queued sends, stores them as one batch, answers
+/// each sender, then broadcasts the new messages in id order.
+async fn run_writer(
+    store: Arc<dyn MessageStore>,
+    room: RoomName,
+    mut queue: mpsc::Receiver<SendRequest>,
+    events: broadcast::Sender<Arc<RoomEvent>>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (messages, replies): (Vec<NewMessage>, Vec<_>) =
+            batch.drain(..).map(|r| (r.message, r.reply)).unzip();
+        match store.append(&room, messages).await {
+            Ok(results) => {
+                for (appended, reply) in results.into_iter().zip(replies) {
+                    if let Appended::New(message) = &appended {
+                        let id = message.id;
+                        let event = ServerEvent::Message(message.clone());
+                        let _ = events.send(RoomEvent::new(&event, Some(id), None));
+                    }
+                    let _ = reply.send(Ok(appended));
+                }
+            }
+            Err(err) => {
+                tracing::error!(room = %room, error = %err, "could not store messages");
+                for reply in replies {
+                    let _ = reply.send(Err(ChatError::Internal(err.to_string())));
+                }
+            }
+        }
+    }
+}

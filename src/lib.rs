@@ -1,0 +1,144 @@
+//! # chatroom
+//!
+//! A real-time chat server: one binary serves a plain-HTML front end, pushes
+//! messages over WebSockets and keeps every room's history in a readable
+//! JSON-lines file. See ARCHITECTURE.md for the bird's-eye view.
+//!
+//! # Layout
+//! - [`config`]: every setting, validated at start.
+//! - [`model`]: validated names and texts; the stored message.
+//! - [`protocol`]: WebSocket frames (serde enums tagged by `type`).
+//! - [`store`]: the storage trait and its JSON-lines backend — the only
+//!   code that touches files.
+//! - [`hub`]: per-room writer (store, then broadcast), channels, presence.
+//! - [`auth`]: guests, sessions.
+//! - [`connection`]: one WebSocket client's life, transport-agnostic.
+//! - [`http`]: the only module that knows warp: routes, pages, upgrade.
+//!
+//! [`App::open`] builds all of it from a [`Config`]; [`App::serve`] runs it
+//! on a listener until a shutdown future resolves. `main.rs` is just glue.
+
+pub mod auth;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod model;
+pub mod protocol;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+
+pub use crate::config::Config;
+use crate::auth::Auth;
+use crate::error::ChatError;
+use crate::hub::Hub;
+use crate::store::MessageStore;
+use crate::store::jsonl::JsonlStore;
+
+/// How long shutdown waits for open sockets to close.
+const SOCKET_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// A server ready to serve: storage opened, state built.
+pub struct App {
+    config: Arc<Config>,
+    store: Arc<dyn MessageStore>,
+    auth: Arc<Auth>,
+}
+
+impl App {
+    /// Opens the data directory and builds the server's state.
+    pub async fn open(config: Config) -> Result<Self, ChatError> {
+        let dir = config.data_dir.clone();
+        let sync = config.sync_writes;
+        let store = tokio::task::spawn_blocking(move || JsonlStore::open(&dir, sync))
+            .await
+            .map_err(|e| ChatError::Internal(e.to_string()))??;
+        let auth = Auth::new(config.session_limits, config.guests_allowed);
+        Ok(Self { config: Arc::new(config), store: Arc::new(store), auth: Arc::new(auth) })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then closes every
+    /// socket with 1001 ("going away") and flushes storage.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ChatError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let connections = TaskTracker::new();
+        let state = http::State {
+            hub: Hub::new(self.store.clone()),
+            auth: self.auth.clone(),
+            config: self.config.clone(),
+            shutdown: stop_rx.clone(),
+            connections: connections.clone(),
+        };
+        tokio::spawn(expire_sessions(self.auth.clone(), stop_rx));
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections; closing sockets");
+            let _ = stop_tx.send(true);
+        };
+        warp::serve(http::routes(state)).incoming(listener).graceful(signal).run().await;
+        connections.close();
+        if tokio::time::timeout(SOCKET_CLOSE_GRACE, connections.wait()).await.is_err() {
+            tracing::warn!(open = connections.len(), "some sockets did not close in time");
+        }
+        self.store.flush().await?;
+        tracing::info!("stopped; all data flushed");
+        Ok(())
+    }
+}
+
+/// Ends sessions past their time limits, so their sockets close promptly.
+async fn expire_sessions(auth: Arc<Auth>, mut stop: watch::Receiver<bool>) {
+    let period = (auth.limits().idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let ended = auth.end_expired();
+                if ended > 0 {
+                    tracing::info!(ended, "sessions expired");
+                }
+            }
+            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => return,
+        }
+    }
+}
+
+/// A server running in the background: for tests, benchmarks and embedding.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ChatError>>,
+}
+
+impl RunningServer {
+    /// Opens the data directory, binds `config.addr` (port 0 picks a free
+    /// port) and serves in a background task.
+    pub async fn start(config: Config) -> Result<Self, ChatError> {
+        let listener = TcpListener::bind(config.addr).await?;
+        let addr = listener.local_addr()?;
+        let app = App::open(config).await?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self { addr, stop: Some(stop), task })
+    }
+
+    /// Shuts down gracefully and waits until storage is flushed.
+    pub async fn stop(mut self) -> Result<(), ChatError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.map_err(|e| ChatError::Internal(e.to_string()))?
+    }
+}

@@ -1,0 +1,272 @@
+//! Plain data: room names, usernames, message text and stored messages.
+//!
+//! Every value that comes from a user is validated here, once, when it is
+//! turned into one of these types. The rest of the server only ever sees
+//! validated values, so a hostile name can never reach the file system.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::error::ChatError;
+
+/// Longest room name, in characters (like Slack channel names).
+pub const MAX_ROOM_NAME: usize = 80;
+/// Longest username, in characters.
+pub const MAX_USERNAME: usize = 32;
+/// Longest message text, in characters, after trimming.
+pub const MAX_TEXT: usize = 4000;
+/// Longest client-chosen message id.
+pub const MAX_CLIENT_ID: usize = 64;
+
+/// A validated room name: 1–80 characters of `a-z 0-9 - _`.
+///
+/// Names are also safe file names on every common file system: device names
+/// reserved by Windows (`con`, `nul`, `com1`, …) are refused too, so a data
+/// directory can be copied anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct RoomName(String);
+
+impl RoomName {
+    pub fn parse(raw: &str) -> Result<Self, ChatError> {
+        let invalid = |why: &str| ChatError::InvalidRoomName(why.to_string());
+        if raw.is_empty() {
+            return Err(invalid("a room name cannot be empty"));
+        }
+        if raw.chars().count() > MAX_ROOM_NAME {
+            return Err(invalid("a room name has at most 80 characters"));
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "a room name may only use lowercase letters a-z, digits, '-' and '_'",
+            ));
+        }
+        if is_reserved_device_name(raw) {
+            return Err(invalid("that name is reserved by some file systems"));
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for RoomName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        RoomName::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn is_reserved_device_name(name: &str) -> bool {
+    const RESERVED: [&str; 4] = ["con", "prn", "aux", "nul"];
+    if RESERVED.contains(&name) {
+        return true;
+    }
+    let numbered = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .is_some_and(|rest| rest.len() == 1 && rest.as_bytes()[0].is_ascii_digit())
+    };
+    numbered("com") || numbered("lpt")
+}
+
+/// A validated display name: 1–32 characters after trimming, no control,
+/// bidi-override or zero-width characters. Compared case-insensitively
+/// through [`Username::key`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(raw: &str) -> Result<Self, ChatError> {
+        let invalid = |why: &str| ChatError::InvalidUsername(why.to_string());
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(invalid("a username cannot be empty"));
+        }
+        if trimmed.chars().count() > MAX_USERNAME {
+            return Err(invalid("a username has at most 32 characters"));
+        }
+        if trimmed.chars().any(is_forbidden_in_name) {
+            return Err(invalid(
+                "a username cannot contain control, invisible or text-direction characters",
+            ));
+        }
+        Ok(Self(trimmed.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The case-insensitive identity of this name: two users whose keys are
+    /// equal are the same user.
+    pub fn key(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+impl<'de> Deserialize<'de> for Username {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Username::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Characters a name may never hold: controls, bidi embeddings/overrides/
+/// isolates and invisible zero-width characters that let one name pass for
+/// another.
+fn is_forbidden_in_name(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200B}'..='\u{200F}'   // zero-width space/joiners, LRM, RLM
+            | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
+            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+            | '\u{2066}'..='\u{2069}' // bidi isolates
+            | '\u{FEFF}'              // zero-width no-break space (BOM)
+            | '\u{00AD}'              // soft hyphen
+        )
+}
+
+/// Message text: trimmed, 1–4000 characters. Newlines and tabs are kept;
+/// other control characters are refused.
+pub fn validate_text(raw: &str) -> Result<String, ChatError> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(ChatError::InvalidText("a message cannot be empty".into()));
+    }
+    if trimmed.chars().count() > MAX_TEXT {
+        return Err(ChatError::InvalidText(
+            "a message has at most 4000 characters".into(),
+        ));
+    }
+    if trimmed
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
+        return Err(ChatError::InvalidText(
+            "a message cannot contain control characters".into(),
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// A client-chosen id that makes a send idempotent: 1–64 printable ASCII
+/// characters (a UUID fits).
+pub fn validate_client_id(raw: &str) -> Result<String, ChatError> {
+    if raw.is_empty() || raw.len() > MAX_CLIENT_ID || !raw.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ChatError::InvalidClientId);
+    }
+    Ok(raw.to_string())
+}
+
+/// A message as stored (one JSON line in its room's file) and as sent to
+/// clients. Field order is the order on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Strictly increasing within its room, starting at 1.
+    pub id: u64,
+    pub room: String,
+    pub user: String,
+    pub text: String,
+    /// RFC 3339, UTC.
+    pub ts: String,
+    pub client_id: String,
+}
+
+/// What a sender asks to store; the store gives it an id and a time.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub user: Username,
+    pub text: String,
+    pub client_id: String,
+}
+
+/// The current time as RFC 3339 UTC with millisecond precision.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let now = now.replace_nanosecond(now.millisecond() as u32 * 1_000_000).unwrap_or(now);
+    now.format(&time::format_description::well_known::Rfc3339)
+        .expect("formatting a UTC time as RFC 3339 cannot fail")
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_accept_slack_like_names() {
+        for ok in ["general", "a", "rust-lang", "dev_ops", "2024", &"x".repeat(80)] {
+            assert!(RoomName::parse(ok).is_ok(), "{ok} should be valid");
+        }
+    }
+
+    #[test]
+    fn room_names_refuse_hostile_input() {
+        for bad in [
+            "", "../etc", "a/b", "CON", "con", "com1", "lpt9", "General", "a b", "a.b", "a\0b",
+            "a\nb", "é", &"x".repeat(81), &"x".repeat(10_000),
+        ] {
+            assert!(RoomName::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn usernames_are_trimmed_and_compared_case_insensitively() {
+        let a = Username::parse("  Alice ").unwrap();
+        assert_eq!(a.as_str(), "Alice");
+        assert_eq!(a.key(), Username::parse("ALICE").unwrap().key());
+    }
+
+    #[test]
+    fn usernames_refuse_invisible_and_control_characters() {
+        for bad in [
+            "", "   ", "a\u{202E}b", "a\u{200B}b", "a\u{2066}", "a\nb", "a\u{7}", "\u{FEFF}x",
+            &"x".repeat(33), &"é".repeat(33),
+        ] {
+            assert!(Username::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(Username::parse(&"é".repeat(32)).is_ok());
+        assert!(Username::parse("Zoë 🙂").is_ok());
+    }
+
+    #[test]
+    fn text_is_trimmed_and_bounded() {
+        assert_eq!(validate_text("  hi\nthere ").unwrap(), "hi\nthere");
+        assert!(validate_text(" \n ").is_err());
+        assert!(validate_text(&"a".repeat(4001)).is_err());
+        assert!(validate_text(&"a".repeat(4000)).is_ok());
+        assert!(validate_text("bell\u{7}").is_err());
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let ts = now_rfc3339();
+        assert!(ts.ends_with('Z'), "{ts}");
+        assert!(time::OffsetDateTime::parse(&ts, &time::format_description::well_known::Rfc3339).is_ok());
+    }
+}

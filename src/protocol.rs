@@ -1,0 +1,98 @@
+//! The WebSocket protocol: every frame is a JSON object tagged by `type`.
+//! See docs/PROTOCOL.md for the prose version; the serde shapes here are the
+//! source of truth.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ChatError;
+use crate::model::Message;
+
+/// A frame from a client.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientEvent {
+    /// Start receiving a room. `after`: resume after this message id.
+    Join { room: String, after: Option<u64> },
+    /// Stop receiving a room.
+    Leave { room: String },
+    /// Post a message. `client_id` makes retries safe.
+    Send { room: String, text: String, client_id: String },
+    /// "I am typing" (sent to the others in the room).
+    Typing { room: String },
+}
+
+/// A frame to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerEvent {
+    /// Answer to `join`: the history to show and who is online.
+    /// `has_more`: resuming found more messages than one frame carries; fetch
+    /// the rest with `GET /api/rooms/{room}/messages?after=`.
+    Joined { room: String, history: Vec<Message>, online: Vec<String>, has_more: bool },
+    /// Answer to `leave`.
+    Left { room: String },
+    /// A stored message (also the sender's acknowledgement).
+    Message(Message),
+    /// Someone came online in / left a room.
+    Presence { room: String, user: String, online: bool },
+    /// Someone is typing in a room.
+    Typing { room: String, user: String },
+    /// Something the client sent could not be done.
+    Error {
+        code: String,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+    },
+}
+
+impl ServerEvent {
+    pub fn error(err: &ChatError) -> Self {
+        Self::Error { code: err.code().into(), message: err.client_message(), client_id: None, room: None }
+    }
+
+    pub fn error_for(err: &ChatError, room: Option<&str>, client_id: Option<&str>) -> Self {
+        Self::Error {
+            code: err.code().into(),
+            message: err.client_message(),
+            client_id: client_id.map(str::to_string),
+            room: room.map(str::to_string),
+        }
+    }
+
+    /// The frame's JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server events always serialise")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_events_are_flat() {
+        let m = Message {
+            id: 7,
+            room: "general".into(),
+            user: "ann".into(),
+            text: "hi".into(),
+            ts: "2026-01-01T00:00:00.000Z".into(),
+            client_id: "c1".into(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&ServerEvent::Message(m).to_json()).unwrap();
+        assert_eq!(v["type"], "message");
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["client_id"], "c1");
+    }
+
+    #[test]
+    fn client_events_parse_and_reject_unknown_types() {
+        let e: ClientEvent = serde_json::from_str(r#"{"type":"join","room":"general","after":3}"#).unwrap();
+        assert_eq!(e, ClientEvent::Join { room: "general".into(), after: Some(3) });
+        assert!(serde_json::from_str::<ClientEvent>(r#"{"type":"nuke"}"#).is_err());
+        assert!(serde_json::from_str::<ClientEvent>(r#"{"type":"send","room":"g"}"#).is_err());
+    }
+}

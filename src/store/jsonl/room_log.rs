@@ -1,0 +1,264 @@
+//! One room's message file: `<data>/rooms/<room>.jsonl`.
+//!
+//! Opening a room reads only the file's tail: the last [`DEDUP_WINDOW`]
+//! messages are kept in memory (they answer "the latest 50" and repeated
+//! `client_id`s without touching the disk); older pages are found by binary
+//! search in the file itself (see `lines`). A torn last line — the process
+//! died in the middle of a write — is moved to `<room>.jsonl.torn` and cut
+//! off, with a warning.
+//!
+//! Writes are appended as whole lines in one `write` per batch. `committed`
+//! is the length of the file that holds only complete lines; readers never
+//! look past it.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::lines;
+use crate::model::{Message, NewMessage, RoomName, now_rfc3339};
+use crate::store::{Appended, DEDUP_WINDOW, HistoryQuery};
+
+/// The latest messages of a room and who sent which `client_id`.
+#[derive(Default)]
+struct Recent {
+    messages: VecDeque<Message>,
+    /// (lower-cased user, client_id) → id, for the messages in `messages`.
+    by_client: HashMap<(String, String), u64>,
+}
+
+impl Recent {
+    fn push(&mut self, message: Message) {
+        self.by_client.insert(dedup_key(&message.user, &message.client_id), message.id);
+        self.messages.push_back(message);
+        if self.messages.len() > DEDUP_WINDOW {
+            let old = self.messages.pop_front().expect("not empty");
+            let key = dedup_key(&old.user, &old.client_id);
+            if self.by_client.get(&key) == Some(&old.id) {
+                self.by_client.remove(&key);
+            }
+        }
+    }
+
+    fn find(&self, user: &str, client_id: &str) -> Option<&Message> {
+        let id = *self.by_client.get(&dedup_key(user, client_id))?;
+        let first = self.messages.front()?.id;
+        // Ids in `messages` are increasing; they are contiguous unless the
+        // file was damaged, so try the direct index first.
+        let guess = id.checked_sub(first).map(|i| i as usize);
+        match guess.and_then(|i| self.messages.get(i)).filter(|m| m.id == id) {
+            Some(m) => Some(m),
+            None => self.messages.iter().find(|m| m.id == id),
+        }
+    }
+
+    fn last_id(&self) -> u64 {
+        self.messages.back().map_or(0, |m| m.id)
+    }
+
+    /// Answers `query` from memory when the slice lies inside the window.
+    fn answer(&self, query: &HistoryQuery) -> Option<Vec<Message>> {
+        let first = self.messages.front().map_or(1, |m| m.id);
+        let covered = match (query.after, query.before) {
+            (Some(after), _) => after + 1 >= first,
+            (None, before) => {
+                let upper = before.unwrap_or(u64::MAX);
+                let inside = self.messages.iter().filter(|m| m.id < upper).count();
+                inside >= query.limit || first <= 1
+            }
+        };
+        if !covered {
+            return None;
+        }
+        let admitted = self.messages.iter().filter(|m| query.admits(m.id));
+        Some(if query.after.is_some() {
+            admitted.take(query.limit).cloned().collect()
+        } else {
+            let all: Vec<&Message> = admitted.collect();
+            all[all.len().saturating_sub(query.limit)..].iter().map(|m| (*m).clone()).collect()
+        })
+    }
+}
+
+fn dedup_key(user: &str, client_id: &str) -> (String, String) {
+    (user.to_lowercase(), client_id.to_string())
+}
+
+/// An open room file. Appends must be serialised by the caller.
+pub struct RoomLog {
+    room: RoomName,
+    path: PathBuf,
+    file: File,
+    committed: AtomicU64,
+    recent: Mutex<Recent>,
+    /// Serialises appends (the hub already does; this keeps the store safe
+    /// on its own).
+    write_lock: tokio::sync::Mutex<()>,
+    sync_writes: bool,
+}
+
+impl RoomLog {
+    /// Opens (creating if needed) a room's file and loads its tail.
+    pub fn open(rooms_dir: &Path, room: &RoomName, sync_writes: bool) -> io::Result<Self> {
+        let path = rooms_dir.join(format!("{room}.jsonl"));
+        let file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
+        let len = repair_torn_tail(&file, &path)?;
+        let hint = path.display().to_string();
+        let mut recent = Recent::default();
+        for m in lines::read_backward(&file, len, DEDUP_WINDOW, &hint)? {
+            recent.push(m);
+        }
+        Ok(Self {
+            room: room.clone(),
+            path,
+            file,
+            committed: AtomicU64::new(len),
+            recent: Mutex::new(recent),
+            write_lock: tokio::sync::Mutex::new(()),
+            sync_writes,
+        })
+    }
+
+    /// Stores a batch in order (see `MessageStore::append`). Blocking: call
+    /// from a blocking-friendly context.
+    pub fn append_blocking(&self, batch: Vec<NewMessage>) -> io::Result<Vec<Appended>> {
+        let mut results = Vec::with_capacity(batch.len());
+        let mut fresh: Vec<Message> = Vec::new();
+        let mut buf = Vec::with_capacity(batch.len() * 256);
+        {
+            let recent = self.recent.lock().expect("recent lock");
+            let mut next_id = recent.last_id() + 1;
+            let ts = now_rfc3339();
+            for new in batch {
+                let user = new.user.as_str();
+                let earlier = recent
+                    .find(user, &new.client_id)
+                    .or_else(|| fresh.iter().find(|m| dedup_key(&m.user, &m.client_id) == dedup_key(user, &new.client_id)));
+                if let Some(earlier) = earlier {
+                    results.push(Appended::Duplicate(earlier.clone()));
+                    continue;
+                }
+                let message = Message {
+                    id: next_id,
+                    room: self.room.to_string(),
+                    user: user.to_string(),
+                    text: new.text,
+                    ts: ts.clone(),
+                    client_id: new.client_id,
+                };
+                next_id += 1;
+                serde_json::to_writer(&mut buf, &message).expect("a message always serialises");
+                buf.push(b'\n');
+                results.push(Appended::New(message.clone()));
+                fresh.push(message);
+            }
+        }
+        if !buf.is_empty() {
+            self.write_whole(&buf)?;
+            let mut recent = self.recent.lock().expect("recent lock");
+            for m in fresh {
+                recent.push(m);
+            }
+        }
+        Ok(results)
+    }
+
+    /// Appends `buf` (whole lines) or, on failure, cuts the file back so no
+    /// partial line stays behind.
+    fn write_whole(&self, buf: &[u8]) -> io::Result<()> {
+        let before = self.committed.load(Ordering::Acquire);
+        let written = (&self.file).write_all(buf).and_then(|()| {
+            if self.sync_writes { self.file.sync_data() } else { Ok(()) }
+        });
+        if let Err(e) = written {
+            tracing::error!(file = %self.path.display(), error = %e, "append failed; rolling back");
+            if let Err(e2) = self.file.set_len(before) {
+                tracing::error!(file = %self.path.display(), error = %e2, "could not roll back a failed append");
+            }
+            return Err(e);
+        }
+        self.committed.store(before + buf.len() as u64, Ordering::Release);
+        Ok(())
+    }
+
+    /// Reads a slice of history (blocking when it has to go to disk).
+    pub fn history_blocking(&self, query: HistoryQuery) -> io::Result<Vec<Message>> {
+        if let Some(hit) = self.recent.lock().expect("recent lock").answer(&query) {
+            return Ok(hit);
+        }
+        let len = self.committed.load(Ordering::Acquire);
+        let hint = self.path.display().to_string();
+        match query.after {
+            Some(after) => {
+                let start = lines::offset_of_first_id_at_least(&self.file, len, after + 1)?;
+                lines::read_forward(&self.file, start, len, query.limit, query.before, &hint)
+            }
+            None => {
+                let end = match query.before {
+                    Some(before) => lines::offset_of_first_id_at_least(&self.file, len, before)?,
+                    None => len,
+                };
+                lines::read_backward(&self.file, end, query.limit, &hint)
+            }
+        }
+    }
+
+    pub fn write_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.write_lock
+    }
+
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// Cuts off a last line that has no newline (a write torn by a crash),
+/// saving its bytes beside the file. Returns the file's length after.
+pub(super) fn repair_torn_tail(file: &File, path: &Path) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)?;
+    if last[0] == b'\n' {
+        return Ok(len);
+    }
+    let keep = last_newline_before(file, len)?.map_or(0, |nl| nl + 1);
+    let mut torn = vec![0; (len - keep) as usize];
+    file.read_exact_at(&mut torn, keep)?;
+    let torn_path = path.with_extension("jsonl.torn");
+    let mut side = OpenOptions::new().create(true).append(true).open(&torn_path)?;
+    side.write_all(&torn)?;
+    side.write_all(b"\n")?;
+    side.sync_data()?;
+    file.set_len(keep)?;
+    tracing::warn!(
+        file = %path.display(),
+        bytes = torn.len(),
+        saved_to = %torn_path.display(),
+        "skipped a torn last line (the server stopped mid-write)"
+    );
+    Ok(keep)
+}
+
+fn last_newline_before(file: &File, end: u64) -> io::Result<Option<u64>> {
+    let mut pos = end;
+    while pos > 0 {
+        let step = 8192.min(pos);
+        pos -= step;
+        let mut chunk = vec![0; step as usize];
+        file.read_exact_at(&mut chunk, pos)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(pos + i as u64));
+        }
+    }
+    Ok(None)
+}
+
+/// Shared handle to an open room.
+pub type SharedRoomLog = Arc<RoomLog>;

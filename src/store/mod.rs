@@ -1,0 +1,117 @@
+//! Storage: the only module that touches files (and, later, SQL).
+//!
+//! [`MessageStore`] is the contract every backend keeps; handlers and the hub
+//! hold an `Arc<dyn MessageStore>` and never know which backend is behind it.
+//! The default backend, [`jsonl::JsonlStore`], keeps one human-readable
+//! JSON-lines file per room.
+//!
+//! The contract, in words:
+//! - `append` stores a batch *in order*, gives each new message the next id of
+//!   its room (ids strictly increase) and returns only once the batch is
+//!   written. A message whose `(user, client_id)` is already among the room's
+//!   last [`DEDUP_WINDOW`] messages is not stored again: the stored one is
+//!   returned as [`Appended::Duplicate`]. This holds across restarts.
+//! - `history` returns messages oldest first, never a partly written one.
+//! - Callers serialise appends per room (the hub does); reads may run
+//!   concurrently with an append.
+
+pub mod jsonl;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::error::ChatError;
+use crate::model::{Message, NewMessage, RoomName};
+
+/// How many of a room's latest messages are checked for a repeated
+/// `client_id` (the protocol promises at least 1,000).
+pub const DEDUP_WINDOW: usize = 1024;
+/// Most messages one history request returns.
+pub const MAX_PAGE: usize = 500;
+/// Messages returned when no limit is given.
+pub const DEFAULT_PAGE: usize = 50;
+
+/// A room as listed by the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RoomInfo {
+    pub name: String,
+}
+
+/// Which slice of a room's history to read.
+///
+/// - `after` given: the first `limit` messages with `id > after`.
+/// - otherwise: the last `limit` messages with `id < before` (or the latest
+///   `limit` when `before` is absent).
+///
+/// Both bounds may be combined; results are always oldest first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistoryQuery {
+    pub after: Option<u64>,
+    pub before: Option<u64>,
+    pub limit: usize,
+}
+
+impl HistoryQuery {
+    pub fn latest(limit: usize) -> Self {
+        Self { limit, ..Self::default() }
+    }
+
+    pub fn after(after: u64, limit: usize) -> Self {
+        Self { after: Some(after), limit, ..Self::default() }
+    }
+
+    /// Whether `id` lies inside the query's bounds (ignoring the limit).
+    pub fn admits(&self, id: u64) -> bool {
+        self.after.is_none_or(|a| id > a) && self.before.is_none_or(|b| id < b)
+    }
+}
+
+/// The outcome of appending one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored now, with a fresh id.
+    New(Message),
+    /// The same user already sent this `client_id`: this is the stored copy.
+    Duplicate(Message),
+}
+
+impl Appended {
+    pub fn message(&self) -> &Message {
+        match self {
+            Appended::New(m) | Appended::Duplicate(m) => m,
+        }
+    }
+}
+
+/// Rooms and their messages.
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Creates a room; `RoomExists` if it is already there.
+    async fn create_room(&self, room: &RoomName, created_by: &str) -> Result<RoomInfo, ChatError>;
+    /// Whether the room exists.
+    async fn room_exists(&self, room: &RoomName) -> Result<bool, ChatError>;
+    /// Rooms whose name contains `filter` (case-insensitive); exact match
+    /// first, then prefix matches, then the rest, each alphabetically.
+    async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, ChatError>;
+    /// Stores a batch of messages in order (see the module doc).
+    async fn append(&self, room: &RoomName, batch: Vec<NewMessage>) -> Result<Vec<Appended>, ChatError>;
+    /// Reads a slice of history, oldest first.
+    async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, ChatError>;
+    /// Makes everything written so far durable (called at shutdown).
+    async fn flush(&self) -> Result<(), ChatError>;
+}
+
+/// Orders room names for a search: exact match, prefix matches, then other
+/// matches, alphabetically within each group.
+pub fn rank_rooms<'a>(names: impl Iterator<Item = &'a str>, filter: &str, limit: usize) -> Vec<RoomInfo> {
+    let filter = filter.trim().to_lowercase();
+    let mut hits: Vec<(u8, &str)> = names
+        .filter(|n| n.contains(filter.as_str()))
+        .map(|n| {
+            let rank = if n == filter { 0 } else if n.starts_with(filter.as_str()) { 1 } else { 2 };
+            (rank, n)
+        })
+        .collect();
+    hits.sort_unstable();
+    hits.into_iter().take(limit).map(|(_, n)| RoomInfo { name: n.to_string() }).collect()
+}
