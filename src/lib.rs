@@ -43,7 +43,7 @@ use crate::auth::Auth;
 use crate::error::ChatError;
 use crate::hub::Hub;
 use crate::store::MessageStore;
-use crate::store::jsonl::JsonlStore;
+use crate::store::jsonl::{JsonlAccounts, JsonlStore};
 
 /// How long shutdown waits for open sockets to close.
 const SOCKET_CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -60,10 +60,12 @@ impl App {
     pub async fn open(config: Config) -> Result<Self, ChatError> {
         let dir = config.data_dir.clone();
         let sync = config.sync_writes;
-        let store = tokio::task::spawn_blocking(move || JsonlStore::open(&dir, sync))
-            .await
-            .map_err(|e| ChatError::Internal(e.to_string()))??;
-        let auth = Auth::new(config.session_limits, config.guests_allowed);
+        let (store, accounts) = tokio::task::spawn_blocking(move || {
+            Ok::<_, std::io::Error>((JsonlStore::open(&dir, sync)?, JsonlAccounts::open(&dir)?))
+        })
+        .await
+        .map_err(|e| ChatError::Internal(e.to_string()))??;
+        let auth = Auth::open(Arc::new(accounts), config.session_limits, config.guests_allowed).await?;
         Ok(Self { config: Arc::new(config), store: Arc::new(store), auth: Arc::new(auth) })
     }
 
@@ -79,7 +81,7 @@ impl App {
             shutdown: stop_rx.clone(),
             connections: connections.clone(),
         };
-        tokio::spawn(expire_sessions(self.auth.clone(), stop_rx));
+        tokio::spawn(session_upkeep(self.auth.clone(), stop_rx));
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections; closing sockets");
@@ -96,16 +98,18 @@ impl App {
     }
 }
 
-/// Ends sessions past their time limits, so their sockets close promptly.
-async fn expire_sessions(auth: Arc<Auth>, mut stop: watch::Receiver<bool>) {
+/// Ends sessions past their time limits (so their sockets close promptly)
+/// and writes session activity to disk.
+async fn session_upkeep(auth: Arc<Auth>, mut stop: watch::Receiver<bool>) {
     let period = (auth.limits().idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let ended = auth.end_expired();
-                if ended > 0 {
-                    tracing::info!(ended, "sessions expired");
+                match auth.upkeep().await {
+                    Ok(0) => {}
+                    Ok(ended) => tracing::info!(ended, "sessions expired"),
+                    Err(e) => tracing::error!(error = %e, "session upkeep failed"),
                 }
             }
             _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => return,

@@ -1,63 +1,190 @@
-//! Who is who: guest names, sessions and (later) accounts.
+//! Who is who: accounts, guests, sessions, log-in throttling and room
+//! subscriptions.
 //!
-//! Knows nothing of HTTP: the `http` module reads the cookie and calls in
-//! here with its raw value.
+//! Knows nothing of HTTP: the `http` module reads the cookie and the client
+//! address and calls in here. Persistence goes through
+//! [`AccountStore`](crate::store::AccountStore).
 
+pub mod password;
 pub mod sessions;
+pub mod throttle;
 
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use self::password::Hasher;
 use self::sessions::{EndReason, Session, SessionLimits, SessionTable, now_ms};
+use self::throttle::{MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USER, Throttle};
 use crate::error::ChatError;
-use crate::model::Username;
+use crate::model::{RoomName, Username, now_rfc3339};
+use crate::store::jsonl::DEFAULT_ROOM;
+use crate::store::{AccountStore, UserRecord};
 
 /// A guest name stays held this long after its holder's last activity,
 /// even with no socket open (so a polling client keeps its name).
 const GUEST_NAME_GRACE: Duration = Duration::from_secs(60);
+/// Activity is written to disk at most this often per session.
+const PERSIST_ACTIVITY_EVERY: Duration = Duration::from_secs(60);
+
+/// A new session: the raw id (for the cookie, shown once) and the session.
+pub type NewSession = (String, Arc<Session>);
 
 pub struct Auth {
+    store: Arc<dyn AccountStore>,
     sessions: SessionTable,
     limits: SessionLimits,
     guests_allowed: bool,
+    hasher: Hasher,
+    throttle: Throttle,
+    /// Guests' subscriptions, by session id hash: they last as long as the
+    /// session does.
+    guest_subscriptions: Mutex<HashMap<String, BTreeSet<String>>>,
 }
 
 impl Auth {
-    pub fn new(limits: SessionLimits, guests_allowed: bool) -> Self {
-        Self { sessions: SessionTable::default(), limits, guests_allowed }
+    /// Builds the service and restores the stored sessions still live.
+    pub async fn open(store: Arc<dyn AccountStore>, limits: SessionLimits, guests_allowed: bool) -> Result<Self, ChatError> {
+        let auth = Self {
+            store,
+            sessions: SessionTable::default(),
+            limits,
+            guests_allowed,
+            hasher: Hasher::default(),
+            throttle: Throttle::default(),
+            guest_subscriptions: Mutex::new(HashMap::new()),
+        };
+        let now = now_ms();
+        let mut stale = Vec::new();
+        for record in auth.store.load_sessions().await? {
+            match auth.sessions.restore(record.clone()) {
+                Some(s) if s.is_live(&limits, now) => {}
+                _ => stale.push(record.id_hash),
+            }
+        }
+        auth.sessions.end_expired(&limits);
+        auth.store.delete_sessions(stale).await?;
+        tokio::task::spawn_blocking(password::warm_up).await.map_err(|e| ChatError::Internal(e.to_string()))?;
+        Ok(auth)
     }
 
     pub fn limits(&self) -> &SessionLimits {
         &self.limits
     }
 
-    /// Starts a guest session under `name`, unless someone online holds it.
+    /// POST /api/signup: creates an account and logs it in.
+    pub async fn sign_up(&self, name: &str, password: String, current: Option<&Arc<Session>>) -> Result<NewSession, ChatError> {
+        let user = Username::parse(name)?;
+        password::check_strength(&password)?;
+        if self.guest_holds(&user, current) {
+            return Err(ChatError::NameTaken(user.to_string()));
+        }
+        if self.store.find_user(&user.key()).await?.is_some() {
+            return Err(ChatError::NameTaken(user.to_string()));
+        }
+        let password_hash = self.hasher.hash(password).await?;
+        let record = UserRecord { username: user.to_string(), password_hash, created_at: now_rfc3339() };
+        self.store.create_user(record).await?;
+        tracing::info!(user = %user, "account created");
+        let general = RoomName::parse(DEFAULT_ROOM).expect("valid default room");
+        self.store.subscribe(&user.key(), &general).await?;
+        self.start_session(user, false, current).await
+    }
+
+    /// POST /api/login: checks the password (same answer and about the same
+    /// time for an unknown user and a wrong password) and starts a session.
+    pub async fn log_in(&self, name: &str, password: String, from: Option<IpAddr>, current: Option<&Arc<Session>>) -> Result<NewSession, ChatError> {
+        let user_key = format!("user:{}", name.trim().to_lowercase());
+        let addr_key = from.map(|a| format!("addr:{a}"));
+        self.check_throttle(&user_key, addr_key.as_deref())?;
+        let user = Username::parse(name).ok();
+        let record = match &user {
+            Some(user) => self.store.find_user(&user.key()).await?,
+            None => None,
+        };
+        let phc = record.as_ref().map(|r| r.password_hash.clone());
+        let password_ok = self.hasher.verify(password, phc).await?;
+        match (record, password_ok) {
+            (Some(record), true) => {
+                let user = Username::parse(&record.username).map_err(|_| ChatError::BadCredentials)?;
+                self.start_session(user, false, current).await
+            }
+            _ => {
+                self.throttle.record_failure(&user_key);
+                if let Some(addr_key) = &addr_key {
+                    self.throttle.record_failure(addr_key);
+                }
+                tracing::info!(user = %name.chars().take(32).collect::<String>(), from = ?from, "failed log-in");
+                Err(ChatError::BadCredentials)
+            }
+        }
+    }
+
+    fn check_throttle(&self, user_key: &str, addr_key: Option<&str>) -> Result<(), ChatError> {
+        let wait = self
+            .throttle
+            .blocked(user_key, MAX_FAILURES_PER_USER)
+            .or_else(|| addr_key.and_then(|k| self.throttle.blocked(k, MAX_FAILURES_PER_ADDRESS)));
+        match wait {
+            Some(wait) => {
+                tracing::warn!(user_key, addr_key, "log-in throttled after repeated failures");
+                Err(ChatError::TooManyAttempts { retry_after_secs: wait.as_secs().max(1) })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// POST /api/guest: starts a guest session under `name`, unless an
+    /// account has that name or someone online holds it.
     ///
-    /// A name is held by a live guest session that has a socket open or was
-    /// active in the last minute; an idle holder loses the name (and its
-    /// session). `current` is the caller's own session, which never blocks
-    /// it: a new session replaces it (a fresh id at every log-in).
-    pub fn guest_login(&self, name: &str, current: Option<&Arc<Session>>) -> Result<(String, Arc<Session>), ChatError> {
+    /// A guest name is held by a live guest session that has a socket open
+    /// or was active in the last minute; an idle holder loses the name (and
+    /// its session).
+    pub async fn guest_login(&self, name: &str, current: Option<&Arc<Session>>) -> Result<NewSession, ChatError> {
         if !self.guests_allowed {
             return Err(ChatError::GuestsDisabled);
         }
         let user = Username::parse(name)?;
+        if self.guest_holds(&user, current) || self.store.find_user(&user.key()).await?.is_some() {
+            return Err(ChatError::NameTaken(user.to_string()));
+        }
+        let idle_holders: Vec<String> = self
+            .sessions
+            .of_user(&user.key())
+            .into_iter()
+            .filter(|s| s.guest && current.is_none_or(|c| c.id_hash != s.id_hash))
+            .map(|s| s.id_hash.clone())
+            .collect();
+        self.end_sessions(idle_holders, EndReason::Expired).await?;
+        self.start_session(user, true, current).await
+    }
+
+    /// Whether a guest other than `current` is online under this name.
+    fn guest_holds(&self, user: &Username, current: Option<&Arc<Session>>) -> bool {
         let now = now_ms();
-        for holder in self.sessions.of_user(&user.key()) {
+        self.sessions.of_user(&user.key()).iter().any(|holder| {
             let own = current.is_some_and(|c| c.id_hash == holder.id_hash);
-            let online = holder.is_live(&self.limits, now)
+            holder.guest
+                && !own
+                && holder.is_live(&self.limits, now)
                 && (holder.open_sockets() > 0
-                    || now.saturating_sub(holder.last_seen_ms()) < GUEST_NAME_GRACE.as_millis() as u64);
-            if online && !own {
-                return Err(ChatError::NameTaken(user.to_string()));
-            }
-            let reason = if own { EndReason::Replaced } else { EndReason::Expired };
-            self.sessions.end(&holder.id_hash, reason);
-        }
+                    || now.saturating_sub(holder.last_seen_ms()) < GUEST_NAME_GRACE.as_millis() as u64)
+        })
+    }
+
+    /// A new session with a fresh id; the caller's previous one ends.
+    async fn start_session(&self, user: Username, guest: bool, current: Option<&Arc<Session>>) -> Result<NewSession, ChatError> {
         if let Some(current) = current {
-            self.sessions.end(&current.id_hash, EndReason::Replaced);
+            self.end_sessions(vec![current.id_hash.clone()], EndReason::Replaced).await?;
         }
-        Ok(self.sessions.create(user, true))
+        let (raw, session) = self.sessions.create(user, guest);
+        self.store.save_session(session.record()).await?;
+        if guest {
+            let general = DEFAULT_ROOM.to_string();
+            self.guest_subscriptions.lock().expect("guest subs lock").insert(session.id_hash.clone(), BTreeSet::from([general]));
+        }
+        Ok((raw, session))
     }
 
     /// The live session behind a cookie value, marked active now.
@@ -67,13 +194,70 @@ impl Auth {
         Some(session)
     }
 
-    /// Ends a session at the user's request.
-    pub fn logout(&self, session: &Session) {
-        self.sessions.end(&session.id_hash, EndReason::LoggedOut);
+    /// POST /api/logout: ends the session; its sockets close with 4401.
+    pub async fn log_out(&self, session: &Session) -> Result<(), ChatError> {
+        self.end_sessions(vec![session.id_hash.clone()], EndReason::LoggedOut).await
     }
 
-    /// Ends sessions past their limits (run periodically).
-    pub fn end_expired(&self) -> usize {
-        self.sessions.end_expired(&self.limits).len()
+    async fn end_sessions(&self, id_hashes: Vec<String>, reason: EndReason) -> Result<(), ChatError> {
+        if id_hashes.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut guest_subs = self.guest_subscriptions.lock().expect("guest subs lock");
+            for hash in &id_hashes {
+                self.sessions.end(hash, reason);
+                guest_subs.remove(hash);
+            }
+        }
+        self.store.delete_sessions(id_hashes).await
+    }
+
+    /// Periodic upkeep: ends sessions past their limits and writes recent
+    /// activity to disk. Returns how many sessions ended.
+    pub async fn upkeep(&self) -> Result<usize, ChatError> {
+        let expired: Vec<String> = self.sessions.end_expired(&self.limits).into_iter().map(|s| s.id_hash.clone()).collect();
+        let ended = expired.len();
+        self.end_sessions(expired, EndReason::Expired).await?;
+        let seen: Vec<(String, u64)> = self
+            .sessions
+            .all()
+            .into_iter()
+            .filter_map(|s| s.take_unpersisted_activity(PERSIST_ACTIVITY_EVERY).map(|at| (s.id_hash.clone(), at)))
+            .collect();
+        if !seen.is_empty() {
+            self.store.touch_sessions(seen).await?;
+        }
+        self.throttle.prune();
+        Ok(ended)
+    }
+
+    /// Rooms the session's user subscribes to.
+    pub async fn subscriptions(&self, session: &Session) -> Result<Vec<String>, ChatError> {
+        if session.guest {
+            let subs = self.guest_subscriptions.lock().expect("guest subs lock");
+            return Ok(subs.get(&session.id_hash).map(|r| r.iter().cloned().collect()).unwrap_or_default());
+        }
+        self.store.subscriptions(&session.user.key()).await
+    }
+
+    pub async fn subscribe(&self, session: &Session, room: &RoomName) -> Result<(), ChatError> {
+        if session.guest {
+            let mut subs = self.guest_subscriptions.lock().expect("guest subs lock");
+            subs.entry(session.id_hash.clone()).or_default().insert(room.to_string());
+            return Ok(());
+        }
+        self.store.subscribe(&session.user.key(), room).await
+    }
+
+    pub async fn unsubscribe(&self, session: &Session, room: &RoomName) -> Result<(), ChatError> {
+        if session.guest {
+            let mut subs = self.guest_subscriptions.lock().expect("guest subs lock");
+            if let Some(rooms) = subs.get_mut(&session.id_hash) {
+                rooms.remove(room.as_str());
+            }
+            return Ok(());
+        }
+        self.store.unsubscribe(&session.user.key(), room).await
     }
 }

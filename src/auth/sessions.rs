@@ -44,6 +44,8 @@ pub struct Session {
     pub guest: bool,
     created_ms: u64,
     last_seen_ms: AtomicU64,
+    /// The last activity written to disk.
+    persisted_seen_ms: AtomicU64,
     open_sockets: AtomicUsize,
     ended: watch::Sender<Option<EndReason>>,
 }
@@ -56,6 +58,7 @@ impl Session {
             guest,
             created_ms,
             last_seen_ms: AtomicU64::new(last_seen_ms),
+            persisted_seen_ms: AtomicU64::new(last_seen_ms),
             open_sockets: AtomicUsize::new(0),
             ended: watch::channel(None).0,
         }
@@ -74,6 +77,17 @@ impl Session {
     /// Notes activity now.
     pub fn touch(&self) {
         self.last_seen_ms.fetch_max(now_ms(), Ordering::Relaxed);
+    }
+
+    /// The activity time to write to disk, when it moved on by `every`
+    /// since the last write (and marks it written).
+    pub fn take_unpersisted_activity(&self, every: Duration) -> Option<u64> {
+        let seen = self.last_seen_ms();
+        let persisted = self.persisted_seen_ms.load(Ordering::Relaxed);
+        (seen.saturating_sub(persisted) >= every.as_millis() as u64).then(|| {
+            self.persisted_seen_ms.store(seen, Ordering::Relaxed);
+            seen
+        })
     }
 
     pub fn last_seen_ms(&self) -> u64 {

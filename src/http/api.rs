@@ -3,6 +3,7 @@
 //! response, errors included.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -10,10 +11,11 @@ use warp::http::StatusCode;
 
 use super::State;
 use super::reply::{self, HttpResponse};
+use crate::auth::NewSession;
 use crate::auth::sessions::Session;
 use crate::error::ChatError;
 use crate::model::{NewMessage, RoomName, validate_client_id, validate_text};
-use crate::store::{Appended, DEFAULT_PAGE, HistoryQuery, MAX_PAGE};
+use crate::store::{Appended, DEFAULT_PAGE, HistoryQuery, MAX_PAGE, RoomInfo};
 
 /// Most rooms one search returns.
 const MAX_ROOM_RESULTS: usize = 100;
@@ -44,12 +46,34 @@ fn me_body(session: &Session) -> serde_json::Value {
     serde_json::json!({ "username": session.user.as_str(), "guest": session.guest })
 }
 
+#[derive(Debug, Deserialize)]
+pub struct CredentialsBody {
+    pub username: String,
+    pub password: String,
+}
+
+/// A response for a new session: the user, and the cookie.
+fn session_started(state: &State, status: StatusCode, (raw, session): NewSession) -> HttpResponse {
+    state.with_session_cookie(reply::json(status, &me_body(&session)), &raw)
+}
+
 /// POST /api/guest {"username"}
 pub async fn guest(state: State, current: Option<Arc<Session>>, body: NameBody) -> Result<HttpResponse, warp::Rejection> {
-    Ok(reply::or_error(state.auth.guest_login(&body.username, current.as_ref()).map(|(raw, session)| {
-        let response = reply::json(StatusCode::OK, &me_body(&session));
-        state.with_session_cookie(response, &raw)
-    })))
+    let started = state.auth.guest_login(&body.username, current.as_ref()).await;
+    Ok(reply::or_error(started.map(|s| session_started(&state, StatusCode::OK, s))))
+}
+
+/// POST /api/signup {"username","password"}
+pub async fn sign_up(state: State, current: Option<Arc<Session>>, body: CredentialsBody) -> Result<HttpResponse, warp::Rejection> {
+    let started = state.auth.sign_up(&body.username, body.password, current.as_ref()).await;
+    Ok(reply::or_error(started.map(|s| session_started(&state, StatusCode::CREATED, s))))
+}
+
+/// POST /api/login {"username","password"}
+pub async fn log_in(state: State, from: Option<SocketAddr>, current: Option<Arc<Session>>, body: CredentialsBody) -> Result<HttpResponse, warp::Rejection> {
+    let from = from.map(|a| a.ip());
+    let started = state.auth.log_in(&body.username, body.password, from, current.as_ref()).await;
+    Ok(reply::or_error(started.map(|s| session_started(&state, StatusCode::OK, s))))
 }
 
 /// GET /api/me
@@ -59,7 +83,9 @@ pub async fn me(session: Arc<Session>) -> Result<HttpResponse, warp::Rejection> 
 
 /// POST /api/logout
 pub async fn logout(state: State, session: Arc<Session>) -> Result<HttpResponse, warp::Rejection> {
-    state.auth.logout(&session);
+    if let Err(e) = state.auth.log_out(&session).await {
+        return Ok(reply::error(&e));
+    }
     Ok(reply::clear_session_cookie(reply::no_content(), state.config.secure_cookies))
 }
 
@@ -110,6 +136,35 @@ pub async fn post_message(state: State, raw_room: String, session: Arc<Session>,
             Appended::New(m) => reply::json(StatusCode::CREATED, &m),
             Appended::Duplicate(m) => reply::json(StatusCode::OK, &m),
         })
+    }.await))
+}
+
+/// GET /api/subscriptions
+pub async fn subscriptions(state: State, session: Arc<Session>) -> Result<HttpResponse, warp::Rejection> {
+    Ok(reply::or_error(async {
+        let rooms: Vec<RoomInfo> = state.auth.subscriptions(&session).await?.into_iter().map(|name| RoomInfo { name }).collect();
+        Ok(reply::json(StatusCode::OK, &rooms))
+    }.await))
+}
+
+/// PUT /api/subscriptions/{room}
+pub async fn subscribe(state: State, raw_room: String, session: Arc<Session>) -> Result<HttpResponse, warp::Rejection> {
+    Ok(reply::or_error(async {
+        let room = RoomName::parse(&raw_room)?;
+        if !state.hub.store().room_exists(&room).await? {
+            return Err(ChatError::RoomNotFound(room.to_string()));
+        }
+        state.auth.subscribe(&session, &room).await?;
+        Ok(reply::json(StatusCode::OK, &RoomInfo { name: room.to_string() }))
+    }.await))
+}
+
+/// DELETE /api/subscriptions/{room}
+pub async fn unsubscribe(state: State, raw_room: String, session: Arc<Session>) -> Result<HttpResponse, warp::Rejection> {
+    Ok(reply::or_error(async {
+        let room = RoomName::parse(&raw_room)?;
+        state.auth.unsubscribe(&session, &room).await?;
+        Ok(reply::no_content())
     }.await))
 }
 

@@ -7,12 +7,17 @@
 //! GET  /home                   chat page (→ / without a session)
 //! GET  /{file}                 embedded front-end files
 //! POST /api/guest              {"username"} → session cookie
+//! POST /api/signup             {"username","password"} → session cookie
+//! POST /api/login              {"username","password"} → session cookie
 //! GET  /api/me
 //! POST /api/logout
 //! GET  /api/rooms?q=&limit=
 //! POST /api/rooms              {"name"}
 //! GET  /api/rooms/{room}/messages?after=&before=&limit=
 //! POST /api/rooms/{room}/messages {"text","client_id"}
+//! GET  /api/subscriptions
+//! PUT  /api/subscriptions/{room}
+//! DELETE /api/subscriptions/{room}
 //! GET  /ws                     WebSocket
 //! ```
 
@@ -71,6 +76,10 @@ impl State {
 /// Every route, with errors turned into JSON and security headers added.
 pub fn routes(state: State) -> BoxedFilter<(HttpResponse,)> {
     let api = guest(state.clone())
+        .or(sign_up(state.clone()))
+        .unify()
+        .or(log_in(state.clone()))
+        .unify()
         .or(me(state.clone()))
         .unify()
         .or(logout(state.clone()))
@@ -82,6 +91,12 @@ pub fn routes(state: State) -> BoxedFilter<(HttpResponse,)> {
         .or(get_messages(state.clone()))
         .unify()
         .or(post_message(state.clone()))
+        .unify()
+        .or(subscriptions(state.clone()))
+        .unify()
+        .or(subscribe(state.clone()))
+        .unify()
+        .or(unsubscribe(state.clone()))
         .unify()
         .boxed();
     let all = websocket(state.clone())
@@ -124,6 +139,63 @@ fn guest(state: State) -> BoxedFilter<(HttpResponse,)> {
         .and(optional_session(state))
         .and(json_body())
         .and_then(api::guest)
+        .boxed()
+}
+
+/// POST /api/signup {"username","password"}
+fn sign_up(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "signup")
+        .and(warp::post())
+        .and(allowed_origin(state.clone()))
+        .and(with_state(state.clone()))
+        .and(optional_session(state))
+        .and(json_body())
+        .and_then(api::sign_up)
+        .boxed()
+}
+
+/// POST /api/login {"username","password"}
+fn log_in(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "login")
+        .and(warp::post())
+        .and(allowed_origin(state.clone()))
+        .and(with_state(state.clone()))
+        .and(warp::addr::remote())
+        .and(optional_session(state))
+        .and(json_body())
+        .and_then(api::log_in)
+        .boxed()
+}
+
+/// GET /api/subscriptions
+fn subscriptions(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "subscriptions")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and_then(api::subscriptions)
+        .boxed()
+}
+
+/// PUT /api/subscriptions/{room}
+fn subscribe(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "subscriptions" / String)
+        .and(warp::put())
+        .and(allowed_origin(state.clone()))
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and_then(|room, state, session| api::subscribe(state, room, session))
+        .boxed()
+}
+
+/// DELETE /api/subscriptions/{room}
+fn unsubscribe(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "subscriptions" / String)
+        .and(warp::delete())
+        .and(allowed_origin(state.clone()))
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and_then(|room, state, session| api::unsubscribe(state, room, session))
         .boxed()
 }
 

@@ -115,3 +115,38 @@ pub fn rank_rooms<'a>(names: impl Iterator<Item = &'a str>, filter: &str, limit:
     hits.sort_unstable();
     hits.into_iter().take(limit).map(|(_, n)| RoomInfo { name: n.to_string() }).collect()
 }
+
+/// A registered account as stored: the password only as an argon2id PHC
+/// string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct UserRecord {
+    pub username: String,
+    pub password_hash: String,
+    pub created_at: String,
+}
+
+/// Accounts, sessions (by id hash only) and room subscriptions.
+///
+/// The contract: `create_user` is atomic per name (case-insensitive) and
+/// fails with `NameTaken`; sessions are stored only as [`SessionRecord`]s,
+/// which hold a hash of the id, never the id; everything survives restarts.
+#[async_trait]
+pub trait AccountStore: Send + Sync + 'static {
+    async fn create_user(&self, user: UserRecord) -> Result<(), ChatError>;
+    /// The account whose lower-cased name is `user_key`.
+    async fn find_user(&self, user_key: &str) -> Result<Option<UserRecord>, ChatError>;
+
+    async fn save_session(&self, session: SessionRecord) -> Result<(), ChatError>;
+    /// Records activity of sessions (id hash, unix ms), in one write.
+    async fn touch_sessions(&self, seen: Vec<(String, u64)>) -> Result<(), ChatError>;
+    async fn delete_sessions(&self, id_hashes: Vec<String>) -> Result<(), ChatError>;
+    /// Every stored session (expired ones included; the caller filters).
+    async fn load_sessions(&self) -> Result<Vec<SessionRecord>, ChatError>;
+
+    /// Rooms the account subscribes to, alphabetically.
+    async fn subscriptions(&self, user_key: &str) -> Result<Vec<String>, ChatError>;
+    async fn subscribe(&self, user_key: &str, room: &RoomName) -> Result<(), ChatError>;
+    async fn unsubscribe(&self, user_key: &str, room: &RoomName) -> Result<(), ChatError>;
+}
+
+pub use crate::auth::sessions::SessionRecord;

@@ -5,14 +5,19 @@
 //!   rooms.jsonl            one line per room: {"name","created_by","created_at"}
 //!   rooms/general.jsonl    one line per message, oldest first
 //!   rooms/general.jsonl.torn   bytes of a line torn by a crash (rare)
+//!   users.jsonl, sessions.jsonl, subscriptions.jsonl   see `accounts`
 //! ```
 //!
 //! Start-up reads only `rooms.jsonl`; a room's file is opened on first use
 //! and only its tail is read (see `room_log`), so start-up time does not
 //! grow with the amount of history.
 
+mod accounts;
 mod lines;
+mod log_file;
 mod room_log;
+
+pub use self::accounts::JsonlAccounts;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};

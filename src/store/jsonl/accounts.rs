@@ -1,0 +1,229 @@
+//! Accounts, sessions and subscriptions as JSON-lines files:
+//!
+//! ```text
+//! data/users.jsonl          {"username","password_hash","created_at"}  (argon2id PHC)
+//! data/sessions.jsonl       {"op":"open",…} {"op":"seen",…} {"op":"end",…}  (id hashes only)
+//! data/subscriptions.jsonl  {"op":"add","user","room"} {"op":"remove",…}
+//! ```
+//!
+//! All three are small: they are replayed into memory at start and the two
+//! logs are compacted then (only live sessions and current subscriptions are
+//! kept).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::log_file::LogFile;
+use crate::error::ChatError;
+use crate::model::RoomName;
+use crate::store::{AccountStore, SessionRecord, UserRecord};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum SessionOp {
+    Open(SessionRecord),
+    Seen { id_hash: String, at_ms: u64 },
+    End { id_hash: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum SubscriptionOp {
+    Add { user: String, room: String },
+    Remove { user: String, room: String },
+}
+
+struct Inner {
+    users: HashMap<String, UserRecord>,
+    users_log: LogFile,
+    sessions: HashMap<String, SessionRecord>,
+    sessions_log: LogFile,
+    subscriptions: HashMap<String, BTreeSet<String>>,
+    subscriptions_log: LogFile,
+}
+
+#[derive(Clone)]
+pub struct JsonlAccounts {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl JsonlAccounts {
+    /// Loads and compacts the account files of `data_dir`. Blocking.
+    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
+        let users_path = data_dir.join("users.jsonl");
+        let users = LogFile::read_all::<UserRecord>(&users_path)?
+            .into_iter()
+            .map(|u| (u.username.to_lowercase(), u))
+            .collect();
+        let sessions_path = data_dir.join("sessions.jsonl");
+        let sessions = replay_sessions(LogFile::read_all(&sessions_path)?);
+        let live: Vec<SessionOp> = sessions.values().cloned().map(SessionOp::Open).collect();
+        let subscriptions_path = data_dir.join("subscriptions.jsonl");
+        let subscriptions = replay_subscriptions(LogFile::read_all(&subscriptions_path)?);
+        let current: Vec<SubscriptionOp> = subscriptions
+            .iter()
+            .flat_map(|(user, rooms)| rooms.iter().map(|room| SubscriptionOp::Add { user: user.clone(), room: room.clone() }))
+            .collect();
+        let inner = Inner {
+            users,
+            users_log: LogFile::open(&users_path)?,
+            sessions,
+            sessions_log: LogFile::rewrite(&sessions_path, &live)?,
+            subscriptions,
+            subscriptions_log: LogFile::rewrite(&subscriptions_path, &current)?,
+        };
+        Ok(Self { inner: Arc::new(Mutex::new(inner)) })
+    }
+
+    /// Runs `op` on the state off the async runtime (it may write a file).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut Inner) -> Result<T, ChatError> + Send + 'static,
+    ) -> Result<T, ChatError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || op(&mut inner.lock().expect("accounts lock")))
+            .await
+            .map_err(|e| ChatError::Internal(e.to_string()))?
+    }
+}
+
+fn replay_sessions(ops: Vec<SessionOp>) -> HashMap<String, SessionRecord> {
+    let mut sessions = HashMap::new();
+    for op in ops {
+        match op {
+            SessionOp::Open(record) => {
+                sessions.insert(record.id_hash.clone(), record);
+            }
+            SessionOp::Seen { id_hash, at_ms } => {
+                if let Some(s) = sessions.get_mut(&id_hash) {
+                    s.last_seen_ms = s.last_seen_ms.max(at_ms);
+                }
+            }
+            SessionOp::End { id_hash } => {
+                sessions.remove(&id_hash);
+            }
+        }
+    }
+    sessions
+}
+
+fn replay_subscriptions(ops: Vec<SubscriptionOp>) -> HashMap<String, BTreeSet<String>> {
+    let mut subscriptions: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for op in ops {
+        match op {
+            SubscriptionOp::Add { user, room } => {
+                subscriptions.entry(user).or_default().insert(room);
+            }
+            SubscriptionOp::Remove { user, room } => {
+                if let Some(rooms) = subscriptions.get_mut(&user) {
+                    rooms.remove(&room);
+                }
+            }
+        }
+    }
+    subscriptions.retain(|_, rooms| !rooms.is_empty());
+    subscriptions
+}
+
+#[async_trait]
+impl AccountStore for JsonlAccounts {
+    async fn create_user(&self, user: UserRecord) -> Result<(), ChatError> {
+        self.blocking(move |inner| {
+            let key = user.username.to_lowercase();
+            if inner.users.contains_key(&key) {
+                return Err(ChatError::NameTaken(user.username));
+            }
+            inner.users_log.append(std::slice::from_ref(&user))?;
+            inner.users.insert(key, user);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_user(&self, user_key: &str) -> Result<Option<UserRecord>, ChatError> {
+        Ok(self.inner.lock().expect("accounts lock").users.get(user_key).cloned())
+    }
+
+    async fn save_session(&self, session: SessionRecord) -> Result<(), ChatError> {
+        self.blocking(move |inner| {
+            inner.sessions_log.append(&[SessionOp::Open(session.clone())])?;
+            inner.sessions.insert(session.id_hash.clone(), session);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn touch_sessions(&self, seen: Vec<(String, u64)>) -> Result<(), ChatError> {
+        self.blocking(move |inner| {
+            let ops: Vec<SessionOp> = seen
+                .into_iter()
+                .filter(|(hash, _)| inner.sessions.contains_key(hash))
+                .map(|(id_hash, at_ms)| SessionOp::Seen { id_hash, at_ms })
+                .collect();
+            inner.sessions_log.append(&ops)?;
+            for op in &ops {
+                if let SessionOp::Seen { id_hash, at_ms } = op
+                    && let Some(s) = inner.sessions.get_mut(id_hash)
+                {
+                    s.last_seen_ms = s.last_seen_ms.max(*at_ms);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_sessions(&self, id_hashes: Vec<String>) -> Result<(), ChatError> {
+        self.blocking(move |inner| {
+            let ops: Vec<SessionOp> = id_hashes
+                .into_iter()
+                .filter(|hash| inner.sessions.remove(hash).is_some())
+                .map(|id_hash| SessionOp::End { id_hash })
+                .collect();
+            inner.sessions_log.append(&ops)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_sessions(&self) -> Result<Vec<SessionRecord>, ChatError> {
+        Ok(self.inner.lock().expect("accounts lock").sessions.values().cloned().collect())
+    }
+
+    async fn subscriptions(&self, user_key: &str) -> Result<Vec<String>, ChatError> {
+        let inner = self.inner.lock().expect("accounts lock");
+        Ok(inner.subscriptions.get(user_key).map(|r| r.iter().cloned().collect()).unwrap_or_default())
+    }
+
+    async fn subscribe(&self, user_key: &str, room: &RoomName) -> Result<(), ChatError> {
+        let (user, room) = (user_key.to_string(), room.to_string());
+        self.blocking(move |inner| {
+            if inner.subscriptions.get(&user).is_some_and(|r| r.contains(&room)) {
+                return Ok(());
+            }
+            inner.subscriptions_log.append(&[SubscriptionOp::Add { user: user.clone(), room: room.clone() }])?;
+            inner.subscriptions.entry(user).or_default().insert(room);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unsubscribe(&self, user_key: &str, room: &RoomName) -> Result<(), ChatError> {
+        let (user, room) = (user_key.to_string(), room.to_string());
+        self.blocking(move |inner| {
+            if !inner.subscriptions.get(&user).is_some_and(|r| r.contains(&room)) {
+                return Ok(());
+            }
+            inner.subscriptions_log.append(&[SubscriptionOp::Remove { user: user.clone(), room: room.clone() }])?;
+            if let Some(rooms) = inner.subscriptions.get_mut(&user) {
+                rooms.remove(&room);
+            }
+            Ok(())
+        })
+        .await
+    }
+}
