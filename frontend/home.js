@@ -122,10 +122,13 @@ function sendMessage() {
 
 function onEvent(event) {
   switch (event.type) {
-    case 'joined':
+    case 'joined': {
+      const history = event.history || [];
       setOnline(event.room, event.online);
-      ingest(event.room, event.history || [], false);
+      ingest(event.room, history, false);
+      if (event.has_more && history.length) fillGap(event.room, history[history.length - 1].id);
       break;
+    }
     case 'history':
       ingest(event.room, event.messages || [], false);
       break;
@@ -148,6 +151,26 @@ function onEvent(event) {
       break;
     default:
       break;
+  }
+}
+
+/**
+ * After a long absence `joined` carries only the first page of what was missed
+ * (`has_more`): fetch the rest over HTTP, page by page, oldest first.
+ */
+async function fillGap(room, afterId) {
+  const PAGE = 500;
+  let cursor = afterId;
+  try {
+    for (;;) {
+      const { messages } = await api('GET', `${roomPath(room)}/messages?after=${cursor}&limit=${PAGE}`);
+      if (!messages.length) return;
+      ingest(room, messages, false);
+      cursor = messages[messages.length - 1].id;
+      if (messages.length < PAGE) return;
+    }
+  } catch (err) {
+    showError(`Could not load missed messages: ${err.message}`);
   }
 }
 
