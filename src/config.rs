@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::auth::sessions::SessionLimits;
+pub use crate::rate::SendRate;
 
 /// A small, fast, self-hosted chat server.
 #[derive(Debug, Clone, Parser)]
@@ -70,12 +71,6 @@ pub struct Config {
     pub sync_writes: bool,
 }
 
-/// A token bucket's refill rate and size.
-#[derive(Debug, Clone, Copy)]
-pub struct SendRate {
-    pub per_second: f64,
-    pub burst: u32,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -29,11 +29,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use crate::auth::sessions::{EndReason, Session};
-use crate::config::SendRate;
 use crate::error::ChatError;
 use crate::hub::{Hub, RoomEvent};
 use crate::model::{NewMessage, RoomName, validate_client_id, validate_text};
 use crate::protocol::{ClientEvent, ServerEvent};
+use crate::rate::{RateLimiter, SendRate};
 use crate::store::{Appended, HistoryQuery, MAX_PAGE};
 
 /// Largest frame a client may send (bigger: closed with 1009).
@@ -133,32 +133,6 @@ fn close_frame(code: CloseCode, reason: &'static str) -> WsMessage {
 
 fn event_frame(event: &ServerEvent) -> WsMessage {
     WsMessage::Text(event.to_json().into())
-}
-
-/// A token bucket.
-struct RateLimiter {
-    rate: SendRate,
-    tokens: f64,
-    refilled: Instant,
-}
-
-impl RateLimiter {
-    fn new(rate: SendRate) -> Self {
-        Self { rate, tokens: f64::from(rate.burst), refilled: Instant::now() }
-    }
-
-    fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        let earned = now.duration_since(self.refilled).as_secs_f64() * self.rate.per_second;
-        self.tokens = (self.tokens + earned).min(f64::from(self.rate.burst));
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 struct Connection {

@@ -26,6 +26,7 @@ pub mod http;
 pub mod hub;
 pub mod model;
 pub mod protocol;
+pub mod rate;
 pub mod store;
 
 use std::future::Future;

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::model::Username;
+use crate::rate::{RateLimiter, SendRate};
 
 /// Why a session ended; sent to its sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,8 @@ pub struct Session {
     persisted_seen_ms: AtomicU64,
     open_sockets: AtomicUsize,
     ended: watch::Sender<Option<EndReason>>,
+    /// Paces messages posted over HTTP (the WebSocket paces its own).
+    posts: Mutex<Option<RateLimiter>>,
 }
 
 impl Session {
@@ -61,6 +64,7 @@ impl Session {
             persisted_seen_ms: AtomicU64::new(last_seen_ms),
             open_sockets: AtomicUsize::new(0),
             ended: watch::channel(None).0,
+            posts: Mutex::new(None),
         }
     }
 
@@ -115,6 +119,11 @@ impl Session {
                 false
             }
         });
+    }
+
+    /// Whether one more message may be posted over HTTP now, at `rate`.
+    pub fn allow_post(&self, rate: SendRate) -> bool {
+        self.posts.lock().expect("posts lock").get_or_insert_with(|| RateLimiter::new(rate)).allow()
     }
 
     /// Counts an open WebSocket; the guard uncounts it when dropped.

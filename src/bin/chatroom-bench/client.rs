@@ -1,0 +1,161 @@
+//! The client side of the public protocol, kept small on purpose: a
+//! keep-alive HTTP/1.1 connection (enough for the JSON API: guest log-in,
+//! rooms, history, posting) and the WebSocket connect with the session
+//! cookie.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Largest response header block accepted.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// One response: status, the session cookie if one was set, the body.
+pub struct Response {
+    pub status: u16,
+    pub cookie: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// A keep-alive HTTP/1.1 connection (one request at a time).
+pub struct HttpConn {
+    stream: TcpStream,
+    host: String,
+    buf: Vec<u8>,
+    /// `name=value` sent as `Cookie` with every request, once known.
+    pub cookie: Option<String>,
+}
+
+impl HttpConn {
+    pub async fn connect(addr: SocketAddr) -> io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self { stream, host: addr.to_string(), buf: Vec::with_capacity(4096), cookie: None })
+    }
+
+    pub async fn get(&mut self, path: &str) -> io::Result<Response> {
+        self.request("GET", path, None).await
+    }
+
+    pub async fn post_json(&mut self, path: &str, body: &str) -> io::Result<Response> {
+        self.request("POST", path, Some(body)).await
+    }
+
+    async fn request(&mut self, method: &str, path: &str, body: Option<&str>) -> io::Result<Response> {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        if let Some(cookie) = &self.cookie {
+            req.push_str(&format!("Cookie: {cookie}\r\n"));
+        }
+        if let Some(body) = body {
+            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+        } else {
+            req.push_str("\r\n");
+        }
+        self.stream.write_all(req.as_bytes()).await?;
+        let response = self.read_response().await?;
+        if let Some(cookie) = &response.cookie {
+            self.cookie = Some(cookie.clone());
+        }
+        Ok(response)
+    }
+
+    /// Reads one response with a `Content-Length` body.
+    async fn read_response(&mut self) -> io::Result<Response> {
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Err(bad("response head too large"));
+            }
+            self.fill().await?;
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end]).map_err(|_| bad("non-UTF-8 response head"))?;
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad("no status"))?;
+        let mut length = 0usize;
+        let mut cookie = None;
+        for line in head.split("\r\n").skip(1) {
+            let Some((name, value)) = line.split_once(':') else { continue };
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse().map_err(|_| bad("bad content-length"))?;
+            } else if name.eq_ignore_ascii_case("set-cookie") && cookie.is_none() {
+                cookie = value.split(';').next().map(str::to_string).filter(|c| !c.ends_with('='));
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                return Err(bad("chunked responses are not supported by this small client"));
+            }
+        }
+        while self.buf.len() < head_end + length {
+            self.fill().await?;
+        }
+        let body = self.buf[head_end..head_end + length].to_vec();
+        self.buf.drain(..head_end + length);
+        Ok(Response { status, cookie, body })
+    }
+
+    async fn fill(&mut self) -> io::Result<()> {
+        let n = self.stream.read_buf(&mut self.buf).await?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+        }
+        Ok(())
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// Logs in as a guest; returns the session cookie (`name=value`).
+pub async fn guest_login(addr: SocketAddr, username: &str) -> Result<(HttpConn, String), String> {
+    let mut conn = HttpConn::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let body = serde_json::json!({ "username": username }).to_string();
+    let res = conn.post_json("/api/guest", &body).await.map_err(|e| format!("POST /api/guest: {e}"))?;
+    match (res.status, res.cookie) {
+        (200, Some(cookie)) => Ok((conn, cookie)),
+        (status, _) => Err(format!("POST /api/guest as {username}: HTTP {status} {}", String::from_utf8_lossy(&res.body))),
+    }
+}
+
+/// Creates a room (an existing one is fine).
+pub async fn create_room(conn: &mut HttpConn, name: &str) -> Result<(), String> {
+    let body = serde_json::json!({ "name": name }).to_string();
+    let res = conn.post_json("/api/rooms", &body).await.map_err(|e| format!("POST /api/rooms: {e}"))?;
+    match res.status {
+        201 | 409 => Ok(()),
+        s => Err(format!("POST /api/rooms {name}: HTTP {s} {}", String::from_utf8_lossy(&res.body))),
+    }
+}
+
+/// Socket settings for the generator's clients: small buffers so 10,000 of
+/// them fit, large enough not to cost extra reads under load.
+pub fn client_config(read_buffer: usize) -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(read_buffer).max_write_buffer_size(16 << 20)
+}
+
+/// Opens `ws://addr/ws`, with the session cookie when there is one.
+pub async fn ws_connect(addr: SocketAddr, cookie: Option<&str>, read_buffer: usize) -> Result<Ws, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut request = format!("ws://{addr}/ws").into_client_request().map_err(|e| e.to_string())?;
+    if let Some(cookie) = cookie {
+        let value = HeaderValue::from_str(cookie).map_err(|e| e.to_string())?;
+        request.headers_mut().insert("cookie", value);
+    }
+    let (ws, _) = client_async_with_config(request, tcp, Some(client_config(read_buffer)))
+        .await
+        .map_err(|e| format!("WebSocket handshake: {e}"))?;
+    Ok(ws)
+}
