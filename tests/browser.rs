@@ -1,0 +1,680 @@
+//! The real-browser suite: two users, each in their own headless Chromium (separate
+//! WebDriver sessions and profiles), walk the log-in/sign-up story (step 2) and the home
+//! page story (step 3) against an in-process server.
+//!
+//! Needs Debian's `chromium` and `chromium-driver`. Without them the suite is skipped with a
+//! loud notice — except in CI (`CI=true`), where it is mandatory and fails instead.
+//! Screenshots land in tests/artifacts/ (git-ignored).
+//!
+//! Every wait polls the page for a condition with a deadline; nothing sleeps a fixed time.
+
+mod browser_support;
+
+use std::io::Write;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use browser_support::{Browser, Driver, Programs, STEP};
+use chatroom::{Config, RunningServer};
+use fantoccini::key::Key;
+use futures::FutureExt;
+use serde_json::{Value, json};
+
+/// "Each sees the other's message within a second."
+const LIVE: Duration = Duration::from_secs(1);
+/// A guard against a hung browser: the walk normally takes well under 30 s.
+const SUITE_LIMIT: Duration = Duration::from_secs(120);
+const ROOM: &str = "party-chat";
+const XSS: &str = "<img src=x onerror=alert(1)>";
+const ALICE_PASSWORD: &str = "alice-Secret-1";
+const BOB_PASSWORD: &str = "bob-Secret-22";
+
+fn artifacts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("artifacts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_in_chromium_walk_sign_up_log_in_rooms_and_chat() {
+    let programs = match Programs::find() {
+        Ok(programs) => programs,
+        Err(why) => {
+            let install = "apt-get install -y chromium chromium-driver";
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!(
+                    "the browser suite is mandatory in CI, but chromium/chromedriver is missing ({why}): {install}"
+                );
+            }
+            let notice = format!(
+                "SKIPPED browser suite: chromium/chromedriver not installed ({why}) — {install}"
+            );
+            let bar = "!".repeat(notice.chars().count().min(100));
+            // Straight to the process's stderr: libtest would swallow an eprintln! of a passing test.
+            let _ = writeln!(std::io::stderr(), "\n{bar}\n{notice}\n{bar}\n");
+            return;
+        }
+    };
+    let started = Instant::now();
+    let data = tempfile::tempdir().expect("data dir");
+    let server = RunningServer::start(Config::for_data_dir(data.path()))
+        .await
+        .expect("server starts");
+    let base = format!("http://{}", server.addr);
+    let driver = Driver::spawn(&programs.chromedriver);
+    let (alice, bob) = tokio::join!(
+        Browser::open(&driver, &programs.chromium, &base, "alice"),
+        Browser::open(&driver, &programs.chromium, &base, "bob"),
+    );
+
+    let outcome = AssertUnwindSafe(async {
+        if tokio::time::timeout(SUITE_LIMIT, walk(&alice, &bob))
+            .await
+            .is_err()
+        {
+            panic!("the browser walk did not finish within {SUITE_LIMIT:?}");
+        }
+    })
+    .catch_unwind()
+    .await;
+    if outcome.is_err() {
+        // What each browser showed when it failed, for the post-mortem.
+        for browser in [&alice, &bob] {
+            let file = artifacts().join(format!("failure-{}.png", browser.name));
+            if let Ok(png) = browser.client.screenshot().await {
+                let _ = std::fs::create_dir_all(artifacts());
+                let _ = std::fs::write(&file, png);
+                eprintln!(
+                    "screenshot of {} at failure: {}",
+                    browser.name,
+                    file.display()
+                );
+            }
+        }
+    }
+    alice.close().await;
+    bob.close().await;
+    drop(driver);
+    server.stop().await.expect("server stops cleanly");
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    eprintln!("browser suite passed in {:.1?}", started.elapsed());
+}
+
+async fn walk(alice: &Browser, bob: &Browser) {
+    landing_buttons_swap_with_their_forms(alice).await;
+    sign_up_log_out_log_in_and_reopen(alice).await;
+    create_a_room(alice).await;
+    guest_entry(bob).await;
+    second_user_signs_up_searches_and_subscribes(bob).await;
+    exchange_messages(alice, bob).await;
+    unread_count(alice, bob).await;
+    markup_is_shown_as_text(alice, bob).await;
+    alice.screenshot(&artifacts().join("home.png")).await;
+    bob.screenshot(&artifacts().join("home-second-user.png"))
+        .await;
+    unsubscribe(alice, bob).await;
+}
+
+// ---- step 2: the landing page and accounts -------------------------------------------------
+
+/// Which parts of the landing page show: "login-button,signup-button,login-form,signup-form,guest-form".
+const LANDING_STATE: &str = "
+    const shown = (s) => { const e = document.querySelector(s); return !!e && !e.hidden && e.getClientRects().length > 0; };
+    return ['#show-login', '#show-signup', '#login-form', '#signup-form', '#guest-form'].map(shown).join(',');";
+
+async fn expect_landing(b: &Browser, what: &str, expected: &str) {
+    b.wait_js(
+        &format!("the landing page shows {what} ({expected})"),
+        STEP,
+        &format!("return (function () {{ {LANDING_STATE} }})() === arguments[0];"),
+        vec![json!(expected)],
+    )
+    .await;
+}
+
+async fn landing_buttons_swap_with_their_forms(a: &Browser) {
+    a.goto("/").await;
+    a.wait_at("/").await;
+    expect_landing(a, "the two buttons", "true,true,false,false,true").await;
+    let hidden = a.js("return [document.getElementById('show-login').hidden, document.getElementById('show-signup').hidden]", vec![]).await;
+    assert_eq!(hidden, json!([false, false]));
+    a.screenshot(&artifacts().join("landing.png")).await;
+
+    for (button, form, shown) in [
+        ("#show-login", "#login-form", "false,false,true,false,true"),
+        (
+            "#show-signup",
+            "#signup-form",
+            "false,false,false,true,true",
+        ),
+    ] {
+        a.click(button).await;
+        expect_landing(a, &format!("{form} instead of the buttons"), shown).await;
+        if form == "#signup-form" {
+            a.screenshot(&artifacts().join("landing-signup.png")).await;
+        }
+        let hidden = a.js("return [document.getElementById('show-login').hidden, document.getElementById('show-signup').hidden]", vec![]).await;
+        assert_eq!(
+            hidden,
+            json!([true, true]),
+            "{button} hides both buttons (the `hidden` attribute)"
+        );
+        let focused = a.js("return document.activeElement.closest('form')?.id + '/' + document.activeElement.name", vec![]).await;
+        assert_eq!(
+            focused,
+            json!(format!("{}/username", &form[1..])),
+            "{form}'s username field gets the focus"
+        );
+        a.click(&format!("{form} button.cancel")).await;
+        expect_landing(
+            a,
+            "the two buttons again after Cancel",
+            "true,true,false,false,true",
+        )
+        .await;
+    }
+}
+
+async fn fill(b: &Browser, form: &str, username: &str, password: &str) {
+    b.clear(&format!("{form} input[name=username]")).await;
+    b.type_into(&format!("{form} input[name=username]"), username)
+        .await;
+    b.clear(&format!("{form} input[name=password]")).await;
+    b.type_into(&format!("{form} input[name=password]"), password)
+        .await;
+}
+
+async fn expect_form_error(b: &Browser, form: &str, what: &str) -> String {
+    let error = b
+        .wait_js(
+            &format!("{form} shows an error ({what})"),
+            STEP,
+            "const e = document.querySelector(arguments[0] + ' .form-error'); return e && e.textContent.trim();",
+            vec![json!(form)],
+        )
+        .await;
+    assert!(
+        b.is_visible(&format!("{form} .form-error")).await,
+        "the error next to {form} is visible"
+    );
+    error.as_str().unwrap_or_default().to_owned()
+}
+
+async fn expect_home_as(b: &Browser, user: &str) {
+    b.wait_at("/home").await;
+    b.wait_js(
+        &format!("#whoami shows {user}"),
+        STEP,
+        "return document.getElementById('whoami').textContent === arguments[0]",
+        vec![json!(user)],
+    )
+    .await;
+    b.wait_js(
+        "the live connection is up",
+        STEP,
+        "return document.getElementById('conn-state').dataset.state === 'connected'",
+        vec![],
+    )
+    .await;
+}
+
+async fn log_out(b: &Browser) {
+    b.click("#logout").await;
+    b.wait_at("/").await;
+    expect_landing(
+        b,
+        "the two buttons after logging out",
+        "true,true,false,false,true",
+    )
+    .await;
+}
+
+async fn sign_up_log_out_log_in_and_reopen(a: &Browser) {
+    // Sign up: a weak password is refused next to the form, then the account is created.
+    a.click("#show-signup").await;
+    fill(a, "#signup-form", "alice", "short").await;
+    a.click("#signup-form button[type=submit]").await;
+    let error = expect_form_error(a, "#signup-form", "password too short").await;
+    assert!(
+        error.to_lowercase().contains("password"),
+        "weak-password error names the password: {error:?}"
+    );
+    assert_eq!(a.location().await, "/");
+    fill(a, "#signup-form", "alice", ALICE_PASSWORD).await;
+    a.click("#signup-form button[type=submit]").await;
+    expect_home_as(a, "alice").await;
+
+    // Log out: back on the landing page, and /home no longer opens.
+    log_out(a).await;
+    a.goto("/home").await;
+    a.wait_at("/").await;
+
+    // Log in: a wrong password is refused next to the form; the right one lands on /home.
+    a.click("#show-login").await;
+    fill(a, "#login-form", "alice", "not-the-password").await;
+    a.click("#login-form button[type=submit]").await;
+    expect_form_error(a, "#login-form", "wrong password").await;
+    assert_eq!(a.location().await, "/");
+    fill(a, "#login-form", "alice", ALICE_PASSWORD).await;
+    a.click("#login-form button[type=submit]").await;
+    expect_home_as(a, "alice").await;
+
+    // Close the tab and open the site again: the session is live, so / goes to /home.
+    let old = a.client.window().await.expect("window handle");
+    let fresh = a.client.new_window(true).await.expect("new tab");
+    a.client
+        .switch_to_window(old)
+        .await
+        .expect("switch to old tab");
+    a.client.close_window().await.expect("close old tab");
+    a.client
+        .switch_to_window(fresh.handle)
+        .await
+        .expect("switch to new tab");
+    a.goto("/").await;
+    expect_home_as(a, "alice").await;
+}
+
+// ---- step 3: the home page -----------------------------------------------------------------
+
+/// The rooms in #room-list, in order.
+async fn room_list(b: &Browser) -> Value {
+    b.js("return [...document.querySelectorAll('#room-list > li.room-item button.open-room')].map(e => e.dataset.room)", vec![])
+        .await
+}
+
+async fn expect_open_room(b: &Browser, room: &str) {
+    b.wait_js(
+        &format!("{room} is open and its history loaded"),
+        STEP,
+        "return document.getElementById('room-title').textContent === arguments[0]
+            && document.getElementById('history-status').textContent !== 'Loading messages…'
+            && !document.getElementById('message-input').disabled",
+        vec![json!(room)],
+    )
+    .await;
+}
+
+async fn expect_in_list(b: &Browser, room: &str, present: bool) {
+    b.wait_js(
+        &format!("{room} is {}in #room-list", if present { "" } else { "not " }),
+        STEP,
+        "return [...document.querySelectorAll('#room-list button.open-room')].some(e => e.dataset.room === arguments[0]) === arguments[1]",
+        vec![json!(room), json!(present)],
+    )
+    .await;
+}
+
+async fn create_a_room(a: &Browser) {
+    assert!(
+        !a.is_visible("#new-room-form").await,
+        "the new-room form starts hidden"
+    );
+    a.click("#new-room").await;
+    a.wait_js("the + form opens with the focus in its field", STEP,
+        "return !document.getElementById('new-room-form').hidden && document.activeElement.id === 'new-room-name'", vec![]).await;
+    // A name that breaks the rules of step 1 is refused next to the form.
+    a.type_into("#new-room-name", &format!("Party Chat!{}", Key::Enter))
+        .await;
+    expect_form_error(a, "#new-room-form", "invalid room name").await;
+    a.clear("#new-room-name").await;
+    a.type_into("#new-room-name", &format!("{ROOM}{}", Key::Enter))
+        .await;
+    expect_in_list(a, ROOM, true).await;
+    expect_open_room(a, ROOM).await;
+    assert!(
+        !a.is_visible("#new-room-form").await,
+        "the + form closes after creating"
+    );
+    assert!(
+        !a.is_visible("#subscribe").await,
+        "a room made with + is subscribed already"
+    );
+    assert_eq!(
+        room_list(a).await,
+        json!(["general", ROOM]),
+        "new accounts start in general"
+    );
+}
+
+/// "Just pick a name" stays: a guest comes in with a room (made on the way in), and
+/// `?room=` leaves the address.
+async fn guest_entry(b: &Browser) {
+    b.goto("/").await;
+    b.wait_at("/").await;
+    b.type_into("#guest-form input[name=username]", "carol")
+        .await;
+    b.type_into("#guest-form input[name=room]", "lobby").await;
+    b.click("#guest-form button[type=submit]").await;
+    expect_home_as(b, "carol").await; // waits for exactly "/home": the ?room= was removed
+    assert_eq!(
+        b.js(
+            "return document.getElementById('whoami').dataset.guest",
+            vec![]
+        )
+        .await,
+        json!("true")
+    );
+    expect_open_room(b, "lobby").await;
+    expect_in_list(b, "lobby", true).await;
+    log_out(b).await;
+}
+
+async fn second_user_signs_up_searches_and_subscribes(b: &Browser) {
+    // A taken name is refused next to the form.
+    b.click("#show-signup").await;
+    fill(b, "#signup-form", "Alice", BOB_PASSWORD).await;
+    b.click("#signup-form button[type=submit]").await;
+    expect_form_error(b, "#signup-form", "name taken").await;
+    fill(b, "#signup-form", "bob", BOB_PASSWORD).await;
+    b.click("#signup-form button[type=submit]").await;
+    expect_home_as(b, "bob").await;
+    expect_in_list(b, "general", true).await;
+    assert_eq!(
+        room_list(b).await,
+        json!(["general"]),
+        "a new account starts in general only"
+    );
+    expect_open_room(b, "general").await;
+
+    // + with an existing room's name (the guest's) subscribes to it.
+    b.click("#new-room").await;
+    b.type_into("#new-room-name", &format!("lobby{}", Key::Enter))
+        .await;
+    expect_in_list(b, "lobby", true).await;
+    expect_open_room(b, "lobby").await;
+
+    // Search: suggestions appear while typing; choosing one opens it and offers Subscribe.
+    b.type_into("#room-search", "party").await;
+    let option = format!("#search-results li[role=option][data-room=\"{ROOM}\"]");
+    b.wait_js(
+        "the search suggests the room",
+        STEP,
+        browser_support::VISIBLE,
+        vec![json!(option)],
+    )
+    .await;
+    assert_eq!(
+        b.js(
+            "return document.getElementById('room-search').getAttribute('aria-expanded')",
+            vec![]
+        )
+        .await,
+        json!("true")
+    );
+    b.click(&option).await;
+    expect_open_room(b, ROOM).await;
+    assert!(
+        !b.is_visible("#search-results").await,
+        "the suggestions close after choosing"
+    );
+    assert!(
+        b.is_visible("#subscribe").await,
+        "an unsubscribed room offers Subscribe"
+    );
+    expect_in_list(b, ROOM, false).await;
+    b.click("#subscribe").await;
+    expect_in_list(b, ROOM, true).await;
+    b.wait_js(
+        "Subscribe goes away",
+        STEP,
+        "return document.getElementById('subscribe').hidden",
+        vec![],
+    )
+    .await;
+    assert_eq!(room_list(b).await, json!(["general", "lobby", ROOM]));
+}
+
+/// Script: the messages in #messages as [class, user, text] (only stored ones: with an id).
+const FEED: &str =
+    "return [...document.querySelectorAll('#messages div.message[data-id]')].map(m => [
+    m.classList.contains('mine') ? 'mine' : m.classList.contains('theirs') ? 'theirs' : '?',
+    m.querySelector('.meta > bdi.user').textContent,
+    m.querySelector('div.text').textContent]);";
+
+/// Waits until `b` shows `text` by `user` on the `side` ("mine"/"theirs"), exactly once.
+async fn expect_message(
+    b: &Browser,
+    side: &str,
+    user: &str,
+    text: &str,
+    within: Duration,
+) -> Duration {
+    let started = Instant::now();
+    b.wait_js(
+        &format!("{user}'s message {text:?} shows as .{side}"),
+        within,
+        &format!("const feed = (function () {{ {FEED} }})();
+            return feed.filter(([side, user, text]) => side === arguments[0] && user === arguments[1] && text === arguments[2]).length === 1;"),
+        vec![json!(side), json!(user), json!(text)],
+    )
+    .await;
+    let took = started.elapsed();
+    let feed = b.js(FEED, vec![]).await;
+    let copies = feed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m[2] == json!(text))
+        .count();
+    assert_eq!(
+        copies, 1,
+        "[{}] {text:?} shows once, on the {side} side: {feed}",
+        b.name
+    );
+    took
+}
+
+/// Types `text` and presses Enter; returns when the keys were sent.
+async fn send(b: &Browser, text: &str) -> Instant {
+    let started = Instant::now();
+    b.type_into("#message-input", &format!("{text}{}", Key::Enter))
+        .await;
+    started
+}
+
+/// What is left of the one second since `sent`.
+fn left_of_live(sent: Instant) -> Duration {
+    LIVE.saturating_sub(sent.elapsed())
+}
+
+/// The receiver sees the message as `.theirs` within a second of the send (the deadline
+/// counts from before the key press), and the sender sees it as `.mine`, stored.
+async fn expect_delivered(from: &Browser, to: &Browser, text: &str, sent: Instant) {
+    expect_message(to, "theirs", from.name, text, left_of_live(sent)).await;
+    let took = sent.elapsed();
+    expect_message(from, "mine", from.name, text, left_of_live(sent)).await;
+    eprintln!("  {text:?}: {} → {} in {took:.0?}", from.name, to.name);
+}
+
+async fn exchange_messages(a: &Browser, b: &Browser) {
+    expect_open_room(a, ROOM).await;
+    expect_open_room(b, ROOM).await;
+
+    // Enter sends.
+    let text = "Hello Bob, welcome to the party!";
+    let sent = send(a, text).await;
+    expect_delivered(a, b, text, sent).await;
+    assert_eq!(
+        a.js(
+            "return document.getElementById('message-input').value",
+            vec![]
+        )
+        .await,
+        json!(""),
+        "the input is cleared"
+    );
+
+    // The Send button sends too.
+    let text = "Thanks Alice — glad to be here.";
+    b.type_into("#message-input", text).await;
+    let sent = Instant::now();
+    b.click("#composer button[type=submit]").await;
+    expect_delivered(b, a, text, sent).await;
+
+    // Shift+Enter adds a new line instead of sending.
+    let before = b.js(FEED, vec![]).await.as_array().unwrap().len();
+    b.type_into(
+        "#message-input",
+        &format!("line one{}{}{}line two", Key::Shift, Key::Enter, Key::Null),
+    )
+    .await;
+    assert_eq!(
+        b.js(
+            "return document.getElementById('message-input').value",
+            vec![]
+        )
+        .await,
+        json!("line one\nline two")
+    );
+    assert_eq!(
+        b.js(
+            "return document.querySelectorAll('#messages div.message').length",
+            vec![]
+        )
+        .await,
+        json!(before),
+        "Shift+Enter sent nothing"
+    );
+    let sent = send(b, "").await;
+    expect_delivered(b, a, "line one\nline two", sent).await;
+    let lines = a.js("return [...document.querySelectorAll('#messages div.message.theirs div.text')].pop().getClientRects()[0].height", vec![]).await;
+    let one_line = a.js("return document.querySelector('#messages div.message div.text').getClientRects()[0].height", vec![]).await;
+    assert!(
+        lines.as_f64().unwrap() > one_line.as_f64().unwrap() * 1.5,
+        "the new line shows as a line break ({lines} vs {one_line} px)"
+    );
+}
+
+async fn unread_badge(b: &Browser, room: &str) -> Value {
+    b.js(
+        "const e = document.querySelector(`#room-list button.open-room[data-room=\"${arguments[0]}\"] span.unread`);
+         return e && [e.hidden || e.getClientRects().length === 0 ? 'hidden' : 'shown', e.textContent];",
+        vec![json!(room)],
+    )
+    .await
+}
+
+async fn unread_count(a: &Browser, b: &Browser) {
+    assert_eq!(
+        unread_badge(b, ROOM).await,
+        json!(["hidden", "0"]),
+        "no unread badge while the room is open"
+    );
+    b.click("#room-list button.open-room[data-room=\"general\"]")
+        .await;
+    expect_open_room(b, "general").await;
+
+    let text = "Are you still there, Bob?";
+    let sent = send(a, text).await;
+    expect_message(a, "mine", "alice", text, left_of_live(sent)).await;
+    b.wait_js(
+        "the unread badge of the room shows 1",
+        left_of_live(sent),
+        "const e = document.querySelector(`#room-list button.open-room[data-room=\"${arguments[0]}\"] span.unread`);
+         return !!e && !e.hidden && e.getClientRects().length > 0 && e.textContent === '1';",
+        vec![json!(ROOM)],
+    )
+    .await;
+    eprintln!(
+        "  unread badge on bob's side {:.0?} after the send",
+        sent.elapsed()
+    );
+    assert!(
+        b.text("#messages").await.find(text).is_none(),
+        "the message does not show in another room's feed"
+    );
+    assert_eq!(unread_badge(b, "general").await, json!(["hidden", "0"]));
+    assert!(
+        b.js("return document.title", vec![])
+            .await
+            .as_str()
+            .unwrap()
+            .starts_with("(1)"),
+        "the tab title counts unread"
+    );
+
+    b.click(&format!(
+        "#room-list button.open-room[data-room=\"{ROOM}\"]"
+    ))
+    .await;
+    expect_open_room(b, ROOM).await;
+    b.wait_js(
+        "opening the room clears its unread badge",
+        STEP,
+        "const e = document.querySelector(`#room-list button.open-room[data-room=\"${arguments[0]}\"] span.unread`);
+         return e.hidden && e.getClientRects().length === 0;",
+        vec![json!(ROOM)],
+    )
+    .await;
+    expect_message(b, "theirs", "alice", text, STEP).await;
+}
+
+async fn markup_is_shown_as_text(a: &Browser, b: &Browser) {
+    let sent = send(a, XSS).await;
+    expect_delivered(a, b, XSS, sent).await;
+    for browser in [a, b] {
+        let images = browser
+            .js(
+                "return document.querySelectorAll('#messages img').length",
+                vec![],
+            )
+            .await;
+        assert_eq!(
+            images,
+            json!(0),
+            "[{}] no <img> was made from the message",
+            browser.name
+        );
+        let last = browser.js("return [...document.querySelectorAll('#messages div.message div.text')].pop().textContent", vec![]).await;
+        assert_eq!(
+            last,
+            json!(XSS),
+            "[{}] the markup shows literally",
+            browser.name
+        );
+        match browser.client.get_alert_text().await {
+            Err(e) if e.is_no_such_alert() => {}
+            Err(e) => panic!("[{}] expected 'no such alert', got: {e}", browser.name),
+            Ok(text) => panic!("[{}] the message opened an alert: {text:?}", browser.name),
+        }
+    }
+}
+
+async fn subscriptions(b: &Browser) -> Value {
+    b.js_async(
+        "fetch('/api/subscriptions', { credentials: 'same-origin', headers: { Accept: 'application/json' } })
+            .then(r => r.ok ? r.json() : Promise.reject(new Error('HTTP ' + r.status)))
+            .then(rooms => done(rooms.map(r => r.name).sort()), e => done('failed: ' + e.message));",
+        vec![],
+    )
+    .await
+}
+
+async fn unsubscribe(a: &Browser, b: &Browser) {
+    assert_eq!(subscriptions(b).await, json!(["general", "lobby", ROOM]));
+    b.click(&format!(
+        "#room-list li.room-item:has(button.open-room[data-room=\"{ROOM}\"]) button.unsubscribe"
+    ))
+    .await;
+    expect_in_list(b, ROOM, false).await;
+    assert_eq!(
+        subscriptions(b).await,
+        json!(["general", "lobby"]),
+        "the server forgot the subscription"
+    );
+    assert_eq!(
+        subscriptions(a).await,
+        json!(["general", ROOM]),
+        "the other user's subscription is untouched"
+    );
+
+    // After a reload the list comes from the server: still without the room.
+    b.client.refresh().await.expect("reload");
+    expect_home_as(b, "bob").await;
+    expect_in_list(b, "general", true).await;
+    assert_eq!(room_list(b).await, json!(["general", "lobby"]));
+}
