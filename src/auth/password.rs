@@ -50,11 +50,16 @@ pub struct Hasher {
 
 impl Default for Hasher {
     fn default() -> Self {
-        Self { running: Arc::new(Semaphore::new(CONCURRENT_HASHES)), waiting: Arc::new(Semaphore::new(QUEUED_HASHES)) }
+        Self::with_limits(CONCURRENT_HASHES, QUEUED_HASHES)
     }
 }
 
 impl Hasher {
+    /// At most `running` hashes at once and `queued` admitted in all.
+    pub fn with_limits(running: usize, queued: usize) -> Self {
+        Self { running: Arc::new(Semaphore::new(running)), waiting: Arc::new(Semaphore::new(queued)) }
+    }
+
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ChatError> {
         let _queued = self.waiting.clone().try_acquire_owned().map_err(|_| ChatError::Busy)?;
         let _running = self.running.clone().acquire_owned().await.map_err(|_| ChatError::Busy)?;
@@ -115,6 +120,26 @@ mod tests {
         assert!(hasher.verify("correct horse".into(), Some(phc.clone())).await.unwrap());
         assert!(!hasher.verify("wrong horse".into(), Some(phc)).await.unwrap());
         assert!(!hasher.verify("anything".into(), None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_hashes_is_refused_beyond_the_queue() {
+        let hasher = Hasher::with_limits(1, 2);
+        let attempts: Vec<_> = (0..10)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.verify("guess".into(), None).await })
+            })
+            .collect();
+        let mut busy = 0;
+        for attempt in attempts {
+            match attempt.await.unwrap() {
+                Ok(matched) => assert!(!matched),
+                Err(ChatError::Busy) => busy += 1,
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert!(busy >= 8, "only 2 may be admitted, {busy} were refused");
     }
 
     #[test]
