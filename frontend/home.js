@@ -163,7 +163,7 @@ async function fillGap(room, afterId) {
   let cursor = afterId;
   try {
     for (;;) {
-      const { messages } = await api('GET', `${roomPath(room)}/messages?after=${cursor}&limit=${PAGE}`);
+      const { messages } = await api('GET', `/api/rooms/${roomPath(room)}/messages?after=${cursor}&limit=${PAGE}`);
       if (!messages.length) return;
       ingest(room, messages, false);
       cursor = messages[messages.length - 1].id;

@@ -264,7 +264,7 @@ async fn sessions_and_subscriptions_survive_a_restart() {
     let mut ann = User::sign_up(&server, "Ann").await;
     let (status, _, _) = ann.post(&server, "/api/rooms", json!({"name": "rust"})).await;
     assert_eq!(status, 201);
-    let put = ann.http.put(server.url("/api/subscriptions/rust")).send().await.unwrap();
+    let put = ann.http.put(server.url("/api/subscriptions/rust")).json(&json!({})).send().await.unwrap();
     assert_eq!(put.status().as_u16(), 200);
     let cookie = ann.cookie.clone().unwrap();
 
@@ -411,4 +411,53 @@ async fn cookies_are_http_only_same_site_and_secure_when_asked() {
     for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Secure"] {
         assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
     }
+}
+
+#[tokio::test]
+async fn guest_subscriptions_last_as_long_as_the_session_even_across_restarts() {
+    let mut server = Server::start().await;
+    let mut gus = User::new();
+    let (status, _, _) = gus.post(&server, "/api/guest", json!({"username": "gus"})).await;
+    assert_eq!(status, 200);
+    gus.post(&server, "/api/rooms", json!({"name": "lobby"})).await;
+    let put = gus.http.put(server.url("/api/subscriptions/lobby")).json(&json!({})).send().await.unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    let cookie = gus.cookie.clone().unwrap();
+    server.restart().await;
+
+    let subscriptions = |server: &Server, cookie: &str| {
+        reqwest::Client::new().get(server.url("/api/subscriptions")).header("cookie", format!("chatroom_session={cookie}")).send()
+    };
+    let response = subscriptions(&server, &cookie).await.unwrap();
+    assert_eq!(response.json::<Value>().await.unwrap(), json!([{"name": "general"}, {"name": "lobby"}]));
+
+    // After logout a new guest of the same name starts afresh.
+    let (status, _, _) = gus.post(&server, "/api/logout", json!({})).await;
+    assert_eq!(status, 204);
+    let mut again = User::new();
+    again.post(&server, "/api/guest", json!({"username": "gus"})).await;
+    assert_eq!(again.get(&server, "/api/subscriptions").await, (200, json!([{"name": "general"}])));
+}
+
+#[tokio::test]
+async fn state_changing_requests_must_be_json() {
+    let server = Server::start().await;
+    let ann = User::sign_up(&server, "Ann").await;
+    // What a cross-site HTML form could send:
+    let form_logout = ann.http.post(server.url("/api/logout")).header("content-type", "application/x-www-form-urlencoded").body("").send().await.unwrap();
+    assert_eq!(form_logout.status().as_u16(), 415);
+    let bare_put = ann.http.put(server.url("/api/subscriptions/general")).send().await.unwrap();
+    assert_eq!(bare_put.status().as_u16(), 415);
+    let bare_delete = ann.http.delete(server.url("/api/subscriptions/general")).send().await.unwrap();
+    assert_eq!(bare_delete.status().as_u16(), 415);
+    assert_eq!(ann.get(&server, "/api/me").await.0, 200, "still logged in");
+    assert_eq!(ann.get(&server, "/api/subscriptions").await.1, json!([{"name": "general"}]));
+}
+
+#[tokio::test]
+async fn unknown_paths_are_json_404s() {
+    let server = Server::start().await;
+    let response = reqwest::get(server.url("/no/such/page")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "not_found");
 }

@@ -9,9 +9,8 @@ pub mod password;
 pub mod sessions;
 pub mod throttle;
 
-use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use self::password::Hasher;
@@ -38,9 +37,6 @@ pub struct Auth {
     guests_allowed: bool,
     hasher: Hasher,
     throttle: Throttle,
-    /// Guests' subscriptions, by session id hash: they last as long as the
-    /// session does.
-    guest_subscriptions: Mutex<HashMap<String, BTreeSet<String>>>,
 }
 
 impl Auth {
@@ -53,18 +49,16 @@ impl Auth {
             guests_allowed,
             hasher: Hasher::default(),
             throttle: Throttle::default(),
-            guest_subscriptions: Mutex::new(HashMap::new()),
         };
-        let now = now_ms();
-        let mut stale = Vec::new();
+        let mut unreadable = Vec::new();
         for record in auth.store.load_sessions().await? {
-            match auth.sessions.restore(record.clone()) {
-                Some(s) if s.is_live(&limits, now) => {}
-                _ => stale.push(record.id_hash),
+            let id_hash = record.id_hash.clone();
+            if auth.sessions.restore(record).is_none() {
+                unreadable.push(id_hash);
             }
         }
-        auth.sessions.end_expired(&limits);
-        auth.store.delete_sessions(stale).await?;
+        auth.store.delete_sessions(unreadable).await?;
+        auth.upkeep().await?; // ends those that expired while the server was down
         tokio::task::spawn_blocking(password::warm_up).await.map_err(|e| ChatError::Internal(e.to_string()))?;
         Ok(auth)
     }
@@ -181,8 +175,8 @@ impl Auth {
         let (raw, session) = self.sessions.create(user, guest);
         self.store.save_session(session.record()).await?;
         if guest {
-            let general = DEFAULT_ROOM.to_string();
-            self.guest_subscriptions.lock().expect("guest subs lock").insert(session.id_hash.clone(), BTreeSet::from([general]));
+            let general = RoomName::parse(DEFAULT_ROOM).expect("valid default room");
+            self.store.subscribe(&subscriber_key(&session), &general).await?;
         }
         Ok((raw, session))
     }
@@ -203,22 +197,26 @@ impl Auth {
         if id_hashes.is_empty() {
             return Ok(());
         }
-        {
-            let mut guest_subs = self.guest_subscriptions.lock().expect("guest subs lock");
-            for hash in &id_hashes {
-                self.sessions.end(hash, reason);
-                guest_subs.remove(hash);
-            }
-        }
+        let ended: Vec<Arc<Session>> = id_hashes.iter().filter_map(|hash| self.sessions.end(hash, reason)).collect();
+        self.forget_guests(&ended).await?;
         self.store.delete_sessions(id_hashes).await
+    }
+
+    /// A guest's subscriptions last as long as its session.
+    async fn forget_guests(&self, ended: &[Arc<Session>]) -> Result<(), ChatError> {
+        for session in ended.iter().filter(|s| s.guest) {
+            self.store.clear_subscriptions(&subscriber_key(session)).await?;
+        }
+        Ok(())
     }
 
     /// Periodic upkeep: ends sessions past their limits and writes recent
     /// activity to disk. Returns how many sessions ended.
     pub async fn upkeep(&self) -> Result<usize, ChatError> {
-        let expired: Vec<String> = self.sessions.end_expired(&self.limits).into_iter().map(|s| s.id_hash.clone()).collect();
+        let expired = self.sessions.end_expired(&self.limits);
         let ended = expired.len();
-        self.end_sessions(expired, EndReason::Expired).await?;
+        self.forget_guests(&expired).await?;
+        self.store.delete_sessions(expired.iter().map(|s| s.id_hash.clone()).collect()).await?;
         let seen: Vec<(String, u64)> = self
             .sessions
             .all()
@@ -234,30 +232,20 @@ impl Auth {
 
     /// Rooms the session's user subscribes to.
     pub async fn subscriptions(&self, session: &Session) -> Result<Vec<String>, ChatError> {
-        if session.guest {
-            let subs = self.guest_subscriptions.lock().expect("guest subs lock");
-            return Ok(subs.get(&session.id_hash).map(|r| r.iter().cloned().collect()).unwrap_or_default());
-        }
-        self.store.subscriptions(&session.user.key()).await
+        self.store.subscriptions(&subscriber_key(session)).await
     }
 
     pub async fn subscribe(&self, session: &Session, room: &RoomName) -> Result<(), ChatError> {
-        if session.guest {
-            let mut subs = self.guest_subscriptions.lock().expect("guest subs lock");
-            subs.entry(session.id_hash.clone()).or_default().insert(room.to_string());
-            return Ok(());
-        }
-        self.store.subscribe(&session.user.key(), room).await
+        self.store.subscribe(&subscriber_key(session), room).await
     }
 
     pub async fn unsubscribe(&self, session: &Session, room: &RoomName) -> Result<(), ChatError> {
-        if session.guest {
-            let mut subs = self.guest_subscriptions.lock().expect("guest subs lock");
-            if let Some(rooms) = subs.get_mut(&session.id_hash) {
-                rooms.remove(room.as_str());
-            }
-            return Ok(());
-        }
-        self.store.unsubscribe(&session.user.key(), room).await
+        self.store.unsubscribe(&subscriber_key(session), room).await
     }
+}
+
+/// Whose subscriptions these are: an account's lower-cased name, or for a
+/// guest its session (64 hex characters: no name can be that long).
+fn subscriber_key(session: &Session) -> String {
+    if session.guest { session.id_hash.clone() } else { session.user.key() }
 }

@@ -127,14 +127,14 @@ pub async fn get_messages(state: State, raw_room: String, _session: Arc<Session>
 pub async fn post_message(state: State, raw_room: String, session: Arc<Session>, body: PostMessageBody) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
         let room = RoomName::parse(&raw_room)?;
-        if state.config.send_rate.is_some_and(|rate| !session.allow_post(rate)) {
-            return Err(ChatError::RateLimited);
-        }
         let message = NewMessage {
             user: session.user.clone(),
             text: validate_text(&body.text)?,
             client_id: validate_client_id(&body.client_id)?,
         };
+        if state.config.send_rate.is_some_and(|rate| !session.allow_post(rate)) {
+            return Err(ChatError::RateLimited);
+        }
         Ok(match state.hub.send(&room, message).await? {
             Appended::New(m) => reply::json(StatusCode::CREATED, &m),
             Appended::Duplicate(m) => reply::json(StatusCode::OK, &m),

@@ -56,9 +56,10 @@ pub fn allowed_origin(state: State) -> impl Filter<Extract = (), Error = Rejecti
         .untuple_one()
 }
 
-/// A JSON body of type `T`: `Content-Type: application/json`, at most
-/// [`MAX_BODY_BYTES`], well-formed.
-pub fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+/// Requires `Content-Type: application/json`. Every state-changing request
+/// must say it: a cross-site HTML form cannot, so this (with the Origin
+/// check and SameSite cookies) shuts out cross-site request forgery.
+pub fn json_request() -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::header::optional::<String>("content-type")
         .and_then(|ct: Option<String>| async move {
             let is_json = ct.is_some_and(|ct| {
@@ -67,6 +68,12 @@ pub fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Er
             if is_json { Ok(()) } else { Err(reject(ChatError::UnsupportedMediaType)) }
         })
         .untuple_one()
+}
+
+/// A JSON body of type `T`: `Content-Type: application/json`, at most
+/// [`MAX_BODY_BYTES`], well-formed.
+pub fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    json_request()
         .and(warp::body::content_length_limit(MAX_BODY_BYTES))
         .and(warp::body::bytes())
         .and_then(|body: bytes::Bytes| async move {

@@ -37,7 +37,7 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use self::guard::{Problem, allowed_origin, json_body, optional_session, session, with_state};
+use self::guard::{Problem, allowed_origin, json_body, json_request, optional_session, session, with_state};
 pub use self::reply::{CONTENT_SECURITY_POLICY, SESSION_COOKIE};
 use self::reply::HttpResponse;
 use crate::auth::Auth;
@@ -182,6 +182,7 @@ fn subscribe(state: State) -> BoxedFilter<(HttpResponse,)> {
     warp::path!("api" / "subscriptions" / String)
         .and(warp::put())
         .and(allowed_origin(state.clone()))
+        .and(json_request())
         .and(with_state(state.clone()))
         .and(session(state))
         .and_then(|room, state, session| api::subscribe(state, room, session))
@@ -193,6 +194,7 @@ fn unsubscribe(state: State) -> BoxedFilter<(HttpResponse,)> {
     warp::path!("api" / "subscriptions" / String)
         .and(warp::delete())
         .and(allowed_origin(state.clone()))
+        .and(json_request())
         .and(with_state(state.clone()))
         .and(session(state))
         .and_then(|room, state, session| api::unsubscribe(state, room, session))
@@ -209,6 +211,7 @@ fn logout(state: State) -> BoxedFilter<(HttpResponse,)> {
     warp::path!("api" / "logout")
         .and(warp::post())
         .and(allowed_origin(state.clone()))
+        .and(json_request())
         .and(with_state(state.clone()))
         .and(session(state))
         .and_then(api::logout)
@@ -286,7 +289,8 @@ fn pages(state: State) -> BoxedFilter<(HttpResponse,)> {
 
 /// OPTIONS /api/... from an allowed cross-origin page (CORS preflight).
 fn cors_preflight(state: State) -> BoxedFilter<(HttpResponse,)> {
-    warp::options()
+    warp::path("api")
+        .and(warp::options())
         .and(warp::header::optional::<String>("origin"))
         .map(move |origin: Option<String>| {
             let allowed = origin.as_deref().is_some_and(|o| state.is_extra_origin(o));

@@ -143,10 +143,14 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Every stored session (expired ones included; the caller filters).
     async fn load_sessions(&self) -> Result<Vec<SessionRecord>, ChatError>;
 
-    /// Rooms the account subscribes to, alphabetically.
+    /// Rooms the subscriber subscribes to, alphabetically. A subscriber is an
+    /// account (its lower-cased name) or a guest session (its 64-character
+    /// id hash, which no name of at most 32 characters can equal).
     async fn subscriptions(&self, user_key: &str) -> Result<Vec<String>, ChatError>;
     async fn subscribe(&self, user_key: &str, room: &RoomName) -> Result<(), ChatError>;
     async fn unsubscribe(&self, user_key: &str, room: &RoomName) -> Result<(), ChatError>;
+    /// Forgets every subscription of `user_key`.
+    async fn clear_subscriptions(&self, user_key: &str) -> Result<(), ChatError>;
 }
 
 pub use crate::auth::sessions::SessionRecord;

@@ -18,7 +18,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A server running as a child of the benchmark; killed on drop.
 pub struct ServerProcess {
-    pub name: &'static str,
     pub addr: SocketAddr,
     pub pid: u32,
     /// From spawn to the "listening" log line.
@@ -49,7 +48,7 @@ impl ServerProcess {
                 return Err(format!("{name} did not report its address ({status})"));
             }
         };
-        Ok(Self { name, addr, pid: child.id(), startup: started.elapsed(), warnings, child })
+        Ok(Self { addr, pid: child.id(), startup: started.elapsed(), warnings, child })
     }
 
     /// CPU time and RSS of the child now.
@@ -147,7 +146,10 @@ pub fn sibling_binary(name: &str) -> PathBuf {
 /// CPU time and resident memory of a process at one moment.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Usage {
+    /// User + system time.
     pub cpu: Duration,
+    /// System (kernel) time alone: syscalls, and on loopback the TCP work.
+    pub sys: Duration,
     pub rss_kib: u64,
     pub at: Option<Instant>,
 }
@@ -157,11 +159,17 @@ impl Usage {
     pub fn of_pid(pid: &str) -> Self {
         let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| cpu_from_stat(&s));
         let rss = std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| rss_from_status(&s));
-        Self { cpu: cpu.unwrap_or_default(), rss_kib: rss.unwrap_or(0), at: Some(Instant::now()) }
+        let (user, sys) = cpu.unwrap_or_default();
+        Self { cpu: user + sys, sys, rss_kib: rss.unwrap_or(0), at: Some(Instant::now()) }
     }
 
     pub fn of_self() -> Self {
         Self::of_pid("self")
+    }
+
+    /// Kernel time used between `earlier` and `self`.
+    pub fn sys_since(&self, earlier: &Usage) -> Duration {
+        self.sys.saturating_sub(earlier.sys)
     }
 
     /// CPU used between `earlier` and `self`, and the fraction of one core.
@@ -175,15 +183,16 @@ impl Usage {
     }
 }
 
-/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line.
-fn cpu_from_stat(stat: &str) -> Option<Duration> {
+/// utime and stime (fields 14 and 15) of a `/proc/<pid>/stat` line.
+fn cpu_from_stat(stat: &str) -> Option<(Duration, Duration)> {
     // The command name (field 2) may hold spaces; fields restart after ')'.
     let after = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     let tick = clock_ticks_per_second();
-    Some(Duration::from_nanos((utime + stime) * 1_000_000_000 / tick))
+    let time = |ticks: u64| Duration::from_nanos(ticks * 1_000_000_000 / tick);
+    Some((time(utime), time(stime)))
 }
 
 fn rss_from_status(status: &str) -> Option<u64> {
@@ -233,7 +242,7 @@ mod tests {
     #[test]
     fn reads_proc_fields() {
         let stat = "1234 (my prog) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4 0";
-        assert_eq!(cpu_from_stat(stat), Some(Duration::from_secs(3)));
+        assert_eq!(cpu_from_stat(stat), Some((Duration::from_millis(2500), Duration::from_millis(500))));
         assert_eq!(rss_from_status("Name:\tx\nVmRSS:\t  2048 kB\n"), Some(2048));
     }
 

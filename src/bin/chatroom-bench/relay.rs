@@ -8,6 +8,12 @@
 //! client's JSON, give the message an id and a time, serialise it once for
 //! the room.
 //!
+//! Two variants run: the *naive* relay keeps tungstenite's default socket
+//! settings (a 128 KiB read buffer, which tungstenite zero-fills before
+//! every read: it costs CPU as well as memory); the *tuned* relay reads
+//! through a small buffer like chatroom's, so the two differ in design
+//! only.
+//!
 //! Run by the benchmark as a child process (`chatroom-bench relay`), so its
 //! CPU time and memory are measured like the server's.
 
@@ -22,6 +28,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 
 /// Events a room's channel keeps for a slow receiver (as in chatroom).
@@ -39,7 +46,10 @@ struct Room {
 type Rooms = Arc<Mutex<HashMap<String, Arc<Room>>>>;
 
 /// Runs the relay until killed (multi-threaded, like chatroom).
-pub fn run(addr: SocketAddr) -> Result<(), String> {
+/// `read_buffer`: bytes per socket read buffer (tungstenite's default if
+/// `None`).
+pub fn run(addr: SocketAddr, read_buffer: Option<usize>) -> Result<(), String> {
+    let config = read_buffer.map(|size| WebSocketConfig::default().read_buffer_size(size));
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?;
@@ -51,13 +61,13 @@ pub fn run(addr: SocketAddr) -> Result<(), String> {
             let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
             let _ = tcp.set_nodelay(true);
             let n = next_conn.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(connection(tcp, rooms.clone(), format!("anon{n}")));
+            tokio::spawn(connection(tcp, rooms.clone(), format!("anon{n}"), config));
         }
     })
 }
 
-async fn connection(tcp: TcpStream, rooms: Rooms, user: String) {
-    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+async fn connection(tcp: TcpStream, rooms: Rooms, user: String, config: Option<WebSocketConfig>) {
+    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(tcp, config).await else { return };
     let mut joined: Option<(Arc<Room>, String, broadcast::Receiver<Utf8Bytes>)> = None;
     loop {
         let out = tokio::select! {

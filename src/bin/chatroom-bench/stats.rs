@@ -9,7 +9,6 @@ use std::time::Duration;
 /// Exact percentiles of a set of latencies, in microseconds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Percentiles {
-    pub count: usize,
     pub p50: u32,
     pub p99: u32,
     pub p999: u32,
@@ -23,7 +22,7 @@ impl Percentiles {
         }
         samples.sort_unstable();
         let at = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
-        Self { count: samples.len(), p50: at(0.50), p99: at(0.99), p999: at(0.999), max: *samples.last().expect("not empty") }
+        Self { p50: at(0.50), p99: at(0.99), p999: at(0.999), max: *samples.last().expect("not empty") }
     }
 
     /// "p50 / p99 / p99.9 / max" in milliseconds.

@@ -226,4 +226,16 @@ impl AccountStore for JsonlAccounts {
         })
         .await
     }
+
+    async fn clear_subscriptions(&self, user_key: &str) -> Result<(), ChatError> {
+        let user = user_key.to_string();
+        self.blocking(move |inner| {
+            let Some(rooms) = inner.subscriptions.remove(&user) else { return Ok(()) };
+            let ops: Vec<SubscriptionOp> =
+                rooms.into_iter().map(|room| SubscriptionOp::Remove { user: user.clone(), room }).collect();
+            inner.subscriptions_log.append(&ops)?;
+            Ok(())
+        })
+        .await
+    }
 }

@@ -1,0 +1,322 @@
+//! `chatroom-bench`: the load benchmark (see docs/BENCHMARKS.md).
+//!
+//! ```text
+//! cargo build --release --bin chatroom --bin chatroom-bench
+//! target/release/chatroom-bench fanout --find-max   # chatroom, then the relay
+//! target/release/chatroom-bench all                 # a quick run of everything
+//! ```
+//!
+//! Each scenario starts what it measures as a child process —
+//! `target/release/chatroom` on a fresh temporary data directory, or the
+//! minimal relay (`chatroom-bench relay`) — so server CPU time and memory
+//! come from `/proc/<pid>`, apart from the generator's. `--url` points the
+//! fan-out, connections and persist scenarios at a server already running
+//! (no CPU or memory figures then).
+//!
+//! Modules: `client` (HTTP/1.1 + WebSocket client), `process` (children and
+//! /proc), `target` (chatroom or relay), one module per scenario
+//! (`fanout`, `connections`, `history`, `persist`), `relay` (the baseline
+//! server), `stats` and `report` (the table).
+
+mod client;
+mod compare;
+mod connections;
+mod fanout;
+mod history;
+mod persist;
+mod process;
+mod relay;
+mod report;
+mod stats;
+mod target;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::fanout::FanoutOpts;
+use crate::report::Report;
+use crate::stats::{dur_ms, ms, thousands};
+use crate::target::{Kind, ServerOpts, Target};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// N clients in M rooms, senders at a rate; chatroom then the relay.
+    Fanout,
+    /// The fan-out scenario against the minimal relay only.
+    Baseline,
+    /// Many idle WebSockets: server memory per connection.
+    Connections,
+    /// A 1,000,000-message room: start-up and page times.
+    History,
+    /// Many writers into one room: stored messages per second.
+    Persist,
+    /// A quick run of every scenario, one table.
+    All,
+    /// (internal) run the minimal relay server.
+    Relay,
+}
+
+/// Load benchmark for chatroom. Prints one markdown table.
+#[derive(Debug, Parser)]
+#[command(name = "chatroom-bench")]
+struct Args {
+    scenario: Scenario,
+
+    /// Use the chatroom server running at this address (http://host:port)
+    /// instead of starting one. No server CPU/RSS figures then.
+    #[arg(long)]
+    url: Option<String>,
+    /// The chatroom binary to start (default: next to this one).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Pin the generator to CPU 0 and servers to CPU 1 (default: let the
+    /// kernel share both cores).
+    #[arg(long)]
+    pin: bool,
+
+    /// Fan-out: clients (spread evenly over the rooms).
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    /// Fan-out: rooms.
+    #[arg(long, default_value_t = 100)]
+    rooms: usize,
+    /// Fan-out: delivered messages per second to run at (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "20000,40000")]
+    rate: Vec<f64>,
+    /// Fan-out: seconds per fixed-rate phase.
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+    /// Fan-out: raise the rate until p99 > 50 ms or a message is lost.
+    #[arg(long)]
+    find_max: bool,
+    /// --find-max: first rate (delivered/s).
+    #[arg(long, default_value_t = 40_000.0)]
+    start_rate: f64,
+    /// --find-max: rate multiplier per step.
+    #[arg(long, default_value_t = 1.25)]
+    factor: f64,
+    /// --find-max: seconds per step.
+    #[arg(long, default_value_t = 3.0)]
+    step_secs: f64,
+    /// --find-max: never ask for more than this (delivered/s).
+    #[arg(long, default_value_t = 600_000.0)]
+    max_rate: f64,
+    /// Fan-out: skip the relays.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Fan-out: also run the tuned relay (small read buffers, like chatroom).
+    #[arg(long)]
+    tuned_relay: bool,
+    /// Message text length in bytes.
+    #[arg(long, default_value_t = 200)]
+    text_bytes: usize,
+    /// Fan-out: seconds to wait for late deliveries after the last send.
+    #[arg(long, default_value_t = 2.0)]
+    drain_secs: f64,
+
+    /// Connections: idle sockets to open.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+
+    /// History: messages in the big room.
+    #[arg(long, default_value_t = 1_000_000)]
+    messages: u64,
+    /// History: requests timed per kind of page.
+    #[arg(long, default_value_t = 50)]
+    samples: usize,
+
+    /// Persist: concurrent writers.
+    #[arg(long, default_value_t = 64)]
+    writers: usize,
+    /// Persist: seconds.
+    #[arg(long, default_value_t = 5.0)]
+    persist_secs: f64,
+
+    /// Relay (internal): read buffer per socket in bytes (default:
+    /// tungstenite's 128 KiB).
+    #[arg(long)]
+    relay_read_buffer: Option<usize>,
+
+    /// Relay: address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    addr: SocketAddr,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.scenario == Scenario::Relay {
+        return match relay::run(args.addr, args.relay_read_buffer) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
+    }
+    let server = match server_opts(&args) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    if args.pin {
+        if let Err(e) = process::pin_self("0") {
+            return fail(&e);
+        }
+    }
+    // The generator: one thread, so it can never take more than one core.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    let mut report = Report::default();
+    let outcome = local.block_on(&runtime, run(&args, &server, &mut report));
+    println!("\n{}", report.markdown());
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("chatroom-bench: {message}");
+    ExitCode::FAILURE
+}
+
+fn server_opts(args: &Args) -> Result<ServerOpts, String> {
+    let url = args
+        .url
+        .as_deref()
+        .map(|u| {
+            let hostport = u.trim_start_matches("http://").trim_end_matches('/');
+            hostport.parse::<SocketAddr>().map_err(|_| format!("--url {u}: expected http://IP:PORT"))
+        })
+        .transpose()?;
+    Ok(ServerOpts {
+        url,
+        server_bin: args.server_bin.clone().unwrap_or_else(|| process::sibling_binary("chatroom")),
+        server_cpus: args.pin.then(|| "1".to_string()),
+    })
+}
+
+/// A tag that keeps usernames unique across runs against one server.
+fn run_tag() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("b{:x}", nanos % 0xfffff)
+}
+
+async fn run(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<(), String> {
+    print_machine();
+    match args.scenario {
+        Scenario::Fanout => fanout_scenario(args, server, report, &fanout_kinds(args)).await,
+        Scenario::Baseline => {
+            let kinds = if args.tuned_relay { vec![Kind::Relay, Kind::TunedRelay] } else { vec![Kind::Relay] };
+            fanout_scenario(args, server, report, &kinds).await
+        }
+        Scenario::Connections => connections_scenario(args, server, report).await,
+        Scenario::History => history_scenario(args, server, report).await,
+        Scenario::Persist => persist_scenario(args, server, report).await,
+        Scenario::All => {
+            let quick = Args { find_max: true, ..clone_args(args) };
+            fanout_scenario(&quick, server, report, &fanout_kinds(&quick)).await?;
+            connections_scenario(args, server, report).await?;
+            history_scenario(args, server, report).await?;
+            persist_scenario(args, server, report).await
+        }
+        Scenario::Relay => unreachable!("handled in main"),
+    }
+}
+
+fn fanout_kinds(args: &Args) -> Vec<Kind> {
+    let mut kinds = vec![Kind::Chatroom];
+    if !args.no_baseline && args.url.is_none() {
+        kinds.push(Kind::Relay);
+        if args.tuned_relay {
+            kinds.push(Kind::TunedRelay);
+        }
+    }
+    kinds
+}
+
+fn clone_args(a: &Args) -> Args {
+    Args { rate: a.rate.clone(), url: a.url.clone(), server_bin: a.server_bin.clone(), relay_read_buffer: a.relay_read_buffer, ..*a }
+}
+
+fn print_machine() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    eprintln!("machine: {cores} CPUs, {cpu}; load average {}", load_average());
+}
+
+/// The 1-minute load average: other work on the box skews every figure.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next().map(str::to_string)).unwrap_or_default()
+}
+
+async fn fanout_scenario(args: &Args, server: &ServerOpts, report: &mut Report, kinds: &[Kind]) -> Result<(), String> {
+    let opts = FanoutOpts {
+        clients: args.clients,
+        rooms: args.rooms,
+        text_bytes: args.text_bytes,
+        drain: Duration::from_secs_f64(args.drain_secs),
+        tag: run_tag(),
+    };
+    let find_max = args.find_max.then_some(compare::FindMax {
+        start: args.start_rate,
+        factor: args.factor,
+        limit: args.max_rate,
+        step_secs: args.step_secs,
+    });
+    let plan = compare::Plan { rates: args.rate.clone(), secs: args.secs, find_max };
+    let outcomes = compare::run(server, kinds, &opts, &plan).await?;
+    compare::report(report, &outcomes);
+    Ok(())
+}
+
+async fn connections_scenario(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<(), String> {
+    let target = Target::chatroom(server)?;
+    eprintln!("connections: opening {} idle sockets to {}", args.connections, target.addr);
+    let result = connections::run(&target, args.connections, &run_tag()).await?;
+    let scenario = format!("connections {}", thousands(result.opened as f64));
+    report.info(&scenario, "time to open (log-in + upgrade)", format!("{:.2} s", result.open_time.as_secs_f64()));
+    report.info(&scenario, "opened per second", thousands(result.opened as f64 / result.open_time.as_secs_f64()));
+    if let Some(per) = result.kib_per_connection() {
+        let after = result.rss_after_kib.unwrap_or(0) as f64 / 1024.0;
+        report.check(&scenario, "server RSS per connection", format!("{per:.1} KiB (total {after:.0} MiB)"), "≤ 16 KiB", per <= 16.0);
+    }
+    Ok(())
+}
+
+async fn history_scenario(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<(), String> {
+    let dir = process::TempDir::new("history").map_err(|e| e.to_string())?;
+    eprintln!("history: writing {} messages to {}", thousands(args.messages as f64), dir.0.display());
+    let r = history::run(server, &dir.0, args.messages, args.samples, &run_tag()).await?;
+    let scenario = format!("history {} msgs ({} MiB)", thousands(r.messages as f64), r.file_bytes >> 20);
+    eprintln!("  data written in {}", dur_ms(r.write_time));
+    report.check(&scenario, "start-up (spawn → listening)", dur_ms(r.startup), "≤ 1 s", r.startup <= Duration::from_secs(1));
+    report.info(&scenario, "first latest 50 (opens the room)", dur_ms(r.first_latest));
+    let page = |p: &stats::Percentiles| format!("p50 {} / p99 {} / max {}", ms(p.p50), ms(p.p99), ms(p.max));
+    report.check(&scenario, "latest 50", page(&r.latest), "≤ 5 ms", r.latest.max <= 5_000);
+    report.check(&scenario, "middle page of 50", page(&r.middle), "≤ 10 ms", r.middle.max <= 10_000);
+    report.check(&scenario, "random pages of 50", page(&r.random), "≤ 10 ms", r.random.max <= 10_000);
+    Ok(())
+}
+
+async fn persist_scenario(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<(), String> {
+    let target = Target::chatroom(server)?;
+    eprintln!("persist: {} writers into one room for {} s", args.writers, args.persist_secs);
+    let r = persist::run(&target, target.data_dir(), args.writers, args.persist_secs, args.text_bytes, &run_tag()).await?;
+    let scenario = format!("persist {} writers (HTTP)", r.writers);
+    report.check(&scenario, "stored msg/s", thousands(r.per_sec()), "≥ 50,000", r.per_sec() >= 50_000.0);
+    report.info(&scenario, "ack latency p50 / p99 / p99.9 / max", r.latency.summary());
+    if let Some(lines) = r.lines_on_disk {
+        report.check(&scenario, "lines in the room file", thousands(lines as f64), &format!("= acknowledged ({})", thousands(r.stored as f64)), lines == r.stored);
+    }
+    if let Some(cpu) = r.server_cpu {
+        report.info(&scenario, "server CPU per stored msg", format!("{:.2} µs", stats::cpu_per(cpu, r.stored)));
+    }
+    if r.gen_cpu > 0.9 {
+        report.note(format!("{scenario}: the generator was the bottleneck ({:.0}% of its core)", r.gen_cpu * 100.0));
+    }
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Persist: many senders into one room, as fast as the server stores.
+//!
+//! Each writer is a guest with its own keep-alive connection posting to
+//! `POST /api/rooms/{room}/messages` in a closed loop: the `201` comes back
+//! only after the message is in the room's file, so stored messages per
+//! second is simply answers per second. The HTTP API is used rather than
+//! WebSocket senders because every WebSocket sender must join the room and
+//! would then receive every other sender's message: that measures fan-out,
+//! not storage (and chatroom caps a socket at 100 frames/s).
+//!
+//! When the server is our child, the room file is counted afterwards: it
+//! must hold exactly the acknowledged messages.
+
+use std::cell::Cell;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::client::{self, HttpConn};
+use crate::stats::Percentiles;
+use crate::target::Target;
+
+pub const ROOM: &str = "persist";
+
+pub struct PersistResult {
+    pub writers: usize,
+    pub secs: f64,
+    pub stored: u64,
+    pub latency: Percentiles,
+    /// Lines in the room file, when we can read it.
+    pub lines_on_disk: Option<u64>,
+    pub server_cpu: Option<Duration>,
+    pub gen_cpu: f64,
+}
+
+impl PersistResult {
+    pub fn per_sec(&self) -> f64 {
+        self.stored as f64 / self.secs
+    }
+}
+
+pub async fn run(target: &Target, data_dir: Option<&Path>, writers: usize, secs: f64, text_bytes: usize, tag: &str) -> Result<PersistResult, String> {
+    let mut admin = target.api(&format!("{tag}padmin")).await?;
+    client::create_room(&mut admin, ROOM).await?;
+    let mut conns = Vec::with_capacity(writers);
+    for w in 0..writers {
+        conns.push(target.api(&format!("{tag}w{w}")).await?);
+    }
+    let text = "x".repeat(text_bytes);
+    let server_before = target.usage();
+    let gen_before = crate::process::Usage::of_self();
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let failed: Rc<Cell<Option<()>>> = Rc::default();
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(w, conn)| tokio::task::spawn_local(write_loop(conn, w, text.clone(), deadline, failed.clone())))
+        .collect();
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut stored = 0;
+    for task in tasks {
+        let report = task.await.map_err(|e| e.to_string())??;
+        stored += report.0;
+        latencies.extend(report.1);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let server_after = target.usage();
+    let gen_after = crate::process::Usage::of_self();
+    let lines_on_disk = data_dir.and_then(|d| count_lines(&d.join("rooms").join(format!("{ROOM}.jsonl"))));
+    Ok(PersistResult {
+        writers,
+        secs: elapsed,
+        stored,
+        latency: Percentiles::of(latencies),
+        lines_on_disk,
+        server_cpu: server_before.zip(server_after).map(|(b, a)| a.cpu_since(&b).0),
+        gen_cpu: gen_after.cpu_since(&gen_before).1,
+    })
+}
+
+/// Posts until the deadline; returns (stored, latencies in µs).
+async fn write_loop(mut conn: HttpConn, writer: usize, text: String, deadline: Instant, failed: Rc<Cell<Option<()>>>) -> Result<(u64, Vec<u32>), String> {
+    let path = format!("/api/rooms/{ROOM}/messages");
+    let mut stored = 0;
+    let mut latencies = Vec::new();
+    while Instant::now() < deadline && failed.get().is_none() {
+        let body = format!(r#"{{"text":"{text}","client_id":"w{writer}-{stored}"}}"#);
+        let started = Instant::now();
+        let res = conn.post_json(&path, &body).await.map_err(|e| format!("POST {path}: {e}"))?;
+        if res.status != 201 {
+            failed.set(Some(()));
+            return Err(format!("POST {path}: HTTP {} {}", res.status, String::from_utf8_lossy(&res.body)));
+        }
+        latencies.push(started.elapsed().as_micros() as u32);
+        stored += 1;
+    }
+    Ok((stored, latencies))
+}
+
+fn count_lines(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(bytes.iter().filter(|&&b| b == b'\n').count() as u64)
+}

@@ -1,0 +1,153 @@
+//! What the load goes to: a chatroom server (started here as a child
+//! process, or already running at `--url`) or the baseline relay.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::client::{self, HttpConn};
+use crate::process::{self, ServerProcess, TempDir, Usage};
+use crate::relay;
+
+/// The line `chatroom` logs once it accepts connections.
+const CHATROOM_LISTENING: &str = "chatroom is listening on";
+
+/// How servers are started.
+#[derive(Debug, Clone)]
+pub struct ServerOpts {
+    /// Connect to this running chatroom instead of starting one.
+    pub url: Option<SocketAddr>,
+    /// The `chatroom` binary.
+    pub server_bin: PathBuf,
+    /// CPUs for the server processes (`taskset -c`), if pinning.
+    pub server_cpus: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chatroom,
+    /// The minimal relay with tungstenite's default socket settings.
+    Relay,
+    /// The minimal relay reading through a small buffer like chatroom's.
+    TunedRelay,
+}
+
+/// The tuned relay's read buffer: chatroom's (see src/http/ws.rs).
+pub const TUNED_RELAY_READ_BUFFER: usize = 4 * 1024;
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Chatroom => "chatroom",
+            Kind::Relay => "relay",
+            Kind::TunedRelay => "tuned relay",
+        }
+    }
+
+    pub fn is_relay(self) -> bool {
+        self != Kind::Chatroom
+    }
+}
+
+pub struct Target {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    pub process: Option<ServerProcess>,
+    /// The temporary data directory, removed when the target is dropped
+    /// (after the process: fields drop in order).
+    data: Option<TempDir>,
+}
+
+impl Target {
+    /// Starts chatroom on a fresh temporary data directory (or uses `--url`).
+    pub fn chatroom(opts: &ServerOpts) -> Result<Self, String> {
+        if let Some(addr) = opts.url {
+            return Ok(Self { kind: Kind::Chatroom, addr, process: None, data: None });
+        }
+        let data = TempDir::new("data").map_err(|e| format!("temp dir: {e}"))?;
+        let process = spawn_chatroom(opts, &data.0)?;
+        Ok(Self { kind: Kind::Chatroom, addr: process.addr, process: Some(process), data: Some(data) })
+    }
+
+    /// Starts chatroom on an existing data directory (kept afterwards).
+    pub fn chatroom_on(opts: &ServerOpts, data_dir: &Path) -> Result<Self, String> {
+        let process = spawn_chatroom(opts, data_dir)?;
+        Ok(Self { kind: Kind::Chatroom, addr: process.addr, process: Some(process), data: None })
+    }
+
+    /// Starts a baseline relay (this binary, `relay` subcommand).
+    pub fn relay(opts: &ServerOpts, kind: Kind) -> Result<Self, String> {
+        let me = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut command = process::command(&me, opts.server_cpus.as_deref());
+        command.args(["relay", "--addr", "127.0.0.1:0"]);
+        if kind == Kind::TunedRelay {
+            command.arg("--relay-read-buffer").arg(TUNED_RELAY_READ_BUFFER.to_string());
+        }
+        let process = ServerProcess::spawn("relay", command, relay::LISTENING)?;
+        Ok(Self { kind, addr: process.addr, process: Some(process), data: None })
+    }
+
+    /// Starts whichever `kind` is.
+    pub fn start(opts: &ServerOpts, kind: Kind) -> Result<Self, String> {
+        match kind {
+            Kind::Chatroom => Self::chatroom(opts),
+            relay => Self::relay(opts, relay),
+        }
+    }
+
+    /// The data directory this run created (not with `--url`).
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data.as_ref().map(|d| d.0.as_path())
+    }
+
+    pub fn label(&self) -> &'static str {
+        self.kind.label()
+    }
+
+    /// CPU time and RSS of the server, when it is our child.
+    pub fn usage(&self) -> Option<Usage> {
+        self.process.as_ref().map(ServerProcess::usage)
+    }
+
+    /// Warnings the server logged so far (0 when not our child).
+    pub fn warnings(&self) -> u64 {
+        self.process.as_ref().map_or(0, |p| p.warnings.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// A session cookie for `username` (the relay has no log-in: `None`).
+    pub async fn login(&self, username: &str) -> Result<Option<String>, String> {
+        match self.kind {
+            Kind::Chatroom => Ok(Some(client::guest_login(self.addr, username).await?.1)),
+            _ => Ok(None),
+        }
+    }
+
+    /// An HTTP connection logged in as `username` (chatroom only).
+    pub async fn api(&self, username: &str) -> Result<HttpConn, String> {
+        Ok(client::guest_login(self.addr, username).await?.0)
+    }
+
+    /// Makes sure these rooms exist (the relay makes rooms on first join).
+    pub async fn create_rooms(&self, admin: &str, rooms: &[String]) -> Result<(), String> {
+        if self.kind.is_relay() {
+            return Ok(());
+        }
+        let mut api = self.api(admin).await?;
+        for room in rooms {
+            client::create_room(&mut api, room).await?;
+        }
+        Ok(())
+    }
+}
+
+fn spawn_chatroom(opts: &ServerOpts, data_dir: &Path) -> Result<ServerProcess, String> {
+    if !opts.server_bin.exists() {
+        return Err(format!(
+            "{} not found: build it with `cargo build --release --bin chatroom` (or pass --server-bin)",
+            opts.server_bin.display()
+        ));
+    }
+    let mut command = process::command(&opts.server_bin, opts.server_cpus.as_deref());
+    command.args(["--addr", "127.0.0.1:0", "--send-rate", "0", "--data-dir"]).arg(data_dir);
+    command.env("RUST_LOG", "info");
+    ServerProcess::spawn("chatroom", command, CHATROOM_LISTENING)
+}
