@@ -1,0 +1,477 @@
+//! Bad input: each gets a clear error, nothing is lost, others are
+//! unaffected, and nothing hostile reaches the file system.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::{TestServer, encode_segment, id, ids, list_files, refused_status, texts};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+#[tokio::test]
+async fn a_malformed_json_frame_is_an_error_and_the_socket_stays_open() {
+    let server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    let mut a = ann.ws().await;
+    a.join("general").await;
+    for bad in ["{not json", "", "null", "[]", "42", "\"join\"", r#"{"type":"send","room":"general"}"#, r#"{"room":"general"}"#] {
+        a.send_text(bad).await;
+        let err = a.expect_error("invalid_json").await;
+        assert!(err.get("client_id").is_none(), "{err}");
+    }
+    a.send_and_echo("general", "still works", "c1").await;
+}
+
+#[tokio::test]
+async fn an_unknown_event_type_is_an_error() {
+    let server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    let mut a = ann.ws().await;
+    a.join("general").await;
+    a.send_json(json!({"type": "nuke", "room": "general"})).await;
+    a.expect_error("invalid_json").await;
+    a.send_json(json!({"type": "JOIN", "room": "general"})).await;
+    a.expect_error("invalid_json").await;
+    a.send_json(json!({"room": "general", "text": "no type", "client_id": "x"})).await;
+    a.expect_error("invalid_json").await;
+    a.send_and_echo("general", "still works", "c1").await;
+}
+
+#[tokio::test]
+async fn a_frame_over_64_kib_closes_with_1009_and_others_carry_on() {
+    let server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    let bob = server.guest("bob").await;
+    let mut a = ann.ws().await;
+    let mut b = bob.ws().await;
+    a.join("general").await;
+    b.join("general").await;
+
+    // Just under the limit: an ordinary error (the text is too long).
+    let text = "x".repeat(60 * 1024);
+    a.send_message("general", &text, "big-but-ok").await;
+    let err = a.expect_error("invalid_text").await;
+    assert_eq!(err["client_id"], "big-but-ok");
+
+    // Over it: closed with 1009 "message too big".
+    let frame = json!({"type": "send", "room": "general", "text": "y".repeat(64 * 1024), "client_id": "huge"});
+    a.send_text(frame.to_string()).await;
+    assert_eq!(a.expect_close_code().await, 1009);
+
+    // Bob is unaffected; nothing was stored.
+    let echo = b.send_and_echo("general", "still here", "b1").await;
+    assert_eq!(id(&echo), 1);
+    assert_eq!(texts(&bob.messages("general", "").await), vec!["still here"]);
+    // Ann can come back.
+    let mut a = ann.ws().await;
+    a.join("general").await;
+    a.send_and_echo("general", "back", "a2").await;
+}
+
+#[tokio::test]
+async fn a_binary_frame_is_an_error_and_the_socket_stays_open() {
+    let server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    let mut a = ann.ws().await;
+    a.join("general").await;
+    let frame = json!({"type": "send", "room": "general", "text": "as binary", "client_id": "bin"}).to_string();
+    a.send_raw(WsMessage::binary(frame.into_bytes())).await;
+    let err = a.next_of_type("error").await;
+    assert_eq!(err["code"], "bad_request", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("binary"), "{err}");
+    a.send_raw(WsMessage::binary(vec![0xff, 0x00, 0x13])).await;
+    a.next_of_type("error").await;
+    a.send_and_echo("general", "as text", "txt").await;
+    assert_eq!(texts(&ann.messages("general", "").await), vec!["as text"], "the binary frame was not stored");
+}
+
+/// Room names that must never reach the file system.
+fn hostile_room_names() -> Vec<String> {
+    vec![
+        "../etc".into(),
+        "../../etc/passwd".into(),
+        "a/b".into(),
+        "a\\b".into(),
+        "CON".into(),
+        "con".into(),
+        "nul".into(),
+        "com1".into(),
+        "..".into(),
+        ".".into(),
+        ".hidden".into(),
+        "room.jsonl".into(),
+        "x".repeat(81),
+        "a\u{0}b".into(),
+        "a\nb".into(),
+        "a\tb".into(),
+        "\u{7}".into(),
+        "a b".into(),
+        "General".into(),
+        "café".into(),
+        "r".repeat(10_000),
+    ]
+}
+
+#[tokio::test]
+async fn hostile_room_names_are_refused_everywhere_and_never_touch_the_disk() {
+    let server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    let mut a = ann.ws().await;
+    let before = list_files(server.data_dir());
+
+    let mut names = hostile_room_names();
+    names.push(String::new());
+    for name in &names {
+        // WebSocket join and send.
+        a.send_json(json!({"type": "join", "room": name})).await;
+        let err = a.next_of_type("error").await;
+        assert_eq!(err["code"], "invalid_room_name", "join {name:?}: {err}");
+        a.send_message(name, "hi", "c1").await;
+        let err = a.next_of_type("error").await;
+        assert_eq!(err["code"], "invalid_room_name", "send {name:?}: {err}");
+        assert_eq!(err["client_id"], "c1");
+        // Creating it.
+        let (status, body) = ann.post("/api/rooms", json!({"name": name})).await;
+        assert_eq!(status, 400, "create {name:?}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_room_name", "create {name:?}: {body}");
+    }
+    // In a URL. Empty, "." and ".." segments are routing matters (URL
+    // parsers resolve dot segments; see http_api's unknown paths).
+    for name in hostile_room_names().into_iter().filter(|n| n != "." && n != "..") {
+        let path = format!("/api/rooms/{}/messages", encode_segment(&name));
+        let (status, body) = ann.get(&path).await;
+        assert_eq!(status, 400, "GET {path}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_room_name", "GET {path}: {body}");
+        let (status, body) = ann.post(&path, json!({"text": "hi", "client_id": "c1"})).await;
+        assert_eq!(status, 400, "POST {path}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_room_name", "POST {path}: {body}");
+    }
+    // Unencoded traversal is normalised away by the client or refused.
+    for path in ["/api/rooms/../messages", "/api/rooms/..%2f..%2fetc/messages", "/api/rooms/%2e%2e/messages"] {
+        let (status, body) = ann.get(path).await;
+        assert!((400..500).contains(&status), "GET {path}: {status} {body}");
+    }
+
+    // The socket still works, and the disk holds nothing new.
+    a.join("general").await;
+    a.send_and_echo("general", "safe", "ok").await;
+    let after = list_files(server.data_dir());
+    let new: Vec<_> = after.iter().filter(|f| !before.contains(f)).collect();
+    assert!(new.iter().all(|f| *f == "rooms/general.jsonl"), "unexpected new files: {new:?}");
+    for file in &after {
+        let ok = file == "rooms/"
+            || file.strip_prefix("rooms/").is_some_and(|f| f == "general.jsonl")
+            || (!file.contains('/') && file.ends_with(".jsonl") && file.trim_end_matches(".jsonl").bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-'));
+        assert!(ok, "unexpected file in the data directory: {file} (all: {after:?})");
+    }
+    let (_, rooms) = ann.get("/api/rooms").await;
+    assert_eq!(rooms, json!([{"name": "general"}]));
+}
+
+#[tokio::test]
+async fn invalid_usernames_are_refused_and_names_are_trimmed() {
+    let server = TestServer::start().await;
+    let bad: Vec<String> = vec![
+        String::new(),
+        "   ".into(),
+        "\t\n".into(),
+        "x".repeat(33),
+        "é".repeat(33),
+        "a\u{0}b".into(),
+        "a\nb".into(),
+        "bell\u{7}".into(),
+        "a\u{1b}[31mred".into(),
+        "evil\u{202E}txt.exe".into(),
+        "zero\u{200B}width".into(),
+        "\u{FEFF}bom".into(),
+        "iso\u{2066}late".into(),
+        "x".repeat(10_000),
+    ];
+    for name in &bad {
+        let anon = server.anonymous();
+        let (status, body) = anon.post("/api/guest", json!({"username": name})).await;
+        assert_eq!(status, 400, "{name:?}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_username", "{name:?}: {body}");
+        let (status, _) = anon.get("/api/me").await;
+        assert_eq!(status, 401, "{name:?} got a session anyway");
+    }
+    // Not a string at all, or no name.
+    for body in [json!({"username": 42}), json!({}), json!({"username": null})] {
+        let (status, reply) = server.anonymous().post("/api/guest", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {reply}");
+    }
+    // Far too big a body.
+    let (status, reply) = server.anonymous().post("/api/guest", json!({"username": "x".repeat(100_000)})).await;
+    assert_eq!(status, 413, "{reply}");
+
+    // The limits themselves, and trimming.
+    for (raw, stored) in [
+        ("  Zoë 🙂  ", "Zoë 🙂"),
+        (&*"x".repeat(32), &*"x".repeat(32)),
+        (&*"é".repeat(32), &*"é".repeat(32)),
+        ("\t tabbed \n", "tabbed"),
+        ("a", "a"),
+    ] {
+        let user = server.guest(raw).await;
+        assert_eq!(user.name, stored);
+        let (status, me) = user.get("/api/me").await;
+        assert_eq!(status, 200);
+        assert_eq!(me["username"], stored);
+        // And that is the name on messages.
+        let m = user.send_http("general", "hi", &format!("c-{}", stored.len())).await;
+        assert_eq!(m["user"], stored);
+    }
+}
+
+#[tokio::test]
+async fn empty_or_oversize_text_is_refused() {
+    let server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    let mut a = ann.ws().await;
+    a.join("general").await;
+    let cases: Vec<(String, &str)> = vec![
+        (String::new(), "empty"),
+        ("   \n\t  ".into(), "blank"),
+        ("y".repeat(4001), "long"),
+        (format!("  {}  ", "é".repeat(4001)), "long-multibyte"),
+        ("bell\u{7}".into(), "control"),
+    ];
+    for (text, client_id) in &cases {
+        a.send_message("general", text, client_id).await;
+        let err = a.expect_error("invalid_text").await;
+        assert_eq!(err["client_id"], *client_id, "{err}");
+        assert_eq!(err["room"], "general", "{err}");
+        let (status, body) = ann.post_message("general", text, client_id).await;
+        assert_eq!(status, 400, "{client_id}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_text", "{client_id}: {body}");
+    }
+    // Exactly 4000 characters (after trimming) is fine, by socket and by POST.
+    let longest = "z".repeat(4000);
+    let echo = a.send_and_echo("general", &format!("  {longest}\n"), "max-ws").await;
+    assert_eq!(echo["text"].as_str().unwrap().chars().count(), 4000);
+    let posted = ann.send_http("general", &"é".repeat(4000), "max-http").await;
+    assert_eq!(posted["text"].as_str().unwrap().chars().count(), 4000);
+    assert_eq!(common::without_type(&a.next_of_type("message").await), posted);
+    // Newlines inside are kept.
+    let multi = a.send_and_echo("general", "line 1\nline 2", "multi").await;
+    assert_eq!(multi["text"], "line 1\nline 2");
+
+    // Bad client ids.
+    for client_id in [String::new(), "x".repeat(65), "has space".into()] {
+        let (status, body) = ann.post_message("general", "hi", &client_id).await;
+        assert_eq!(status, 400, "{client_id:?}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_client_id");
+        a.send_message("general", "hi", &client_id).await;
+        a.expect_error("invalid_client_id").await;
+    }
+
+    let stored = ann.messages("general", "").await;
+    let ids_by_client: Vec<&str> = stored.iter().map(|m| m["client_id"].as_str().unwrap()).collect();
+    assert_eq!(ids_by_client, vec!["max-ws", "max-http", "multi"], "nothing refused was stored");
+}
+
+#[tokio::test]
+async fn a_websocket_needs_a_session() {
+    let server = TestServer::start().await;
+    let status = refused_status(common::connect_ws(&server.ws_url(), None, None).await);
+    assert_eq!(status, 401);
+    let forged = format!("{}={}", common::COOKIE, "ab".repeat(32));
+    let status = refused_status(common::connect_ws(&server.ws_url(), Some(&forged), None).await);
+    assert_eq!(status, 401);
+    let status = refused_status(common::connect_ws(&server.ws_url(), Some("chatroom_session="), None).await);
+    assert_eq!(status, 401);
+
+    // A logged-out session is refused too.
+    let ann = server.guest("ann").await;
+    let mut a = ann.ws().await;
+    a.join("general").await;
+    let (status, _) = ann.post("/api/logout", json!({})).await;
+    assert!(status == 204 || status == 200, "logout: {status}");
+    assert_eq!(a.expect_close_code().await, 4401, "the open socket is closed: session ended");
+    let status = refused_status(common::connect_ws(&server.ws_url(), ann.cookie.as_deref(), None).await);
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn a_foreign_origin_is_refused() {
+    let server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    for origin in ["http://evil.example", "null", &format!("{}.evil.example", server.origin()), "https://127.0.0.1"] {
+        let status = refused_status(ann.try_ws(Some(origin)).await);
+        assert_eq!(status, 403, "WebSocket from {origin}");
+
+        for (path, body) in [
+            ("/api/guest", json!({"username": "mallory"})),
+            ("/api/rooms", json!({"name": "evil"})),
+            ("/api/rooms/general/messages", json!({"text": "csrf", "client_id": "evil-1"})),
+        ] {
+            let response =
+                ann.http.post(ann.url(path)).header("origin", origin).json(&body).send().await.unwrap();
+            assert_eq!(response.status(), 403, "POST {path} from {origin}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "forbidden_origin", "POST {path} from {origin}");
+        }
+    }
+    // Nothing happened.
+    assert_eq!(ann.messages("general", "").await, Vec::<Value>::new());
+    assert_eq!(ann.get("/api/me").await.1["username"], "ann", "the session was not replaced");
+    let (_, rooms) = ann.get("/api/rooms").await;
+    assert_eq!(rooms, json!([{"name": "general"}]));
+
+    // The server's own origin is fine.
+    let mut a = ann.try_ws(Some(&server.origin())).await.expect("same-origin WebSocket");
+    a.join("general").await;
+    let response = ann
+        .http
+        .post(ann.url("/api/rooms/general/messages"))
+        .header("origin", server.origin())
+        .json(&json!({"text": "same origin", "client_id": "so-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+}
+
+#[tokio::test]
+async fn a_post_must_be_json() {
+    let server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    let body = json!({"text": "hi", "client_id": "c1"}).to_string();
+    for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("multipart/form-data")] {
+        let mut request = ann.http.post(ann.url("/api/rooms/general/messages")).body(body.clone());
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 415, "{content_type:?}");
+        let reply: Value = response.json().await.unwrap();
+        assert_eq!(reply["error"]["code"], "unsupported_media_type", "{content_type:?}");
+    }
+    let response = ann
+        .http
+        .post(ann.url("/api/rooms/general/messages"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let reply: Value = response.json().await.unwrap();
+    assert_eq!(reply["error"]["code"], "invalid_json");
+    assert_eq!(ann.messages("general", "").await, Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn sending_before_joining_is_refused() {
+    let server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    let mut a = ann.ws().await;
+    a.send_message("general", "too early", "early-1").await;
+    let err = a.expect_error("not_joined").await;
+    assert_eq!(err["client_id"], "early-1");
+    a.send_json(json!({"type": "typing", "room": "general"})).await;
+    a.expect_error("not_joined").await;
+    assert_eq!(ann.messages("general", "").await, Vec::<Value>::new());
+    a.join("general").await;
+    a.send_and_echo("general", "now", "early-2").await;
+}
+
+#[tokio::test]
+async fn a_flooding_client_is_rate_limited_without_hurting_others_or_losing_messages() {
+    let server = TestServer::start().await;
+    let flooder = server.guest("flooder").await;
+    let calm = server.guest("calm").await;
+    let mut f = flooder.ws().await;
+    let mut c = calm.ws().await;
+    f.join("general").await;
+    c.join("general").await;
+
+    const N: usize = 200;
+    for i in 0..N {
+        f.send_message("general", &format!("flood {i}"), &format!("f{i}")).await;
+    }
+    // Meanwhile the calm client is served.
+    let calm_echo = c.send_and_echo_skipping_others("general", "I am fine", "calm-1").await;
+
+    // Every flood send is answered: its echo (stored) or an error.
+    let mut accepted: BTreeMap<String, Value> = BTreeMap::new();
+    let mut refused: BTreeSet<String> = BTreeSet::new();
+    let mut frames_dropped = false;
+    while accepted.len() + refused.len() < N {
+        let wait = if frames_dropped { Duration::from_secs(2) } else { common::TIMEOUT };
+        let Some(event) = f.try_next_event(wait).await else {
+            assert!(frames_dropped, "unanswered sends: {} of {N}", N - accepted.len() - refused.len());
+            break;
+        };
+        match event["type"].as_str().unwrap() {
+            "message" if event["user"] == "flooder" => {
+                let cid = event["client_id"].as_str().unwrap().to_string();
+                assert!(accepted.insert(cid.clone(), event).is_none(), "{cid} echoed twice");
+                assert!(!refused.contains(&cid), "{cid} both refused and stored");
+            }
+            "error" => {
+                assert_eq!(event["code"], "rate_limited", "{event}");
+                match event["client_id"].as_str() {
+                    Some(cid) => {
+                        assert!(refused.insert(cid.to_string()), "{cid} refused twice");
+                        assert!(!accepted.contains_key(cid), "{cid} both stored and refused");
+                    }
+                    // The whole-frame limit drops frames with one warning.
+                    None => frames_dropped = true,
+                }
+            }
+            _ => {}
+        }
+    }
+    eprintln!("flood: {} stored, {} rate limited, frames dropped: {frames_dropped}", accepted.len(), refused.len());
+    assert!(accepted.len() >= 10, "only {} of {N} sends were accepted", accepted.len());
+    assert!(refused.len() >= N / 2, "only {} of {N} sends were rate limited", refused.len());
+
+    // Nothing accepted is lost; nothing refused (or dropped) is stored.
+    let stored = flooder.all_messages("general").await;
+    let stored_flood: BTreeMap<String, Value> = stored
+        .iter()
+        .filter(|m| m["user"] == "flooder")
+        .map(|m| (m["client_id"].as_str().unwrap().to_string(), m.clone()))
+        .collect();
+    let echoed: BTreeMap<String, Value> =
+        accepted.iter().map(|(k, v)| (k.clone(), common::without_type(v))).collect();
+    assert_eq!(stored_flood, echoed);
+    assert!(stored.iter().any(|m| m["client_id"] == "calm-1" && m["id"] == calm_echo["id"]));
+    let all_ids = ids(&stored);
+    assert!(all_ids.windows(2).all(|w| w[1] == w[0] + 1), "ids have gaps: {all_ids:?}");
+
+    // A new connection of the flooder is served.
+    let mut f2 = flooder.ws().await;
+    f2.join("general").await;
+    f2.send_and_echo("general", "sorry", "after-flood").await;
+}
+
+#[tokio::test]
+async fn posting_too_fast_over_http_is_rate_limited_and_nothing_accepted_is_lost() {
+    let server = TestServer::start().await;
+    let flooder = server.guest("flooder").await;
+    let calm = server.guest("calm").await;
+    let mut created = Vec::new();
+    let mut limited = 0;
+    for i in 0..100 {
+        let (status, body) = flooder.post_message("general", &format!("flood {i}"), &format!("f{i}")).await;
+        match status {
+            201 => created.push(body),
+            429 => {
+                assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+                limited += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(limited >= 50, "only {limited} of 100 posts were limited");
+    assert!(created.len() >= 10, "only {} of 100 posts were stored", created.len());
+    // Someone else is served meanwhile.
+    calm.send_http("general", "I am fine", "calm-1").await;
+    let stored: Vec<Value> =
+        flooder.all_messages("general").await.into_iter().filter(|m| m["user"] == "flooder").collect();
+    assert_eq!(stored, created, "exactly the accepted posts are stored");
+}

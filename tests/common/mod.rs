@@ -1,0 +1,603 @@
+//! The integration-test harness: a real server on `127.0.0.1:0` with a
+//! temporary data directory, real HTTP clients (one cookie jar per user) and
+//! real WebSocket clients.
+//!
+//! Rules the helpers follow (and tests should too):
+//! - nothing waits with a sleep: every wait is for an event, with a timeout
+//!   that fails the test ([`TIMEOUT`]);
+//! - only [`WsClient::expect_silence`] waits a fixed time, to show that
+//!   something does *not* arrive.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatroom::{Config, RunningServer};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+/// How long any single expected event may take. Exceeding it is a failure.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`WsClient::expect_silence`] listens.
+pub const QUIET: Duration = Duration::from_millis(300);
+/// The session cookie's name.
+pub const COOKIE: &str = "chatroom_session";
+
+type Configure = Arc<dyn Fn(&mut Config) + Send + Sync>;
+
+/// A server with its own temporary data directory.
+pub struct TestServer {
+    dir: TempDir,
+    server: Option<RunningServer>,
+    addr: SocketAddr,
+    configure: Configure,
+}
+
+impl TestServer {
+    /// A server with default settings.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server without send pacing (for tests that post in bulk).
+    pub async fn start_unthrottled() -> Self {
+        Self::start_with(|config| config.send_rate = None).await
+    }
+
+    /// A server whose settings `configure` adjusts (also on restarts).
+    pub async fn start_with(configure: impl Fn(&mut Config) + Send + Sync + 'static) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let configure: Configure = Arc::new(configure);
+        let server = launch(dir.path(), &configure).await;
+        let addr = server.addr;
+        Self { dir, server: Some(server), addr, configure }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `<data>/rooms/<room>.jsonl`
+    pub fn room_file(&self, room: &str) -> PathBuf {
+        self.dir.path().join("rooms").join(format!("{room}.jsonl"))
+    }
+
+    /// Shuts the server down gracefully (sockets closed, files flushed).
+    pub async fn stop(&mut self) {
+        let server = self.server.take().expect("the server is running");
+        tokio::time::timeout(Duration::from_secs(30), server.stop())
+            .await
+            .expect("the server stops within 30 s")
+            .expect("the server stops cleanly");
+    }
+
+    /// Starts a stopped server again on the same data directory (new port).
+    pub async fn start_again(&mut self) {
+        assert!(self.server.is_none(), "the server is still running");
+        let server = launch(self.dir.path(), &self.configure).await;
+        self.addr = server.addr;
+        self.server = Some(server);
+    }
+
+    /// Stops, then starts again on the same data directory.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start_again().await;
+    }
+
+    /// Hands the running server over (to stop it concurrently with a client).
+    pub fn take_running(&mut self) -> RunningServer {
+        self.server.take().expect("the server is running")
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's own origin, e.g. `http://127.0.0.1:4321`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint { addr: self.addr }
+    }
+
+    /// A browser with a guest session named `name` (asserts it succeeds).
+    pub async fn guest(&self, name: &str) -> User {
+        self.endpoint().guest(name).await
+    }
+
+    /// A browser without a session.
+    pub fn anonymous(&self) -> User {
+        self.endpoint().anonymous()
+    }
+}
+
+async fn launch(dir: &Path, configure: &Configure) -> RunningServer {
+    let mut config = Config::for_data_dir(dir);
+    configure(&mut config);
+    tokio::time::timeout(Duration::from_secs(30), RunningServer::start(config))
+        .await
+        .expect("the server starts within 30 s")
+        .expect("the server starts")
+}
+
+/// Where a running server listens; cheap to clone into spawned tasks.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+}
+
+impl Endpoint {
+    pub fn anonymous(&self) -> User {
+        User { name: String::new(), http: http_client(), cookie: None, addr: self.addr }
+    }
+
+    /// A browser with a guest session named `name` (asserts it succeeds).
+    pub async fn guest(&self, name: &str) -> User {
+        let mut user = self.anonymous();
+        let (status, body) = user.login_guest(name).await;
+        assert_eq!(status, 200, "POST /api/guest {name:?}: {body}");
+        user.name = body["username"].as_str().expect("username in the reply").to_string();
+        user
+    }
+}
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .timeout(TIMEOUT)
+        .build()
+        .expect("an HTTP client")
+}
+
+/// An HTTP client that does not follow redirects.
+pub fn no_redirect_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(TIMEOUT)
+        .build()
+        .expect("an HTTP client")
+}
+
+/// One browser: a cookie jar, and the session cookie to hand to WebSockets.
+pub struct User {
+    pub name: String,
+    pub http: reqwest::Client,
+    /// `chatroom_session=<id>` once logged in.
+    pub cookie: Option<String>,
+    addr: SocketAddr,
+}
+
+/// The body as JSON (`Value::String` of the text if it is not JSON).
+async fn read_reply(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("a response body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+impl User {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// The same browser (cookie jar) talking to `server`, e.g. after a
+    /// restart moved it to another port (cookies do not depend on ports).
+    pub fn at(mut self, server: &TestServer) -> User {
+        self.addr = server.addr();
+        self
+    }
+
+    /// The same browser after a restart: moved to the new port, and logged
+    /// in as a guest again under `name` (whether or not its session lived).
+    pub async fn back_at(self, server: &TestServer, name: &str) -> User {
+        let mut user = self.at(server);
+        let (status, body) = user.login_guest(name).await;
+        assert_eq!(status, 200, "POST /api/guest {name:?} again: {body}");
+        user.name = body["username"].as_str().expect("username").to_string();
+        user
+    }
+
+    /// POST /api/guest with this browser's cookies; keeps the new cookie.
+    pub async fn login_guest(&mut self, name: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url("/api/guest"))
+            .json(&json!({ "username": name }))
+            .send()
+            .await
+            .expect("POST /api/guest");
+        if let Some(cookie) = session_cookie(&response) {
+            self.cookie = Some(cookie);
+        }
+        read_reply(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(self.url(path)).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        read_reply(response).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response =
+            self.http.post(self.url(path)).json(&body).send().await.unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        read_reply(response).await
+    }
+
+    /// POST /api/rooms/{room}/messages → (status, body).
+    pub async fn post_message(&self, room: &str, text: &str, client_id: &str) -> (u16, Value) {
+        self.post(&format!("/api/rooms/{room}/messages"), json!({ "text": text, "client_id": client_id })).await
+    }
+
+    /// POST a message and assert it was stored now (201); the stored message.
+    pub async fn send_http(&self, room: &str, text: &str, client_id: &str) -> Value {
+        let (status, body) = self.post_message(room, text, client_id).await;
+        assert_eq!(status, 201, "POST message {client_id}: {body}");
+        body
+    }
+
+    /// POST /api/rooms {"name"} and assert 201.
+    pub async fn create_room(&self, name: &str) {
+        let (status, body) = self.post("/api/rooms", json!({ "name": name })).await;
+        assert_eq!(status, 201, "create room {name}: {body}");
+        assert_eq!(body["name"], name);
+    }
+
+    /// GET /api/rooms/{room}/messages?{query}; asserts 200.
+    pub async fn messages(&self, room: &str, query: &str) -> Vec<Value> {
+        let path = if query.is_empty() {
+            format!("/api/rooms/{room}/messages")
+        } else {
+            format!("/api/rooms/{room}/messages?{query}")
+        };
+        let (status, body) = self.get(&path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body["messages"].as_array().unwrap_or_else(|| panic!("GET {path}: no messages array: {body}")).clone()
+    }
+
+    /// Every message of a room, paging with `after`.
+    pub async fn all_messages(&self, room: &str) -> Vec<Value> {
+        let mut all: Vec<Value> = Vec::new();
+        loop {
+            let after = all.last().map_or(0, |m| id(m));
+            let page = self.messages(room, &format!("after={after}&limit=500")).await;
+            if page.is_empty() {
+                return all;
+            }
+            all.extend(page);
+        }
+    }
+
+    /// A WebSocket with this browser's session cookie and no Origin.
+    pub async fn ws(&self) -> WsClient {
+        self.try_ws(None).await.unwrap_or_else(|e| panic!("WebSocket for {}: {}", self.name, describe_ws_error(&e)))
+    }
+
+    /// A WebSocket attempt with this session cookie and an optional Origin.
+    pub async fn try_ws(&self, origin: Option<&str>) -> Result<WsClient, WsError> {
+        connect_ws(&self.ws_url(), self.cookie.as_deref(), origin).await
+    }
+}
+
+fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .map(str::trim)
+        .find(|pair| pair.starts_with(&format!("{COOKIE}=")) && pair.len() > COOKIE.len() + 1)
+        .map(str::to_string)
+}
+
+/// Opens a WebSocket with an optional `Cookie` and `Origin` header.
+pub async fn connect_ws(url: &str, cookie: Option<&str>, origin: Option<&str>) -> Result<WsClient, WsError> {
+    let mut request = url.into_client_request().expect("a WebSocket request");
+    if let Some(cookie) = cookie {
+        request.headers_mut().insert("cookie", HeaderValue::from_str(cookie).expect("cookie header"));
+    }
+    if let Some(origin) = origin {
+        request.headers_mut().insert("origin", HeaderValue::from_str(origin).expect("origin header"));
+    }
+    let (ws, _response) = tokio::time::timeout(TIMEOUT, connect_async(request)).await.expect("WebSocket connect timed out")?;
+    Ok(WsClient { ws })
+}
+
+/// The HTTP status a refused WebSocket upgrade answered with.
+pub fn refused_status(result: Result<WsClient, WsError>) -> u16 {
+    match result {
+        Ok(_) => panic!("the WebSocket upgrade was accepted"),
+        Err(WsError::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("the upgrade failed without an HTTP answer: {e}"),
+    }
+}
+
+fn describe_ws_error(e: &WsError) -> String {
+    match e {
+        WsError::Http(response) => {
+            let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            format!("HTTP {} {}", response.status(), body)
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A WebSocket client speaking the chat protocol.
+pub struct WsClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    pub async fn send_raw(&mut self, message: WsMessage) {
+        tokio::time::timeout(TIMEOUT, self.ws.send(message))
+            .await
+            .expect("sending a frame timed out")
+            .expect("sending a frame");
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.send_raw(WsMessage::text(text.into())).await;
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    /// The next frame as JSON; fails on timeout, close or a non-JSON frame.
+    pub async fn next_event(&mut self) -> Value {
+        loop {
+            let frame = tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no event within {TIMEOUT:?}"));
+            match frame {
+                Some(Ok(WsMessage::Text(text))) => {
+                    return serde_json::from_str(text.as_str()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+                }
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                Some(Ok(WsMessage::Close(frame))) => panic!("socket closed while waiting for an event: {frame:?}"),
+                Some(Ok(other)) => panic!("unexpected frame: {other:?}"),
+                Some(Err(e)) => panic!("socket error while waiting for an event: {e}"),
+                None => panic!("socket ended while waiting for an event"),
+            }
+        }
+    }
+
+    /// The next event within `wait`, or `None` if none came (a closed or
+    /// failed socket is still a failure).
+    pub async fn try_next_event(&mut self, wait: Duration) -> Option<Value> {
+        tokio::time::timeout(wait, self.next_event()).await.ok()
+    }
+
+    /// The next event of type `ty`, skipping presence and typing hints (any
+    /// other event first is a failure).
+    pub async fn next_of_type(&mut self, ty: &str) -> Value {
+        loop {
+            let event = self.next_event().await;
+            if event["type"] == ty {
+                return event;
+            }
+            if event["type"] == "presence" || event["type"] == "typing" {
+                continue;
+            }
+            panic!("expected a {ty:?} event, got {event}");
+        }
+    }
+
+    /// The next event that is not a presence or typing hint.
+    pub async fn next_significant(&mut self) -> Value {
+        loop {
+            let event = self.next_event().await;
+            if event["type"] != "presence" && event["type"] != "typing" {
+                return event;
+            }
+        }
+    }
+
+    /// The next event matching `pred`, skipping any others.
+    pub async fn next_matching(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + TIMEOUT * 3;
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.next_event())
+                .await
+                .unwrap_or_else(|_| panic!("no event matching {what}"));
+            if pred(&event) {
+                return event;
+            }
+        }
+    }
+
+    /// An error event; asserts its code.
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let event = self.next_of_type("error").await;
+        assert_eq!(event["code"], code, "error event: {event}");
+        assert!(event["message"].as_str().is_some_and(|m| !m.is_empty()), "error without a message: {event}");
+        event
+    }
+
+    /// Joins a room and returns the `joined` reply.
+    pub async fn join(&mut self, room: &str) -> Value {
+        self.send_json(json!({ "type": "join", "room": room })).await;
+        let joined = self.next_of_type("joined").await;
+        assert_eq!(joined["room"], room, "{joined}");
+        joined
+    }
+
+    /// Joins a room resuming after message `after`; the `joined` reply.
+    pub async fn join_after(&mut self, room: &str, after: u64) -> Value {
+        self.send_json(json!({ "type": "join", "room": room, "after": after })).await;
+        let joined = self.next_of_type("joined").await;
+        assert_eq!(joined["room"], room, "{joined}");
+        joined
+    }
+
+    pub async fn send_message(&mut self, room: &str, text: &str, client_id: &str) {
+        self.send_json(json!({ "type": "send", "room": room, "text": text, "client_id": client_id })).await;
+    }
+
+    /// Sends a message and waits for its echo (the next message event must
+    /// be it).
+    pub async fn send_and_echo(&mut self, room: &str, text: &str, client_id: &str) -> Value {
+        self.send_message(room, text, client_id).await;
+        let echo = self.next_of_type("message").await;
+        assert_eq!(echo["client_id"], client_id, "expected the echo of {client_id}: {echo}");
+        assert_eq!(echo["room"], room, "{echo}");
+        echo
+    }
+
+    /// Sends a message and waits for its echo, skipping other messages.
+    pub async fn send_and_echo_skipping_others(&mut self, room: &str, text: &str, client_id: &str) -> Value {
+        self.send_message(room, text, client_id).await;
+        let echo = self
+            .next_matching(client_id, |e| {
+                e["client_id"] == client_id && (e["type"] == "message" || e["type"] == "error")
+            })
+            .await;
+        assert_eq!(echo["type"], "message", "{echo}");
+        echo
+    }
+
+    /// Reads until a close frame; its code (1005 for a close without one).
+    /// Events before it are skipped. Fails on timeout or a connection that
+    /// ends without a close frame.
+    pub async fn expect_close_code(&mut self) -> u16 {
+        loop {
+            let frame = tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no close frame within {TIMEOUT:?}"));
+            match frame {
+                Some(Ok(WsMessage::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(WsMessage::Close(None))) => return 1005,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("the connection failed without a close frame: {e}"),
+                None => panic!("the connection ended without a close frame"),
+            }
+        }
+    }
+
+    /// Asserts that no event arrives for [`QUIET`].
+    pub async fn expect_silence(&mut self) {
+        if let Ok(frame) = tokio::time::timeout(QUIET, self.ws.next()).await {
+            panic!("expected silence, got {frame:?}");
+        }
+    }
+
+    /// Closes the socket and waits until the server has answered.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(TIMEOUT, self.ws.next()).await {}
+    }
+}
+
+/// A message's id.
+pub fn id(message: &Value) -> u64 {
+    message["id"].as_u64().unwrap_or_else(|| panic!("no id in {message}"))
+}
+
+pub fn ids(messages: &[Value]) -> Vec<u64> {
+    messages.iter().map(id).collect()
+}
+
+pub fn texts(messages: &[Value]) -> Vec<String> {
+    messages.iter().map(|m| m["text"].as_str().expect("text").to_string()).collect()
+}
+
+/// A `message` event without its `type`: the message as stored.
+pub fn without_type(event: &Value) -> Value {
+    let mut m = event.clone();
+    m.as_object_mut().expect("an object").remove("type");
+    m
+}
+
+/// Percent-encodes every byte outside `A-Z a-z 0-9 - _ ~` (dots too, so no
+/// segment becomes a dot segment).
+pub fn encode_segment(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'~' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Every file under `dir`, relative to it, sorted.
+pub fn list_files(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("read_dir") {
+            let entry = entry.expect("dir entry");
+            let path = entry.path();
+            if entry.file_type().expect("file type").is_dir() {
+                out.push(format!("{}/", path.strip_prefix(root).unwrap().display()));
+                walk(root, &path, out);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// The lines of a room file; asserts it is whole lines of JSON messages
+/// with strictly increasing ids. Returns the parsed messages.
+pub fn read_room_file(path: &Path) -> Vec<Value> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    assert_eq!(bytes.last(), Some(&b'\n'), "{} does not end with a newline", path.display());
+    let text = String::from_utf8(bytes).expect("the room file is UTF-8");
+    let mut messages = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let message: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("line {} of {} is not JSON ({e}): {line}", n + 1, path.display()));
+        for field in ["id", "room", "user", "text", "ts", "client_id"] {
+            assert!(message.get(field).is_some(), "line {} lacks {field}: {line}", n + 1);
+        }
+        messages.push(message);
+    }
+    let ids = ids(&messages);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in {} are not strictly increasing: {ids:?}", path.display());
+    messages
+}
+
+/// Whether `ts` looks like an RFC 3339 UTC time (`2026-01-01T00:00:00.000Z`).
+pub fn is_rfc3339_utc(ts: &str) -> bool {
+    let b = ts.as_bytes();
+    ts.len() >= 20
+        && ts.ends_with('Z')
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[..4].iter().all(u8::is_ascii_digit)
+}

@@ -1,0 +1,362 @@
+//! What survives: history and retries across restarts, concurrent writers,
+//! a torn last line, and a graceful shutdown.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+
+use common::{TestServer, id, ids, read_room_file, texts, without_type};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn a_restart_keeps_history_and_ids_continue() {
+    let mut server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    ann.create_room("kept").await;
+    let mut sent = Vec::new();
+    for i in 1..=3 {
+        sent.push(ann.send_http("general", &format!("posted {i}"), &format!("p{i}")).await);
+    }
+    let mut a = ann.ws().await;
+    a.join("general").await;
+    for i in 1..=2 {
+        sent.push(without_type(&a.send_and_echo("general", &format!("pushed {i}"), &format!("w{i}")).await));
+    }
+    ann.send_http("kept", "in another room", "k1").await;
+    drop(a);
+
+    server.restart().await;
+
+    // The same browser comes back; the history is there.
+    let ann = ann.back_at(&server, "ann").await;
+    let stored = ann.messages("general", "").await;
+    assert_eq!(stored, sent, "the same messages, byte for byte");
+    assert_eq!(ids(&stored), vec![1, 2, 3, 4, 5]);
+    let mut a = ann.ws().await;
+    let joined = a.join("general").await;
+    assert_eq!(joined["history"].as_array().unwrap(), &sent);
+    let joined = a.join_after("general", 3).await;
+    assert_eq!(ids(joined["history"].as_array().unwrap()), vec![4, 5]);
+
+    let next = a.send_and_echo("general", "after restart", "r1").await;
+    assert_eq!(id(&next), 6, "ids continue");
+    assert_eq!(id(&ann.send_http("general", "posted after restart", "r2").await), 7);
+
+    // Rooms survive too.
+    let (_, rooms) = ann.get("/api/rooms?q=kept").await;
+    assert_eq!(rooms, json!([{"name": "kept"}]));
+    assert_eq!(texts(&ann.messages("kept", "").await), vec!["in another room"]);
+    assert_eq!(id(&ann.send_http("kept", "more", "k2").await), 2);
+
+    // And a second restart, with the room files whole.
+    server.restart().await;
+    let ann = ann.back_at(&server, "ann").await;
+    assert_eq!(ids(&ann.messages("general", "").await), (1..=7).collect::<Vec<u64>>());
+    assert_eq!(read_room_file(&server.room_file("general")).len(), 7);
+    assert_eq!(read_room_file(&server.room_file("kept")).len(), 2);
+}
+
+#[tokio::test]
+async fn a_retry_after_a_restart_is_still_stored_once() {
+    let mut server = TestServer::start().await;
+    let ann = server.guest("Ann").await;
+    let original = ann.send_http("general", "exactly once", "uuid-1").await;
+    let other = ann.send_http("general", "another", "uuid-2").await;
+    server.restart().await;
+
+    // The same user (names compare case-insensitively) in a new session.
+    let ann = ann.back_at(&server, "ann").await;
+    assert_eq!(ann.name, "ann");
+    let bob = server.guest("bob").await;
+    let mut b = bob.ws().await;
+    b.join("general").await;
+
+    // By POST: 200 with the stored message (not 201, not a new id).
+    let (status, again) = ann.post_message("general", "exactly once", "uuid-1").await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, original);
+    // By socket: the stored message comes back to the sender only.
+    let mut a = ann.ws().await;
+    a.join_after("general", id(&other)).await;
+    a.send_message("general", "exactly once (retry)", "uuid-2").await;
+    assert_eq!(without_type(&a.next_of_type("message").await), other);
+    let fresh = a.send_and_echo("general", "new", "uuid-3").await;
+    assert_eq!(id(&fresh), 3);
+    assert_eq!(b.next_of_type("message").await, fresh, "bob saw no duplicate first");
+
+    assert_eq!(ids(&bob.messages("general", "").await), vec![1, 2, 3]);
+    assert_eq!(read_room_file(&server.room_file("general")).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_concurrent_writers_leave_whole_lines_with_increasing_ids() {
+    let server = TestServer::start().await;
+    const WRITERS: usize = 100;
+    const EACH: usize = 5;
+    let endpoint = server.endpoint();
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let endpoint = endpoint.clone();
+        tasks.push(tokio::spawn(async move {
+            let user = endpoint.guest(&format!("writer{w}")).await;
+            let mut stored = Vec::new();
+            if w % 2 == 0 {
+                // Half of them POST, all at once.
+                let sends = (0..EACH).map(|i| {
+                    let user = &user;
+                    async move { user.send_http("general", &format!("w{w} m{i}"), &format!("w{w}-{i}")).await }
+                });
+                stored.extend(futures::future::join_all(sends).await);
+            } else {
+                // The other half send over a socket without waiting in between.
+                let mut ws = user.ws().await;
+                ws.join("general").await;
+                for i in 0..EACH {
+                    ws.send_message("general", &format!("w{w} m{i}"), &format!("w{w}-{i}")).await;
+                }
+                let mut mine = BTreeSet::new();
+                while mine.len() < EACH {
+                    let event = ws.next_matching("own echo", |e| e["type"] == "message" || e["type"] == "error").await;
+                    assert_eq!(event["type"], "message", "{event}");
+                    if event["user"] == user.name.as_str() {
+                        assert!(mine.insert(event["client_id"].as_str().unwrap().to_string()), "echoed twice: {event}");
+                        stored.push(without_type(&event));
+                    }
+                }
+            }
+            stored
+        }));
+    }
+    let mut acknowledged: Vec<Value> = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.expect("a writer task"));
+    }
+    assert_eq!(acknowledged.len(), WRITERS * EACH);
+
+    // The file: whole lines, each a message, ids 1..=500 in order.
+    let lines = read_room_file(&server.room_file("general"));
+    assert_eq!(lines.len(), WRITERS * EACH);
+    assert_eq!(ids(&lines), (1..=(WRITERS * EACH) as u64).collect::<Vec<u64>>());
+    let keys: BTreeSet<(String, String)> = lines
+        .iter()
+        .map(|m| (m["user"].as_str().unwrap().to_string(), m["client_id"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(keys.len(), WRITERS * EACH, "no message stored twice");
+    // Each writer's own messages are in the order it sent them... for the
+    // socket writers (one connection, one queue); and every acknowledged
+    // message is exactly what is on disk.
+    let mut acknowledged_sorted = acknowledged.clone();
+    acknowledged_sorted.sort_by_key(id);
+    assert_eq!(acknowledged_sorted, lines);
+    for w in (1..WRITERS).step_by(2) {
+        let own: Vec<String> = lines
+            .iter()
+            .filter(|m| m["user"] == format!("writer{w}").as_str())
+            .map(|m| m["client_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(own, (0..EACH).map(|i| format!("w{w}-{i}")).collect::<Vec<_>>(), "writer{w}'s order");
+    }
+    // The API agrees with the file.
+    let reader = server.guest("reader").await;
+    assert_eq!(reader.all_messages("general").await, lines);
+}
+
+#[tokio::test]
+async fn a_torn_last_line_is_set_aside_at_start() {
+    let mut server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    ann.create_room("empty-torn").await;
+    for i in 1..=3 {
+        ann.send_http("general", &format!("whole {i}"), &format!("c{i}")).await;
+    }
+    let before = ann.messages("general", "").await;
+    server.stop().await;
+
+    let torn = br#"{"id":99,"room":"gen"#;
+    let append_torn = |path: &std::path::Path| {
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        file.write_all(torn).unwrap();
+    };
+    let general = server.room_file("general");
+    let whole_len = std::fs::metadata(&general).unwrap().len();
+    append_torn(&general);
+    // A room whose only line is torn.
+    append_torn(&server.room_file("empty-torn"));
+
+    server.start_again().await;
+
+    let ann = ann.back_at(&server, "ann").await;
+    assert_eq!(ann.messages("general", "").await, before, "history intact");
+    assert_eq!(std::fs::metadata(&general).unwrap().len(), whole_len, "the torn bytes were cut off");
+    let saved = std::fs::read(general.with_extension("jsonl.torn")).expect("the torn bytes are kept beside the file");
+    assert!(saved.starts_with(torn), "{}", String::from_utf8_lossy(&saved));
+    assert!(saved.len() <= torn.len() + 1, "only the torn bytes: {}", String::from_utf8_lossy(&saved));
+
+    // New messages get the next id (not 100) and the file is whole again.
+    let mut a = ann.ws().await;
+    let joined = a.join("general").await;
+    assert_eq!(ids(joined["history"].as_array().unwrap()), vec![1, 2, 3]);
+    assert_eq!(id(&a.send_and_echo("general", "after repair", "c4").await), 4);
+    assert_eq!(id(&ann.send_http("general", "and another", "c5").await), 5);
+    let lines = read_room_file(&general);
+    assert_eq!(ids(&lines), vec![1, 2, 3, 4, 5]);
+    assert_eq!(texts(&lines), vec!["whole 1", "whole 2", "whole 3", "after repair", "and another"]);
+
+    assert_eq!(ann.messages("empty-torn", "").await, Vec::<Value>::new());
+    assert_eq!(id(&ann.send_http("empty-torn", "first", "e1").await), 1);
+    assert_eq!(ids(&read_room_file(&server.room_file("empty-torn"))), vec![1]);
+    assert!(server.room_file("empty-torn").with_extension("jsonl.torn").exists());
+
+    // A second start finds nothing more to repair.
+    server.restart().await;
+    let ann = ann.back_at(&server, "ann").await;
+    assert_eq!(ids(&ann.messages("general", "").await), vec![1, 2, 3, 4, 5]);
+    let saved_again = std::fs::read(general.with_extension("jsonl.torn")).unwrap();
+    assert_eq!(saved_again, saved);
+}
+
+#[tokio::test]
+async fn a_damaged_line_in_the_middle_is_skipped_not_fatal() {
+    let mut server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    for i in 1..=3 {
+        ann.send_http("general", &format!("m{i}"), &format!("c{i}")).await;
+    }
+    server.stop().await;
+    // Garbage between whole lines (e.g. a bad manual edit).
+    let path = server.room_file("general");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.insert(1, "this is not json");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+
+    server.start_again().await;
+    let ann = ann.back_at(&server, "ann").await;
+    assert_eq!(ids(&ann.messages("general", "").await), vec![1, 2, 3]);
+    assert_eq!(id(&ann.send_http("general", "m4", "c4").await), 4);
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_closes_sockets_with_1001() {
+    let mut server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    let bob = server.guest("bob").await;
+    let mut a = ann.ws().await;
+    let mut b = bob.ws().await;
+    a.join("general").await;
+    b.join("general").await;
+    let echo = a.send_and_echo("general", "last words", "c1").await;
+    let mut idle = ann.ws().await; // in no room
+
+    let running = server.take_running();
+    let stopping = tokio::spawn(running.stop());
+    assert_eq!(a.expect_close_code().await, 1001);
+    assert_eq!(b.expect_close_code().await, 1001);
+    assert_eq!(idle.expect_close_code().await, 1001);
+    tokio::time::timeout(common::TIMEOUT, stopping)
+        .await
+        .expect("the server stops promptly once sockets closed")
+        .expect("the stop task")
+        .expect("a clean stop");
+
+    // No new connections.
+    assert!(reqwest::get(server.url("/")).await.is_err(), "the server still answers");
+    // Everything acknowledged is on disk.
+    let lines = read_room_file(&server.room_file("general"));
+    assert_eq!(lines, vec![without_type(&echo)]);
+}
+
+/// A history longer than what the server keeps in memory (the last 1,024
+/// messages), written as the server would write it and read after a start:
+/// paging goes to the file (binary search), skips a damaged line, and the
+/// retry window is rebuilt from the file's tail.
+#[tokio::test]
+async fn a_long_history_is_paged_from_the_file_after_a_start() {
+    let mut server = TestServer::start().await;
+    server.stop().await;
+    const TOTAL: u64 = 3000;
+    const DAMAGED: u64 = 700;
+    let mut file = String::new();
+    for i in 1..=TOTAL {
+        if i == DAMAGED {
+            file.push_str("{\"id\":700,\"room\":\"general\",\"user\":\"ann\" <- damaged\n");
+            continue;
+        }
+        let m = json!({
+            "id": i, "room": "general", "user": if i % 2 == 0 { "ann" } else { "bob" },
+            "text": format!("message number {i} {}", "·".repeat((i % 13) as usize)),
+            "ts": "2026-01-01T00:00:00.000Z", "client_id": format!("c{i}"),
+        });
+        file.push_str(&m.to_string());
+        file.push('\n');
+    }
+    std::fs::write(server.room_file("general"), file).unwrap();
+    server.start_again().await;
+
+    let ann = server.guest("ann").await;
+    let expect = |from: u64, to: u64| (from..=to).filter(|&i| i != DAMAGED).collect::<Vec<u64>>();
+    let page = |q: &'static str| {
+        let ann = &ann;
+        async move { ids(&ann.messages("general", q).await) }
+    };
+    assert_eq!(page("").await, expect(2951, 3000));
+    assert_eq!(page("after=10&limit=5").await, expect(11, 15));
+    assert_eq!(page("before=100&limit=5").await, expect(95, 99));
+    assert_eq!(page("after=1000&before=1004").await, expect(1001, 1003));
+    assert_eq!(page("after=698&limit=3").await, vec![699, 701, 702], "the damaged line is skipped");
+    assert_eq!(page("before=702&limit=3").await, vec![698, 699, 701]);
+    assert_eq!(page("after=1975&limit=3").await, expect(1976, 1978));
+    assert_eq!(page("before=2000&limit=30").await, expect(1970, 1999));
+    assert_eq!(page("before=1977&limit=3").await, expect(1974, 1976));
+    assert_eq!(page("after=2999").await, vec![3000]);
+    assert_eq!(page("limit=500").await, expect(2501, 3000));
+
+    let all = ann.all_messages("general").await;
+    assert_eq!(ids(&all), expect(1, TOTAL));
+    let mut backwards: Vec<u64> = Vec::new();
+    let mut before = TOTAL + 1;
+    loop {
+        let got = ids(&ann.messages("general", &format!("before={before}&limit=500")).await);
+        let Some(&first) = got.first() else { break };
+        before = first;
+        backwards.splice(0..0, got);
+    }
+    assert_eq!(backwards, expect(1, TOTAL));
+
+    // Resuming from far back: one frame's worth, and a flag to page the rest.
+    let mut a = ann.ws().await;
+    let joined = a.join_after("general", 0).await;
+    assert_eq!(ids(joined["history"].as_array().unwrap()), expect(1, 500));
+    assert_eq!(joined["has_more"], true);
+    let joined = a.join_after("general", 2990).await;
+    assert_eq!(ids(joined["history"].as_array().unwrap()), expect(2991, 3000));
+    assert_eq!(joined["has_more"], false);
+
+    // A retry of a message in the last 1,000 is recognised after the start.
+    let (status, again) = ann.post_message("general", "again", "c2500").await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], 2500);
+    assert_eq!(again["text"], all.iter().find(|m| m["id"] == 2500).unwrap()["text"]);
+    let next = a.send_and_echo("general", "new", "fresh").await;
+    assert_eq!(id(&next), TOTAL + 1);
+}
+
+/// A message is on disk before anyone is told about it.
+#[tokio::test]
+async fn a_message_is_written_before_it_is_broadcast() {
+    let server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    let bob = server.guest("bob").await;
+    let mut a = ann.ws().await;
+    let mut b = bob.ws().await;
+    a.join("general").await;
+    b.join("general").await;
+    for i in 1..=20 {
+        a.send_message("general", &format!("m{i}"), &format!("c{i}")).await;
+        let seen = b.next_of_type("message").await;
+        let on_disk = read_room_file(&server.room_file("general"));
+        assert_eq!(on_disk.last(), Some(&without_type(&seen)), "bob saw {seen} before it was on disk");
+        a.next_of_type("message").await;
+    }
+}
