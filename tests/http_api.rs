@@ -352,7 +352,7 @@ async fn concurrent_guests_racing_for_one_name_get_it_once() {
     let server = TestServer::start().await;
     for round in 0..60 {
         let name = format!("racer{round}");
-        let mut browsers: Vec<common::User> = (0..16).map(|_| server.anonymous()).collect();
+        let mut browsers: Vec<common::User> = (0..32).map(|_| server.anonymous()).collect();
         let attempts = browsers.iter_mut().map(|b| {
             let name = name.clone();
             async move { b.login_guest(&name).await }
