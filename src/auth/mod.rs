@@ -37,6 +37,9 @@ pub struct Auth {
     guests_allowed: bool,
     hasher: Hasher,
     throttle: Throttle,
+    /// Held from "is this name free?" to "it is mine now", so two log-ins
+    /// (guest or sign-up) can never both take one name.
+    name_claims: tokio::sync::Mutex<()>,
 }
 
 impl Auth {
@@ -49,6 +52,7 @@ impl Auth {
             guests_allowed,
             hasher: Hasher::default(),
             throttle: Throttle::default(),
+            name_claims: tokio::sync::Mutex::new(()),
         };
         let mut unreadable = Vec::new();
         for record in auth.store.load_sessions().await? {
@@ -71,13 +75,14 @@ impl Auth {
     pub async fn sign_up(&self, name: &str, password: String, current: Option<&Arc<Session>>) -> Result<NewSession, ChatError> {
         let user = Username::parse(name)?;
         password::check_strength(&password)?;
-        if self.guest_holds(&user, current) {
-            return Err(ChatError::NameTaken(user.to_string()));
-        }
         if self.store.find_user(&user.key()).await?.is_some() {
             return Err(ChatError::NameTaken(user.to_string()));
         }
         let password_hash = self.hasher.hash(password).await?;
+        let _claim = self.name_claims.lock().await;
+        if self.guest_holds(&user, current) {
+            return Err(ChatError::NameTaken(user.to_string()));
+        }
         let record = UserRecord { username: user.to_string(), password_hash, created_at: now_rfc3339() };
         self.store.create_user(record).await?;
         tracing::info!(user = %user, "account created");
@@ -140,6 +145,7 @@ impl Auth {
             return Err(ChatError::GuestsDisabled);
         }
         let user = Username::parse(name)?;
+        let _claim = self.name_claims.lock().await;
         if self.guest_holds(&user, current) || self.store.find_user(&user.key()).await?.is_some() {
             return Err(ChatError::NameTaken(user.to_string()));
         }

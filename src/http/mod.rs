@@ -290,7 +290,13 @@ fn pages(state: State) -> BoxedFilter<(HttpResponse,)> {
 /// OPTIONS /api/... from an allowed cross-origin page (CORS preflight).
 fn cors_preflight(state: State) -> BoxedFilter<(HttpResponse,)> {
     warp::path("api")
-        .and(warp::options())
+        .and(warp::method())
+        .and_then(|method: warp::http::Method| async move {
+            // Not `warp::options()`: its MethodNotAllowed would outrank the
+            // other routes' NotFound and turn every unknown /api path into 405.
+            if method == warp::http::Method::OPTIONS { Ok(()) } else { Err(warp::reject::not_found()) }
+        })
+        .untuple_one()
         .and(warp::header::optional::<String>("origin"))
         .map(move |origin: Option<String>| {
             let allowed = origin.as_deref().is_some_and(|o| state.is_extra_origin(o));
