@@ -228,7 +228,13 @@ impl Connection {
         let mut history = self.hub.history(&room, query).await?;
         let has_more = after.is_some() && history.len() > MAX_PAGE;
         history.truncate(MAX_PAGE);
-        let last = history.last().map(|m| m.id).or(after).unwrap_or(0);
+        let last = match history.last() {
+            Some(newest_sent) => newest_sent.id,
+            // Nothing after `after`: the client is up to date, or ahead of a
+            // room whose data was reset; either way, resume from the room's
+            // newest id so that new messages flow.
+            None => self.hub.history(&room, HistoryQuery::latest(1)).await?.last().map_or(0, |m| m.id),
+        };
         let rejoin = self.rooms.insert(room.clone(), BroadcastStream::new(receiver)).is_some();
         if !rejoin {
             self.hub.enter(&room, self.user.as_str()).await?;
