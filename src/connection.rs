@@ -14,14 +14,16 @@
 //! - queued frames are written with one flush, not one syscall each.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::watch;
-use tokio_stream::StreamMap;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -62,23 +64,30 @@ pub struct ConnectionContext {
 type PendingSend = BoxFuture<'static, (RoomName, String, Result<Appended, ChatError>)>;
 
 /// Runs a connection to its end.
-pub async fn run<S>(socket: S, ctx: ConnectionContext)
+pub async fn run<S>(mut socket: S, ctx: ConnectionContext)
 where
     S: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage, Error = WsError> + Unpin + Send,
 {
     let _counted = ctx.session.socket_opened();
-    let (mut sink, mut stream) = socket.split();
     let mut conn = Connection::new(&ctx);
     let mut session_ended = ctx.session.ended();
     let mut shutdown = ctx.shutdown.clone();
     let mut pending: FuturesUnordered<PendingSend> = FuturesUnordered::new();
+    // Made once and polled across turns of the loop: made anew each turn,
+    // they registered and dropped a waiter on two watch channels (one
+    // shared by every socket) for every event relayed.
+    let stopping = async move { shutdown.wait_for(|stop| *stop).await.map(|_| ()) };
+    let ended = async move { session_ended.wait_for(Option::is_some).await.ok().and_then(|r| *r) };
+    tokio::pin!(stopping, ended);
 
+    // The socket is not split: the branches below only borrow it while
+    // waiting, and writes happen after the `select!`, so no lock is needed.
     let close = loop {
         let mut out: Vec<WsMessage> = Vec::new();
         tokio::select! {
             biased;
-            _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) } => break Some(close_frame(CloseCode::Away, "server shutting down")),
-            reason = async { session_ended.wait_for(Option::is_some).await.ok().and_then(|r| *r) } => {
+            _ = &mut stopping => break Some(close_frame(CloseCode::Away, "server shutting down")),
+            reason = &mut ended => {
                 let why = match reason {
                     Some(EndReason::LoggedOut) => "logged out",
                     Some(EndReason::Replaced) => "logged in again",
@@ -87,15 +96,15 @@ where
                 break Some(close_frame(CloseCode::from(CLOSE_SESSION_ENDED), why));
             }
             Some(done) = pending.next(), if !pending.is_empty() => conn.on_send_done(done, &mut out),
-            Some((room, event)) = conn.rooms.next(), if !conn.rooms.is_empty() => {
-                conn.on_room_event(room, event, &mut out).await;
+            Some((feed, event)) = conn.feeds.next(), if !conn.feeds.is_empty() => {
+                conn.on_room_event(feed, event, &mut out).await;
                 // Take whatever else is ready now, to write it in one flush.
                 while out.len() < MAX_FRAMES_PER_FLUSH {
-                    let Some(Some((room, event))) = conn.rooms.next().now_or_never() else { break };
-                    conn.on_room_event(room, event, &mut out).await;
+                    let Some(Some((feed, event))) = conn.feeds.next().now_or_never() else { break };
+                    conn.on_room_event(feed, event, &mut out).await;
                 }
             }
-            frame = stream.next(), if pending.len() < MAX_PENDING_SENDS => match frame {
+            frame = socket.next(), if pending.len() < MAX_PENDING_SENDS => match frame {
                 Some(Ok(frame)) => {
                     ctx.session.touch();
                     if let Some(send) = conn.on_frame(frame, &mut out).await {
@@ -106,15 +115,15 @@ where
                 Some(Err(_)) | None => break None,
             },
         }
-        if !out.is_empty() && write_all(&mut sink, out).await.is_err() {
+        if !out.is_empty() && write_all(&mut socket, out).await.is_err() {
             break None;
         }
     };
     conn.leave_all();
     if let Some(frame) = close {
-        let _ = sink.send(frame).await;
+        let _ = socket.send(frame).await;
     }
-    let _ = sink.close().await;
+    let _ = socket.close().await;
 }
 
 async fn write_all<K>(sink: &mut K, frames: Vec<WsMessage>) -> Result<(), WsError>
@@ -139,9 +148,7 @@ struct Connection {
     hub: Hub,
     user: crate::model::Username,
     user_key: String,
-    rooms: StreamMap<RoomName, BroadcastStream<Arc<RoomEvent>>>,
-    /// Highest message id delivered per joined room.
-    last_id: HashMap<RoomName, u64>,
+    feeds: Feeds,
     sends: Option<RateLimiter>,
     frames: RateLimiter,
     last_flood_warning: Option<Instant>,
@@ -154,8 +161,7 @@ impl Connection {
             hub: ctx.hub.clone(),
             user: ctx.session.user.clone(),
             user_key: ctx.session.user.key(),
-            rooms: StreamMap::new(),
-            last_id: HashMap::new(),
+            feeds: Feeds::default(),
             sends: ctx.send_rate.map(RateLimiter::new),
             frames: RateLimiter::new(FRAME_RATE),
             last_flood_warning: None,
@@ -235,13 +241,12 @@ impl Connection {
             // newest id so that new messages flow.
             None => self.hub.history(&room, HistoryQuery::latest(1)).await?.last().map_or(0, |m| m.id),
         };
-        let rejoin = self.rooms.insert(room.clone(), BroadcastStream::new(receiver)).is_some();
+        // With `has_more` the client pages the rest over HTTP (`after=`);
+        // live messages already flow, and it drops ids it has by then.
+        let rejoin = self.feeds.insert(room.clone(), BroadcastStream::new(receiver), last);
         if !rejoin {
             self.hub.enter(&room, self.user.as_str()).await?;
         }
-        // With `has_more` the client pages the rest over HTTP (`after=`);
-        // live messages already flow, and it drops ids it has by then.
-        self.last_id.insert(room.clone(), last);
         Ok(ServerEvent::Joined { online: self.hub.online(&room), room: room.to_string(), history, has_more })
     }
 
@@ -251,18 +256,17 @@ impl Connection {
             out.push(event_frame(&ServerEvent::error(&err)));
             return;
         };
-        if self.rooms.remove(&room).is_some() {
-            self.last_id.remove(&room);
+        if self.feeds.remove(&room) {
             self.hub.exit(&room, self.user.as_str());
         }
         out.push(event_frame(&ServerEvent::Left { room: room.to_string() }));
     }
 
     fn leave_all(&mut self) {
-        for room in self.rooms.keys().cloned().collect::<Vec<_>>() {
-            self.hub.exit(&room, self.user.as_str());
+        for room in self.feeds.rooms() {
+            self.hub.exit(room, self.user.as_str());
         }
-        self.rooms.clear();
+        self.feeds.clear();
     }
 
     fn send(&mut self, raw_room: String, text: String, client_id: String, out: &mut Vec<WsMessage>) -> Option<PendingSend> {
@@ -287,7 +291,7 @@ impl Connection {
 
     fn check_send(&mut self, raw_room: &str, text: &str, client_id: &str) -> Result<(RoomName, NewMessage), ChatError> {
         let room = RoomName::parse(raw_room)?;
-        if !self.rooms.contains_key(&room) {
+        if !self.feeds.contains(&room) {
             return Err(ChatError::NotJoined(room.to_string()));
         }
         let client_id = validate_client_id(client_id)?;
@@ -315,7 +319,7 @@ impl Connection {
 
     async fn typing(&mut self, raw_room: &str, out: &mut Vec<WsMessage>) {
         let room = match RoomName::parse(raw_room) {
-            Ok(room) if self.rooms.contains_key(&room) => room,
+            Ok(room) if self.feeds.contains(&room) => room,
             Ok(room) => return out.push(event_frame(&ServerEvent::error(&ChatError::NotJoined(room.to_string())))),
             Err(err) => return out.push(event_frame(&ServerEvent::error(&err))),
         };
@@ -326,18 +330,15 @@ impl Connection {
         }
     }
 
-    /// Relays one event of a joined room, skipping what the client has.
-    async fn on_room_event(
-        &mut self,
-        room: RoomName,
-        event: Result<Arc<RoomEvent>, BroadcastStreamRecvError>,
-        out: &mut Vec<WsMessage>,
-    ) {
+    /// Relays one event of a joined room (`feed` is its place in `feeds`),
+    /// skipping what the client has.
+    async fn on_room_event(&mut self, feed: usize, event: Result<Arc<RoomEvent>, BroadcastStreamRecvError>, out: &mut Vec<WsMessage>) {
         let event = match event {
             Ok(event) => event,
             Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                let room = &self.feeds.get(feed).room;
                 tracing::warn!(room = %room, user = %self.user, missed, "slow client: re-reading missed messages");
-                self.catch_up(&room, out).await;
+                self.catch_up(feed, out).await;
                 return;
             }
         };
@@ -345,7 +346,7 @@ impl Connection {
             return;
         }
         if let Some(id) = event.message_id {
-            let last = self.last_id.entry(room).or_insert(0);
+            let last = &mut self.feeds.get_mut(feed).last_id;
             if id <= *last {
                 return;
             }
@@ -355,10 +356,11 @@ impl Connection {
     }
 
     /// Sends what the store holds after the last id this client saw.
-    async fn catch_up(&mut self, room: &RoomName, out: &mut Vec<WsMessage>) {
+    async fn catch_up(&mut self, feed: usize, out: &mut Vec<WsMessage>) {
+        let room = self.feeds.get(feed).room.clone();
         loop {
-            let after = self.last_id.get(room).copied().unwrap_or(0);
-            let missed = match self.hub.history(room, HistoryQuery::after(after, MAX_PAGE)).await {
+            let after = self.feeds.get(feed).last_id;
+            let missed = match self.hub.history(&room, HistoryQuery::after(after, MAX_PAGE)).await {
                 Ok(missed) => missed,
                 Err(err) => {
                     tracing::error!(room = %room, error = %err, "could not re-read missed messages");
@@ -367,12 +369,109 @@ impl Connection {
             };
             let full = missed.len() == MAX_PAGE;
             for message in missed {
-                self.last_id.insert(room.clone(), message.id);
+                self.feeds.get_mut(feed).last_id = message.id;
                 out.push(event_frame(&ServerEvent::Message(message)));
             }
             if !full {
                 return;
             }
         }
+    }
+}
+
+/// The rooms a connection has joined: each room's events and the highest
+/// message id delivered from it. A connection joins a few rooms, so this is
+/// a vector searched by name on join and leave, and events come with their
+/// place in it: nothing is hashed or cloned per event relayed.
+#[derive(Default)]
+struct Feeds {
+    feeds: Vec<Feed>,
+    /// Where the next poll starts, so one busy room cannot starve the others.
+    start: usize,
+}
+
+struct Feed {
+    room: RoomName,
+    events: BroadcastStream<Arc<RoomEvent>>,
+    /// Highest message id delivered from this room.
+    last_id: u64,
+}
+
+type FeedItem = (usize, Result<Arc<RoomEvent>, BroadcastStreamRecvError>);
+
+impl Feeds {
+    fn position(&self, room: &RoomName) -> Option<usize> {
+        self.feeds.iter().position(|f| f.room == *room)
+    }
+
+    fn contains(&self, room: &RoomName) -> bool {
+        self.position(room).is_some()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.feeds.is_empty()
+    }
+
+    fn get(&self, feed: usize) -> &Feed {
+        &self.feeds[feed]
+    }
+
+    fn get_mut(&mut self, feed: usize) -> &mut Feed {
+        &mut self.feeds[feed]
+    }
+
+    /// Starts (or restarts) a room's feed; `true` if it was already there.
+    fn insert(&mut self, room: RoomName, events: BroadcastStream<Arc<RoomEvent>>, last_id: u64) -> bool {
+        let feed = Feed { room, events, last_id };
+        match self.position(&feed.room) {
+            Some(i) => {
+                self.feeds[i] = feed;
+                true
+            }
+            None => {
+                self.feeds.push(feed);
+                false
+            }
+        }
+    }
+
+    /// Stops a room's feed; `true` if it was there.
+    fn remove(&mut self, room: &RoomName) -> bool {
+        let Some(i) = self.position(room) else { return false };
+        self.feeds.swap_remove(i);
+        true
+    }
+
+    fn rooms(&self) -> impl Iterator<Item = &RoomName> {
+        self.feeds.iter().map(|f| &f.room)
+    }
+
+    fn clear(&mut self) {
+        self.feeds.clear();
+    }
+
+    /// The next event of any room, with the room's place in `feeds`.
+    fn next(&mut self) -> impl Future<Output = Option<FeedItem>> + '_ {
+        futures::future::poll_fn(move |cx| self.poll_next(cx))
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<FeedItem>> {
+        let mut polled = 0;
+        while polled < self.feeds.len() {
+            let i = (self.start + polled) % self.feeds.len();
+            match Pin::new(&mut self.feeds[i].events).poll_next(cx) {
+                Poll::Ready(Some(event)) => {
+                    self.start = i + 1;
+                    return Poll::Ready(Some((i, event)));
+                }
+                // The room's channel closed: forget the room, look again.
+                Poll::Ready(None) => {
+                    self.feeds.swap_remove(i);
+                    polled = 0;
+                }
+                Poll::Pending => polled += 1,
+            }
+        }
+        if self.feeds.is_empty() { Poll::Ready(None) } else { Poll::Pending }
     }
 }

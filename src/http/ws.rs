@@ -22,11 +22,14 @@ use crate::auth::sessions::Session;
 use crate::connection::{self, ConnectionContext, MAX_FRAME_BYTES};
 use crate::error::ChatError;
 
-/// Socket buffers: small reads (most frames are tiny; the buffer grows for
-/// a big one), writes gathered up to 16 KiB before a syscall.
+/// Socket buffers: small reads (client frames are tiny; the buffer grows for
+/// a big one), writes gathered up to 16 KiB before a syscall. tungstenite
+/// zero-fills the free part of its read buffer each time the socket is
+/// polled, even when nothing arrived, so its size is paid for on every
+/// event a connection relays, not only in memory.
 fn socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(Some(MAX_FRAME_BYTES))

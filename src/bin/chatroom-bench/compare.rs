@@ -122,10 +122,10 @@ pub fn report(report: &mut Report, outcomes: &[Outcome]) {
         for phase in &o.fixed {
             let scenario = format!("fanout {} @ {}/s", o.kind.label(), thousands(phase.target_delivered));
             report_phase(report, &scenario, phase);
-            if o.kind == Kind::Chatroom {
+            if matches!(o.kind, Kind::Chatroom | Kind::Compared) {
                 let same_rate = |kind| find(kind).and_then(|r| r.fixed.iter().find(|p| p.target_delivered == phase.target_delivered));
                 report_cpu(report, &scenario, phase, same_rate(Kind::Relay), same_rate(Kind::TunedRelay));
-                if phase.target_delivered == LATENCY_TARGET_RATE {
+                if o.kind == Kind::Chatroom && phase.target_delivered == LATENCY_TARGET_RATE {
                     let ok = phase.latency.p99 <= LATENCY_TARGET_US;
                     report.check(&scenario, "p99 send→deliver", ms(phase.latency.p99), "≤ 5 ms", ok);
                 }
@@ -207,6 +207,9 @@ fn report_max(report: &mut Report, outcomes: &[Outcome]) {
         let own = best_rate(max);
         if o.kind != Kind::Chatroom {
             report.info(&scenario, "max sustained delivered/s", value);
+            if o.kind == Kind::Compared && let Some(relay) = max_of(Kind::Relay).filter(|r| *r > 0.0) {
+                report.info(&scenario, "vs relay", format!("{:.2}×", own / relay));
+            }
             continue;
         }
         match max_of(Kind::Relay).filter(|r| *r > 0.0) {

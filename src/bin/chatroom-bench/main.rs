@@ -73,6 +73,10 @@ struct Args {
     /// The chatroom binary to start (default: next to this one).
     #[arg(long)]
     server_bin: Option<PathBuf>,
+    /// Fan-out: also measure this chatroom binary, in turns with the main
+    /// one (before/after comparisons on a noisy machine).
+    #[arg(long)]
+    compare_bin: Option<PathBuf>,
     /// Pin the generator to CPU 0 and servers to CPU 1 (default: let the
     /// kernel share both cores).
     #[arg(long)]
@@ -192,6 +196,7 @@ fn server_opts(args: &Args) -> Result<ServerOpts, String> {
     Ok(ServerOpts {
         url,
         server_bin: args.server_bin.clone().unwrap_or_else(|| process::sibling_binary("chatroom")),
+        compare_bin: args.compare_bin.clone(),
         server_cpus: args.pin.then(|| "1".to_string()),
     })
 }
@@ -226,6 +231,9 @@ async fn run(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<()
 
 fn fanout_kinds(args: &Args) -> Vec<Kind> {
     let mut kinds = vec![Kind::Chatroom];
+    if args.compare_bin.is_some() {
+        kinds.push(Kind::Compared);
+    }
     if !args.no_baseline && args.url.is_none() {
         kinds.push(Kind::Relay);
         if args.tuned_relay {
@@ -236,7 +244,7 @@ fn fanout_kinds(args: &Args) -> Vec<Kind> {
 }
 
 fn clone_args(a: &Args) -> Args {
-    Args { rate: a.rate.clone(), url: a.url.clone(), server_bin: a.server_bin.clone(), relay_read_buffer: a.relay_read_buffer, ..*a }
+    Args { rate: a.rate.clone(), url: a.url.clone(), server_bin: a.server_bin.clone(), compare_bin: a.compare_bin.clone(), relay_read_buffer: a.relay_read_buffer, ..*a }
 }
 
 fn print_machine() {

@@ -18,6 +18,8 @@ pub struct ServerOpts {
     pub url: Option<SocketAddr>,
     /// The `chatroom` binary.
     pub server_bin: PathBuf,
+    /// Another chatroom binary to measure in turns with this one.
+    pub compare_bin: Option<PathBuf>,
     /// CPUs for the server processes (`taskset -c`), if pinning.
     pub server_cpus: Option<String>,
 }
@@ -29,10 +31,12 @@ pub enum Kind {
     Relay,
     /// The minimal relay reading through a small buffer like chatroom's.
     TunedRelay,
+    /// A second chatroom binary (`--compare-bin`), for before/after runs.
+    Compared,
 }
 
 /// The tuned relay's read buffer: chatroom's (see src/http/ws.rs).
-pub const TUNED_RELAY_READ_BUFFER: usize = 4 * 1024;
+pub const TUNED_RELAY_READ_BUFFER: usize = 1024;
 
 impl Kind {
     pub fn label(self) -> &'static str {
@@ -40,11 +44,12 @@ impl Kind {
             Kind::Chatroom => "chatroom",
             Kind::Relay => "relay",
             Kind::TunedRelay => "tuned relay",
+            Kind::Compared => "compared chatroom",
         }
     }
 
     pub fn is_relay(self) -> bool {
-        self != Kind::Chatroom
+        matches!(self, Kind::Relay | Kind::TunedRelay)
     }
 }
 
@@ -63,14 +68,18 @@ impl Target {
         if let Some(addr) = opts.url {
             return Ok(Self { kind: Kind::Chatroom, addr, process: None, data: None });
         }
+        Self::chatroom_from(opts, &opts.server_bin, Kind::Chatroom)
+    }
+
+    fn chatroom_from(opts: &ServerOpts, bin: &Path, kind: Kind) -> Result<Self, String> {
         let data = TempDir::new("data").map_err(|e| format!("temp dir: {e}"))?;
-        let process = spawn_chatroom(opts, &data.0)?;
-        Ok(Self { kind: Kind::Chatroom, addr: process.addr, process: Some(process), data: Some(data) })
+        let process = spawn_chatroom(opts, bin, &data.0)?;
+        Ok(Self { kind, addr: process.addr, process: Some(process), data: Some(data) })
     }
 
     /// Starts chatroom on an existing data directory (kept afterwards).
     pub fn chatroom_on(opts: &ServerOpts, data_dir: &Path) -> Result<Self, String> {
-        let process = spawn_chatroom(opts, data_dir)?;
+        let process = spawn_chatroom(opts, &opts.server_bin, data_dir)?;
         Ok(Self { kind: Kind::Chatroom, addr: process.addr, process: Some(process), data: None })
     }
 
@@ -90,6 +99,10 @@ impl Target {
     pub fn start(opts: &ServerOpts, kind: Kind) -> Result<Self, String> {
         match kind {
             Kind::Chatroom => Self::chatroom(opts),
+            Kind::Compared => {
+                let bin = opts.compare_bin.as_deref().ok_or("--compare-bin is not set")?;
+                Self::chatroom_from(opts, bin, Kind::Compared)
+            }
             relay => Self::relay(opts, relay),
         }
     }
@@ -115,10 +128,10 @@ impl Target {
 
     /// A session cookie for `username` (the relay has no log-in: `None`).
     pub async fn login(&self, username: &str) -> Result<Option<String>, String> {
-        match self.kind {
-            Kind::Chatroom => Ok(Some(client::guest_login(self.addr, username).await?.1)),
-            _ => Ok(None),
+        if self.kind.is_relay() {
+            return Ok(None);
         }
+        Ok(Some(client::guest_login(self.addr, username).await?.1))
     }
 
     /// An HTTP connection logged in as `username` (chatroom only).
@@ -139,14 +152,14 @@ impl Target {
     }
 }
 
-fn spawn_chatroom(opts: &ServerOpts, data_dir: &Path) -> Result<ServerProcess, String> {
-    if !opts.server_bin.exists() {
+fn spawn_chatroom(opts: &ServerOpts, bin: &Path, data_dir: &Path) -> Result<ServerProcess, String> {
+    if !bin.exists() {
         return Err(format!(
             "{} not found: build it with `cargo build --release --bin chatroom` (or pass --server-bin)",
-            opts.server_bin.display()
+            bin.display()
         ));
     }
-    let mut command = process::command(&opts.server_bin, opts.server_cpus.as_deref());
+    let mut command = process::command(bin, opts.server_cpus.as_deref());
     command.args(["--addr", "127.0.0.1:0", "--send-rate", "0", "--data-dir"]).arg(data_dir);
     command.env("RUST_LOG", "info");
     ServerProcess::spawn("chatroom", command, CHATROOM_LISTENING)

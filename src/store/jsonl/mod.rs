@@ -189,6 +189,13 @@ impl MessageStore for JsonlStore {
     async fn append(&self, room: &RoomName, batch: Vec<NewMessage>) -> Result<Vec<Appended>, ChatError> {
         let log = self.log(room).await?;
         let _serial = log.write_lock().lock().await;
+        if !self.sync_writes {
+            // Without fsync an append is one write(2) into the page cache,
+            // a few microseconds: cheaper done here than handed to a
+            // blocking thread and back, which cost more CPU than the write
+            // itself (docs/BENCHMARKS.md).
+            return Ok(log.append_blocking(batch)?);
+        }
         let writer = log.clone();
         let result = tokio::task::spawn_blocking(move || writer.append_blocking(batch))
             .await
