@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use chatroom::{Config, RunningServer};
 use futures::{SinkExt, StreamExt};
+use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::net::TcpStream;
@@ -129,6 +130,26 @@ impl TestServer {
     pub fn anonymous(&self) -> User {
         self.endpoint().anonymous()
     }
+
+    /// A browser without a session that does not follow redirects.
+    pub fn anonymous_no_redirect(&self) -> User {
+        self.endpoint().anonymous_no_redirect()
+    }
+
+    /// GET `path` from a client without a cookie jar, sending only
+    /// `cookie` (e.g. a [`User::cookie`] kept from before a log-out).
+    pub async fn get_with_cookie(&self, path: &str, cookie: &str) -> (u16, Value) {
+        let response = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .build()
+            .expect("an HTTP client")
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        read_reply(response).await
+    }
 }
 
 async fn launch(dir: &Path, configure: &Configure) -> RunningServer {
@@ -149,6 +170,18 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn anonymous(&self) -> User {
         User { name: String::new(), http: http_client(), cookie: None, addr: self.addr }
+    }
+
+    /// A browser without a session whose cookie jar does not follow
+    /// redirects (to see a page's own 302 and `location`).
+    pub fn anonymous_no_redirect(&self) -> User {
+        let http = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(TIMEOUT)
+            .build()
+            .expect("an HTTP client");
+        User { name: String::new(), http, cookie: None, addr: self.addr }
     }
 
     /// A browser with a guest session named `name` (asserts it succeeds).
@@ -223,17 +256,51 @@ impl User {
 
     /// POST /api/guest with this browser's cookies; keeps the new cookie.
     pub async fn login_guest(&mut self, name: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .post(self.url("/api/guest"))
-            .json(&json!({ "username": name }))
-            .send()
-            .await
-            .expect("POST /api/guest");
+        let (status, body, _) = self.post_with_headers("/api/guest", json!({ "username": name })).await;
+        (status, body)
+    }
+
+    /// POST a JSON body; keeps a new session cookie if one is set, and
+    /// returns the response headers too.
+    pub async fn post_with_headers(&mut self, path: &str, body: Value) -> (u16, Value, HeaderMap) {
+        let response =
+            self.http.post(self.url(path)).json(&body).send().await.unwrap_or_else(|e| panic!("POST {path}: {e}"));
         if let Some(cookie) = session_cookie(&response) {
             self.cookie = Some(cookie);
         }
-        read_reply(response).await
+        let headers = response.headers().clone();
+        let (status, body) = read_reply(response).await;
+        (status, body, headers)
+    }
+
+    /// POST /api/signup with this browser; keeps the new cookie.
+    pub async fn try_sign_up(&mut self, name: &str, password: &str) -> (u16, Value) {
+        let (status, body, _) =
+            self.post_with_headers("/api/signup", json!({ "username": name, "password": password })).await;
+        (status, body)
+    }
+
+    /// A fresh browser with a new account `name` (asserts 201).
+    pub async fn sign_up(server: &TestServer, name: &str, password: &str) -> User {
+        server.anonymous().signed_up(name, password).await
+    }
+
+    /// This browser after signing up as `name` (asserts 201).
+    pub async fn signed_up(mut self, name: &str, password: &str) -> User {
+        let (status, body) = self.try_sign_up(name, password).await;
+        assert_eq!(status, 201, "POST /api/signup {name:?}: {body}");
+        self.name = body["username"].as_str().unwrap_or(name).to_string();
+        self
+    }
+
+    /// POST /api/login with this browser; keeps the new cookie.
+    pub async fn log_in(&mut self, name: &str, password: &str) -> (u16, Value, HeaderMap) {
+        self.post_with_headers("/api/login", json!({ "username": name, "password": password })).await
+    }
+
+    /// The raw session id (the cookie's value), once logged in.
+    pub fn session_id(&self) -> Option<&str> {
+        self.cookie.as_deref().and_then(|c| c.strip_prefix(&format!("{COOKIE}=")[..]))
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -245,6 +312,18 @@ impl User {
         let response =
             self.http.post(self.url(path)).json(&body).send().await.unwrap_or_else(|e| panic!("POST {path}: {e}"));
         read_reply(response).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        let response =
+            self.http.put(self.url(path)).json(&body).send().await.unwrap_or_else(|e| panic!("PUT {path}: {e}"));
+        read_reply(response).await
+    }
+
+    /// A request to `path` with this browser's cookies, to finish by hand
+    /// (odd headers or bodies).
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(path))
     }
 
     /// POST /api/rooms/{room}/messages → (status, body).
