@@ -102,7 +102,8 @@ impl App {
 /// Ends sessions past their time limits (so their sockets close promptly)
 /// and writes session activity to disk.
 async fn session_upkeep(auth: Arc<Auth>, mut stop: watch::Receiver<bool>) {
-    let period = (auth.limits().idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let shortest = auth.limits().idle.min(auth.limits().absolute);
+    let period = (shortest / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
