@@ -189,7 +189,9 @@ async fn run_writer(
         match store.append(&room, messages).await {
             Ok(results) => {
                 for (appended, reply) in results.into_iter().zip(replies) {
-                    if let Appended::New(message) = &appended {
+                    // Nobody has the room open (posts over HTTP): no frame to build.
+                    let listened = events.receiver_count() > 0;
+                    if let (Appended::New(message), true) = (&appended, listened) {
                         let id = message.id;
                         let event = ServerEvent::Message(message.clone());
                         let _ = events.send(RoomEvent::new(&event, Some(id), None));

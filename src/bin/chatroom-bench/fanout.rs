@@ -13,7 +13,6 @@
 //! senders fall behind their schedule.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -33,8 +32,9 @@ use crate::target::Target;
 pub const MAX_SENDER_RATE: f64 = 90.0;
 /// p99 above this (or any loss) ends `--find-max`.
 pub const MAX_P99_US: u32 = 50_000;
-/// Receive buffer of each generator socket.
-const CLIENT_READ_BUFFER: usize = 16 * 1024;
+/// Receive buffer of each generator socket. tungstenite zero-fills it
+/// before every read, so a big one costs the generator CPU.
+const CLIENT_READ_BUFFER: usize = 4 * 1024;
 /// Clients connecting at once.
 const CONNECT_CONCURRENCY: usize = 64;
 
@@ -72,6 +72,9 @@ pub struct PhaseResult {
     pub latency: Percentiles,
     /// How late senders sent, against their schedule.
     pub send_lag: Percentiles,
+    /// How late a 1 ms timer fired on the generator's thread: high when
+    /// the generator is busy or not scheduled.
+    pub loop_lag: Percentiles,
     pub server_cpu: Option<Duration>,
     /// The kernel's part of `server_cpu`.
     pub server_sys: Option<Duration>,
@@ -112,7 +115,7 @@ impl PhaseResult {
 
     pub fn one_line(&self, label: &str) -> String {
         format!(
-            "{label}: {} delivered/s (asked {}; {} sends, {} expected deliveries), latency p50/p99/p99.9/max {}, lost {}, dup {}, errors {}, server CPU {}, generator {:.0}% of a core, send lag p99 {}{}",
+            "{label}: {} delivered/s (asked {}; {} sends, {} expected deliveries), latency p50/p99/p99.9/max {}, lost {}, dup {}, errors {}, server CPU {}, generator {:.0}% of a core, send lag p99 {}, loop lag p99 {} max {}{}",
             thousands(self.delivered_per_sec()),
             thousands(self.target_delivered),
             self.sent,
@@ -124,8 +127,57 @@ impl PhaseResult {
             self.cpu_text().unwrap_or_else(|| "n/a".into()),
             self.gen_cpu * 100.0,
             crate::stats::ms(self.send_lag.p99),
+            crate::stats::ms(self.loop_lag.p99),
+            crate::stats::ms(self.loop_lag.max),
             self.first_error.as_ref().map_or(String::new(), |e| format!(", first error: {e}")),
         )
+    }
+}
+
+/// Where each (receiver, sender, seq) of a phase has its bit in `Seen`:
+/// sender `room + k * rooms` is the room's `k`-th sender.
+#[derive(Debug, Clone, Copy, Default)]
+struct Layout {
+    rooms: u32,
+    senders_per_room: u32,
+    /// Messages per sender (the most any sender sends).
+    per_sender: u32,
+}
+
+/// One bit per expected delivery: cheaper than a hash set at 100,000
+/// deliveries a second, and it never grows mid-phase.
+#[derive(Default)]
+struct Seen {
+    layout: Layout,
+    bits: Vec<u64>,
+    count: u64,
+}
+
+impl Seen {
+    fn new(layout: Layout, receivers: u32) -> Self {
+        let total = u64::from(receivers) * u64::from(layout.senders_per_room) * u64::from(layout.per_sender);
+        Self { layout, bits: vec![0; total.div_ceil(64) as usize], count: 0 }
+    }
+
+    /// Marks a delivery; `None` if it does not belong to this phase's plan,
+    /// `Some(false)` if it was seen before.
+    fn insert(&mut self, receiver: u32, sender: u32, seq: u32) -> Option<bool> {
+        let l = self.layout;
+        let k = sender / l.rooms.max(1);
+        if k >= l.senders_per_room || seq >= l.per_sender {
+            return None;
+        }
+        let index = (u64::from(receiver) * u64::from(l.senders_per_room) + u64::from(k)) * u64::from(l.per_sender) + u64::from(seq);
+        let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
+        let slot = self.bits.get_mut(word)?;
+        let fresh = *slot & bit == 0;
+        *slot |= bit;
+        self.count += u64::from(fresh);
+        Some(fresh)
+    }
+
+    fn len(&self) -> u64 {
+        self.count
     }
 }
 
@@ -134,8 +186,7 @@ impl PhaseResult {
 struct Recorder {
     phase: u32,
     latencies_us: Vec<u32>,
-    /// (receiver, sender, seq) seen this phase.
-    seen: HashSet<(u32, u32, u32)>,
+    seen: Seen,
     dups: u64,
     /// Messages from an earlier phase (arrived after its drain window).
     stray: u64,
@@ -162,17 +213,31 @@ impl Recorder {
             self.stray += 1;
             return;
         }
-        if !self.seen.insert((receiver, tag.sender, tag.seq)) {
-            self.dups += 1;
-            return;
+        match self.seen.insert(receiver, tag.sender, tag.seq) {
+            Some(true) => {}
+            Some(false) => {
+                self.dups += 1;
+                return;
+            }
+            None => {
+                self.stray += 1;
+                return;
+            }
         }
         let now_us = t0.elapsed().as_micros() as u64;
         let latency = now_us.saturating_sub(tag.scheduled_us);
         self.latencies_us.push(u32::try_from(latency).unwrap_or(u32::MAX));
     }
 
-    fn start_phase(&mut self, phase: u32) {
-        *self = Self { phase, closed: self.closed, ..Self::default() };
+    /// Sized up front: growing a big table mid-phase stalls the generator.
+    fn start_phase(&mut self, phase: u32, layout: Layout, receivers: u32, expected: usize) {
+        *self = Self {
+            phase,
+            closed: self.closed,
+            latencies_us: Vec::with_capacity(expected),
+            seen: Seen::new(layout, receivers),
+            ..Self::default()
+        };
     }
 }
 
@@ -261,23 +326,30 @@ impl Fleet {
             return Err(format!("{room_rate:.0} msg/s per room needs {per_room} senders per room; add clients"));
         }
         let sender_rate = room_rate / per_room as f64;
-        self.recorder.borrow_mut().start_phase(phase);
-
-        let server_before = target.usage();
-        let gen_before = Usage::of_self();
         // Start a little in the future so every sender begins on time.
-        let start_us = self.t0.elapsed().as_micros() as u64 + 50_000;
-        let mut senders = Vec::new();
+        let start_us = self.t0.elapsed().as_micros() as u64 + 100_000;
+        let mut plans = Vec::new();
         let mut expected = 0u64;
         for room in 0..self.opts.rooms {
             let members = self.members(room) as u64;
             for k in 0..per_room {
                 let client = room + k * self.opts.rooms;
-                let sink = self.sinks[client].take().ok_or("client has no socket")?;
                 let plan = Plan::new(phase, client as u32, room_name(room), sender_rate, secs, start_us, self.opts.text_bytes);
                 expected += plan.count as u64 * members;
-                senders.push((client, tokio::task::spawn_local(send_loop(sink, plan, self.t0))));
+                plans.push((client, plan));
             }
+        }
+        let per_sender = plans.iter().map(|(_, p)| p.count).max().unwrap_or(0);
+        let layout = Layout { rooms: self.opts.rooms as u32, senders_per_room: per_room as u32, per_sender };
+        self.recorder.borrow_mut().start_phase(phase, layout, self.opts.clients as u32, expected as usize);
+
+        let server_before = target.usage();
+        let gen_before = Usage::of_self();
+        let probe = tokio::task::spawn_local(probe_loop(Duration::from_secs_f64(secs)));
+        let mut senders = Vec::new();
+        for (client, plan) in plans {
+            let sink = self.sinks[client].take().ok_or("client has no socket")?;
+            senders.push((client, tokio::task::spawn_local(send_loop(sink, plan, self.t0))));
         }
         let mut sent = 0;
         let mut lags = Vec::new();
@@ -291,11 +363,12 @@ impl Fleet {
             }
         }
         let gen_after = Usage::of_self();
+        let loop_lag = probe.await.map_err(|e| e.to_string())?;
         self.wait_for(expected).await;
         let server_after = target.usage();
 
         let mut rec = self.recorder.borrow_mut();
-        let delivered_unique = rec.seen.len() as u64;
+        let delivered_unique = rec.seen.len();
         Ok(PhaseResult {
             target_delivered: delivered,
             senders_per_room: per_room,
@@ -309,6 +382,7 @@ impl Fleet {
             first_error: rec.first_error.take(),
             latency: Percentiles::of(std::mem::take(&mut rec.latencies_us)),
             send_lag: Percentiles::of(lags),
+            loop_lag: Percentiles::of(loop_lag),
             server_cpu: server_before.zip(server_after).map(|(b, a)| a.cpu_since(&b).0),
             server_sys: server_before.zip(server_after).map(|(b, a)| a.sys_since(&b)),
             server_rss_kib: server_after.map(|u| u.rss_kib),
@@ -322,7 +396,7 @@ impl Fleet {
         let mut last = 0;
         let mut quiet_since = Instant::now();
         loop {
-            let got = self.recorder.borrow().seen.len() as u64;
+            let got = self.recorder.borrow().seen.len();
             if got >= expected || quiet_since.elapsed() >= self.opts.drain {
                 return;
             }
@@ -368,6 +442,19 @@ async fn read_loop(receiver: u32, mut stream: SplitStream<Ws>, recorder: Rc<RefC
         }
     }
     recorder.borrow_mut().closed += 1;
+}
+
+/// Wakes every millisecond for `length`; returns how late each wake was.
+async fn probe_loop(length: Duration) -> Vec<u32> {
+    let started = Instant::now();
+    let mut lags = Vec::with_capacity(length.as_millis() as usize + 1);
+    let mut due = started;
+    while due.duration_since(started) < length {
+        due += Duration::from_millis(1);
+        tokio::time::sleep_until(due.into()).await;
+        lags.push(u32::try_from(due.elapsed().as_micros()).unwrap_or(u32::MAX));
+    }
+    lags
 }
 
 /// One sender's schedule for a phase.
@@ -474,7 +561,7 @@ mod tests {
     fn recorder_counts_duplicates_and_strays() {
         let t0 = Instant::now();
         let mut rec = Recorder::default();
-        rec.start_phase(2);
+        rec.start_phase(2, Layout { rooms: 2, senders_per_room: 1, per_sender: 10 }, 2, 20);
         let frame = |phase: u32, seq: u32| {
             let tag = Tag { phase, sender: 1, seq, scheduled_us: 0 };
             format!(r#"{{"type":"message","id":1,"client_id":"{}"}}"#, client_id(&tag))
@@ -483,6 +570,7 @@ mod tests {
         rec.on_frame(0, &frame(2, 0), t0);
         rec.on_frame(1, &frame(2, 0), t0);
         rec.on_frame(1, &frame(1, 5), t0);
-        assert_eq!((rec.seen.len(), rec.dups, rec.stray), (2, 1, 1));
+        rec.on_frame(1, &frame(2, 10), t0); // beyond the plan
+        assert_eq!((rec.seen.len(), rec.dups, rec.stray), (2, 1, 2));
     }
 }

@@ -44,8 +44,8 @@ impl Recent {
         }
     }
 
-    fn find(&self, user: &str, client_id: &str) -> Option<&Message> {
-        let id = *self.by_client.get(&dedup_key(user, client_id))?;
+    fn find(&self, key: &(String, String)) -> Option<&Message> {
+        let id = *self.by_client.get(key)?;
         let first = self.messages.front()?.id;
         // Ids in `messages` are increasing; they are contiguous unless the
         // file was damaged, so try the direct index first.
@@ -128,6 +128,9 @@ impl RoomLog {
     pub fn append_blocking(&self, batch: Vec<NewMessage>) -> io::Result<Vec<Appended>> {
         let mut results = Vec::with_capacity(batch.len());
         let mut fresh: Vec<Message> = Vec::new();
+        // Keys of `fresh`, so a repeat inside the batch is found without
+        // comparing against every message before it.
+        let mut fresh_keys: HashMap<(String, String), usize> = HashMap::new();
         let mut buf = Vec::with_capacity(batch.len() * 256);
         {
             let recent = self.recent.lock().expect("recent lock");
@@ -135,9 +138,8 @@ impl RoomLog {
             let ts = now_rfc3339();
             for new in batch {
                 let user = new.user.as_str();
-                let earlier = recent
-                    .find(user, &new.client_id)
-                    .or_else(|| fresh.iter().find(|m| dedup_key(&m.user, &m.client_id) == dedup_key(user, &new.client_id)));
+                let key = dedup_key(user, &new.client_id);
+                let earlier = recent.find(&key).or_else(|| fresh_keys.get(&key).map(|&i| &fresh[i]));
                 if let Some(earlier) = earlier {
                     results.push(Appended::Duplicate(earlier.clone()));
                     continue;
@@ -154,6 +156,7 @@ impl RoomLog {
                 serde_json::to_writer(&mut buf, &message).expect("a message always serialises");
                 buf.push(b'\n');
                 results.push(Appended::New(message.clone()));
+                fresh_keys.insert(key, fresh.len());
                 fresh.push(message);
             }
         }
