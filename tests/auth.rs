@@ -88,8 +88,7 @@ async fn repeated_failures_are_throttled_with_retry_after() {
 async fn logout_closes_that_sessions_sockets_and_the_cookie_stops_working() {
     let server = TestServer::start().await;
     let mut ann = User::sign_up(&server, "Ann", PASSWORD).await;
-    let mut socket = ann.ws().await;
-    socket.join("general").await;
+    let mut socket = ann.ws_in("general").await;
     let old_cookie = ann.cookie.clone().unwrap();
 
     let (status, _, headers) = ann.post_with_headers("/api/logout", json!({})).await;
@@ -105,8 +104,7 @@ async fn logout_closes_that_sessions_sockets_and_the_cookie_stops_working() {
 async fn idle_sessions_expire_and_close_their_sockets() {
     let server = TestServer::start_with(|c| c.session_limits.idle = Duration::from_secs(1)).await;
     let ann = User::sign_up(&server, "Ann", PASSWORD).await;
-    let mut socket = ann.ws().await;
-    socket.join("general").await;
+    let mut socket = ann.ws_in("general").await;
     let started = Instant::now();
     assert_eq!(socket.expect_close_code().await, 4401);
     assert!(started.elapsed() >= Duration::from_millis(500));
@@ -117,8 +115,7 @@ async fn idle_sessions_expire_and_close_their_sockets() {
 async fn absolute_limit_ends_even_an_active_session() {
     let server = TestServer::start_with(|c| c.session_limits.absolute = Duration::from_secs(1)).await;
     let ann = User::sign_up(&server, "Ann", PASSWORD).await;
-    let mut socket = ann.ws().await;
-    socket.join("general").await;
+    let mut socket = ann.ws_in("general").await;
     // Activity does not extend it.
     assert_eq!(ann.get("/api/me").await.0, 200);
     assert_eq!(socket.expect_close_code().await, 4401);

@@ -13,9 +13,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 #[tokio::test]
 async fn a_malformed_json_frame_is_an_error_and_the_socket_stays_open() {
     let server = TestServer::start().await;
-    let ann = server.guest("ann").await;
-    let mut a = ann.ws().await;
-    a.join("general").await;
+    let (_ann, mut a) = server.guest_in("ann", "general").await;
     for bad in ["{not json", "", "null", "[]", "42", "\"join\"", r#"{"type":"send","room":"general"}"#, r#"{"room":"general"}"#] {
         a.send_text(bad).await;
         let err = a.expect_error("invalid_json").await;
@@ -27,9 +25,7 @@ async fn a_malformed_json_frame_is_an_error_and_the_socket_stays_open() {
 #[tokio::test]
 async fn an_unknown_event_type_is_an_error() {
     let server = TestServer::start().await;
-    let ann = server.guest("ann").await;
-    let mut a = ann.ws().await;
-    a.join("general").await;
+    let (_ann, mut a) = server.guest_in("ann", "general").await;
     a.send_json(json!({"type": "nuke", "room": "general"})).await;
     a.expect_error("invalid_json").await;
     a.send_json(json!({"type": "JOIN", "room": "general"})).await;
@@ -42,12 +38,8 @@ async fn an_unknown_event_type_is_an_error() {
 #[tokio::test]
 async fn a_frame_over_64_kib_closes_with_1009_and_others_carry_on() {
     let server = TestServer::start().await;
-    let ann = server.guest("ann").await;
-    let bob = server.guest("bob").await;
-    let mut a = ann.ws().await;
-    let mut b = bob.ws().await;
-    a.join("general").await;
-    b.join("general").await;
+    let (ann, mut a) = server.guest_in("ann", "general").await;
+    let (bob, mut b) = server.guest_in("bob", "general").await;
 
     // Just under the limit: an ordinary error (the text is too long).
     let text = "x".repeat(60 * 1024);
@@ -65,17 +57,14 @@ async fn a_frame_over_64_kib_closes_with_1009_and_others_carry_on() {
     assert_eq!(id(&echo), 1);
     assert_eq!(texts(&bob.messages("general", "").await), vec!["still here"]);
     // Ann can come back.
-    let mut a = ann.ws().await;
-    a.join("general").await;
+    let mut a = ann.ws_in("general").await;
     a.send_and_echo("general", "back", "a2").await;
 }
 
 #[tokio::test]
 async fn a_binary_frame_is_an_error_and_the_socket_stays_open() {
     let server = TestServer::start().await;
-    let ann = server.guest("ann").await;
-    let mut a = ann.ws().await;
-    a.join("general").await;
+    let (ann, mut a) = server.guest_in("ann", "general").await;
     let frame = json!({"type": "send", "room": "general", "text": "as binary", "client_id": "bin"}).to_string();
     a.send_raw(WsMessage::binary(frame.into_bytes())).await;
     let err = a.next_of_type("error").await;
@@ -228,9 +217,7 @@ async fn invalid_usernames_are_refused_and_names_are_trimmed() {
 #[tokio::test]
 async fn empty_or_oversize_text_is_refused() {
     let server = TestServer::start().await;
-    let ann = server.guest("ann").await;
-    let mut a = ann.ws().await;
-    a.join("general").await;
+    let (ann, mut a) = server.guest_in("ann", "general").await;
     let cases: Vec<(String, &str)> = vec![
         (String::new(), "empty"),
         ("   \n\t  ".into(), "blank"),
@@ -284,9 +271,7 @@ async fn a_websocket_needs_a_session() {
     assert_eq!(status, 401);
 
     // A logged-out session is refused too.
-    let ann = server.guest("ann").await;
-    let mut a = ann.ws().await;
-    a.join("general").await;
+    let (ann, mut a) = server.guest_in("ann", "general").await;
     let (status, _) = ann.post("/api/logout", json!({})).await;
     assert!(status == 204 || status == 200, "logout: {status}");
     assert_eq!(a.expect_close_code().await, 4401, "the open socket is closed: session ended");
@@ -381,12 +366,8 @@ async fn sending_before_joining_is_refused() {
 #[tokio::test]
 async fn a_flooding_client_is_rate_limited_without_hurting_others_or_losing_messages() {
     let server = TestServer::start().await;
-    let flooder = server.guest("flooder").await;
-    let calm = server.guest("calm").await;
-    let mut f = flooder.ws().await;
-    let mut c = calm.ws().await;
-    f.join("general").await;
-    c.join("general").await;
+    let (flooder, mut f) = server.guest_in("flooder", "general").await;
+    let (_calm, mut c) = server.guest_in("calm", "general").await;
 
     const N: usize = 200;
     for i in 0..N {
@@ -444,8 +425,7 @@ async fn a_flooding_client_is_rate_limited_without_hurting_others_or_losing_mess
     assert!(all_ids.windows(2).all(|w| w[1] == w[0] + 1), "ids have gaps: {all_ids:?}");
 
     // A new connection of the flooder is served.
-    let mut f2 = flooder.ws().await;
-    f2.join("general").await;
+    let mut f2 = flooder.ws_in("general").await;
     f2.send_and_echo("general", "sorry", "after-flood").await;
 }
 

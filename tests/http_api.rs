@@ -11,8 +11,7 @@ async fn the_polling_api_sees_socket_messages_and_sockets_see_posted_ones() {
     let server = TestServer::start().await;
     let ann = server.guest("ann").await; // on a socket
     let bob = server.guest("bob").await; // polling
-    let mut a = ann.ws().await;
-    a.join("general").await;
+    let mut a = ann.ws_in("general").await;
 
     // POST → every socket in the room gets it.
     let (status, posted) = bob.post_message("general", "  polled hello ", "bob-1").await;
@@ -243,9 +242,7 @@ async fn the_guest_cookie_is_http_only_and_same_site() {
 #[tokio::test]
 async fn a_name_held_by_someone_online_is_taken_case_insensitively() {
     let server = TestServer::start().await;
-    let mut ann = server.guest("Ann").await;
-    let mut a = ann.ws().await;
-    a.join("general").await;
+    let (mut ann, _online) = server.guest_in("Ann", "general").await;
 
     for name in ["ann", "ANN", "  aNn "] {
         let (status, body) = server.anonymous().post("/api/guest", json!({"username": name})).await;

@@ -18,8 +18,7 @@ async fn a_restart_keeps_history_and_ids_continue() {
     for i in 1..=3 {
         sent.push(ann.send_http("general", &format!("posted {i}"), &format!("p{i}")).await);
     }
-    let mut a = ann.ws().await;
-    a.join("general").await;
+    let mut a = ann.ws_in("general").await;
     for i in 1..=2 {
         sent.push(without_type(&a.send_and_echo("general", &format!("pushed {i}"), &format!("w{i}")).await));
     }
@@ -68,9 +67,7 @@ async fn a_retry_after_a_restart_is_still_stored_once() {
     // The same user (names compare case-insensitively) in a new session.
     let ann = ann.back_at(&server, "ann").await;
     assert_eq!(ann.name, "ann");
-    let bob = server.guest("bob").await;
-    let mut b = bob.ws().await;
-    b.join("general").await;
+    let (bob, mut b) = server.guest_in("bob", "general").await;
 
     // By POST: 200 with the stored message (not 201, not a new id).
     let (status, again) = ann.post_message("general", "exactly once", "uuid-1").await;
@@ -110,8 +107,7 @@ async fn a_hundred_concurrent_writers_leave_whole_lines_with_increasing_ids() {
                 stored.extend(futures::future::join_all(sends).await);
             } else {
                 // The other half send over a socket without waiting in between.
-                let mut ws = user.ws().await;
-                ws.join("general").await;
+                let mut ws = user.ws_in("general").await;
                 for i in 0..EACH {
                     ws.send_message("general", &format!("w{w} m{i}"), &format!("w{w}-{i}")).await;
                 }
@@ -240,12 +236,8 @@ async fn a_damaged_line_in_the_middle_is_skipped_not_fatal() {
 #[tokio::test]
 async fn a_graceful_shutdown_closes_sockets_with_1001() {
     let mut server = TestServer::start().await;
-    let ann = server.guest("ann").await;
-    let bob = server.guest("bob").await;
-    let mut a = ann.ws().await;
-    let mut b = bob.ws().await;
-    a.join("general").await;
-    b.join("general").await;
+    let (ann, mut a) = server.guest_in("ann", "general").await;
+    let (_bob, mut b) = server.guest_in("bob", "general").await;
     let echo = a.send_and_echo("general", "last words", "c1").await;
     let mut idle = ann.ws().await; // in no room
 
@@ -346,12 +338,8 @@ async fn a_long_history_is_paged_from_the_file_after_a_start() {
 #[tokio::test]
 async fn a_message_is_written_before_it_is_broadcast() {
     let server = TestServer::start().await;
-    let ann = server.guest("ann").await;
-    let bob = server.guest("bob").await;
-    let mut a = ann.ws().await;
-    let mut b = bob.ws().await;
-    a.join("general").await;
-    b.join("general").await;
+    let (_ann, mut a) = server.guest_in("ann", "general").await;
+    let (_bob, mut b) = server.guest_in("bob", "general").await;
     for i in 1..=20 {
         a.send_message("general", &format!("m{i}"), &format!("c{i}")).await;
         let seen = b.next_of_type("message").await;

@@ -70,12 +70,8 @@ async fn presence_is_announced_and_listed_on_join() {
 #[tokio::test]
 async fn typing_goes_to_the_others_not_the_typist() {
     let server = TestServer::start().await;
-    let ann = server.guest("ann").await;
-    let bob = server.guest("bob").await;
-    let mut a = ann.ws().await;
-    let mut b = bob.ws().await;
-    a.join("general").await;
-    b.join("general").await;
+    let (_ann, mut a) = server.guest_in("ann", "general").await;
+    let (_bob, mut b) = server.guest_in("bob", "general").await;
     assert_eq!(a.next_event().await["type"], "presence"); // bob came online
 
     a.send_json(json!({"type":"typing","room":"general"})).await;
@@ -115,12 +111,8 @@ async fn joining_an_unknown_room_is_an_error_and_the_socket_goes_on() {
 #[tokio::test]
 async fn leave_stops_delivery() {
     let server = TestServer::start().await;
-    let ann = server.guest("ann").await;
-    let bob = server.guest("bob").await;
-    let mut a = ann.ws().await;
-    let mut b = bob.ws().await;
-    a.join("general").await;
-    b.join("general").await;
+    let (_ann, mut a) = server.guest_in("ann", "general").await;
+    let (_bob, mut b) = server.guest_in("bob", "general").await;
     let first = a.send_and_echo("general", "before leave", "a1").await;
     assert_eq!(b.next_of_type("message").await, first);
 
@@ -167,12 +159,8 @@ async fn join_without_after_sends_the_latest_50() {
 #[tokio::test]
 async fn a_reconnecting_client_resumes_with_no_gap_and_no_duplicate() {
     let server = TestServer::start().await;
-    let ann = server.guest("ann").await;
-    let bob = server.guest("bob").await;
-    let mut a = ann.ws().await;
-    let mut b = bob.ws().await;
-    a.join("general").await;
-    b.join("general").await;
+    let (_ann, mut a) = server.guest_in("ann", "general").await;
+    let (bob, mut b) = server.guest_in("bob", "general").await;
 
     let mut seen_by_bob = Vec::new();
     for i in 1..=3 {
@@ -219,11 +207,9 @@ async fn a_resent_client_id_is_stored_once_and_answered_with_the_stored_message(
     let server = TestServer::start().await;
     let ann = server.guest("ann").await;
     let bob = server.guest("bob").await;
-    let mut b = bob.ws().await;
-    b.join("general").await;
+    let mut b = bob.ws_in("general").await;
 
-    let mut a = ann.ws().await;
-    a.join("general").await;
+    let mut a = ann.ws_in("general").await;
     let original = a.send_and_echo("general", "only once", "retry-1").await;
     assert_eq!(b.next_of_type("message").await, original);
     a.close().await;
@@ -318,8 +304,7 @@ async fn a_user_with_two_tabs_goes_offline_with_the_last() {
     let server = TestServer::start().await;
     let ann = server.guest("ann").await;
     let bob = server.guest("bob").await;
-    let mut a = ann.ws().await;
-    a.join("general").await;
+    let mut a = ann.ws_in("general").await;
     let mut tab1 = bob.ws().await;
     let mut tab2 = bob.ws().await;
     assert_eq!(tab1.join("general").await["online"], json!(["ann", "bob"]));

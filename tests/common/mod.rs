@@ -126,6 +126,14 @@ impl TestServer {
         self.endpoint().guest(name).await
     }
 
+    /// A guest named `name` with a WebSocket already joined to `room`:
+    /// `server.guest(name)`, then [`User::ws_in`].
+    pub async fn guest_in(&self, name: &str, room: &str) -> (User, WsClient) {
+        let user = self.guest(name).await;
+        let socket = user.ws_in(room).await;
+        (user, socket)
+    }
+
     /// A browser without a session.
     pub fn anonymous(&self) -> User {
         self.endpoint().anonymous()
@@ -373,6 +381,14 @@ impl User {
     /// A WebSocket with this browser's session cookie and no Origin.
     pub async fn ws(&self) -> WsClient {
         self.try_ws(None).await.unwrap_or_else(|e| panic!("WebSocket for {}: {}", self.name, describe_ws_error(&e)))
+    }
+
+    /// A WebSocket (as [`User::ws`]) that has joined `room` (as
+    /// [`WsClient::join`], which checks the `joined` reply).
+    pub async fn ws_in(&self, room: &str) -> WsClient {
+        let mut socket = self.ws().await;
+        socket.join(room).await;
+        socket
     }
 
     /// A WebSocket attempt with this session cookie and an optional Origin.
