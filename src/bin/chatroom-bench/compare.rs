@@ -23,6 +23,8 @@ pub struct Plan {
     /// Delivered messages per second of each fixed phase.
     pub rates: Vec<f64>,
     pub secs: f64,
+    /// Runs of each fixed rate; the one with the median p99 is reported.
+    pub repeat: usize,
     pub find_max: Option<FindMax>,
 }
 
@@ -61,9 +63,14 @@ pub async fn run(server: &ServerOpts, kinds: &[Kind], opts: &FanoutOpts, plan: &
         contenders.push(Contender { target, fleet, outcome });
     }
     for &rate in &plan.rates {
-        for c in &mut contenders {
-            let result = phase(c, rate, plan.secs, "@").await?;
-            c.outcome.fixed.push(result);
+        let mut runs: Vec<Vec<PhaseResult>> = contenders.iter().map(|_| Vec::new()).collect();
+        for _ in 0..plan.repeat.max(1) {
+            for (c, runs) in contenders.iter_mut().zip(&mut runs) {
+                runs.push(phase(c, rate, plan.secs, "@").await?);
+            }
+        }
+        for (c, runs) in contenders.iter_mut().zip(runs) {
+            c.outcome.fixed.push(median_by_p99(runs));
         }
     }
     if let Some(search) = plan.find_max {
@@ -78,6 +85,12 @@ pub async fn run(server: &ServerOpts, kinds: &[Kind], opts: &FanoutOpts, plan: &
     Ok(outcomes)
 }
 
+/// The run whose p99 is the median (the later one of the two middle runs).
+fn median_by_p99(mut runs: Vec<PhaseResult>) -> PhaseResult {
+    runs.sort_by_key(|r| r.latency.p99);
+    runs.swap_remove(runs.len() / 2)
+}
+
 async fn phase(c: &mut Contender, rate: f64, secs: f64, what: &str) -> Result<PhaseResult, String> {
     let result = c.fleet.run_phase(&c.target, rate, secs).await?;
     eprintln!("  {}", result.one_line(&format!("{} {what} {}", c.target.label(), thousands(rate))));
@@ -85,9 +98,11 @@ async fn phase(c: &mut Contender, rate: f64, secs: f64, what: &str) -> Result<Ph
     Ok(result)
 }
 
-/// Raises the rate by `factor` (all servers in turn) until each fails once
-/// (p99 > 50 ms or anything lost), then tries each once halfway between
-/// its last good rate and the failed one.
+/// Raises the rate by `factor` (all servers in turn) until each fails
+/// twice in a row at one rate (p99 over 50 ms or anything lost): a single
+/// failed step is run again, so one hiccup of a shared machine does not end
+/// the search. Then tries each once halfway between its last good rate and
+/// the failed one.
 async fn find_max(contenders: &mut [Contender], search: FindMax) -> Result<(), String> {
     let mut searches: Vec<MaxResult> = contenders.iter().map(|_| MaxResult { best: None, failed: None }).collect();
     let mut rate = search.start;
@@ -96,7 +111,10 @@ async fn find_max(contenders: &mut [Contender], search: FindMax) -> Result<(), S
             if s.failed.is_some() {
                 continue;
             }
-            let result = phase(c, rate, search.step_secs, "find-max").await?;
+            let mut result = phase(c, rate, search.step_secs, "find-max").await?;
+            if !result.sustained() {
+                result = phase(c, rate, search.step_secs, "find-max again").await?;
+            }
             if result.sustained() { s.best = Some(result) } else { s.failed = Some(result) }
         }
         rate *= search.factor;
@@ -157,9 +175,10 @@ fn report_phase(report: &mut Report, scenario: &str, phase: &PhaseResult) {
 fn note_generator(report: &mut Report, scenario: &str, phase: &PhaseResult) {
     if phase.generator_bound() {
         report.note(format!(
-            "{scenario}: the generator was the bottleneck or fell behind its schedule ({:.0}% of its core, send lag p99 {})",
+            "{scenario}: the generator was the bottleneck or fell behind its schedule ({:.0}% of its core, send lag p99 {}, 1 ms timer late by {} at p99)",
             phase.gen_cpu * 100.0,
-            ms(phase.send_lag.p99)
+            ms(phase.send_lag.p99),
+            ms(phase.loop_lag.p99)
         ));
     }
 }

@@ -80,10 +80,9 @@ fn drain_log(
             if let Some(addr) = address_after(&line, &marker) {
                 let _ = found.send(addr);
             }
-            if line.contains(" WARN ") || line.contains(" ERROR ") {
-                if warnings.fetch_add(1, Ordering::Relaxed) < 3 {
-                    eprintln!("[{name}] {line}");
-                }
+            let warning = line.contains(" WARN ") || line.contains(" ERROR ");
+            if warning && warnings.fetch_add(1, Ordering::Relaxed) < 3 {
+                eprintln!("[{name}] {line}");
             }
         }
     });

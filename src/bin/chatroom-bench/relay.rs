@@ -82,10 +82,10 @@ async fn connection(tcp: TcpStream, rooms: Rooms, user: String, config: Option<W
                 Err(RecvError::Closed) => return,
             },
         };
-        if let Some(frame) = out {
-            if ws.send(WsMessage::Text(frame)).await.is_err() {
-                return;
-            }
+        if let Some(frame) = out
+            && ws.send(WsMessage::Text(frame)).await.is_err()
+        {
+            return;
         }
     }
 }

@@ -64,8 +64,11 @@ impl Report {
             };
             let _ = writeln!(out, "| {} | {} | {} | {} | {} |", r.scenario, r.metric, r.value, r.target, verdict);
         }
+        if !self.notes.is_empty() {
+            out.push('\n');
+        }
         for n in &self.notes {
-            let _ = writeln!(out, "\n- {n}");
+            let _ = writeln!(out, "- {n}");
         }
         out
     }
