@@ -53,6 +53,15 @@ pub struct Cli {
     #[arg(long, env = "CHATROOM_SEND_BURST", default_value_t = 30)]
     pub send_burst: u32,
 
+    /// Frames of any kind (typing, join, …) one connection may send per
+    /// second, sustained (0 = no limit). Frames beyond it are dropped.
+    #[arg(long, env = "CHATROOM_FRAME_RATE", default_value_t = 100.0)]
+    pub frame_rate: f64,
+
+    /// Frames one connection may send in a burst above the sustained rate.
+    #[arg(long, env = "CHATROOM_FRAME_BURST", default_value_t = 200)]
+    pub frame_burst: u32,
+
     /// Call fsync after every batch of messages (survives power loss, slower).
     #[arg(long, env = "CHATROOM_SYNC_WRITES")]
     pub sync_writes: bool,
@@ -68,6 +77,7 @@ pub struct Config {
     pub session_limits: SessionLimits,
     pub secure_cookies: bool,
     pub send_rate: Option<SendRate>,
+    pub frame_rate: Option<SendRate>,
     pub sync_writes: bool,
 }
 
@@ -82,6 +92,8 @@ pub enum ConfigError {
     SessionLimits,
     #[error("--send-rate must be a finite number >= 0, and --send-burst at least 1")]
     SendRate,
+    #[error("--frame-rate must be a finite number >= 0, and --frame-burst at least 1")]
+    FrameRate,
     #[error("--data-dir {path}: {reason}")]
     DataDir { path: String, reason: String },
 }
@@ -99,9 +111,8 @@ impl Config {
         if cli.session_idle_secs == 0 || cli.session_max_secs == 0 {
             return Err(ConfigError::SessionLimits);
         }
-        if !cli.send_rate.is_finite() || cli.send_rate < 0.0 || cli.send_burst == 0 {
-            return Err(ConfigError::SendRate);
-        }
+        let send_rate = token_bucket(cli.send_rate, cli.send_burst).ok_or(ConfigError::SendRate)?;
+        let frame_rate = token_bucket(cli.frame_rate, cli.frame_burst).ok_or(ConfigError::FrameRate)?;
         prepare_data_dir(&cli.data_dir)?;
         Ok(Self {
             addr,
@@ -113,7 +124,8 @@ impl Config {
                 absolute: Duration::from_secs(cli.session_max_secs),
             },
             secure_cookies: cli.secure_cookies,
-            send_rate: (cli.send_rate > 0.0).then_some(SendRate { per_second: cli.send_rate, burst: cli.send_burst }),
+            send_rate,
+            frame_rate,
             sync_writes: cli.sync_writes,
         })
     }
@@ -125,6 +137,15 @@ impl Config {
         config.addr = "127.0.0.1:0".parse().expect("valid address");
         config
     }
+}
+
+/// A rate limit from a rate and a burst: `Some(None)` for rate 0 (no
+/// limit), `None` when the values make no sense.
+fn token_bucket(per_second: f64, burst: u32) -> Option<Option<SendRate>> {
+    if !per_second.is_finite() || per_second < 0.0 || burst == 0 {
+        return None;
+    }
+    Some((per_second > 0.0).then_some(SendRate { per_second, burst }))
 }
 
 /// `scheme://host[:port]` in lower case, or `None` if it is not an origin.

@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use crate::auth::sessions::{EndReason, Session};
 use crate::error::ChatError;
 use crate::hub::{Hub, RoomEvent};
-use crate::model::{NewMessage, RoomName, validate_client_id, validate_text};
+use crate::model::{MAX_CLIENT_ID, NewMessage, RoomName, validate_client_id, validate_text};
 use crate::protocol::{ClientEvent, ServerEvent};
 use crate::rate::{RateLimiter, SendRate};
 use crate::store::{Appended, HistoryQuery, MAX_PAGE};
@@ -46,8 +46,6 @@ const JOIN_HISTORY: usize = 50;
 const MAX_PENDING_SENDS: usize = 64;
 /// Frames written before a flush when many are queued.
 const MAX_FRAMES_PER_FLUSH: usize = 256;
-/// Any frames (not just sends) a client may send per second, and burst.
-const FRAME_RATE: SendRate = SendRate { per_second: 100.0, burst: 200 };
 /// Typing events relayed per user and room, at most one per this period.
 const TYPING_PERIOD: Duration = Duration::from_secs(1);
 /// Close code for "your session ended" (application range 4000–4999).
@@ -59,6 +57,8 @@ pub struct ConnectionContext {
     pub session: Arc<Session>,
     pub shutdown: watch::Receiver<bool>,
     pub send_rate: Option<SendRate>,
+    /// Frames of any kind per second (`None`: no limit).
+    pub frame_rate: Option<SendRate>,
 }
 
 type PendingSend = BoxFuture<'static, (RoomName, String, Result<Appended, ChatError>)>;
@@ -150,7 +150,7 @@ struct Connection {
     user_key: String,
     feeds: Feeds,
     sends: Option<RateLimiter>,
-    frames: RateLimiter,
+    frames: Option<RateLimiter>,
     last_flood_warning: Option<Instant>,
     last_typing: HashMap<RoomName, Instant>,
 }
@@ -163,7 +163,7 @@ impl Connection {
             user_key: ctx.session.user.key(),
             feeds: Feeds::default(),
             sends: ctx.send_rate.map(RateLimiter::new),
-            frames: RateLimiter::new(FRAME_RATE),
+            frames: ctx.frame_rate.map(RateLimiter::new),
             last_flood_warning: None,
             last_typing: HashMap::new(),
         }
@@ -180,11 +180,12 @@ impl Connection {
             }
             _ => return None, // ping/pong/close are handled by tungstenite
         };
-        if !self.frames.allow() {
-            self.warn_flood(out);
+        let parsed = serde_json::from_str::<ClientEvent>(text.as_str());
+        if self.frames.as_mut().is_some_and(|limit| !limit.allow()) {
+            self.refuse_flood(parsed.ok(), out);
             return None;
         }
-        let event = match serde_json::from_str::<ClientEvent>(text.as_str()) {
+        let event = match parsed {
             Ok(event) => event,
             Err(e) => {
                 let err = ChatError::InvalidJson(format!("could not read that frame: {e}"));
@@ -209,7 +210,15 @@ impl Connection {
         }
     }
 
-    fn warn_flood(&mut self, out: &mut Vec<WsMessage>) {
+    /// A frame over the frame rate is dropped. A dropped `send` is always
+    /// answered (with its `client_id`, so the client knows to retry); other
+    /// frames get at most one warning a second.
+    fn refuse_flood(&mut self, dropped: Option<ClientEvent>, out: &mut Vec<WsMessage>) {
+        if let Some(ClientEvent::Send { room, client_id, .. }) = dropped {
+            let client_id = (client_id.len() <= MAX_CLIENT_ID).then_some(client_id.as_str());
+            out.push(event_frame(&ServerEvent::error_for(&ChatError::RateLimited, Some(&room), client_id)));
+            return;
+        }
         let quiet = self.last_flood_warning.is_some_and(|t| t.elapsed() < Duration::from_secs(1));
         if !quiet {
             self.last_flood_warning = Some(Instant::now());
@@ -274,7 +283,7 @@ impl Connection {
         let (room, message) = match checked {
             Ok(ok) => ok,
             Err(err) => {
-                let client_id = (client_id.len() <= 64).then_some(client_id.as_str());
+                let client_id = (client_id.len() <= MAX_CLIENT_ID).then_some(client_id.as_str());
                 out.push(event_frame(&ServerEvent::error_for(&err, Some(&raw_room), client_id)));
                 return None;
             }

@@ -455,3 +455,35 @@ async fn posting_too_fast_over_http_is_rate_limited_and_nothing_accepted_is_lost
         flooder.all_messages("general").await.into_iter().filter(|m| m["user"] == "flooder").collect();
     assert_eq!(stored, created, "exactly the accepted posts are stored");
 }
+
+#[tokio::test]
+async fn every_send_dropped_by_the_frame_limit_is_answered_with_its_client_id() {
+    let server = TestServer::start_with(|config| {
+        config.send_rate = None;
+        config.frame_rate = Some(chatroom::rate::SendRate { per_second: 0.001, burst: 6 });
+    })
+    .await;
+    // The join takes one frame of the burst of 6: five sends get through.
+    let (ann, mut a) = server.guest_in("ann", "general").await;
+    for n in 0..10 {
+        a.send_message("general", &format!("m{n}"), &format!("c{n}")).await;
+    }
+    let mut stored = Vec::new();
+    let mut refused = Vec::new();
+    while stored.len() + refused.len() < 10 {
+        let event = a.next_significant().await;
+        let client_id = event["client_id"].as_str().expect("every answer names its send").to_string();
+        match event["type"].as_str() {
+            Some("message") => stored.push(client_id),
+            Some("error") => {
+                assert_eq!(event["code"], "rate_limited", "{event}");
+                refused.push(client_id);
+            }
+            _ => panic!("unexpected {event}"),
+        }
+    }
+    assert_eq!(stored, ["c0", "c1", "c2", "c3", "c4"]);
+    assert_eq!(refused, ["c5", "c6", "c7", "c8", "c9"]);
+    let on_disk: Vec<Value> = ann.all_messages("general").await;
+    assert_eq!(on_disk.len(), 5);
+}

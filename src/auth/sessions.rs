@@ -155,43 +155,70 @@ pub struct SessionLimits {
     pub absolute: Duration,
 }
 
-/// The table of live sessions, keyed by id hash.
+/// The table of live sessions, keyed by id hash and indexed by user (so
+/// "who holds this name?" does not walk every session).
 #[derive(Default)]
 pub struct SessionTable {
-    by_hash: Mutex<HashMap<String, Arc<Session>>>,
+    tables: Mutex<Tables>,
+}
+
+#[derive(Default)]
+struct Tables {
+    by_hash: HashMap<String, Arc<Session>>,
+    /// lower-cased name → id hashes of that user's sessions
+    by_user: HashMap<String, Vec<String>>,
+}
+
+impl Tables {
+    fn insert(&mut self, session: Arc<Session>) {
+        self.by_user.entry(session.user.key()).or_default().push(session.id_hash.clone());
+        self.by_hash.insert(session.id_hash.clone(), session);
+    }
+
+    fn remove(&mut self, id_hash: &str) -> Option<Arc<Session>> {
+        let session = self.by_hash.remove(id_hash)?;
+        let key = session.user.key();
+        if let Some(hashes) = self.by_user.get_mut(&key) {
+            hashes.retain(|h| h != id_hash);
+            if hashes.is_empty() {
+                self.by_user.remove(&key);
+            }
+        }
+        Some(session)
+    }
 }
 
 impl SessionTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.tables.lock().expect("sessions lock")
+    }
+
     /// Starts a session; returns the raw id for the cookie.
     pub fn create(&self, user: Username, guest: bool) -> (String, Arc<Session>) {
         let raw = new_session_id();
         let now = now_ms();
         let session = Arc::new(Session::new(hash_session_id(&raw), user, guest, now, now));
-        self.insert(session.clone());
+        self.lock().insert(session.clone());
         (raw, session)
-    }
-
-    pub fn insert(&self, session: Arc<Session>) {
-        self.by_hash.lock().expect("sessions lock").insert(session.id_hash.clone(), session);
     }
 
     /// Restores a persisted session.
     pub fn restore(&self, record: SessionRecord) -> Option<Arc<Session>> {
         let user = Username::parse(&record.user).ok()?;
         let session = Arc::new(Session::new(record.id_hash, user, record.guest, record.created_ms, record.last_seen_ms));
-        self.insert(session.clone());
+        self.lock().insert(session.clone());
         Some(session)
     }
 
     /// The live session behind a raw cookie value.
     pub fn find(&self, raw_id: &str, limits: &SessionLimits) -> Option<Arc<Session>> {
-        let session = self.by_hash.lock().expect("sessions lock").get(&hash_session_id(raw_id)).cloned()?;
+        let session = self.lock().by_hash.get(&hash_session_id(raw_id)).cloned()?;
         session.is_live(limits, now_ms()).then_some(session)
     }
 
     /// Ends a session and forgets it. Returns it if it existed.
     pub fn end(&self, id_hash: &str, reason: EndReason) -> Option<Arc<Session>> {
-        let session = self.by_hash.lock().expect("sessions lock").remove(id_hash)?;
+        let session = self.lock().remove(id_hash)?;
         session.end(reason);
         Some(session)
     }
@@ -199,29 +226,25 @@ impl SessionTable {
     /// Ends every session past its limits; returns them.
     pub fn end_expired(&self, limits: &SessionLimits) -> Vec<Arc<Session>> {
         let now = now_ms();
-        let mut table = self.by_hash.lock().expect("sessions lock");
+        let mut tables = self.lock();
         let expired: Vec<String> =
-            table.values().filter(|s| !s.is_live(limits, now)).map(|s| s.id_hash.clone()).collect();
+            tables.by_hash.values().filter(|s| !s.is_live(limits, now)).map(|s| s.id_hash.clone()).collect();
         expired
             .iter()
-            .filter_map(|h| table.remove(h))
+            .filter_map(|h| tables.remove(h))
             .inspect(|s| s.end(EndReason::Expired))
             .collect()
     }
 
     /// Every session of a user (by lower-cased name).
     pub fn of_user(&self, user_key: &str) -> Vec<Arc<Session>> {
-        self.by_hash
-            .lock()
-            .expect("sessions lock")
-            .values()
-            .filter(|s| s.user.key() == user_key)
-            .cloned()
-            .collect()
+        let tables = self.lock();
+        let Some(hashes) = tables.by_user.get(user_key) else { return Vec::new() };
+        hashes.iter().filter_map(|h| tables.by_hash.get(h).cloned()).collect()
     }
 
     pub fn all(&self) -> Vec<Arc<Session>> {
-        self.by_hash.lock().expect("sessions lock").values().cloned().collect()
+        self.lock().by_hash.values().cloned().collect()
     }
 }
 
@@ -241,4 +264,27 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_found_by_user_until_they_end() {
+        let table = SessionTable::default();
+        let (_, a) = table.create(Username::parse("Ann").unwrap(), true);
+        let (raw_b, b) = table.create(Username::parse("ANN").unwrap(), false);
+        table.create(Username::parse("bob").unwrap(), true);
+        assert_eq!(table.of_user("ann").len(), 2);
+        table.end(&a.id_hash, EndReason::LoggedOut);
+        let left: Vec<String> = table.of_user("ann").iter().map(|s| s.id_hash.clone()).collect();
+        assert_eq!(left, vec![b.id_hash.clone()]);
+        let limits = SessionLimits { idle: Duration::from_secs(60), absolute: Duration::from_secs(60) };
+        assert!(table.find(&raw_b, &limits).is_some());
+        assert_eq!(*a.ended().borrow(), Some(EndReason::LoggedOut));
+        table.end(&b.id_hash, EndReason::LoggedOut);
+        assert!(table.of_user("ann").is_empty());
+        assert!(table.find(&raw_b, &limits).is_none());
+    }
 }

@@ -89,6 +89,7 @@ async fn serve_socket(state: State, session: Arc<Session>, on_upgrade: OnUpgrade
         session,
         shutdown: state.shutdown.clone(),
         send_rate: state.config.send_rate,
+        frame_rate: state.config.frame_rate,
     };
     connection::run(socket, ctx).await;
 }

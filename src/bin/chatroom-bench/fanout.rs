@@ -26,9 +26,9 @@ use crate::process::Usage;
 use crate::stats::{Percentiles, cpu_per, thousands};
 use crate::target::Target;
 
-/// Most messages per second one sender connection sends. chatroom drops
-/// frames above 100/s per connection (`FRAME_RATE` in src/connection.rs,
-/// active even with `--send-rate 0`), so faster rooms get more senders.
+/// Most messages per second one sender connection sends: faster rooms get
+/// more senders. (Chosen when chatroom capped every socket at 100 frames/s;
+/// kept so that figures stay comparable across runs.)
 pub const MAX_SENDER_RATE: f64 = 90.0;
 /// p99 above this (or any loss) ends `--find-max`.
 pub const MAX_P99_US: u32 = 50_000;

@@ -160,7 +160,7 @@ fn spawn_chatroom(opts: &ServerOpts, bin: &Path, data_dir: &Path) -> Result<Serv
         ));
     }
     let mut command = process::command(bin, opts.server_cpus.as_deref());
-    command.args(["--addr", "127.0.0.1:0", "--send-rate", "0", "--data-dir"]).arg(data_dir);
+    command.args(["--addr", "127.0.0.1:0", "--send-rate", "0", "--frame-rate", "0", "--data-dir"]).arg(data_dir);
     command.env("RUST_LOG", "info");
     ServerProcess::spawn("chatroom", command, CHATROOM_LISTENING)
 }
