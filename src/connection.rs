@@ -280,7 +280,7 @@ impl Connection {
 
     fn send(&mut self, raw_room: String, text: String, client_id: String, out: &mut Vec<WsMessage>) -> Option<PendingSend> {
         let checked = self.check_send(&raw_room, &text, &client_id);
-        let (room, message) = match checked {
+        let (room, message, within_rate) = match checked {
             Ok(ok) => ok,
             Err(err) => {
                 let client_id = (client_id.len() <= MAX_CLIENT_ID).then_some(client_id.as_str());
@@ -291,24 +291,27 @@ impl Connection {
         let hub = self.hub.clone();
         Some(
             async move {
-                let result = hub.send(&room, message).await;
+                let result = if within_rate {
+                    hub.send(&room, message).await
+                } else {
+                    hub.answer_over_rate(&room, &message).await
+                };
                 (room, client_id, result)
             }
             .boxed(),
         )
     }
 
-    fn check_send(&mut self, raw_room: &str, text: &str, client_id: &str) -> Result<(RoomName, NewMessage), ChatError> {
+    /// A valid send of a joined room, and whether it is within the send rate.
+    fn check_send(&mut self, raw_room: &str, text: &str, client_id: &str) -> Result<(RoomName, NewMessage, bool), ChatError> {
         let room = RoomName::parse(raw_room)?;
         if !self.feeds.contains(&room) {
             return Err(ChatError::NotJoined(room.to_string()));
         }
         let client_id = validate_client_id(client_id)?;
         let text = validate_text(text)?;
-        if self.sends.as_mut().is_some_and(|limit| !limit.allow()) {
-            return Err(ChatError::RateLimited);
-        }
-        Ok((room, NewMessage { user: self.user.clone(), text, client_id }))
+        let within_rate = self.sends.as_mut().is_none_or(|limit| limit.allow());
+        Ok((room, NewMessage { user: self.user.clone(), text, client_id }, within_rate))
     }
 
     /// A store finished: errors and repeated sends are answered directly;

@@ -487,3 +487,33 @@ async fn every_send_dropped_by_the_frame_limit_is_answered_with_its_client_id() 
     let on_disk: Vec<Value> = ann.all_messages("general").await;
     assert_eq!(on_disk.len(), 5);
 }
+
+#[tokio::test]
+async fn a_retry_of_a_stored_message_is_answered_even_over_the_send_rate() {
+    let server = TestServer::start_with(|config| {
+        config.send_rate = Some(chatroom::rate::SendRate { per_second: 0.001, burst: 2 });
+    })
+    .await;
+    let (ann, mut a) = server.guest_in("ann", "general").await;
+    let first = a.send_and_echo("general", "one", "c1").await;
+    a.send_and_echo("general", "two", "c2").await;
+    // The bucket is empty now: a new message is refused…
+    a.send_message("general", "three", "c3").await;
+    let refused = a.expect_error("rate_limited").await;
+    assert_eq!(refused["client_id"], "c3");
+    // …but a retry of a stored one is answered with the stored copy, so a
+    // client that resends its outbox after a reconnect never sees it "lost".
+    a.send_message("general", "one", "c1").await;
+    let answer = a.next_of_type("message").await;
+    assert_eq!((answer["id"].clone(), answer["client_id"].clone()), (first["id"].clone(), json!("c1")));
+
+    // The same over HTTP (posts have a bucket of their own, also 2).
+    assert_eq!(ann.post_message("general", "four", "c4").await.0, 201);
+    assert_eq!(ann.post_message("general", "five", "c5").await.0, 201);
+    let (status, body) = ann.post_message("general", "six", "c6").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limited")));
+    let (status, body) = ann.post_message("general", "one", "c1").await;
+    assert_eq!((status, body["id"].clone()), (200, first["id"].clone()));
+    let stored: Vec<String> = ann.all_messages("general").await.iter().map(|m| m["client_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(stored, ["c1", "c2", "c4", "c5"]);
+}

@@ -132,10 +132,13 @@ pub async fn post_message(state: State, raw_room: String, session: Arc<Session>,
             text: validate_text(&body.text)?,
             client_id: validate_client_id(&body.client_id)?,
         };
-        if state.config.send_rate.is_some_and(|rate| !session.allow_post(rate)) {
-            return Err(ChatError::RateLimited);
-        }
-        Ok(match state.hub.send(&room, message).await? {
+        let within_rate = state.config.send_rate.is_none_or(|rate| session.allow_post(rate));
+        let stored = if within_rate {
+            state.hub.send(&room, message).await?
+        } else {
+            state.hub.answer_over_rate(&room, &message).await?
+        };
+        Ok(match stored {
             Appended::New(m) => reply::json(StatusCode::CREATED, &m),
             Appended::Duplicate(m) => reply::json(StatusCode::OK, &m),
         })

@@ -122,6 +122,16 @@ impl Hub {
         answer.await.map_err(|_| ChatError::Internal("the room writer dropped a send".into()))?
     }
 
+    /// Answers a send that may not be stored now (over its rate): with the
+    /// stored copy if it is a retry of a message already stored, so retries
+    /// never look lost; otherwise with `RateLimited`.
+    pub async fn answer_over_rate(&self, room: &RoomName, message: &NewMessage) -> Result<Appended, ChatError> {
+        match self.inner.store.find_sent(room, &message.user, &message.client_id).await? {
+            Some(stored) => Ok(Appended::Duplicate(stored)),
+            None => Err(ChatError::RateLimited),
+        }
+    }
+
     pub async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {
         self.inner.store.history(room, query).await
     }

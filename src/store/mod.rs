@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::error::ChatError;
-use crate::model::{Message, NewMessage, RoomName};
+use crate::model::{Message, NewMessage, RoomName, Username};
 
 /// How many of a room's latest messages are checked for a repeated
 /// `client_id` (the protocol promises at least 1,000).
@@ -95,6 +95,10 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, ChatError>;
     /// Stores a batch of messages in order (see the module doc).
     async fn append(&self, room: &RoomName, batch: Vec<NewMessage>) -> Result<Vec<Appended>, ChatError>;
+    /// The message `user` already stored with `client_id`, if it is among
+    /// the room's last [`DEDUP_WINDOW`] messages (what `append` would answer
+    /// as a duplicate).
+    async fn find_sent(&self, room: &RoomName, user: &Username, client_id: &str) -> Result<Option<Message>, ChatError>;
     /// Reads a slice of history, oldest first.
     async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, ChatError>;
     /// Makes everything written so far durable (called at shutdown).

@@ -32,7 +32,7 @@ use tokio::sync::OnceCell;
 use self::room_log::{RoomLog, SharedRoomLog};
 use super::{Appended, HistoryQuery, MessageStore, RoomInfo, rank_rooms};
 use crate::error::ChatError;
-use crate::model::{Message, NewMessage, RoomName, now_rfc3339};
+use crate::model::{Message, NewMessage, RoomName, now_rfc3339, Username};
 
 /// The room every server has.
 pub const DEFAULT_ROOM: &str = "general";
@@ -201,6 +201,10 @@ impl MessageStore for JsonlStore {
             .await
             .map_err(|e| ChatError::Internal(e.to_string()))?;
         Ok(result?)
+    }
+
+    async fn find_sent(&self, room: &RoomName, user: &Username, client_id: &str) -> Result<Option<Message>, ChatError> {
+        Ok(self.log(room).await?.find_sent(user.as_str(), client_id))
     }
 
     async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {

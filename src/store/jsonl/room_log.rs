@@ -188,6 +188,11 @@ impl RoomLog {
         Ok(())
     }
 
+    /// The stored message `user` sent with `client_id`, if recent.
+    pub fn find_sent(&self, user: &str, client_id: &str) -> Option<Message> {
+        self.recent.lock().expect("recent lock").find(&dedup_key(user, client_id)).cloned()
+    }
+
     /// Reads a slice of history (blocking when it has to go to disk).
     pub fn history_blocking(&self, query: HistoryQuery) -> io::Result<Vec<Message>> {
         if let Some(hit) = self.recent.lock().expect("recent lock").answer(&query) {
