@@ -62,6 +62,11 @@ pub struct Cli {
     #[arg(long, env = "CHATROOM_FRAME_BURST", default_value_t = 200)]
     pub frame_burst: u32,
 
+    /// Behind a reverse proxy: take the client's address (for log-in
+    /// throttling) from the last entry of `X-Forwarded-For`.
+    #[arg(long, env = "CHATROOM_TRUST_PROXY")]
+    pub trust_proxy: bool,
+
     /// Call fsync after every batch of messages (survives power loss, slower).
     #[arg(long, env = "CHATROOM_SYNC_WRITES")]
     pub sync_writes: bool,
@@ -78,6 +83,7 @@ pub struct Config {
     pub secure_cookies: bool,
     pub send_rate: Option<SendRate>,
     pub frame_rate: Option<SendRate>,
+    pub trust_proxy: bool,
     pub sync_writes: bool,
 }
 
@@ -126,6 +132,7 @@ impl Config {
             secure_cookies: cli.secure_cookies,
             send_rate,
             frame_rate,
+            trust_proxy: cli.trust_proxy,
             sync_writes: cli.sync_writes,
         })
     }

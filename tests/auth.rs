@@ -301,3 +301,29 @@ async fn unknown_paths_are_json_404s() {
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "not_found");
 }
+
+/// One failed log-in for `name`, as if from `client` behind our proxy.
+async fn fail_login_via_proxy(visitor: &User, name: &str, client: &str) -> u16 {
+    let response = visitor
+        .request(Method::POST, "/api/login")
+        .header("x-forwarded-for", format!("203.0.113.250, {client}"))
+        .json(&json!({"username": name, "password": "not the password"}))
+        .send()
+        .await
+        .unwrap();
+    response.status().as_u16()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_throttling_counts_per_forwarded_address() {
+    let server = TestServer::start_with(|config| config.trust_proxy = true).await;
+    let visitor = server.anonymous();
+    for n in 0..20 {
+        assert_eq!(fail_login_via_proxy(&visitor, &format!("user{n}"), "198.51.100.7").await, 401);
+    }
+    // That address is locked out, whatever the name …
+    assert_eq!(fail_login_via_proxy(&visitor, "someone-new", "198.51.100.7").await, 429);
+    // … but another client behind the same proxy is not, and the first
+    // (client-written) entry of the header is not what counts.
+    assert_eq!(fail_login_via_proxy(&visitor, "someone-new", "198.51.100.8").await, 401);
+}

@@ -3,7 +3,7 @@
 //! response, errors included.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -70,8 +70,7 @@ pub async fn sign_up(state: State, current: Option<Arc<Session>>, body: Credenti
 }
 
 /// POST /api/login {"username","password"}
-pub async fn log_in(state: State, from: Option<SocketAddr>, current: Option<Arc<Session>>, body: CredentialsBody) -> Result<HttpResponse, warp::Rejection> {
-    let from = from.map(|a| a.ip());
+pub async fn log_in(state: State, from: Option<IpAddr>, current: Option<Arc<Session>>, body: CredentialsBody) -> Result<HttpResponse, warp::Rejection> {
     let started = state.auth.log_in(&body.username, body.password, from, current.as_ref()).await;
     Ok(reply::or_error(started.map(|s| session_started(&state, StatusCode::OK, s))))
 }

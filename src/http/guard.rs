@@ -3,6 +3,7 @@
 //! which `http::recover` turns into JSON errors.
 
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -80,6 +81,23 @@ pub fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Er
             serde_json::from_slice::<T>(&body)
                 .map_err(|e| reject(ChatError::InvalidJson(format!("could not read the request body: {e}"))))
         })
+}
+
+/// The client's address: the TCP peer, or — with `--trust-proxy`, when a
+/// reverse proxy in front of us appends the real client to
+/// `X-Forwarded-For` — the last address in that header (the one our proxy
+/// wrote; earlier ones came from the client and prove nothing).
+pub fn client_ip(state: State) -> impl Filter<Extract = (Option<IpAddr>,), Error = Rejection> + Clone {
+    warp::addr::remote()
+        .and(warp::header::optional::<String>("x-forwarded-for"))
+        .map(move |peer: Option<SocketAddr>, forwarded: Option<String>| {
+            let from_proxy = state.config.trust_proxy.then(|| last_forwarded(forwarded.as_deref())).flatten();
+            from_proxy.or(peer.map(|p| p.ip()))
+        })
+}
+
+fn last_forwarded(header: Option<&str>) -> Option<IpAddr> {
+    header?.rsplit(',').next()?.trim().parse().ok()
 }
 
 /// Whether `origin` is `scheme://host` of the request itself.

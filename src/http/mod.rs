@@ -160,7 +160,7 @@ fn log_in(state: State) -> BoxedFilter<(HttpResponse,)> {
         .and(warp::post())
         .and(allowed_origin(state.clone()))
         .and(with_state(state.clone()))
-        .and(warp::addr::remote())
+        .and(guard::client_ip(state.clone()))
         .and(optional_session(state))
         .and(json_body())
         .and_then(api::log_in)
