@@ -17,7 +17,6 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
-            eprintln!("chatroom: {message}");
             ExitCode::FAILURE
         }
     }
