@@ -1,6 +1,9 @@
 //! The real-browser suite: two users, each in their own headless Chromium (separate
 //! WebDriver sessions and profiles), walk the log-in/sign-up story (step 2) and the home
-//! page story (step 3) against an in-process server.
+//! page story (step 3) against an in-process server. A second story puts the two
+//! transports side by side — one user polling the HTTP API (`?transport=polling`), the
+//! other on the WebSocket — and then shrinks the WebSocket user's window to a phone's.
+//! The tests take turns (one pair of browsers at a time).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the suite is skipped with a
 //! loud notice — except in CI (`CI=true`), where it is mandatory and fails instead.
@@ -10,7 +13,6 @@
 
 mod browser_support;
 
-use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,24 +40,25 @@ fn artifacts() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_in_chromium_walk_sign_up_log_in_rooms_and_chat() {
-    let programs = match Programs::find() {
-        Ok(programs) => programs,
-        Err(why) => {
-            let install = "apt-get install -y chromium chromium-driver";
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!(
-                    "the browser suite is mandatory in CI, but chromium/chromedriver is missing ({why}): {install}"
-                );
-            }
-            let notice = format!(
-                "SKIPPED browser suite: chromium/chromedriver not installed ({why}) — {install}"
-            );
-            let bar = "!".repeat(notice.chars().count().min(100));
-            // Straight to the process's stderr: libtest would swallow an eprintln! of a passing test.
-            let _ = writeln!(std::io::stderr(), "\n{bar}\n{notice}\n{bar}\n");
-            return;
-        }
+    with_two_browsers(["alice", "bob"], SUITE_LIMIT, async |alice, bob| {
+        walk(alice, bob).await
+    })
+    .await;
+}
+
+/// Starts a server with a fresh data directory, chromedriver and one Chromium per user
+/// (`names` are also the users' names), runs `story` with them within `limit`, and tears
+/// everything down. On failure each browser's screen is saved as failure-<name>.png.
+/// Skipped (loudly) without Chromium, unless in CI.
+async fn with_two_browsers(
+    names: [&'static str; 2],
+    limit: Duration,
+    story: impl AsyncFnOnce(&Browser, &Browser),
+) {
+    let Some(programs) = Programs::or_skip() else {
+        return;
     };
+    let _machine = browser_support::one_at_a_time().await;
     let started = Instant::now();
     let data = tempfile::tempdir().expect("data dir");
     let server = RunningServer::start(Config::for_data_dir(data.path()))
@@ -63,24 +66,24 @@ async fn two_users_in_chromium_walk_sign_up_log_in_rooms_and_chat() {
         .expect("server starts");
     let base = format!("http://{}", server.addr);
     let driver = Driver::spawn(&programs.chromedriver);
-    let (alice, bob) = tokio::join!(
-        Browser::open(&driver, &programs.chromium, &base, "alice"),
-        Browser::open(&driver, &programs.chromium, &base, "bob"),
+    let (first, second) = tokio::join!(
+        Browser::open(&driver, &programs.chromium, &base, names[0]),
+        Browser::open(&driver, &programs.chromium, &base, names[1]),
     );
 
     let outcome = AssertUnwindSafe(async {
-        if tokio::time::timeout(SUITE_LIMIT, walk(&alice, &bob))
+        if tokio::time::timeout(limit, story(&first, &second))
             .await
             .is_err()
         {
-            panic!("the browser walk did not finish within {SUITE_LIMIT:?}");
+            panic!("the browser story did not finish within {limit:?}");
         }
     })
     .catch_unwind()
     .await;
     if outcome.is_err() {
         // What each browser showed when it failed, for the post-mortem.
-        for browser in [&alice, &bob] {
+        for browser in [&first, &second] {
             let file = artifacts().join(format!("failure-{}.png", browser.name));
             if let Ok(png) = browser.client.screenshot().await {
                 let _ = std::fs::create_dir_all(artifacts());
@@ -93,14 +96,19 @@ async fn two_users_in_chromium_walk_sign_up_log_in_rooms_and_chat() {
             }
         }
     }
-    alice.close().await;
-    bob.close().await;
+    first.close().await;
+    second.close().await;
     drop(driver);
     server.stop().await.expect("server stops cleanly");
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
-    eprintln!("browser suite passed in {:.1?}", started.elapsed());
+    eprintln!(
+        "browser story of {} and {} passed in {:.1?}",
+        names[0],
+        names[1],
+        started.elapsed()
+    );
 }
 
 async fn walk(alice: &Browser, bob: &Browser) {
@@ -677,4 +685,246 @@ async fn unsubscribe(a: &Browser, b: &Browser) {
     expect_home_as(b, "bob").await;
     expect_in_list(b, "general", true).await;
     assert_eq!(room_list(b).await, json!(["general", "lobby"]));
+}
+
+// ---- before/after: HTTP polling beside the WebSocket, then a phone's width ---------------
+
+/// The polling user ("before": the HTTP API asked every 2 s) and the WebSocket user ("after").
+const POLLER: &str = "polly";
+const SOCKET_USER: &str = "webb";
+const SIDE_ROOM: &str = "side-by-side";
+/// A polling page asks for the open room every 2 s: a message shows within one poll.
+const POLLED: Duration = Duration::from_secs(5);
+/// The whole story normally takes about 10 s; this only guards against a hung browser.
+const SIDE_BY_SIDE_LIMIT: Duration = Duration::from_secs(60);
+/// An iPhone 12–15's viewport in CSS pixels.
+const PHONE: (u32, u32) = (390, 844);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_beside_websocket_then_phone_width() {
+    with_two_browsers(
+        [POLLER, SOCKET_USER],
+        SIDE_BY_SIDE_LIMIT,
+        async |poller, socket| {
+            let started = Instant::now();
+            polling_beside_websocket(poller, socket).await;
+            phone_width(poller, socket).await;
+            eprintln!("  side-by-side story took {:.1?}", started.elapsed());
+        },
+    )
+    .await;
+}
+
+/// Enters as a guest through the landing page's guest form, into `room`.
+async fn enter_as_guest(b: &Browser, room: &str) {
+    b.goto("/").await;
+    b.wait_at("/").await;
+    b.type_into("#guest-form input[name=username]", b.name)
+        .await;
+    b.type_into("#guest-form input[name=room]", room).await;
+    b.click("#guest-form button[type=submit]").await;
+    b.wait_at("/home").await; // exactly /home: the ?room= was handled and removed
+    expect_open_room(b, room).await;
+}
+
+async fn connection_state(b: &Browser) -> Value {
+    b.js(
+        "return document.getElementById('conn-state').dataset.state",
+        vec![],
+    )
+    .await
+}
+
+/// Every stored message shows once (no two elements share a data-id) and no send is
+/// left pending (a pending copy beside the stored one would be a duplicate on screen).
+async fn expect_no_repeats(b: &Browser) -> usize {
+    let ids = b
+        .js(
+            "return [...document.querySelectorAll('#messages [data-id]')].map(m => m.dataset.id)",
+            vec![],
+        )
+        .await;
+    let ids: Vec<&str> = ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap())
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "[{}] a message shows twice: data-ids {ids:?}",
+        b.name
+    );
+    let pending = b
+        .js(
+            "return document.querySelectorAll('#messages .message.pending').length",
+            vec![],
+        )
+        .await;
+    assert_eq!(pending, json!(0), "[{}] a send is still pending", b.name);
+    ids.len()
+}
+
+async fn polling_beside_websocket(poller: &Browser, socket: &Browser) {
+    // Both come in as guests (the room is made on the way in); the poller then reopens
+    // /home with ?transport=polling, so its page never opens a WebSocket. (location.replace
+    // rather than a new history entry: Chromium may keep the old page, socket and all, in
+    // its back/forward cache, and the poller would stay "online" over that socket.)
+    tokio::join!(
+        enter_as_guest(poller, SIDE_ROOM),
+        enter_as_guest(socket, SIDE_ROOM)
+    );
+    poller
+        .js(
+            "location.replace(arguments[0])",
+            vec![json!(format!("/home?transport=polling&room={SIDE_ROOM}"))],
+        )
+        .await;
+    poller.wait_at("/home?transport=polling").await;
+    expect_open_room(poller, SIDE_ROOM).await;
+    poller
+        .wait_js(
+            "#conn-state shows polling",
+            STEP,
+            "const e = document.getElementById('conn-state'); return e.dataset.state === 'polling' && e.textContent === 'polling'",
+            vec![],
+        )
+        .await;
+    socket
+        .wait_js(
+            "#conn-state shows connected",
+            STEP,
+            "return document.getElementById('conn-state').dataset.state === 'connected'",
+            vec![],
+        )
+        .await;
+    // Presence needs the socket: the WebSocket page lists who is online — only itself, which
+    // also shows the polling page holds no socket — and the polling page shows no list.
+    socket
+        .wait_js(
+            "the online bar lists only the WebSocket user",
+            STEP,
+            "const bar = document.getElementById('online-bar');
+             const names = [...bar.querySelectorAll('#online li')].map(e => e.textContent);
+             return !bar.hidden && bar.getClientRects().length > 0 && names.join() === arguments[0];",
+            vec![json!(SOCKET_USER)],
+        )
+        .await;
+    assert!(
+        !poller.is_visible("#online-bar").await,
+        "a polling page shows no online list"
+    );
+
+    // WebSocket → polling: the poller sees it at its next poll (every 2 s).
+    let text = "Over the socket: can you hear me?";
+    let sent = send(socket, text).await;
+    let polled = expect_message(poller, "theirs", SOCKET_USER, text, POLLED).await;
+    let polled = sent.elapsed().max(polled);
+    expect_message(socket, "mine", SOCKET_USER, text, LIVE).await;
+    eprintln!("  {text:?}: {SOCKET_USER} (WebSocket) → {POLLER} (polling) in {polled:.1?}");
+
+    // Polling → WebSocket: the POST is broadcast at once, so within the second.
+    let text = "Loud and clear, one poll at a time.";
+    let sent = send(poller, text).await;
+    expect_delivered(poller, socket, text, sent).await;
+
+    for b in [poller, socket] {
+        expect_no_repeats(b).await;
+        assert_eq!(
+            connection_state(b).await,
+            json!(if b.name == POLLER {
+                "polling"
+            } else {
+                "connected"
+            }),
+            "[{}] the transport did not change during the exchange",
+            b.name
+        );
+    }
+    poller
+        .screenshot(&artifacts().join("home-polling.png"))
+        .await;
+}
+
+/// The same page at a phone's width: usable, no sideways scrolling, and it still sends.
+async fn phone_width(poller: &Browser, socket: &Browser) {
+    let (width, height) = PHONE;
+    let viewport = socket.resize(width, height).await;
+    eprintln!("  phone viewport (innerWidth, innerHeight): {viewport}");
+
+    for css in [
+        "#message-input",
+        "#messages",
+        "#composer button[type=submit]",
+    ] {
+        let element = socket.find(css).await;
+        assert!(
+            element.is_displayed().await.expect("is_displayed"),
+            "[{SOCKET_USER}] {css} is displayed at {width} px"
+        );
+        // Wholly on screen: not cut off at a side nor pushed below the fold.
+        let rect = socket
+            .js(
+                "const r = document.querySelector(arguments[0]).getBoundingClientRect();
+                 return [r.left, r.top, r.right, r.bottom, r.width, r.height].map(Math.round);",
+                vec![json!(css)],
+            )
+            .await;
+        let r: Vec<i64> = rect
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert!(
+            r[0] >= 0 && r[1] >= 0 && r[2] <= i64::from(width) && r[3] <= i64::from(height),
+            "[{SOCKET_USER}] {css} lies inside the {width}×{height} viewport: {rect}"
+        );
+        assert!(r[4] > 0 && r[5] > 0, "{css} has a size: {rect}");
+    }
+    let feed_height = socket
+        .js(
+            "return document.getElementById('messages').getBoundingClientRect().height",
+            vec![],
+        )
+        .await;
+    assert!(
+        feed_height.as_f64().unwrap() >= 200.0,
+        "the feed keeps most of the phone's height: {feed_height} px"
+    );
+    let overflow = socket
+        .js(
+            "return [document.documentElement.scrollWidth, window.innerWidth]",
+            vec![],
+        )
+        .await;
+    assert!(
+        overflow[0].as_i64() <= overflow[1].as_i64(),
+        "no sideways scrolling at {width} px (scrollWidth, innerWidth): {overflow}"
+    );
+
+    // And it still sends, from the phone to the polling page.
+    let text = "Typed on a phone, 390 px wide.";
+    let sent = send(socket, text).await;
+    expect_message(socket, "mine", SOCKET_USER, text, LIVE).await;
+    expect_message(poller, "theirs", SOCKET_USER, text, POLLED).await;
+    eprintln!(
+        "  {text:?}: {SOCKET_USER} (phone) → {POLLER} (polling) in {:.1?}",
+        sent.elapsed()
+    );
+    // That poll also fetched the poller's own message again (its POST answer does not move
+    // the poll's cursor): it still shows once.
+    for b in [poller, socket] {
+        assert_eq!(
+            expect_no_repeats(b).await,
+            3,
+            "[{}] three messages, each once",
+            b.name
+        );
+    }
+    socket.screenshot(&artifacts().join("home-phone.png")).await;
 }

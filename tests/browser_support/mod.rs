@@ -3,6 +3,7 @@
 //! with its own fresh profile, so two users never share cookies or storage), and small
 //! helpers that poll the page for a condition until a deadline — never a fixed sleep.
 
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -59,6 +60,39 @@ impl Programs {
             Err(format!("not found: {}", missing.join(", ")))
         }
     }
+}
+
+impl Programs {
+    /// Both programs; or, if one is missing, `None` after a loud notice on stderr — except in
+    /// CI (`CI=true`), where the browser suite is mandatory and this panics instead.
+    pub fn or_skip() -> Option<Self> {
+        let why = match Self::find() {
+            Ok(programs) => return Some(programs),
+            Err(why) => why,
+        };
+        let install = "apt-get install -y chromium chromium-driver";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "the browser suite is mandatory in CI, but chromium/chromedriver is missing ({why}): {install}"
+            );
+        }
+        let notice = format!(
+            "SKIPPED browser suite: chromium/chromedriver not installed ({why}) — {install}"
+        );
+        let bar = "!".repeat(notice.chars().count().min(100));
+        // Straight to the process's stderr: libtest would swallow an eprintln! of a passing test.
+        let _ = writeln!(std::io::stderr(), "\n{bar}\n{notice}\n{bar}\n");
+        None
+    }
+}
+
+/// The browser tests of one binary run one at a time: two pairs of Chromiums at once on a
+/// small machine would blur the timings each test asserts (a message "within 1 s").
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Holds the machine's browsers for one test until dropped (a panicking test releases it too).
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
 }
 
 /// A chromedriver process on a free local port; killed when dropped.
@@ -303,6 +337,42 @@ impl Browser {
 
     pub async fn is_visible(&self, css: &str) -> bool {
         self.js(VISIBLE, vec![json!(css)]).await == Value::Bool(true)
+    }
+
+    /// Resizes the window so that the page's viewport is `width`×`height` CSS pixels (e.g. a
+    /// phone's 390×844; the window's own frame is added on top) and returns the page's
+    /// `[innerWidth, innerHeight]` once it has taken the new size.
+    pub async fn resize(&self, width: u32, height: u32) -> Value {
+        let frame = self
+            .js(
+                "return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight]",
+                vec![],
+            )
+            .await;
+        let frame = |i: usize| {
+            frame[i]
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0)
+        };
+        let (outer_width, outer_height) = (width + frame(0), height + frame(1));
+        self.client
+            .set_window_size(outer_width, outer_height)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "[{}] set window size {outer_width}×{outer_height}: {e}",
+                    self.name
+                )
+            });
+        self.wait_js(
+            &format!("the page's viewport is {width}×{height}"),
+            STEP,
+            "return window.innerWidth === arguments[0] && window.innerHeight === arguments[1]
+                && [window.innerWidth, window.innerHeight]",
+            vec![json!(width), json!(height)],
+        )
+        .await
     }
 
     /// Saves a PNG of the viewport.
