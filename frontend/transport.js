@@ -39,8 +39,31 @@ export class Transport {
   start() {
     window.addEventListener('online', () => this.retryNow());
     window.addEventListener('offline', () => this.setState('offline'));
+    // A page kept in the back/forward cache would keep its socket (and its
+    // user "online") open: close it when the page is hidden, reopen on return.
+    window.addEventListener('pagehide', () => this.suspend());
+    window.addEventListener('pageshow', (event) => {
+      if (event.persisted) this.resume();
+    });
     if (this.forcePolling) this.startPolling();
     else this.connect();
+  }
+
+  suspend() {
+    clearTimeout(this.retryTimer);
+    const ws = this.ws;
+    this.ws = null; // so its close event is not taken for a failure
+    if (ws) ws.close(1000, 'page hidden');
+  }
+
+  resume() {
+    if (this.mode === 'polling') {
+      this.pollOpenRoom();
+      if (!this.forcePolling) this.retryTimer = setTimeout(() => this.connect(), SOCKET_RETRY_WHILE_POLLING_MS);
+    } else {
+      this.attempt = 0;
+      this.connect();
+    }
   }
 
   get socketOpen() {

@@ -771,16 +771,16 @@ async fn expect_no_repeats(b: &Browser) -> usize {
 
 async fn polling_beside_websocket(poller: &Browser, socket: &Browser) {
     // Both come in as guests (the room is made on the way in); the poller then reopens
-    // /home with ?transport=polling, so its page never opens a WebSocket. (location.replace
-    // rather than a new history entry: Chromium may keep the old page, socket and all, in
-    // its back/forward cache, and the poller would stay "online" over that socket.)
+    // /home with ?transport=polling, so its page never opens a WebSocket. An ordinary
+    // navigation: Chromium may keep the old page in its back/forward cache, and the page
+    // must close its socket on `pagehide` or the poller would stay "online" over it.
     tokio::join!(
         enter_as_guest(poller, SIDE_ROOM),
         enter_as_guest(socket, SIDE_ROOM)
     );
     poller
         .js(
-            "location.replace(arguments[0])",
+            "location.assign(arguments[0])",
             vec![json!(format!("/home?transport=polling&room={SIDE_ROOM}"))],
         )
         .await;
