@@ -165,12 +165,8 @@ pub fn normalize_origin(raw: &str) -> Option<String> {
 }
 
 fn prepare_data_dir(path: &std::path::Path) -> Result<(), ConfigError> {
-    let fail = |reason: String| ConfigError::DataDir { path: path.display().to_string(), reason };
-    std::fs::create_dir_all(path).map_err(|e| fail(format!("cannot create it: {e}")))?;
-    let probe = path.join(".write-test");
-    std::fs::write(&probe, b"ok").map_err(|e| fail(format!("cannot write in it: {e}")))?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
+    crate::store::jsonl::prepare_data_dir(path)
+        .map_err(|reason| ConfigError::DataDir { path: path.display().to_string(), reason })
 }
 
 #[cfg(test)]

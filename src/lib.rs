@@ -88,7 +88,7 @@ impl App {
             tracing::info!("shutting down: no new connections; closing sockets");
             let _ = stop_tx.send(true);
         };
-        warp::serve(http::routes(state)).incoming(listener).graceful(signal).run().await;
+        http::serve(state, listener, signal).await;
         connections.close();
         if tokio::time::timeout(SOCKET_CLOSE_GRACE, connections.wait()).await.is_err() {
             tracing::warn!(open = connections.len(), "some sockets did not close in time");

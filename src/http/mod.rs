@@ -73,6 +73,13 @@ impl State {
     }
 }
 
+/// Serves every route on `listener` until `shutdown` resolves; then stops
+/// accepting and lets open HTTP requests finish (WebSockets are closed by
+/// their connections, which watch `State::shutdown`).
+pub async fn serve(state: State, listener: tokio::net::TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+    warp::serve(routes(state)).incoming(listener).graceful(shutdown).run().await;
+}
+
 /// Every route, with errors turned into JSON and security headers added.
 pub fn routes(state: State) -> BoxedFilter<(HttpResponse,)> {
     let api = guest(state.clone())

@@ -140,6 +140,17 @@ impl JsonlStore {
     }
 }
 
+/// Creates the data directory if needed and checks that files can be
+/// written in it; the reason in words if not. Called when settings are
+/// checked, so a bad `--data-dir` stops the server before it listens.
+pub fn prepare_data_dir(path: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(path).map_err(|e| format!("cannot create it: {e}"))?;
+    let probe = path.join(".write-test");
+    std::fs::write(&probe, b"ok").map_err(|e| format!("cannot write in it: {e}"))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
 fn read_room_records(path: &Path) -> io::Result<BTreeMap<String, RoomRecord>> {
     let mut rooms = BTreeMap::new();
     let file = match File::open(path) {
