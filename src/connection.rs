@@ -42,6 +42,8 @@ use crate::store::{Appended, HistoryQuery, MAX_PAGE};
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Messages sent on `join` without `after`.
 const JOIN_HISTORY: usize = 50;
+/// Rooms one connection may have joined at once.
+pub const MAX_JOINED_ROOMS: usize = 256;
 /// Sends of one connection being stored at once; reading pauses beyond.
 const MAX_PENDING_SENDS: usize = 64;
 /// Frames written before a flush when many are queued.
@@ -235,6 +237,9 @@ impl Connection {
 
     async fn try_join(&mut self, raw_room: &str, after: Option<u64>) -> Result<ServerEvent, ChatError> {
         let room = RoomName::parse(raw_room)?;
+        if self.feeds.len() >= MAX_JOINED_ROOMS && !self.feeds.contains(&room) {
+            return Err(ChatError::TooManyRooms(MAX_JOINED_ROOMS));
+        }
         let receiver = self.hub.subscribe(&room).await?;
         let query = match after {
             Some(after) => HistoryQuery::after(after, MAX_PAGE + 1),
@@ -422,6 +427,10 @@ impl Feeds {
 
     fn is_empty(&self) -> bool {
         self.feeds.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.feeds.len()
     }
 
     fn get(&self, feed: usize) -> &Feed {

@@ -40,6 +40,8 @@ pub enum ChatError {
     WeakPassword(String),
     #[error("too many attempts; try again in {retry_after_secs} s")]
     TooManyAttempts { retry_after_secs: u64 },
+    #[error("one connection may join at most {0} rooms; leave one first")]
+    TooManyRooms(usize),
     #[error("you are sending too fast; slow down")]
     RateLimited,
     #[error("the server is busy; try again shortly")]
@@ -77,6 +79,7 @@ impl ChatError {
             Self::BadCredentials => "bad_credentials",
             Self::WeakPassword(_) => "weak_password",
             Self::TooManyAttempts { .. } => "too_many_attempts",
+            Self::TooManyRooms(_) => "too_many_rooms",
             Self::RateLimited => "rate_limited",
             Self::Busy => "busy",
             Self::NotJoined(_) => "not_joined",
@@ -98,7 +101,7 @@ impl ChatError {
             | Self::BadRequest(_)
             | Self::WeakPassword(_) => 400,
             Self::Unauthorized | Self::BadCredentials => 401,
-            Self::ForbiddenOrigin | Self::GuestsDisabled | Self::NotJoined(_) => 403,
+            Self::ForbiddenOrigin | Self::GuestsDisabled | Self::NotJoined(_) | Self::TooManyRooms(_) => 403,
             Self::RoomNotFound(_) | Self::NotFound => 404,
             Self::RoomExists(_) | Self::NameTaken(_) => 409,
             Self::PayloadTooLarge => 413,

@@ -517,3 +517,25 @@ async fn a_retry_of_a_stored_message_is_answered_even_over_the_send_rate() {
     let stored: Vec<String> = ann.all_messages("general").await.iter().map(|m| m["client_id"].as_str().unwrap().to_string()).collect();
     assert_eq!(stored, ["c1", "c2", "c4", "c5"]);
 }
+
+#[tokio::test]
+async fn one_connection_cannot_join_more_than_256_rooms() {
+    // No frame limit here: 256 joins in a row would exceed its burst.
+    let server = TestServer::start_with(|config| config.frame_rate = None).await;
+    let (ann, mut a) = server.guest_in("ann", "general").await;
+    for n in 0..256 {
+        ann.create_room(&format!("r{n}")).await;
+    }
+    for n in 0..255 {
+        a.join(&format!("r{n}")).await; // with general: 256 joined
+    }
+    a.send_json(json!({"type": "join", "room": "r255"})).await;
+    let refused = a.expect_error("too_many_rooms").await;
+    assert_eq!(refused["room"], "r255");
+    // Re-joining a room it has is fine, and leaving one makes room.
+    a.join("general").await;
+    a.send_json(json!({"type": "leave", "room": "r0"})).await;
+    assert_eq!(a.next_of_type("left").await["room"], "r0");
+    a.join("r255").await;
+    a.send_and_echo("r255", "still works", "c1").await;
+}
