@@ -57,6 +57,11 @@ impl LogFile {
         Ok(Self { path: path.to_path_buf(), file })
     }
 
+    /// Makes what was appended durable.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
     /// Appends records as whole lines, in one write.
     pub fn append<T: Serialize>(&mut self, records: &[T]) -> io::Result<()> {
         let mut buf = Vec::new();

@@ -20,8 +20,8 @@ mod room_log;
 pub use self::accounts::JsonlAccounts;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::fs::OpenOptions;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +29,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
+use self::log_file::LogFile;
 use self::room_log::{RoomLog, SharedRoomLog};
 use super::{Appended, HistoryQuery, MessageStore, RoomInfo, rank_rooms};
 use crate::error::ChatError;
@@ -48,7 +49,7 @@ type RoomSlot = Arc<OnceCell<SharedRoomLog>>;
 
 pub struct JsonlStore {
     rooms_dir: PathBuf,
-    rooms_file: Mutex<File>,
+    rooms_file: Mutex<LogFile>,
     rooms: Mutex<BTreeMap<String, RoomRecord>>,
     open_rooms: Mutex<HashMap<RoomName, RoomSlot>>,
     sync_writes: bool,
@@ -61,7 +62,7 @@ impl JsonlStore {
         std::fs::create_dir_all(&rooms_dir)?;
         let rooms_path = data_dir.join("rooms.jsonl");
         let rooms = read_room_records(&rooms_path)?;
-        let rooms_file = OpenOptions::new().create(true).append(true).open(&rooms_path)?;
+        let rooms_file = LogFile::open(&rooms_path)?;
         let store = Self {
             rooms_dir,
             rooms_file: Mutex::new(rooms_file),
@@ -96,15 +97,13 @@ impl JsonlStore {
     }
 
     /// Appends a room record; the caller holds the rooms file lock.
-    fn record_room(&self, file: &mut File, room: &RoomName, created_by: &str) -> io::Result<RoomRecord> {
+    fn record_room(&self, file: &mut LogFile, room: &RoomName, created_by: &str) -> io::Result<RoomRecord> {
         let record = RoomRecord {
             name: room.to_string(),
             created_by: created_by.to_string(),
             created_at: now_rfc3339(),
         };
-        let mut line = serde_json::to_vec(&record).expect("a room record serialises");
-        line.push(b'\n');
-        file.write_all(&line)?;
+        file.append(std::slice::from_ref(&record))?;
         self.rooms.lock().expect("rooms lock").insert(record.name.clone(), record.clone());
         Ok(record)
     }
@@ -140,6 +139,20 @@ impl JsonlStore {
     }
 }
 
+/// The rooms of `rooms.jsonl`, by name; records with an invalid name are
+/// skipped with a warning (like damaged lines).
+fn read_room_records(path: &Path) -> io::Result<BTreeMap<String, RoomRecord>> {
+    let mut rooms = BTreeMap::new();
+    for record in LogFile::read_all::<RoomRecord>(path)? {
+        if RoomName::parse(&record.name).is_ok() {
+            rooms.insert(record.name.clone(), record);
+        } else {
+            tracing::warn!(file = %path.display(), name = %record.name.escape_debug(), "skipping a room record with an invalid name");
+        }
+    }
+    Ok(rooms)
+}
+
 /// Creates the data directory if needed and checks that files can be
 /// written in it; the reason in words if not. Called when settings are
 /// checked, so a bad `--data-dir` stops the server before it listens.
@@ -151,30 +164,6 @@ pub fn prepare_data_dir(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn read_room_records(path: &Path) -> io::Result<BTreeMap<String, RoomRecord>> {
-    let mut rooms = BTreeMap::new();
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(rooms),
-        Err(e) => return Err(e),
-    };
-    for (n, line) in BufReader::new(file).lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record = serde_json::from_str::<RoomRecord>(&line)
-            .ok()
-            .filter(|r| RoomName::parse(&r.name).is_ok());
-        match record {
-            Some(r) => {
-                rooms.insert(r.name.clone(), r);
-            }
-            None => tracing::warn!(file = %path.display(), line = n + 1, "skipping a damaged room record"),
-        }
-    }
-    Ok(rooms)
-}
 
 #[async_trait]
 impl MessageStore for JsonlStore {
@@ -236,7 +225,34 @@ impl MessageStore for JsonlStore {
                     .map_err(|e| ChatError::Internal(e.to_string()))??;
             }
         }
-        self.rooms_file.lock().expect("rooms file lock").sync_data()?;
+        self.rooms_file.lock().expect("rooms file lock").sync()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn damaged_or_hostile_room_records_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("rooms.jsonl"),
+            concat!(
+                "{\"name\":\"rust\",\"created_by\":\"ann\",\"created_at\":\"t\"}\n",
+                "{\"name\":\"../etc\",\"created_by\":\"eve\",\"created_at\":\"t\"}\n",
+                "{not json\n",
+            ),
+        )
+        .unwrap();
+        let store = JsonlStore::open(dir.path(), false).unwrap();
+        let names: Vec<String> = store.list_rooms("", 10).await.unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["general", "rust"]);
+        // New records are appended as whole lines after the old ones.
+        store.create_room(&RoomName::parse("lobby").unwrap(), "bob").await.unwrap();
+        drop(store);
+        let reopened = JsonlStore::open(dir.path(), false).unwrap();
+        assert!(reopened.room_exists(&RoomName::parse("lobby").unwrap()).await.unwrap());
     }
 }
