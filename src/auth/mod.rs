@@ -86,8 +86,7 @@ impl Auth {
         let record = UserRecord { username: user.to_string(), password_hash, created_at: now_rfc3339() };
         self.store.create_user(record).await?;
         tracing::info!(user = %user, "account created");
-        let general = RoomName::parse(DEFAULT_ROOM).expect("valid default room");
-        self.store.subscribe(&user.key(), &general).await?;
+        self.subscribe_to_default_room(&user.key()).await?;
         self.start_session(user, false, current).await
     }
 
@@ -181,10 +180,16 @@ impl Auth {
         let (raw, session) = self.sessions.create(user, guest);
         self.store.save_session(session.record()).await?;
         if guest {
-            let general = RoomName::parse(DEFAULT_ROOM).expect("valid default room");
-            self.store.subscribe(&subscriber_key(&session), &general).await?;
+            self.subscribe_to_default_room(&subscriber_key(&session)).await?;
         }
         Ok((raw, session))
+    }
+
+    /// Every new subscriber (an account, or a guest's session) starts in
+    /// the default room.
+    async fn subscribe_to_default_room(&self, subscriber: &str) -> Result<(), ChatError> {
+        let general = RoomName::parse(DEFAULT_ROOM).expect("valid default room");
+        self.store.subscribe(subscriber, &general).await
     }
 
     /// The live session behind a cookie value, marked active now.
@@ -204,25 +209,23 @@ impl Auth {
             return Ok(());
         }
         let ended: Vec<Arc<Session>> = id_hashes.iter().filter_map(|hash| self.sessions.end(hash, reason)).collect();
-        self.forget_guests(&ended).await?;
-        self.store.delete_sessions(id_hashes).await
+        self.forget(&ended).await
     }
 
-    /// A guest's subscriptions last as long as its session.
-    async fn forget_guests(&self, ended: &[Arc<Session>]) -> Result<(), ChatError> {
+    /// Deletes ended sessions from the store, and guests' subscriptions with
+    /// them (a guest's last as long as its session).
+    async fn forget(&self, ended: &[Arc<Session>]) -> Result<(), ChatError> {
         for session in ended.iter().filter(|s| s.guest) {
             self.store.clear_subscriptions(&subscriber_key(session)).await?;
         }
-        Ok(())
+        self.store.delete_sessions(ended.iter().map(|s| s.id_hash.clone()).collect()).await
     }
 
     /// Periodic upkeep: ends sessions past their limits and writes recent
     /// activity to disk. Returns how many sessions ended.
     pub async fn upkeep(&self) -> Result<usize, ChatError> {
         let expired = self.sessions.end_expired(&self.limits);
-        let ended = expired.len();
-        self.forget_guests(&expired).await?;
-        self.store.delete_sessions(expired.iter().map(|s| s.id_hash.clone()).collect()).await?;
+        self.forget(&expired).await?;
         let seen: Vec<(String, u64)> = self
             .sessions
             .all()
@@ -233,7 +236,7 @@ impl Auth {
             self.store.touch_sessions(seen).await?;
         }
         self.throttle.prune();
-        Ok(ended)
+        Ok(expired.len())
     }
 
     /// Rooms the session's user subscribes to.
