@@ -296,11 +296,7 @@ impl Connection {
         let hub = self.hub.clone();
         Some(
             async move {
-                let result = if within_rate {
-                    hub.send(&room, message).await
-                } else {
-                    hub.answer_over_rate(&room, &message).await
-                };
+                let result = hub.send_paced(&room, message, within_rate).await;
                 (room, client_id, result)
             }
             .boxed(),

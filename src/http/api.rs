@@ -132,12 +132,7 @@ pub async fn post_message(state: State, raw_room: String, session: Arc<Session>,
             client_id: validate_client_id(&body.client_id)?,
         };
         let within_rate = state.config.send_rate.is_none_or(|rate| session.allow_post(rate));
-        let stored = if within_rate {
-            state.hub.send(&room, message).await?
-        } else {
-            state.hub.answer_over_rate(&room, &message).await?
-        };
-        Ok(match stored {
+        Ok(match state.hub.send_paced(&room, message, within_rate).await? {
             Appended::New(m) => reply::json(StatusCode::CREATED, &m),
             Appended::Duplicate(m) => reply::json(StatusCode::OK, &m),
         })

@@ -122,10 +122,14 @@ impl Hub {
         answer.await.map_err(|_| ChatError::Internal("the room writer dropped a send".into()))?
     }
 
-    /// Answers a send that may not be stored now (over its rate): with the
-    /// stored copy if it is a retry of a message already stored, so retries
-    /// never look lost; otherwise with `RateLimited`.
-    pub async fn answer_over_rate(&self, room: &RoomName, message: &NewMessage) -> Result<Appended, ChatError> {
+    /// Stores a message if its sender is within its send rate. Over the
+    /// rate, a retry of a message already stored is still answered with the
+    /// stored copy (so retries never look lost); anything else gets
+    /// `RateLimited`.
+    pub async fn send_paced(&self, room: &RoomName, message: NewMessage, within_rate: bool) -> Result<Appended, ChatError> {
+        if within_rate {
+            return self.send(room, message).await;
+        }
         match self.inner.store.find_sent(room, &message.user, &message.client_id).await? {
             Some(stored) => Ok(Appended::Duplicate(stored)),
             None => Err(ChatError::RateLimited),
