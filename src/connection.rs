@@ -142,6 +142,12 @@ fn close_frame(code: CloseCode, reason: &'static str) -> WsMessage {
     WsMessage::Close(Some(CloseFrame { code, reason: reason.into() }))
 }
 
+/// A client's `client_id` to echo in an error, unless it is too long to be
+/// one (then the error says so instead).
+fn echoable(client_id: &str) -> Option<&str> {
+    (client_id.len() <= MAX_CLIENT_ID).then_some(client_id)
+}
+
 fn event_frame(event: &ServerEvent) -> WsMessage {
     WsMessage::Text(event.to_json().into())
 }
@@ -217,8 +223,7 @@ impl Connection {
     /// frames get at most one warning a second.
     fn refuse_flood(&mut self, dropped: Option<ClientEvent>, out: &mut Vec<WsMessage>) {
         if let Some(ClientEvent::Send { room, client_id, .. }) = dropped {
-            let client_id = (client_id.len() <= MAX_CLIENT_ID).then_some(client_id.as_str());
-            out.push(event_frame(&ServerEvent::error_for(&ChatError::RateLimited, Some(&room), client_id)));
+            out.push(event_frame(&ServerEvent::error_for(&ChatError::RateLimited, Some(&room), echoable(&client_id))));
             return;
         }
         let quiet = self.last_flood_warning.is_some_and(|t| t.elapsed() < Duration::from_secs(1));
@@ -288,8 +293,7 @@ impl Connection {
         let (room, message, within_rate) = match checked {
             Ok(ok) => ok,
             Err(err) => {
-                let client_id = (client_id.len() <= MAX_CLIENT_ID).then_some(client_id.as_str());
-                out.push(event_frame(&ServerEvent::error_for(&err, Some(&raw_room), client_id)));
+                out.push(event_frame(&ServerEvent::error_for(&err, Some(&raw_room), echoable(&client_id))));
                 return None;
             }
         };
