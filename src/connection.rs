@@ -114,6 +114,7 @@ where
                     }
                 }
                 Some(Err(WsError::Capacity(_))) => break Some(close_frame(CloseCode::Size, "frame larger than 64 KiB")),
+                Some(Err(WsError::Utf8(_))) => break Some(close_frame(CloseCode::Invalid, "text frame is not valid UTF-8")),
                 Some(Err(_)) | None => break None,
             },
         }

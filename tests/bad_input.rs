@@ -62,6 +62,25 @@ async fn a_frame_over_64_kib_closes_with_1009_and_others_carry_on() {
 }
 
 #[tokio::test]
+async fn a_text_frame_with_invalid_utf8_closes_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let server = TestServer::start().await;
+    let (ann, mut a) = server.guest_in("ann", "general").await;
+    let (_bob, mut b) = server.guest_in("bob", "general").await;
+
+    // 0xC3 0x28 is not UTF-8: RFC 6455 §8.1 says close with 1007.
+    let bad = Frame::message(vec![b'{', 0xC3, 0x28, b'}'], OpCode::Data(Data::Text), true);
+    a.send_raw(WsMessage::Frame(bad)).await;
+    assert_eq!(a.expect_close_code().await, 1007);
+
+    // Everyone else carries on, and ann can come back.
+    b.send_and_echo("general", "still here", "b1").await;
+    let mut a = ann.ws_in("general").await;
+    a.send_and_echo("general", "back", "a1").await;
+}
+
+#[tokio::test]
 async fn a_binary_frame_is_an_error_and_the_socket_stays_open() {
     let server = TestServer::start().await;
     let (ann, mut a) = server.guest_in("ann", "general").await;
