@@ -29,6 +29,14 @@ pub struct Cli {
     #[arg(long = "allow-origin", env = "CHATROOM_ALLOW_ORIGINS", value_delimiter = ',')]
     pub allow_origins: Vec<String>,
 
+    /// The address users open, e.g. https://chat.example.com (repeatable,
+    /// or comma-separated in the env var). Requests must name one of these
+    /// hosts (or, on a loopback bind, a loopback name) and state-changing
+    /// ones must come from one of these origins. Without it, a loopback
+    /// bind answers only to loopback names (localhost, 127.0.0.1, [::1]).
+    #[arg(long = "public-url", env = "CHATROOM_PUBLIC_URL", value_delimiter = ',')]
+    pub public_urls: Vec<String>,
+
     /// Turn off guest (name-only) access: everyone must sign up or log in.
     #[arg(long, env = "CHATROOM_NO_GUESTS")]
     pub no_guests: bool,
@@ -78,6 +86,8 @@ pub struct Config {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub allowed_origins: Vec<String>,
+    /// `--public-url`s as normalised origins (`scheme://host[:port]`).
+    pub public_urls: Vec<String>,
     pub guests_allowed: bool,
     pub session_limits: SessionLimits,
     pub secure_cookies: bool,
@@ -94,6 +104,8 @@ pub enum ConfigError {
     Addr(String),
     #[error("--allow-origin {0:?} is not an origin like https://chat.example.com (scheme://host[:port], no path)")]
     Origin(String),
+    #[error("--public-url {0:?} is not a URL like https://chat.example.com (scheme://host[:port], no path)")]
+    PublicUrl(String),
     #[error("--session-idle-secs and --session-max-secs must be at least 1")]
     SessionLimits,
     #[error("--send-rate must be a finite number >= 0, and --send-burst at least 1")]
@@ -108,12 +120,8 @@ impl Config {
     /// Checks and converts the command line. Creates the data directory.
     pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
         let addr = cli.addr.parse().map_err(|_| ConfigError::Addr(cli.addr.clone()))?;
-        let allowed_origins = cli
-            .allow_origins
-            .iter()
-            .filter(|o| !o.trim().is_empty())
-            .map(|o| normalize_origin(o).ok_or_else(|| ConfigError::Origin(o.clone())))
-            .collect::<Result<_, _>>()?;
+        let allowed_origins = origins(&cli.allow_origins, ConfigError::Origin)?;
+        let public_urls = origins(&cli.public_urls, ConfigError::PublicUrl)?;
         if cli.session_idle_secs == 0 || cli.session_max_secs == 0 {
             return Err(ConfigError::SessionLimits);
         }
@@ -124,6 +132,7 @@ impl Config {
             addr,
             data_dir: cli.data_dir,
             allowed_origins,
+            public_urls,
             guests_allowed: !cli.no_guests,
             session_limits: SessionLimits {
                 idle: Duration::from_secs(cli.session_idle_secs),
@@ -153,6 +162,14 @@ fn token_bucket(per_second: f64, burst: u32) -> Option<Option<SendRate>> {
         return None;
     }
     Some((per_second > 0.0).then_some(SendRate { per_second, burst }))
+}
+
+/// Each non-empty entry as a normalised origin, or `bad(entry)`.
+fn origins(raw: &[String], bad: fn(String) -> ConfigError) -> Result<Vec<String>, ConfigError> {
+    raw.iter()
+        .filter(|o| !o.trim().is_empty())
+        .map(|o| normalize_origin(o).ok_or_else(|| bad(o.clone())))
+        .collect()
 }
 
 /// `scheme://host[:port]` in lower case, or `None` if it is not an origin.

@@ -32,6 +32,8 @@ pub enum ChatError {
     Unauthorized,
     #[error("this request's Origin is not allowed")]
     ForbiddenOrigin,
+    #[error("this server does not answer to the host name {0:?}; set --public-url to the address users open")]
+    ForbiddenHost(String),
     #[error("guest access is turned off on this server; sign up or log in")]
     GuestsDisabled,
     #[error("wrong username or password")]
@@ -75,6 +77,7 @@ impl ChatError {
             Self::NameTaken(_) => "name_taken",
             Self::Unauthorized => "unauthorized",
             Self::ForbiddenOrigin => "forbidden_origin",
+            Self::ForbiddenHost(_) => "forbidden_host",
             Self::GuestsDisabled => "guests_disabled",
             Self::BadCredentials => "bad_credentials",
             Self::WeakPassword(_) => "weak_password",
@@ -101,7 +104,7 @@ impl ChatError {
             | Self::BadRequest(_)
             | Self::WeakPassword(_) => 400,
             Self::Unauthorized | Self::BadCredentials => 401,
-            Self::ForbiddenOrigin | Self::GuestsDisabled | Self::NotJoined(_) | Self::TooManyRooms(_) => 403,
+            Self::ForbiddenOrigin | Self::ForbiddenHost(_) | Self::GuestsDisabled | Self::NotJoined(_) | Self::TooManyRooms(_) => 403,
             Self::RoomNotFound(_) | Self::NotFound => 404,
             Self::RoomExists(_) | Self::NameTaken(_) => 409,
             Self::PayloadTooLarge => 413,

@@ -25,6 +25,12 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     let config = Config::from_cli(cli).map_err(|e| e.to_string())?;
     let addr = config.addr;
+    if !addr.ip().is_loopback() && config.public_urls.is_empty() {
+        tracing::warn!(
+            "listening on {addr} without --public-url: any Host name is answered and same-origin means \"same as Host\"; \
+             set --public-url to the address users open"
+        );
+    }
     let data_dir = config.data_dir.display().to_string();
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -558,3 +558,72 @@ async fn one_connection_cannot_join_more_than_256_rooms() {
     a.join("r255").await;
     a.send_and_echo("r255", "still works", "c1").await;
 }
+
+/// A request whose Host names the attacker's site and whose Origin is that
+/// same site (what a DNS-rebinding page sends to a server on 127.0.0.1).
+async fn rebound(server: &TestServer, method: reqwest::Method, path: &str, host: &str, origin: Option<&str>) -> (u16, Value) {
+    let client = common::http_client();
+    let mut request = client.request(method, server.url(path)).header("host", host);
+    if let Some(origin) = origin {
+        static GUESTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = GUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        request = request.header("origin", origin).json(&json!({"username": format!("rebound{n}")}));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_foreign_host_is_refused_on_a_loopback_bind() {
+    let server = TestServer::start().await;
+    let port = server.addr().port();
+    let evil = format!("evil.example:{port}");
+    let evil_origin = format!("http://{evil}");
+
+    // Same-origin as far as Host goes, but Host is the attacker's name.
+    let (status, body) = rebound(&server, reqwest::Method::POST, "/api/guest", &evil, Some(&evil_origin)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden_host", "{body}");
+    // Pages and reads too: a rebound page must not read anything.
+    for path in ["/", "/home", "/style.css", "/api/rooms", "/api/me", "/nope"] {
+        let (status, body) = rebound(&server, reqwest::Method::GET, path, &evil, None).await;
+        assert_eq!(status, 403, "GET {path} with Host {evil}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden_host", "GET {path}");
+    }
+    // A WebSocket upgrade with that Host is refused as well.
+    let request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(server.ws_url())
+        .map(|mut r| {
+            r.headers_mut().insert("host", evil.parse().unwrap());
+            r.headers_mut().insert("origin", evil_origin.parse().unwrap());
+            r
+        })
+        .unwrap();
+    let refused = tokio_tungstenite::connect_async(request).await.map(|_| ()).unwrap_err();
+    assert!(matches!(&refused, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 403), "{refused}");
+
+    // Loopback names are this server's own names.
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("chat.localhost:{port}")] {
+        let (status, body) = rebound(&server, reqwest::Method::POST, "/api/guest", &host, Some(&format!("http://{host}"))).await;
+        assert_eq!(status, 200, "Host {host}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_public_url_names_the_one_origin_and_host_to_trust() {
+    let server = TestServer::start_with(|config| config.public_urls = vec!["https://chat.example.com".into()]).await;
+    let port = server.addr().port();
+    // The operator's name works, behind a proxy that keeps Host.
+    let (status, body) =
+        rebound(&server, reqwest::Method::POST, "/api/guest", "chat.example.com", Some("https://chat.example.com")).await;
+    assert_eq!(status, 200, "{body}");
+    // The same host with the wrong scheme is another origin.
+    let (status, body) =
+        rebound(&server, reqwest::Method::POST, "/api/guest", "chat.example.com", Some("http://chat.example.com")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden_origin")), "{body}");
+    // Any other name is still refused; loopback still answers (health checks, the operator's own curl).
+    let (status, _) = rebound(&server, reqwest::Method::GET, "/", "evil.example", None).await;
+    assert_eq!(status, 403);
+    let (status, _) = rebound(&server, reqwest::Method::GET, "/", &format!("127.0.0.1:{port}"), None).await;
+    assert_eq!(status, 200);
+}

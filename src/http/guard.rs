@@ -57,6 +57,17 @@ pub fn allowed_origin(state: State) -> impl Filter<Extract = (), Error = Rejecti
         .untuple_one()
 }
 
+/// Refuses every request (pages included) whose `Host` this server does
+/// not answer to (see [`State::host_allowed`]).
+pub fn allowed_host(state: State) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<String>("host")
+        .and_then(move |host: Option<String>| {
+            let ok = state.host_allowed(host.as_deref());
+            async move { if ok { Ok(()) } else { Err(reject(ChatError::ForbiddenHost(host.unwrap_or_default()))) } }
+        })
+        .untuple_one()
+}
+
 /// Requires `Content-Type: application/json`. Every state-changing request
 /// must say it: a cross-site HTML form cannot, so this (with the Origin
 /// check and SameSite cookies) shuts out cross-site request forgery.
@@ -106,4 +117,59 @@ pub fn is_same_origin(origin: &str, host: Option<&str>) -> bool {
     let origin = origin.trim_end_matches('/').to_ascii_lowercase();
     let host = host.to_ascii_lowercase();
     origin == format!("http://{host}") || origin == format!("https://{host}")
+}
+
+/// `host` without its port (`[::1]:3000` → `[::1]`, `Chat:80` → `chat`).
+fn host_name(host: &str) -> String {
+    let host = host.trim().to_ascii_lowercase();
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+            name.to_string()
+        }
+        _ => host,
+    }
+}
+
+/// Whether `host` names this machine's loopback interface: `localhost`,
+/// a `*.localhost` name (RFC 6761: never resolved by DNS), an address in
+/// 127.0.0.0/8 or `[::1]`. A DNS-rebinding page cannot use any of them.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = host_name(host);
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether the origin `scheme://host[:port]` has this `Host` (the port may
+/// be left out where it is the scheme's default).
+pub fn origin_has_host(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else { return false };
+    let host = host.trim().to_ascii_lowercase();
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    authority == host || format!("{authority}{default_port}") == host || authority == format!("{host}{default_port}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for host in ["localhost", "LOCALHOST:3000", "app.localhost:80", "127.0.0.1", "127.8.9.1:3000", "[::1]:3000", "[::1]"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["evil.example", "localhost.evil.example:3000", "10.0.0.1", "[::2]:3000", "", "127.0.0.1.nip.io"] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn origins_and_hosts() {
+        assert!(origin_has_host("https://chat.example.com", "chat.example.com"));
+        assert!(origin_has_host("https://chat.example.com", "Chat.Example.com:443"));
+        assert!(origin_has_host("http://chat.example.com:8080", "chat.example.com:8080"));
+        assert!(!origin_has_host("http://chat.example.com:8080", "chat.example.com"));
+        assert!(!origin_has_host("https://chat.example.com", "evil.example"));
+    }
 }

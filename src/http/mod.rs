@@ -58,9 +58,32 @@ pub struct State {
 }
 
 impl State {
-    /// Same origin as the request, or one of `--allow-origin`.
+    /// One of `--public-url` or `--allow-origin`; without `--public-url`,
+    /// also the request's own origin (its Host having passed
+    /// [`State::host_allowed`]).
     fn origin_allowed(&self, origin: &str, host: Option<&str>) -> bool {
-        guard::is_same_origin(origin, host) || self.is_extra_origin(origin)
+        let own = if self.config.public_urls.is_empty() {
+            guard::is_same_origin(origin, host)
+        } else {
+            normalize_origin(origin).is_some_and(|o| self.config.public_urls.contains(&o))
+                || (self.config.addr.ip().is_loopback() && guard::is_same_origin(origin, host) && host.is_some_and(guard::is_loopback_host))
+        };
+        own || self.is_extra_origin(origin)
+    }
+
+    /// Whether this server answers to the request's `Host`: a host of
+    /// `--public-url`, or — on a loopback bind — a loopback name. With
+    /// neither (a non-loopback bind without `--public-url`) any Host.
+    /// This is what stops a DNS-rebinding page from driving a server that
+    /// listens on 127.0.0.1.
+    fn host_allowed(&self, host: Option<&str>) -> bool {
+        let loopback_bind = self.config.addr.ip().is_loopback();
+        if !loopback_bind && self.config.public_urls.is_empty() {
+            return true;
+        }
+        let Some(host) = host else { return false };
+        let public = self.config.public_urls.iter().any(|url| guard::origin_has_host(url, host));
+        public || (loopback_bind && guard::is_loopback_host(host))
     }
 
     fn is_extra_origin(&self, origin: &str) -> bool {
@@ -106,15 +129,14 @@ pub fn routes(state: State) -> BoxedFilter<(HttpResponse,)> {
         .or(unsubscribe(state.clone()))
         .unify()
         .boxed();
-    let all = websocket(state.clone())
+    let routes = websocket(state.clone())
         .or(api)
         .unify()
         .or(pages(state.clone()))
         .unify()
         .or(cors_preflight(state.clone()))
-        .unify()
-        .recover(recover)
         .unify();
+    let all = guard::allowed_host(state.clone()).and(routes).recover(recover).unify();
     let cors_state = state;
     warp::header::optional::<String>("origin")
         .and(all)
