@@ -78,6 +78,60 @@ pub struct Cli {
     /// Call fsync after every batch of messages (survives power loss, slower).
     #[arg(long, env = "CHATROOM_SYNC_WRITES")]
     pub sync_writes: bool,
+
+    /// A request's headers must arrive whole within this many seconds
+    /// (counted from the first byte, or from accept on a new connection).
+    #[arg(long, env = "CHATROOM_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+
+    /// An idle keep-alive HTTP connection is closed after this many seconds.
+    #[arg(long, env = "CHATROOM_KEEPALIVE_SECS", default_value_t = 30)]
+    pub keepalive_secs: u64,
+
+    /// Most connections (HTTP and WebSocket) open at once; beyond it new
+    /// ones get 503 `server_full`. 0 = three quarters of the open-file limit.
+    #[arg(long, env = "CHATROOM_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// Most connections open at once from one address (0 = no limit).
+    #[arg(long, env = "CHATROOM_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+
+    /// A WebSocket whose writes make no progress for this many seconds is
+    /// closed (it resumes with `after` when it reconnects).
+    #[arg(long, env = "CHATROOM_WRITE_TIMEOUT_SECS", default_value_t = 30)]
+    pub write_timeout_secs: u64,
+
+    /// Ping every WebSocket this often; one that sends nothing back (not
+    /// even a pong) for a whole period is closed (0 = no pings).
+    #[arg(long, env = "CHATROOM_PING_SECS", default_value_t = 30)]
+    pub ping_secs: u64,
+
+    /// A room nobody has open releases its file and memory after this many
+    /// seconds unused (it reopens on demand).
+    #[arg(long, env = "CHATROOM_ROOM_IDLE_SECS", default_value_t = 60)]
+    pub room_idle_secs: u64,
+
+    /// Rooms one user may create at once (0 = no limit); one address may
+    /// create five times as many.
+    #[arg(long, env = "CHATROOM_ROOM_CREATE_BURST", default_value_t = 20)]
+    pub room_create_burst: u32,
+
+    /// Rooms one user may create per hour once the burst is used (one
+    /// address: five times as many).
+    #[arg(long, env = "CHATROOM_ROOM_CREATE_PER_HOUR", default_value_t = 60.0)]
+    pub room_create_per_hour: f64,
+}
+
+/// How many connections the server takes at most, and how it treats them.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub header_timeout: Duration,
+    pub keepalive_idle: Duration,
+    pub max_connections: usize,
+    pub max_per_ip: Option<usize>,
+    pub write_timeout: Duration,
+    pub ping_interval: Option<Duration>,
 }
 
 /// Validated settings.
@@ -95,7 +149,17 @@ pub struct Config {
     pub frame_rate: Option<SendRate>,
     pub trust_proxy: bool,
     pub sync_writes: bool,
+    pub limits: ConnectionLimits,
+    /// How long an unused room keeps its file open.
+    pub room_idle: Duration,
+    /// Room creations per user (`None`: no limit); per address ×5.
+    pub room_create_rate: Option<SendRate>,
 }
+
+/// An address may create this many times the rooms one user may.
+pub const ROOMS_PER_ADDRESS_FACTOR: u32 = 5;
+/// Open files kept free for data files when `--max-connections` is 0.
+const FILES_RESERVED: usize = 64;
 
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +176,10 @@ pub enum ConfigError {
     SendRate,
     #[error("--frame-rate must be a finite number >= 0, and --frame-burst at least 1")]
     FrameRate,
+    #[error("--header-timeout-secs and --keepalive-secs must be at least 1, and --write-timeout-secs at least 1")]
+    Timeouts,
+    #[error("--room-create-per-hour must be a finite number > 0 when --room-create-burst is set")]
+    RoomCreate,
     #[error("--data-dir {path}: {reason}")]
     DataDir { path: String, reason: String },
 }
@@ -127,6 +195,14 @@ impl Config {
         }
         let send_rate = token_bucket(cli.send_rate, cli.send_burst).ok_or(ConfigError::SendRate)?;
         let frame_rate = token_bucket(cli.frame_rate, cli.frame_burst).ok_or(ConfigError::FrameRate)?;
+        let limits = connection_limits(&cli)?;
+        let room_create_rate = if cli.room_create_burst == 0 {
+            None
+        } else if !(cli.room_create_per_hour > 0.0) {
+            return Err(ConfigError::RoomCreate);
+        } else {
+            token_bucket(cli.room_create_per_hour / 3600.0, cli.room_create_burst).ok_or(ConfigError::RoomCreate)?
+        };
         prepare_data_dir(&cli.data_dir)?;
         Ok(Self {
             addr,
@@ -143,6 +219,9 @@ impl Config {
             frame_rate,
             trust_proxy: cli.trust_proxy,
             sync_writes: cli.sync_writes,
+            limits,
+            room_idle: Duration::from_secs(cli.room_idle_secs.max(1)),
+            room_create_rate,
         })
     }
 
@@ -153,6 +232,31 @@ impl Config {
         config.addr = "127.0.0.1:0".parse().expect("valid address");
         config
     }
+}
+
+fn connection_limits(cli: &Cli) -> Result<ConnectionLimits, ConfigError> {
+    if cli.header_timeout_secs == 0 || cli.keepalive_secs == 0 || cli.write_timeout_secs == 0 {
+        return Err(ConfigError::Timeouts);
+    }
+    let max_connections = match cli.max_connections {
+        0 => default_max_connections(),
+        n => n,
+    };
+    Ok(ConnectionLimits {
+        header_timeout: Duration::from_secs(cli.header_timeout_secs),
+        keepalive_idle: Duration::from_secs(cli.keepalive_secs),
+        max_connections,
+        max_per_ip: (cli.max_connections_per_ip > 0).then_some(cli.max_connections_per_ip),
+        write_timeout: Duration::from_secs(cli.write_timeout_secs),
+        ping_interval: (cli.ping_secs > 0).then(|| Duration::from_secs(cli.ping_secs)),
+    })
+}
+
+/// Three quarters of the open files this process may have (the rest stay
+/// for room and account files), at least 16.
+fn default_max_connections() -> usize {
+    let open_files = crate::os::open_file_limit().unwrap_or(1024) as usize;
+    (open_files.saturating_sub(FILES_RESERVED) * 3 / 4).max(16)
 }
 
 /// A rate limit from a rate and a burst: `Some(None)` for rate 0 (no

@@ -46,8 +46,14 @@ pub enum ChatError {
     TooManyRooms(usize),
     #[error("you are sending too fast; slow down")]
     RateLimited,
+    #[error("too many at once; try again in {retry_after_secs} s")]
+    RateLimitedFor { retry_after_secs: u64 },
     #[error("the server is busy; try again shortly")]
     Busy,
+    #[error("the server has too many connections open; try again shortly")]
+    ServerFull,
+    #[error("too many connections from your address (at most {0}); close one first")]
+    TooManyConnections(usize),
     #[error("join the room '{0}' first")]
     NotJoined(String),
     #[error("requests must be JSON (Content-Type: application/json)")]
@@ -83,8 +89,10 @@ impl ChatError {
             Self::WeakPassword(_) => "weak_password",
             Self::TooManyAttempts { .. } => "too_many_attempts",
             Self::TooManyRooms(_) => "too_many_rooms",
-            Self::RateLimited => "rate_limited",
+            Self::RateLimited | Self::RateLimitedFor { .. } => "rate_limited",
             Self::Busy => "busy",
+            Self::ServerFull => "server_full",
+            Self::TooManyConnections(_) => "too_many_connections",
             Self::NotJoined(_) => "not_joined",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::PayloadTooLarge => "payload_too_large",
@@ -109,9 +117,9 @@ impl ChatError {
             Self::RoomExists(_) | Self::NameTaken(_) => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
-            Self::TooManyAttempts { .. } | Self::RateLimited => 429,
+            Self::TooManyAttempts { .. } | Self::RateLimited | Self::RateLimitedFor { .. } | Self::TooManyConnections(_) => 429,
             Self::Storage(_) | Self::Internal(_) => 500,
-            Self::Busy => 503,
+            Self::Busy | Self::ServerFull => 503,
         }
     }
 

@@ -13,7 +13,9 @@
 //! - [`hub`]: per-room writer (store, then broadcast), channels, presence.
 //! - [`auth`]: guests, sessions.
 //! - [`connection`]: one WebSocket client's life, transport-agnostic.
-//! - [`http`]: the only module that knows warp: routes, pages, upgrade.
+//! - [`http`]: the only module that knows warp: routes, pages, upgrade,
+//!   and the accept loop (connection limits and timeouts).
+//! - [`os`]: the open-file limit, raised at start.
 //!
 //! [`App::open`] builds all of it from a [`Config`]; [`App::serve`] runs it
 //! on a listener until a shutdown future resolves. `main.rs` is just glue.
@@ -25,6 +27,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod model;
+pub mod os;
 pub mod protocol;
 pub mod rate;
 pub mod store;
@@ -42,7 +45,7 @@ use tokio_util::task::TaskTracker;
 pub use crate::config::Config;
 use crate::auth::Auth;
 use crate::error::ChatError;
-use crate::hub::Hub;
+use crate::hub::{Hub, HubSettings};
 use crate::store::MessageStore;
 use crate::store::jsonl::{JsonlAccounts, JsonlStore};
 
@@ -76,7 +79,10 @@ impl App {
         let (stop_tx, stop_rx) = watch::channel(false);
         let connections = TaskTracker::new();
         let state = http::State {
-            hub: Hub::new(self.store.clone()),
+            hub: Hub::new(
+                self.store.clone(),
+                HubSettings { room_create_rate: self.config.room_create_rate, room_idle: self.config.room_idle },
+            ),
             auth: self.auth.clone(),
             config: self.config.clone(),
             shutdown: stop_rx.clone(),

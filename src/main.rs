@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -23,6 +24,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    match chatroom::os::raise_open_file_limit() {
+        Ok(open_files) => tracing::info!(open_files, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let config = Config::from_cli(cli).map_err(|e| e.to_string())?;
     let addr = config.addr;
     if !addr.ip().is_loopback() && config.public_urls.is_empty() {

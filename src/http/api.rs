@@ -99,10 +99,10 @@ pub async fn list_rooms(state: State, _session: Arc<Session>, query: HashMap<Str
 }
 
 /// POST /api/rooms {"name"}
-pub async fn create_room(state: State, session: Arc<Session>, body: RoomBody) -> Result<HttpResponse, warp::Rejection> {
+pub async fn create_room(state: State, session: Arc<Session>, from: Option<IpAddr>, body: RoomBody) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
         let room = RoomName::parse(&body.name)?;
-        let created = state.hub.store().create_room(&room, session.user.as_str()).await?;
+        let created = state.hub.create_room(&room, &session.user, from).await?;
         tracing::info!(room = %room, by = %session.user, "room created");
         Ok(reply::json(StatusCode::CREATED, &created))
     }.await))

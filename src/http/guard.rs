@@ -3,13 +3,14 @@
 //! which `http::recover` turns into JSON errors.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use warp::{Filter, Rejection};
 
 use super::State;
+use super::listener::PeerAddr;
 use super::reply::SESSION_COOKIE;
 use crate::auth::sessions::Session;
 use crate::error::ChatError;
@@ -99,11 +100,11 @@ pub fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Er
 /// `X-Forwarded-For` — the last address in that header (the one our proxy
 /// wrote; earlier ones came from the client and prove nothing).
 pub fn client_ip(state: State) -> impl Filter<Extract = (Option<IpAddr>,), Error = Rejection> + Clone {
-    warp::addr::remote()
+    warp::ext::optional::<PeerAddr>()
         .and(warp::header::optional::<String>("x-forwarded-for"))
-        .map(move |peer: Option<SocketAddr>, forwarded: Option<String>| {
+        .map(move |peer: Option<PeerAddr>, forwarded: Option<String>| {
             let from_proxy = state.config.trust_proxy.then(|| last_forwarded(forwarded.as_deref())).flatten();
-            from_proxy.or(peer.map(|p| p.ip()))
+            from_proxy.or(peer.map(|PeerAddr(p)| p.ip()))
         })
 }
 

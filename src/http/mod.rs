@@ -24,6 +24,7 @@
 mod api;
 mod assets;
 mod guard;
+mod listener;
 mod reply;
 mod ws;
 
@@ -100,7 +101,8 @@ impl State {
 /// accepting and lets open HTTP requests finish (WebSockets are closed by
 /// their connections, which watch `State::shutdown`).
 pub async fn serve(state: State, listener: tokio::net::TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
-    warp::serve(routes(state)).incoming(listener).graceful(shutdown).run().await;
+    let limits = state.config.limits;
+    listener::serve(routes(state), limits, listener, shutdown).await;
 }
 
 /// Every route, with errors turned into JSON and security headers added.
@@ -264,7 +266,8 @@ fn create_room(state: State) -> BoxedFilter<(HttpResponse,)> {
         .and(warp::post())
         .and(allowed_origin(state.clone()))
         .and(with_state(state.clone()))
-        .and(session(state))
+        .and(session(state.clone()))
+        .and(guard::client_ip(state))
         .and(json_body())
         .and_then(api::create_room)
         .boxed()

@@ -45,7 +45,7 @@ pub fn error(err: &ChatError) -> HttpResponse {
     let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::json!({ "error": { "code": err.code(), "message": err.client_message() } });
     let mut response = json(status, &body);
-    if let ChatError::TooManyAttempts { retry_after_secs } = err {
+    if let ChatError::TooManyAttempts { retry_after_secs } | ChatError::RateLimitedFor { retry_after_secs } = err {
         response.headers_mut().insert("retry-after", HeaderValue::from(*retry_after_secs));
     }
     response

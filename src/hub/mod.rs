@@ -15,20 +15,33 @@
 //! A connection that falls further behind gets `Lagged` and re-reads the
 //! missed messages from the store (see `connection`), so a slow client
 //! loses typing/presence hints but never a message.
+//!
+//! Release: a room that nobody has open and nobody has used for
+//! `room_idle` loses its channel (and writer task), and the store is asked
+//! to close its file; the next use makes both anew. So open files and
+//! memory follow the rooms in use, not every room ever touched.
+//!
+//! Room creation is paced here: a token bucket per user and a five times
+//! bigger one per address.
 
 mod presence;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use self::presence::Presence;
 use crate::error::ChatError;
-use crate::model::{Message, NewMessage, RoomName};
+use crate::config::ROOMS_PER_ADDRESS_FACTOR;
+use crate::model::{Message, NewMessage, RoomName, Username};
 use crate::protocol::ServerEvent;
-use crate::store::{Appended, HistoryQuery, MessageStore};
+use crate::rate::{KeyedLimiter, SendRate};
+use crate::store::{Appended, HistoryQuery, MessageStore, RoomInfo};
 
 /// Events a room's broadcast channel holds for a slow receiver.
 pub const ROOM_CHANNEL_CAPACITY: usize = 4096;
@@ -64,6 +77,42 @@ struct RoomChannel {
     events: broadcast::Sender<Arc<RoomEvent>>,
     writer: mpsc::Sender<SendRequest>,
     presence: Mutex<Presence>,
+    /// When the room was last used, in ms since [`EPOCH`].
+    last_used: AtomicU64,
+}
+
+/// The origin of `RoomChannel::last_used`.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl RoomChannel {
+    fn touch(&self) {
+        self.last_used.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Nobody has it open and nobody used it for `idle`.
+    fn is_idle(&self, idle: Duration) -> bool {
+        let unused_ms = now_ms().saturating_sub(self.last_used.load(Ordering::Relaxed));
+        self.events.receiver_count() == 0 && Duration::from_millis(unused_ms) >= idle
+    }
+}
+
+/// The hub's policies, from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HubSettings {
+    /// Room creations per user (`None`: no limit); per address ×5.
+    pub room_create_rate: Option<SendRate>,
+    /// How long an unused room keeps its channel and open file.
+    pub room_idle: Duration,
+}
+
+/// Token buckets for room creation: per user, and per address.
+struct CreationPace {
+    users: KeyedLimiter,
+    addresses: KeyedLimiter,
 }
 
 /// Cheap to clone: a handle on shared state.
@@ -75,11 +124,23 @@ pub struct Hub {
 struct HubInner {
     store: Arc<dyn MessageStore>,
     rooms: Mutex<HashMap<RoomName, Arc<RoomChannel>>>,
+    creation: Option<CreationPace>,
 }
 
 impl Hub {
-    pub fn new(store: Arc<dyn MessageStore>) -> Self {
-        Self { inner: Arc::new(HubInner { store, rooms: Mutex::new(HashMap::new()) }) }
+    /// A hub over `store`; starts the task that releases idle rooms (it
+    /// ends when the last handle on the hub is dropped).
+    pub fn new(store: Arc<dyn MessageStore>, settings: HubSettings) -> Self {
+        let creation = settings.room_create_rate.map(|rate| CreationPace {
+            users: KeyedLimiter::new(rate),
+            addresses: KeyedLimiter::new(SendRate {
+                per_second: rate.per_second * f64::from(ROOMS_PER_ADDRESS_FACTOR),
+                burst: rate.burst.saturating_mul(ROOMS_PER_ADDRESS_FACTOR),
+            }),
+        });
+        let inner = Arc::new(HubInner { store, rooms: Mutex::new(HashMap::new()), creation });
+        tokio::spawn(release_idle_rooms(Arc::downgrade(&inner), settings.room_idle));
+        Self { inner }
     }
 
     pub fn store(&self) -> &Arc<dyn MessageStore> {
@@ -89,6 +150,7 @@ impl Hub {
     /// The channel of an existing room, created (with its writer) on first use.
     async fn channel(&self, room: &RoomName) -> Result<Arc<RoomChannel>, ChatError> {
         if let Some(ch) = self.inner.rooms.lock().expect("rooms lock").get(room) {
+            ch.touch();
             return Ok(ch.clone());
         }
         if !self.inner.store.room_exists(room).await? {
@@ -99,8 +161,9 @@ impl Hub {
             let (events, _) = broadcast::channel(ROOM_CHANNEL_CAPACITY);
             let (writer, queue) = mpsc::channel(WRITER_QUEUE);
             tokio::spawn(run_writer(self.inner.store.clone(), room.clone(), queue, events.clone()));
-            Arc::new(RoomChannel { events, writer, presence: Mutex::new(Presence::default()) })
+            Arc::new(RoomChannel { events, writer, presence: Mutex::new(Presence::default()), last_used: AtomicU64::new(0) })
         });
+        channel.touch();
         Ok(channel.clone())
     }
 
@@ -134,6 +197,28 @@ impl Hub {
             Some(stored) => Ok(Appended::Duplicate(stored)),
             None => Err(ChatError::RateLimited),
         }
+    }
+
+    /// Creates a room for `creator` (connected from `from`), within the
+    /// creation pace: `RateLimitedFor` when the user's or the address's
+    /// bucket is empty.
+    pub async fn create_room(&self, room: &RoomName, creator: &Username, from: Option<IpAddr>) -> Result<RoomInfo, ChatError> {
+        if self.inner.store.room_exists(room).await? {
+            return Err(ChatError::RoomExists(room.to_string()));
+        }
+        if let Some(pace) = &self.inner.creation {
+            let user = creator.key();
+            let address = from.map(|ip| ip.to_string());
+            let wait = pace.users.wait(&user).max(address.as_deref().map_or(Duration::ZERO, |a| pace.addresses.wait(a)));
+            if !wait.is_zero() {
+                return Err(ChatError::RateLimitedFor { retry_after_secs: wait.as_secs_f64().ceil() as u64 });
+            }
+            pace.users.take(&user);
+            if let Some(address) = &address {
+                pace.addresses.take(address);
+            }
+        }
+        self.inner.store.create_room(room, creator.as_str()).await
     }
 
     pub async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {
@@ -179,6 +264,26 @@ impl Hub {
         let event = ServerEvent::Typing { room: room.to_string(), user: user.to_string() };
         let _ = channel.events.send(RoomEvent::new(&event, None, Some(user.to_lowercase())));
         Ok(())
+    }
+}
+
+/// Every `idle / 4` (at least 100 ms, at most 15 s), drops the channels
+/// of idle rooms and asks the store to close files unused for `idle`.
+async fn release_idle_rooms(hub: Weak<HubInner>, idle: Duration) {
+    let mut tick = tokio::time::interval((idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(15)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(hub) = hub.upgrade() else { return };
+        // A channel held elsewhere (a send in flight) is in use: keep it.
+        // Checked under the rooms lock, so no one can take a new handle
+        // on a channel while it is being dropped.
+        hub.rooms.lock().expect("rooms lock").retain(|_, ch| Arc::strong_count(ch) > 1 || !ch.is_idle(idle));
+        match hub.store.release_idle(idle).await {
+            Ok(0) => {}
+            Ok(closed) => tracing::debug!(closed, "closed idle rooms"),
+            Err(e) => tracing::warn!(error = %e, "could not close idle rooms"),
+        }
     }
 }
 

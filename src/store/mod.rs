@@ -103,6 +103,10 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, ChatError>;
     /// Makes everything written so far durable (called at shutdown).
     async fn flush(&self) -> Result<(), ChatError>;
+    /// Closes rooms that no one has read or written for `idle` (their
+    /// files and caches), after making them durable; how many. A closed
+    /// room opens again on its next use.
+    async fn release_idle(&self, idle: std::time::Duration) -> Result<usize, ChatError>;
 }
 
 /// Orders room names for a search: exact match, prefix matches, then other

@@ -24,6 +24,7 @@ use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -51,7 +52,8 @@ pub struct JsonlStore {
     rooms_dir: PathBuf,
     rooms_file: Mutex<LogFile>,
     rooms: Mutex<BTreeMap<String, RoomRecord>>,
-    open_rooms: Mutex<HashMap<RoomName, RoomSlot>>,
+    /// Rooms in use, each with when it was last used.
+    open_rooms: Mutex<HashMap<RoomName, (RoomSlot, Instant)>>,
     sync_writes: bool,
 }
 
@@ -119,7 +121,9 @@ impl JsonlStore {
         }
         let slot = {
             let mut open = self.open_rooms.lock().expect("open rooms lock");
-            open.entry(room.clone()).or_default().clone()
+            let (slot, used) = open.entry(room.clone()).or_insert_with(|| (RoomSlot::default(), Instant::now()));
+            *used = Instant::now();
+            slot.clone()
         };
         let log = slot
             .get_or_try_init(|| {
@@ -216,7 +220,7 @@ impl MessageStore for JsonlStore {
     }
 
     async fn flush(&self) -> Result<(), ChatError> {
-        let logs: Vec<RoomSlot> = self.open_rooms.lock().expect("open rooms lock").values().cloned().collect();
+        let logs: Vec<RoomSlot> = self.open_rooms.lock().expect("open rooms lock").values().map(|(slot, _)| slot.clone()).collect();
         for slot in logs {
             if let Some(log) = slot.get() {
                 let log = log.clone();
@@ -227,6 +231,38 @@ impl MessageStore for JsonlStore {
         }
         self.rooms_file.lock().expect("rooms file lock").sync()?;
         Ok(())
+    }
+
+    async fn release_idle(&self, idle: Duration) -> Result<usize, ChatError> {
+        let closing = self.take_idle_logs(idle);
+        let count = closing.len();
+        if count > 0 {
+            tokio::task::spawn_blocking(move || closing.iter().try_for_each(|log| log.sync()))
+                .await
+                .map_err(|e| ChatError::Internal(e.to_string()))??;
+        }
+        Ok(count)
+    }
+}
+
+impl JsonlStore {
+    /// Forgets the logs unused for `idle` that nobody holds, and returns
+    /// them to be synced and closed. Checked under the open-rooms lock,
+    /// through which every new handle is taken, so a room is never open
+    /// twice.
+    fn take_idle_logs(&self, idle: Duration) -> Vec<SharedRoomLog> {
+        let mut closing = Vec::new();
+        let now = Instant::now();
+        self.open_rooms.lock().expect("open rooms lock").retain(|_, (slot, used)| {
+            let unused = now.duration_since(*used) >= idle;
+            let held = Arc::strong_count(slot) > 1 || slot.get().is_some_and(|log| Arc::strong_count(log) > 1);
+            if !unused || held {
+                return true;
+            }
+            closing.extend(slot.get().cloned());
+            false
+        });
+        closing
     }
 }
 

@@ -1,0 +1,148 @@
+//! The real `chatroom` binary as a child process, for tests that measure
+//! the server from outside: file descriptors, memory and CPU time read
+//! from `/proc/<pid>` (Linux only; [`ServerProcess::start`] returns `None`
+//! elsewhere, and the caller says loudly that it skipped).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::{Endpoint, TIMEOUT};
+
+/// A `chatroom` process with its own data directory; killed on drop.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl ServerProcess {
+    /// Starts the binary with `args` (plus `--addr 127.0.0.1:0` and a fresh
+    /// data directory) and waits until it listens. `None` where `/proc`
+    /// does not exist.
+    pub fn start(args: &[&str]) -> Option<Self> {
+        Self::start_with_prefix(&[], args)
+    }
+
+    /// Like [`start`](Self::start), run under a wrapper command such as
+    /// `prlimit --nofile=128:128`.
+    pub fn start_with_prefix(prefix: &[&str], args: &[&str]) -> Option<Self> {
+        if !Path::new("/proc/self/fd").exists() {
+            eprintln!("SKIPPED: /proc is not available; this test measures the server through /proc/<pid>");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let binary = env!("CARGO_BIN_EXE_chatroom");
+        let (program, rest) = match prefix.split_first() {
+            Some((first, rest)) => (*first, rest.iter().copied().chain([binary]).collect::<Vec<_>>()),
+            None => (binary, Vec::new()),
+        };
+        let mut child = Command::new(program)
+            .args(rest)
+            .args(["--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the chatroom binary starts");
+        let addr = listening_address(&mut child);
+        Some(Self { child, addr, _dir: dir })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint { addr: self.addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Open file descriptors (sockets included).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+    }
+
+    /// Resident memory now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// Peak resident memory so far, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// CPU time used so far (user + system).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name (which is in parentheses).
+        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+        Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits (polling `/proc`, at most `within`) until `condition` holds.
+    pub async fn wait_until(&self, within: Duration, mut condition: impl FnMut(&Self) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if condition(self) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        condition(self)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the child's log until it says where it listens; the rest of its
+/// log is passed on to the test's stderr (shown when a test fails).
+fn listening_address(child: &mut Child) -> SocketAddr {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[server] {line}");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                if let (Some(tx), Ok(addr)) = (found.take(), addr.parse::<SocketAddr>()) {
+                    let _ = tx.send(addr);
+                }
+            }
+        }
+    });
+    address.recv_timeout(TIMEOUT).expect("the server said where it listens")
+}
