@@ -212,6 +212,38 @@ async fn a_torn_last_line_is_set_aside_at_start() {
     assert_eq!(saved_again, saved);
 }
 
+/// Step 5: a last line that is a whole message and lacks only its newline
+/// was stored (and may have been acknowledged): it is kept, not set aside.
+#[tokio::test]
+async fn a_whole_last_line_missing_only_its_newline_is_kept() {
+    let mut server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    for i in 1..=3 {
+        ann.send_http("general", &format!("m{i}"), &format!("c{i}")).await;
+    }
+    let before = ann.messages("general", "").await;
+    server.stop().await;
+    let path = server.room_file("general");
+    let whole = std::fs::read(&path).unwrap();
+    assert_eq!(whole.last(), Some(&b'\n'));
+    std::fs::write(&path, &whole[..whole.len() - 1]).unwrap();
+
+    server.start_again().await;
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), String::from_utf8(whole).unwrap(), "the newline is put back at start");
+    let torn = path.with_extension("jsonl.torn");
+    assert!(!torn.exists(), "a whole message was set aside as torn: {:?}", std::fs::read_to_string(&torn));
+    let ann = ann.back_at(&server, "ann").await;
+    assert_eq!(ann.messages("general", "").await, before, "message 3 is still served");
+    // A retry of message 3 is answered with the stored copy, not stored again.
+    let (status, again) = ann.post_message("general", "m3", "c3").await;
+    assert_eq!((status, id(&again)), (200, 3), "{again}");
+    assert_eq!(id(&ann.send_http("general", "m4", "c4").await), 4, "ids go on after the kept message");
+    let lines = read_room_file(&path);
+    assert_eq!(ids(&lines), vec![1, 2, 3, 4]);
+    assert_eq!(texts(&lines), vec!["m1", "m2", "m3", "m4"]);
+    assert!(!torn.exists());
+}
+
 #[tokio::test]
 async fn a_damaged_line_in_the_middle_is_skipped_not_fatal() {
     let mut server = TestServer::start().await;
