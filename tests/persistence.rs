@@ -244,6 +244,45 @@ async fn a_whole_last_line_missing_only_its_newline_is_kept() {
     assert!(!torn.exists());
 }
 
+/// Step 5: a room whose line in `rooms.jsonl` is damaged is still a room:
+/// its message file exists, so its record is restored at start.
+#[tokio::test]
+async fn a_room_whose_record_is_damaged_is_still_reachable() {
+    const STORED: u64 = 1_100;
+    let mut server = TestServer::start_unthrottled().await;
+    let ann = server.guest("ann").await;
+    ann.create_room("big").await;
+    ann.create_room("after-big").await;
+    for i in 1..=STORED {
+        ann.send_http("big", &format!("m{i}"), &format!("c{i}")).await;
+    }
+    server.stop().await;
+
+    let rooms_file = server.data_dir().join("rooms.jsonl");
+    let text = std::fs::read_to_string(&rooms_file).unwrap();
+    let damaged: Vec<String> = text
+        .lines()
+        .map(|line| if line.contains("\"name\":\"big\"") { "{\"name\":\"big\",\"created_by\":\u{0}".to_string() } else { line.to_string() })
+        .collect();
+    assert_ne!(damaged.join("\n") + "\n", text, "the room's record was found and damaged");
+    std::fs::write(&rooms_file, damaged.join("\n") + "\n").unwrap();
+
+    server.start_again().await;
+    let ann = ann.back_at(&server, "ann").await;
+    let (status, rooms) = ann.get("/api/rooms").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = rooms.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"big") && names.contains(&"after-big") && names.contains(&"general"), "{rooms}");
+    let history = ann.all_messages("big").await;
+    assert_eq!(ids(&history), (1..=STORED).collect::<Vec<_>>());
+    assert_eq!(id(&ann.send_http("big", "next", "next").await), STORED + 1);
+
+    // The restored record lasts: a second start needs no repair to know it.
+    server.restart().await;
+    let ann = ann.back_at(&server, "ann").await;
+    assert_eq!(ann.messages("big", "limit=1").await.first().map(id), Some(STORED + 1));
+}
+
 #[tokio::test]
 async fn a_damaged_line_in_the_middle_is_skipped_not_fatal() {
     let mut server = TestServer::start().await;

@@ -8,9 +8,11 @@
 //!   users.jsonl, sessions.jsonl, subscriptions.jsonl   see `accounts`
 //! ```
 //!
-//! Start-up reads only `rooms.jsonl`; a room's file is opened on first use
-//! and only its tail is read (see `room_log`), so start-up time does not
-//! grow with the amount of history.
+//! Start-up reads only `rooms.jsonl` and the list of files in `rooms/` (a
+//! room whose message file exists is a room, even if its line in
+//! `rooms.jsonl` is damaged: its record is restored); a room's file is
+//! opened on first use and only its tail is read (see `room_log`), so
+//! start-up time does not grow with the amount of history.
 
 mod accounts;
 mod lines;
@@ -37,6 +39,9 @@ use crate::model::{Message, NewMessage, RoomName, now_rfc3339, Username};
 
 /// The room every server has.
 pub const DEFAULT_ROOM: &str = "general";
+/// `created_by` of the rooms the server records itself: the default room,
+/// and rooms whose record is restored from their message file.
+const SERVER_AUTHOR: &str = "chatroom";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RoomRecord {
@@ -70,13 +75,32 @@ impl JsonlStore {
             open_rooms: Mutex::new(HashMap::new()),
             sync_writes,
         };
+        store.restore_unlisted_rooms()?;
         let general = RoomName::parse(DEFAULT_ROOM).expect("the default room name is valid");
         if !store.knows(&general) {
             let mut file = store.rooms_file.lock().expect("rooms file lock");
-            store.record_room(&mut file, &general, "chatroom")?;
+            store.record_room(&mut file, &general, SERVER_AUTHOR)?;
         }
         store.repair_all_rooms()?;
         Ok(store)
+    }
+
+    /// A room whose message file exists is a room, even when `rooms.jsonl`
+    /// lost or damaged its line: its record is written again, with a
+    /// warning. One directory listing; no room file is read.
+    fn restore_unlisted_rooms(&self) -> io::Result<()> {
+        let mut file = self.rooms_file.lock().expect("rooms file lock");
+        for room in rooms_with_a_file(&self.rooms_dir)? {
+            if !self.knows(&room) {
+                tracing::warn!(
+                    room = %room,
+                    file = %self.rooms_dir.join(format!("{room}.jsonl")).display(),
+                    "rooms.jsonl does not list a room whose message file exists; restoring its record"
+                );
+                self.record_room(&mut file, &room, SERVER_AUTHOR)?;
+            }
+        }
+        Ok(())
     }
 
     /// Cuts torn last lines off every room file now, so the warning comes at
@@ -137,6 +161,21 @@ impl JsonlStore {
             .await?;
         Ok(log.clone())
     }
+}
+
+/// The rooms that have a message file in `rooms_dir` (`<room>.jsonl` with
+/// a valid room name), sorted.
+fn rooms_with_a_file(rooms_dir: &Path) -> io::Result<Vec<RoomName>> {
+    let mut rooms = Vec::new();
+    for entry in std::fs::read_dir(rooms_dir)? {
+        let file_name = entry?.file_name();
+        let stem = file_name.to_str().and_then(|n| n.strip_suffix(".jsonl"));
+        if let Some(room) = stem.and_then(|n| RoomName::parse(n).ok()) {
+            rooms.push(room);
+        }
+    }
+    rooms.sort();
+    Ok(rooms)
 }
 
 /// The rooms of `rooms.jsonl`, by name; records with an invalid name are
@@ -254,5 +293,23 @@ mod tests {
         drop(store);
         let reopened = JsonlStore::open(dir.path(), false).unwrap();
         assert!(reopened.room_exists(&RoomName::parse("lobby").unwrap()).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_room_with_a_message_file_but_no_record_is_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rooms.jsonl"), "{\"name\":\"big\",\"created_by\n").unwrap();
+        let rooms = dir.path().join("rooms");
+        std::fs::create_dir(&rooms).unwrap();
+        for file in ["big.jsonl", "big.jsonl.torn", "Not-A-Room.jsonl", "a.b.jsonl"] {
+            std::fs::write(rooms.join(file), "").unwrap();
+        }
+        let store = JsonlStore::open(dir.path(), false).unwrap();
+        let names: Vec<String> = store.list_rooms("", 10).await.unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["big", "general"]);
+        // The record was written: the next start lists it with no file scan needed.
+        drop(store);
+        let records = std::fs::read_to_string(dir.path().join("rooms.jsonl")).unwrap();
+        assert_eq!(records.lines().filter(|l| l.contains("\"name\":\"big\",\"created_by\":")).count(), 1, "{records}");
     }
 }
