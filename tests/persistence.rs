@@ -6,6 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::Write;
 
+use chatroom::{Config, RunningServer};
 use common::{TestServer, id, ids, read_room_file, texts, without_type};
 use serde_json::{Value, json};
 
@@ -281,6 +282,85 @@ async fn a_room_whose_record_is_damaged_is_still_reachable() {
     server.restart().await;
     let ann = ann.back_at(&server, "ann").await;
     assert_eq!(ann.messages("big", "limit=1").await.first().map(id), Some(STORED + 1));
+}
+
+/// Step 5: a room file that cannot be opened stops the start, and the
+/// error names that file and the reason. Root may open a 0444 file, so the
+/// room file is made a directory here, which no one can open for writing.
+#[tokio::test]
+async fn a_room_file_that_cannot_be_opened_is_named_in_the_start_error() {
+    let mut server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    ann.create_room("lobby").await;
+    ann.send_http("lobby", "hello", "c1").await;
+    server.stop().await;
+
+    let path = server.room_file("lobby");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let error = match RunningServer::start(Config::for_data_dir(server.data_dir())).await {
+        Ok(_) => panic!("the server started with {} a directory", path.display()),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains(&path.display().to_string()), "the error does not name the file: {error}");
+    assert!(error.to_lowercase().contains("directory"), "the error does not say why: {error}");
+}
+
+/// Step 5, as reported: one read-only room file. Root ignores `chmod 0444`
+/// when opening, so the file is also made immutable (`chattr +i`) when
+/// this process may do that; the guard lifts the flag again, even on panic,
+/// so the temporary directory can be deleted.
+#[tokio::test]
+async fn a_read_only_room_file_is_named_in_the_start_error() {
+    let mut server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    ann.create_room("lobby").await;
+    ann.send_http("lobby", "hello", "c1").await;
+    server.stop().await;
+
+    let path = server.room_file("lobby");
+    let _guard = ReadOnly::make(&path);
+    if std::fs::OpenOptions::new().append(true).open(&path).is_ok() {
+        eprintln!("skipped: neither chmod 0444 nor chattr +i stops this process from writing {}", path.display());
+        return;
+    }
+    let error = match RunningServer::start(Config::for_data_dir(server.data_dir())).await {
+        Ok(_) => panic!("the server started with {} read-only", path.display()),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains(&path.display().to_string()), "the error does not name the file: {error}");
+}
+
+/// Makes a file read-only (mode 0444, and immutable where allowed) until
+/// dropped.
+struct ReadOnly {
+    path: std::path::PathBuf,
+    immutable: bool,
+}
+
+impl ReadOnly {
+    fn make(path: &std::path::Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let immutable = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        Self { path: path.to_path_buf(), immutable }
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if self.immutable {
+            let lifted = std::process::Command::new("chattr").arg("-i").arg(&self.path).status();
+            assert!(lifted.is_ok_and(|s| s.success()) || std::thread::panicking(), "chattr -i {}", self.path.display());
+        }
+        let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o644));
+    }
 }
 
 #[tokio::test]

@@ -52,6 +52,23 @@ struct RoomRecord {
 
 type RoomSlot = Arc<OnceCell<SharedRoomLog>>;
 
+/// An I/O error on one data file: what was being done, to which file, and
+/// why. It travels inside an `io::Error` of the same kind (so callers that
+/// branch on the kind still can), and its text is what the server says
+/// when it cannot start: "cannot open /data/rooms/lobby.jsonl: …".
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {}: {cause}", path.display())]
+pub struct FileError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    pub cause: io::Error,
+}
+
+/// Wraps an I/O error on `path` into a [`FileError`] (for `map_err`).
+fn file_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> io::Error + 'a {
+    move |cause| io::Error::new(cause.kind(), FileError { action, path: path.to_path_buf(), cause })
+}
+
 pub struct JsonlStore {
     rooms_dir: PathBuf,
     rooms_file: Mutex<LogFile>,
@@ -64,7 +81,7 @@ impl JsonlStore {
     /// Opens (creating if needed) a data directory. Blocking; call at start.
     pub fn open(data_dir: &Path, sync_writes: bool) -> io::Result<Self> {
         let rooms_dir = data_dir.join("rooms");
-        std::fs::create_dir_all(&rooms_dir)?;
+        std::fs::create_dir_all(&rooms_dir).map_err(file_error("create", &rooms_dir))?;
         let rooms_path = data_dir.join("rooms.jsonl");
         let rooms = read_room_records(&rooms_path)?;
         let rooms_file = LogFile::open(&rooms_path)?;
@@ -111,10 +128,10 @@ impl JsonlStore {
             let path = self.rooms_dir.join(format!("{name}.jsonl"));
             match OpenOptions::new().read(true).write(true).open(&path) {
                 Ok(file) => {
-                    room_log::repair_torn_tail(&file, &path)?;
+                    room_log::repair_torn_tail(&file, &path).map_err(file_error("repair", &path))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(file_error("open", &path)(e)),
             }
         }
         Ok(())
@@ -167,8 +184,8 @@ impl JsonlStore {
 /// a valid room name), sorted.
 fn rooms_with_a_file(rooms_dir: &Path) -> io::Result<Vec<RoomName>> {
     let mut rooms = Vec::new();
-    for entry in std::fs::read_dir(rooms_dir)? {
-        let file_name = entry?.file_name();
+    for entry in std::fs::read_dir(rooms_dir).map_err(file_error("list", rooms_dir))? {
+        let file_name = entry.map_err(file_error("list", rooms_dir))?.file_name();
         let stem = file_name.to_str().and_then(|n| n.strip_suffix(".jsonl"));
         if let Some(room) = stem.and_then(|n| RoomName::parse(n).ok()) {
             rooms.push(room);
@@ -293,6 +310,17 @@ mod tests {
         drop(store);
         let reopened = JsonlStore::open(dir.path(), false).unwrap();
         assert!(reopened.room_exists(&RoomName::parse("lobby").unwrap()).await.unwrap());
+    }
+
+    #[test]
+    fn a_room_file_that_cannot_be_opened_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let room_file = dir.path().join("rooms").join("lobby.jsonl");
+        std::fs::create_dir_all(&room_file).unwrap(); // a directory cannot be opened for writing
+        let error = JsonlStore::open(dir.path(), false).err().expect("the store does not open");
+        assert_eq!(error.kind(), io::ErrorKind::IsADirectory);
+        let text = error.to_string();
+        assert!(text.starts_with(&format!("cannot open {}: ", room_file.display())), "{text}");
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::lines;
+use super::{file_error, lines};
 use crate::model::{Message, NewMessage, RoomName, now_rfc3339};
 use crate::store::{Appended, DEDUP_WINDOW, HistoryQuery};
 
@@ -106,11 +106,11 @@ impl RoomLog {
     /// Opens (creating if needed) a room's file and loads its tail.
     pub fn open(rooms_dir: &Path, room: &RoomName, sync_writes: bool) -> io::Result<Self> {
         let path = rooms_dir.join(format!("{room}.jsonl"));
-        let file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
-        let len = repair_torn_tail(&file, &path)?;
+        let file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(file_error("open", &path))?;
+        let len = repair_torn_tail(&file, &path).map_err(file_error("repair", &path))?;
         let hint = path.display().to_string();
         let mut recent = Recent::default();
-        for m in lines::read_backward(&file, len, DEDUP_WINDOW, &hint)? {
+        for m in lines::read_backward(&file, len, DEDUP_WINDOW, &hint).map_err(file_error("read", &path))? {
             recent.push(m);
         }
         Ok(Self {
@@ -265,10 +265,13 @@ fn whole_next_message(file: &File, start: u64, tail: &[u8], path: &Path) -> io::
 /// `<room>.jsonl.torn` and cuts them off the file.
 fn set_aside_torn(file: &File, path: &Path, start: u64, tail: &[u8]) -> io::Result<()> {
     let torn_path = path.with_extension("jsonl.torn");
-    let mut side = OpenOptions::new().create(true).append(true).open(&torn_path)?;
-    side.write_all(tail)?;
-    side.write_all(b"\n")?;
-    side.sync_data()?;
+    let save = || -> io::Result<()> {
+        let mut side = OpenOptions::new().create(true).append(true).open(&torn_path)?;
+        side.write_all(tail)?;
+        side.write_all(b"\n")?;
+        side.sync_data()
+    };
+    save().map_err(file_error("save torn bytes to", &torn_path))?;
     file.set_len(start)?;
     tracing::warn!(
         file = %path.display(),
