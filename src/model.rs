@@ -80,9 +80,14 @@ fn is_reserved_device_name(name: &str) -> bool {
     numbered("com") || numbered("lpt")
 }
 
-/// A validated display name: 1–32 characters after trimming, no control,
-/// bidi-override or zero-width characters. Compared case-insensitively
-/// through [`Username::key`].
+/// A validated display name: 1–32 characters after trimming, with no
+/// control, format, default-ignorable, line/paragraph-separator or blank
+/// look-alike character (see `is_forbidden_in_name`). Kept as typed.
+///
+/// Two keys are derived from it, never stored in place of the name:
+/// [`Username::key`] (case-insensitive identity: log-in, subscriptions,
+/// presence) and [`Username::skeletons`] (what "is this name taken?"
+/// compares, so a look-alike cannot pose as someone else).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Username(String);
@@ -99,7 +104,7 @@ impl Username {
         }
         if trimmed.chars().any(is_forbidden_in_name) {
             return Err(invalid(
-                "a username cannot contain control, invisible or text-direction characters",
+                "a username cannot contain control, invisible, blank or text-direction characters",
             ));
         }
         Ok(Self(trimmed.to_string()))
@@ -113,6 +118,13 @@ impl Username {
     /// equal are the same user.
     pub fn key(&self) -> String {
         self.0.to_lowercase()
+    }
+
+    /// What "is this name taken?" compares: the name's confusable skeletons
+    /// (see [`name_skeletons`]). Two names that share one look alike, so
+    /// only one of them may be claimed.
+    pub fn skeletons(&self) -> Vec<String> {
+        name_skeletons(&self.0)
     }
 }
 
@@ -129,19 +141,43 @@ impl fmt::Display for Username {
     }
 }
 
-/// Characters a name may never hold: controls, bidi embeddings/overrides/
-/// isolates and invisible zero-width characters that let one name pass for
-/// another.
+/// The Unicode UTS #39 skeletons of a name, from the `unicode-security`
+/// crate's confusables data: the skeleton of the lower-cased name (so case
+/// never tells two names apart, and "аdmin" with a Cyrillic а or "ＡＤＭＩＮ"
+/// meet "admin"), and, when it differs, the skeleton as typed (which also
+/// catches an upper-case I posing as an l, "PayPaI" for "PayPal", that
+/// lower-casing would turn into an i). Derived on demand and never stored,
+/// since the data changes with Unicode versions.
+pub fn name_skeletons(name: &str) -> Vec<String> {
+    let folded: String = unicode_security::skeleton(&name.to_lowercase()).collect();
+    let as_typed: String = unicode_security::skeleton(name).collect();
+    if as_typed == folded { vec![folded] } else { vec![folded, as_typed] }
+}
+
+/// Blank look-alikes: characters that show as nothing or as a space. Only
+/// U+2800 BRAILLE PATTERN BLANK is not also default-ignorable; the Hangul
+/// fillers are named too, so this list reads as the rule it keeps.
+const BLANK_LOOK_ALIKES: [char; 5] = ['\u{2800}', '\u{115F}', '\u{1160}', '\u{3164}', '\u{FFA0}'];
+
+/// Characters a name may never hold, because they are invisible or let one
+/// name pass for another: controls (Cc), format characters (Cf: bidi
+/// controls, zero-width joiners, tags, the soft hyphen…), line and
+/// paragraph separators (Zl, Zp), every Default_Ignorable_Code_Point
+/// (fillers, variation selectors, the grapheme joiner…) and the blank
+/// look-alikes. Properties come from ICU4X's `icu_properties` data.
 fn is_forbidden_in_name(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{200B}'..='\u{200F}'   // zero-width space/joiners, LRM, RLM
-            | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
-            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
-            | '\u{2066}'..='\u{2069}' // bidi isolates
-            | '\u{FEFF}'              // zero-width no-break space (BOM)
-            | '\u{00AD}'              // soft hyphen
-        )
+    use icu_properties::props::{DefaultIgnorableCodePoint, GeneralCategory};
+    use icu_properties::{CodePointMapData, CodePointSetData};
+    let invisible_category = matches!(
+        CodePointMapData::<GeneralCategory>::new().get(c),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    );
+    invisible_category
+        || CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
+        || BLANK_LOOK_ALIKES.contains(&c)
 }
 
 /// Message text: trimmed, 1–4000 characters. Newlines and tabs are kept;
@@ -252,6 +288,43 @@ mod tests {
         }
         assert!(Username::parse(&"é".repeat(32)).is_ok());
         assert!(Username::parse("Zoë 🙂").is_ok());
+    }
+
+    #[test]
+    fn usernames_refuse_format_default_ignorable_and_blank_characters() {
+        for c in [
+            '\u{061C}', '\u{3164}', '\u{2800}', '\u{1160}', '\u{115F}', '\u{FFA0}', '\u{2028}', '\u{2029}',
+            '\u{034F}', '\u{180E}', '\u{E0000}', '\u{E0001}', '\u{E0020}', '\u{E007F}', '\u{FFF9}', '\u{FFFB}',
+            '\u{FE0F}', '\u{E0100}', '\u{17B4}', '\u{1D173}', '\u{00AD}', '\u{200D}', '\u{2066}', '\u{FEFF}',
+        ] {
+            assert!(Username::parse(&format!("ad{c}min")).is_err(), "U+{:04X} should be refused", c as u32);
+        }
+        for ok in ["Zoë", "Мария", "太郎", "ali_2", "محمد", "José Ñúñez", "a b", "Zoë 🙂"] {
+            assert!(Username::parse(ok).is_ok(), "{ok:?} should be valid");
+        }
+    }
+
+    #[test]
+    fn look_alike_names_share_a_skeleton_and_different_names_do_not() {
+        let skeletons = |name: &str| Username::parse(name).unwrap().skeletons();
+        let look_alike = |a: &str, b: &str| skeletons(a).iter().any(|k| skeletons(b).contains(k));
+        for (a, b) in [
+            ("admin", "admin"),
+            ("ADMIN", "admin"),
+            ("ALICE", "alice"),
+            ("\u{0430}dmin", "admin"),
+            ("\u{0410}DMIN", "admin"),
+            ("\u{FF41}\u{FF44}\u{FF4D}\u{FF49}\u{FF4E}", "admin"),
+            ("PayPaI", "PayPal"),
+            ("r\u{043E}\u{043E}t", "Root"),
+        ] {
+            assert!(look_alike(a, b) && look_alike(b, a), "{a:?} and {b:?} should look alike");
+        }
+        for (a, b) in [("admin", "admins"), ("Zoë", "Zoe"), ("Мария", "Maria"), ("ann", "anne"), ("太郎", "次郎")] {
+            assert!(!look_alike(a, b), "{a:?} and {b:?} should differ");
+        }
+        // The display name is kept as typed.
+        assert_eq!(Username::parse("\u{0430}dmin").unwrap().as_str(), "\u{0430}dmin");
     }
 
     #[test]

@@ -38,6 +38,55 @@ async fn duplicate_names_and_weak_passwords_are_refused() {
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("name_taken")));
 }
 
+/// Step 5: "is this name taken" compares confusable skeletons (UTS #39), so
+/// a look-alike in another script cannot pose as an account or an online
+/// guest — before and after a restart. Log-in still needs the exact name.
+#[tokio::test]
+async fn a_look_alike_name_cannot_pose_as_an_account_or_an_online_guest() {
+    let mut server = TestServer::start().await;
+    User::sign_up(&server, "admin", PASSWORD).await;
+    let look_alikes = [
+        "\u{0430}dmin",                          // Cyrillic а
+        "\u{0410}DMIN",                          // Cyrillic А, upper case
+        "\u{FF41}\u{FF44}\u{FF4D}\u{FF49}\u{FF4E}", // fullwidth ａｄｍｉｎ
+    ];
+    let assert_taken = |status: u16, body: &Value, what: &str| {
+        assert_eq!((status, body["error"]["code"].as_str()), (409, Some("name_taken")), "{what}: {body}");
+    };
+    for name in look_alikes {
+        let mut visitor = server.anonymous();
+        let (status, body) = visitor.try_sign_up(name, PASSWORD).await;
+        assert_taken(status, &body, &format!("sign-up {name:?} beside the account admin"));
+        let (status, body) = visitor.login_guest(name).await;
+        assert_taken(status, &body, &format!("guest {name:?} beside the account admin"));
+    }
+    // The look-alike is not a way into the account either.
+    let (status, _, _) = server.anonymous().log_in("\u{0430}dmin", PASSWORD).await;
+    assert_eq!(status, 401);
+
+    // An online guest's name is held against look-alikes too.
+    let root = server.guest("root").await;
+    assert_eq!(root.get("/api/me").await.0, 200);
+    let mut visitor = server.anonymous();
+    let spoof = "r\u{043E}\u{043E}t"; // Cyrillic о twice
+    let (status, body) = visitor.login_guest(spoof).await;
+    assert_taken(status, &body, "guest look-alike of the guest root");
+    let (status, body) = visitor.try_sign_up(spoof, PASSWORD).await;
+    assert_taken(status, &body, "sign-up look-alike of the guest root");
+
+    // The comparison key is derived at start, not stored: still taken.
+    server.restart().await;
+    let mut visitor = server.anonymous();
+    let (status, body) = visitor.try_sign_up("\u{0430}dmin", PASSWORD).await;
+    assert_taken(status, &body, "sign-up look-alike after a restart");
+    let (status, body) = visitor.login_guest("\u{0430}dmin").await;
+    assert_taken(status, &body, "guest look-alike after a restart");
+    // And the display name is kept as typed.
+    let (status, _, _) = visitor.log_in("admin", PASSWORD).await;
+    assert_eq!(status, 200);
+    assert_eq!(visitor.get("/api/me").await, (200, json!({"username": "admin", "guest": false})));
+}
+
 #[tokio::test]
 async fn log_in_right_and_wrong_with_enumeration_safe_answers() {
     let server = TestServer::start().await;

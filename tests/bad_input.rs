@@ -233,6 +233,57 @@ async fn invalid_usernames_are_refused_and_names_are_trimmed() {
     }
 }
 
+/// Step 5: invisible and look-alike characters. Every default-ignorable
+/// code point, every format (Cf) character, the line and paragraph
+/// separators and the blank look-alikes are refused inside a name, whether
+/// a guest or a new account picks it; names in any script still pass.
+#[tokio::test]
+async fn invisible_format_and_blank_look_alike_characters_are_refused_in_usernames() {
+    let server = TestServer::start().await;
+    let refused = [
+        '\u{061C}',  // ARABIC LETTER MARK (Cf)
+        '\u{3164}',  // HANGUL FILLER (default-ignorable)
+        '\u{2800}',  // BRAILLE PATTERN BLANK (a blank look-alike)
+        '\u{1160}',  // HANGUL JUNGSEONG FILLER (default-ignorable)
+        '\u{115F}',  // HANGUL CHOSEONG FILLER (default-ignorable)
+        '\u{FFA0}',  // HALFWIDTH HANGUL FILLER (default-ignorable)
+        '\u{2028}',  // LINE SEPARATOR (Zl)
+        '\u{2029}',  // PARAGRAPH SEPARATOR (Zp)
+        '\u{034F}',  // COMBINING GRAPHEME JOINER (default-ignorable)
+        '\u{180E}',  // MONGOLIAN VOWEL SEPARATOR (Cf)
+        '\u{E0000}', // tag characters U+E0000–E007F
+        '\u{E0001}',
+        '\u{E0041}',
+        '\u{E007F}',
+        '\u{FFF9}',  // INTERLINEAR ANNOTATION ANCHOR (Cf)
+        '\u{FE0F}',  // VARIATION SELECTOR-16 (default-ignorable)
+        '\u{17B4}',  // KHMER VOWEL INHERENT AQ (default-ignorable)
+        '\u{1D173}', // MUSICAL SYMBOL BEGIN BEAM (Cf)
+        '\u{E0100}', // VARIATION SELECTOR-17 (default-ignorable)
+    ];
+    for c in refused {
+        let name = format!("ad{c}min");
+        let anon = server.anonymous();
+        let (status, body) = anon.post("/api/guest", json!({"username": name})).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_username")), "guest U+{:04X}: {body}", c as u32);
+        let (status, body) = anon.post("/api/signup", json!({"username": name, "password": "correct horse battery"})).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_username")), "sign-up U+{:04X}: {body}", c as u32);
+        let (status, _) = anon.get("/api/me").await;
+        assert_eq!(status, 401, "U+{:04X} got a session anyway", c as u32);
+    }
+
+    // Names in other scripts are names, for guests and accounts alike.
+    let ordinary = ["Zoë", "Мария", "太郎", "ali_2", "محمد", "Zoë 🙂"];
+    for name in ordinary {
+        assert_eq!(server.guest(name).await.name, name);
+    }
+    let accounts = TestServer::start().await;
+    for name in ordinary {
+        let user = common::User::sign_up(&accounts, name, "correct horse battery").await;
+        assert_eq!(user.get("/api/me").await, (200, json!({"username": name, "guest": false})));
+    }
+}
+
 #[tokio::test]
 async fn empty_or_oversize_text_is_refused() {
     let server = TestServer::start().await;

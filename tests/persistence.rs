@@ -6,6 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::Write;
 
+use chatroom::{Config, RunningServer};
 use common::{TestServer, id, ids, read_room_file, texts, without_type};
 use serde_json::{Value, json};
 
@@ -210,6 +211,156 @@ async fn a_torn_last_line_is_set_aside_at_start() {
     assert_eq!(ids(&ann.messages("general", "").await), vec![1, 2, 3, 4, 5]);
     let saved_again = std::fs::read(general.with_extension("jsonl.torn")).unwrap();
     assert_eq!(saved_again, saved);
+}
+
+/// Step 5: a last line that is a whole message and lacks only its newline
+/// was stored (and may have been acknowledged): it is kept, not set aside.
+#[tokio::test]
+async fn a_whole_last_line_missing_only_its_newline_is_kept() {
+    let mut server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    for i in 1..=3 {
+        ann.send_http("general", &format!("m{i}"), &format!("c{i}")).await;
+    }
+    let before = ann.messages("general", "").await;
+    server.stop().await;
+    let path = server.room_file("general");
+    let whole = std::fs::read(&path).unwrap();
+    assert_eq!(whole.last(), Some(&b'\n'));
+    std::fs::write(&path, &whole[..whole.len() - 1]).unwrap();
+
+    server.start_again().await;
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), String::from_utf8(whole).unwrap(), "the newline is put back at start");
+    let torn = path.with_extension("jsonl.torn");
+    assert!(!torn.exists(), "a whole message was set aside as torn: {:?}", std::fs::read_to_string(&torn));
+    let ann = ann.back_at(&server, "ann").await;
+    assert_eq!(ann.messages("general", "").await, before, "message 3 is still served");
+    // A retry of message 3 is answered with the stored copy, not stored again.
+    let (status, again) = ann.post_message("general", "m3", "c3").await;
+    assert_eq!((status, id(&again)), (200, 3), "{again}");
+    assert_eq!(id(&ann.send_http("general", "m4", "c4").await), 4, "ids go on after the kept message");
+    let lines = read_room_file(&path);
+    assert_eq!(ids(&lines), vec![1, 2, 3, 4]);
+    assert_eq!(texts(&lines), vec!["m1", "m2", "m3", "m4"]);
+    assert!(!torn.exists());
+}
+
+/// Step 5: a room whose line in `rooms.jsonl` is damaged is still a room:
+/// its message file exists, so its record is restored at start.
+#[tokio::test]
+async fn a_room_whose_record_is_damaged_is_still_reachable() {
+    const STORED: u64 = 1_100;
+    let mut server = TestServer::start_unthrottled().await;
+    let ann = server.guest("ann").await;
+    ann.create_room("big").await;
+    ann.create_room("after-big").await;
+    for i in 1..=STORED {
+        ann.send_http("big", &format!("m{i}"), &format!("c{i}")).await;
+    }
+    server.stop().await;
+
+    let rooms_file = server.data_dir().join("rooms.jsonl");
+    let text = std::fs::read_to_string(&rooms_file).unwrap();
+    let damaged: Vec<String> = text
+        .lines()
+        .map(|line| if line.contains("\"name\":\"big\"") { "{\"name\":\"big\",\"created_by\":\u{0}".to_string() } else { line.to_string() })
+        .collect();
+    assert_ne!(damaged.join("\n") + "\n", text, "the room's record was found and damaged");
+    std::fs::write(&rooms_file, damaged.join("\n") + "\n").unwrap();
+
+    server.start_again().await;
+    let ann = ann.back_at(&server, "ann").await;
+    let (status, rooms) = ann.get("/api/rooms").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = rooms.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"big") && names.contains(&"after-big") && names.contains(&"general"), "{rooms}");
+    let history = ann.all_messages("big").await;
+    assert_eq!(ids(&history), (1..=STORED).collect::<Vec<_>>());
+    assert_eq!(id(&ann.send_http("big", "next", "next").await), STORED + 1);
+
+    // The restored record lasts: a second start needs no repair to know it.
+    server.restart().await;
+    let ann = ann.back_at(&server, "ann").await;
+    assert_eq!(ann.messages("big", "limit=1").await.first().map(id), Some(STORED + 1));
+}
+
+/// Step 5: a room file that cannot be opened stops the start, and the
+/// error names that file and the reason. Root may open a 0444 file, so the
+/// room file is made a directory here, which no one can open for writing.
+#[tokio::test]
+async fn a_room_file_that_cannot_be_opened_is_named_in_the_start_error() {
+    let mut server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    ann.create_room("lobby").await;
+    ann.send_http("lobby", "hello", "c1").await;
+    server.stop().await;
+
+    let path = server.room_file("lobby");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let error = match RunningServer::start(Config::for_data_dir(server.data_dir())).await {
+        Ok(_) => panic!("the server started with {} a directory", path.display()),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains(&path.display().to_string()), "the error does not name the file: {error}");
+    assert!(error.to_lowercase().contains("directory"), "the error does not say why: {error}");
+}
+
+/// Step 5, as reported: one read-only room file. Root ignores `chmod 0444`
+/// when opening, so the file is also made immutable (`chattr +i`) when
+/// this process may do that; the guard lifts the flag again, even on panic,
+/// so the temporary directory can be deleted.
+#[tokio::test]
+async fn a_read_only_room_file_is_named_in_the_start_error() {
+    let mut server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    ann.create_room("lobby").await;
+    ann.send_http("lobby", "hello", "c1").await;
+    server.stop().await;
+
+    let path = server.room_file("lobby");
+    let _guard = ReadOnly::make(&path);
+    if std::fs::OpenOptions::new().append(true).open(&path).is_ok() {
+        eprintln!("skipped: neither chmod 0444 nor chattr +i stops this process from writing {}", path.display());
+        return;
+    }
+    let error = match RunningServer::start(Config::for_data_dir(server.data_dir())).await {
+        Ok(_) => panic!("the server started with {} read-only", path.display()),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains(&path.display().to_string()), "the error does not name the file: {error}");
+}
+
+/// Makes a file read-only (mode 0444, and immutable where allowed) until
+/// dropped.
+struct ReadOnly {
+    path: std::path::PathBuf,
+    immutable: bool,
+}
+
+impl ReadOnly {
+    fn make(path: &std::path::Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let immutable = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        Self { path: path.to_path_buf(), immutable }
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if self.immutable {
+            let lifted = std::process::Command::new("chattr").arg("-i").arg(&self.path).status();
+            assert!(lifted.is_ok_and(|s| s.success()) || std::thread::panicking(), "chattr -i {}", self.path.display());
+        }
+        let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o644));
+    }
 }
 
 #[tokio::test]

@@ -71,11 +71,12 @@ impl Auth {
         &self.limits
     }
 
-    /// POST /api/signup: creates an account and logs it in.
+    /// POST /api/signup: creates an account and logs it in, unless the name
+    /// or one that looks like it is an account or held by a guest online.
     pub async fn sign_up(&self, name: &str, password: String, current: Option<&Arc<Session>>) -> Result<NewSession, ChatError> {
         let user = Username::parse(name)?;
         password::check_strength(&password)?;
-        if self.store.find_user(&user.key()).await?.is_some() {
+        if self.store.find_look_alike(&user).await?.is_some() {
             return Err(ChatError::NameTaken(user.to_string()));
         }
         let password_hash = self.hasher.hash(password).await?;
@@ -134,7 +135,8 @@ impl Auth {
     }
 
     /// POST /api/guest: starts a guest session under `name`, unless an
-    /// account has that name or someone online holds it.
+    /// account has that name or one that looks like it (see
+    /// [`Username::skeletons`]), or a guest online holds such a name.
     ///
     /// A guest name is held by a live guest session that has a socket open
     /// or was active in the last minute; an idle holder loses the name (and
@@ -145,12 +147,12 @@ impl Auth {
         }
         let user = Username::parse(name)?;
         let _claim = self.name_claims.lock().await;
-        if self.guest_holds(&user, current) || self.store.find_user(&user.key()).await?.is_some() {
+        if self.guest_holds(&user, current) || self.store.find_look_alike(&user).await?.is_some() {
             return Err(ChatError::NameTaken(user.to_string()));
         }
         let idle_holders: Vec<String> = self
             .sessions
-            .of_user(&user.key())
+            .look_alikes_of(&user)
             .into_iter()
             .filter(|s| s.guest && current.is_none_or(|c| c.id_hash != s.id_hash))
             .map(|s| s.id_hash.clone())
@@ -159,10 +161,11 @@ impl Auth {
         self.start_session(user, true, current).await
     }
 
-    /// Whether a guest other than `current` is online under this name.
+    /// Whether a guest other than `current` is online under this name or
+    /// one that looks like it.
     fn guest_holds(&self, user: &Username, current: Option<&Arc<Session>>) -> bool {
         let now = now_ms();
-        self.sessions.of_user(&user.key()).iter().any(|holder| {
+        self.sessions.look_alikes_of(user).iter().any(|holder| {
             let own = current.is_some_and(|c| c.id_hash == holder.id_hash);
             holder.guest
                 && !own

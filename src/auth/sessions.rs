@@ -155,8 +155,9 @@ pub struct SessionLimits {
     pub absolute: Duration,
 }
 
-/// The table of live sessions, keyed by id hash and indexed by user (so
-/// "who holds this name?" does not walk every session).
+/// The table of live sessions, keyed by id hash and indexed by the
+/// skeletons of their names (so "who holds this name, or one that looks
+/// like it?" does not walk every session).
 #[derive(Default)]
 pub struct SessionTable {
     tables: Mutex<Tables>,
@@ -165,23 +166,27 @@ pub struct SessionTable {
 #[derive(Default)]
 struct Tables {
     by_hash: HashMap<String, Arc<Session>>,
-    /// lower-cased name → id hashes of that user's sessions
-    by_user: HashMap<String, Vec<String>>,
+    /// name skeleton ([`Username::skeletons`]) → id hashes of the sessions
+    /// whose name has it
+    by_skeleton: HashMap<String, Vec<String>>,
 }
 
 impl Tables {
     fn insert(&mut self, session: Arc<Session>) {
-        self.by_user.entry(session.user.key()).or_default().push(session.id_hash.clone());
+        for skeleton in session.user.skeletons() {
+            self.by_skeleton.entry(skeleton).or_default().push(session.id_hash.clone());
+        }
         self.by_hash.insert(session.id_hash.clone(), session);
     }
 
     fn remove(&mut self, id_hash: &str) -> Option<Arc<Session>> {
         let session = self.by_hash.remove(id_hash)?;
-        let key = session.user.key();
-        if let Some(hashes) = self.by_user.get_mut(&key) {
-            hashes.retain(|h| h != id_hash);
-            if hashes.is_empty() {
-                self.by_user.remove(&key);
+        for skeleton in session.user.skeletons() {
+            if let Some(hashes) = self.by_skeleton.get_mut(&skeleton) {
+                hashes.retain(|h| h != id_hash);
+                if hashes.is_empty() {
+                    self.by_skeleton.remove(&skeleton);
+                }
             }
         }
         Some(session)
@@ -236,11 +241,15 @@ impl SessionTable {
             .collect()
     }
 
-    /// Every session of a user (by lower-cased name).
-    pub fn of_user(&self, user_key: &str) -> Vec<Arc<Session>> {
+    /// Every session whose name is `user` or looks like it (shares a
+    /// skeleton with it), each once.
+    pub fn look_alikes_of(&self, user: &Username) -> Vec<Arc<Session>> {
         let tables = self.lock();
-        let Some(hashes) = tables.by_user.get(user_key) else { return Vec::new() };
-        hashes.iter().filter_map(|h| tables.by_hash.get(h).cloned()).collect()
+        let mut hashes: Vec<&String> =
+            user.skeletons().iter().filter_map(|k| tables.by_skeleton.get(k)).flatten().collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        hashes.into_iter().filter_map(|h| tables.by_hash.get(h).cloned()).collect()
     }
 
     pub fn all(&self) -> Vec<Arc<Session>> {
@@ -273,18 +282,35 @@ mod tests {
     #[test]
     fn sessions_are_found_by_user_until_they_end() {
         let table = SessionTable::default();
+        let ann = Username::parse("ann").unwrap();
         let (_, a) = table.create(Username::parse("Ann").unwrap(), true);
         let (raw_b, b) = table.create(Username::parse("ANN").unwrap(), false);
         table.create(Username::parse("bob").unwrap(), true);
-        assert_eq!(table.of_user("ann").len(), 2);
+        assert_eq!(table.look_alikes_of(&ann).len(), 2);
         table.end(&a.id_hash, EndReason::LoggedOut);
-        let left: Vec<String> = table.of_user("ann").iter().map(|s| s.id_hash.clone()).collect();
+        let left: Vec<String> = table.look_alikes_of(&ann).iter().map(|s| s.id_hash.clone()).collect();
         assert_eq!(left, vec![b.id_hash.clone()]);
         let limits = SessionLimits { idle: Duration::from_secs(60), absolute: Duration::from_secs(60) };
         assert!(table.find(&raw_b, &limits).is_some());
         assert_eq!(*a.ended().borrow(), Some(EndReason::LoggedOut));
         table.end(&b.id_hash, EndReason::LoggedOut);
-        assert!(table.of_user("ann").is_empty());
+        assert!(table.look_alikes_of(&ann).is_empty());
         assert!(table.find(&raw_b, &limits).is_none());
+    }
+
+    #[test]
+    fn look_alike_names_find_each_others_sessions_once() {
+        let table = SessionTable::default();
+        let name = |n: &str| Username::parse(n).unwrap();
+        // "PayPal" is indexed under two skeletons ("paypal", "PayPal").
+        let (_, held) = table.create(name("PayPal"), true);
+        table.create(name("root"), true);
+        for look_alike in ["PayPal", "paypal", "PayPaI"] {
+            let found: Vec<String> = table.look_alikes_of(&name(look_alike)).iter().map(|s| s.id_hash.clone()).collect();
+            assert_eq!(found, vec![held.id_hash.clone()], "{look_alike}");
+        }
+        assert_eq!(table.look_alikes_of(&name("r\u{043E}\u{043E}t")).len(), 1);
+        table.end(&held.id_hash, EndReason::LoggedOut);
+        assert!(table.look_alikes_of(&name("PayPaI")).is_empty());
     }
 }

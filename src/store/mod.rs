@@ -135,7 +135,8 @@ pub struct UserRecord {
 
 /// Accounts, sessions (by id hash only) and room subscriptions.
 ///
-/// The contract: `create_user` is atomic per name (case-insensitive) and
+/// The contract: `create_user` is atomic per name, compared as look-alikes
+/// (a shared [`Username::skeletons`] key, so also case-insensitively), and
 /// fails with `NameTaken`; sessions are stored only as [`SessionRecord`]s,
 /// which hold a hash of the id, never the id; everything survives restarts.
 #[async_trait]
@@ -143,6 +144,9 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn create_user(&self, user: UserRecord) -> Result<(), ChatError>;
     /// The account whose lower-cased name is `user_key`.
     async fn find_user(&self, user_key: &str) -> Result<Option<UserRecord>, ChatError>;
+    /// An account whose name is `user` or looks like it (shares one of its
+    /// [`Username::skeletons`]): is the name taken?
+    async fn find_look_alike(&self, user: &Username) -> Result<Option<UserRecord>, ChatError>;
 
     async fn save_session(&self, session: SessionRecord) -> Result<(), ChatError>;
     /// Records activity of sessions (id hash, unix ms), in one write.

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::log_file::LogFile;
 use crate::error::ChatError;
-use crate::model::RoomName;
+use crate::model::{RoomName, Username, name_skeletons};
 use crate::store::{AccountStore, SessionRecord, UserRecord};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,12 +38,23 @@ enum SubscriptionOp {
 }
 
 struct Inner {
+    /// lower-cased name → account
     users: HashMap<String, UserRecord>,
+    /// name skeleton → lower-cased name of the (first) account that has it;
+    /// derived at start, never stored
+    look_alikes: HashMap<String, String>,
     users_log: LogFile,
     sessions: HashMap<String, SessionRecord>,
     sessions_log: LogFile,
     subscriptions: HashMap<String, BTreeSet<String>>,
     subscriptions_log: LogFile,
+}
+
+impl Inner {
+    /// An account whose name shares a skeleton with `name`.
+    fn look_alike(&self, name: &str) -> Option<&UserRecord> {
+        name_skeletons(name).iter().find_map(|k| self.look_alikes.get(k)).and_then(|key| self.users.get(key))
+    }
 }
 
 #[derive(Clone)]
@@ -55,10 +66,12 @@ impl JsonlAccounts {
     /// Loads and compacts the account files of `data_dir`. Blocking.
     pub fn open(data_dir: &Path) -> std::io::Result<Self> {
         let users_path = data_dir.join("users.jsonl");
-        let users = LogFile::read_all::<UserRecord>(&users_path)?
-            .into_iter()
-            .map(|u| (u.username.to_lowercase(), u))
-            .collect();
+        let mut users = HashMap::new();
+        let mut look_alikes = HashMap::new();
+        for user in LogFile::read_all::<UserRecord>(&users_path)? {
+            index_look_alikes(&mut look_alikes, &user);
+            users.insert(user.username.to_lowercase(), user);
+        }
         let sessions_path = data_dir.join("sessions.jsonl");
         let sessions = replay_sessions(LogFile::read_all(&sessions_path)?);
         let live: Vec<SessionOp> = sessions.values().cloned().map(SessionOp::Open).collect();
@@ -70,6 +83,7 @@ impl JsonlAccounts {
             .collect();
         let inner = Inner {
             users,
+            look_alikes,
             users_log: LogFile::open(&users_path)?,
             sessions,
             sessions_log: LogFile::rewrite(&sessions_path, &live)?,
@@ -88,6 +102,14 @@ impl JsonlAccounts {
         tokio::task::spawn_blocking(move || op(&mut inner.lock().expect("accounts lock")))
             .await
             .map_err(|e| ChatError::Internal(e.to_string()))?
+    }
+}
+
+/// Indexes an account under its name's skeletons (an older account keeps a
+/// skeleton it shares with a later one: both still load and log in).
+fn index_look_alikes(look_alikes: &mut HashMap<String, String>, user: &UserRecord) {
+    for skeleton in name_skeletons(&user.username) {
+        look_alikes.entry(skeleton).or_insert_with(|| user.username.to_lowercase());
     }
 }
 
@@ -134,10 +156,11 @@ impl AccountStore for JsonlAccounts {
     async fn create_user(&self, user: UserRecord) -> Result<(), ChatError> {
         self.blocking(move |inner| {
             let key = user.username.to_lowercase();
-            if inner.users.contains_key(&key) {
+            if inner.users.contains_key(&key) || inner.look_alike(&user.username).is_some() {
                 return Err(ChatError::NameTaken(user.username));
             }
             inner.users_log.append(std::slice::from_ref(&user))?;
+            index_look_alikes(&mut inner.look_alikes, &user);
             inner.users.insert(key, user);
             Ok(())
         })
@@ -146,6 +169,10 @@ impl AccountStore for JsonlAccounts {
 
     async fn find_user(&self, user_key: &str) -> Result<Option<UserRecord>, ChatError> {
         Ok(self.inner.lock().expect("accounts lock").users.get(user_key).cloned())
+    }
+
+    async fn find_look_alike(&self, user: &Username) -> Result<Option<UserRecord>, ChatError> {
+        Ok(self.inner.lock().expect("accounts lock").look_alike(user.as_str()).cloned())
     }
 
     async fn save_session(&self, session: SessionRecord) -> Result<(), ChatError> {
@@ -237,5 +264,39 @@ impl AccountStore for JsonlAccounts {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> UserRecord {
+        UserRecord { username: name.to_string(), password_hash: "$argon2id$x".into(), created_at: "t".into() }
+    }
+
+    #[tokio::test]
+    async fn look_alikes_are_derived_at_load_and_refused_at_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        // Written before names were compared by skeleton: two look-alikes.
+        let lines: Vec<String> =
+            ["admin", "\u{0430}dmin"].iter().map(|n| serde_json::to_string(&record(n)).unwrap() + "\n").collect();
+        std::fs::write(dir.path().join("users.jsonl"), lines.concat()).unwrap();
+        let accounts = JsonlAccounts::open(dir.path()).unwrap();
+        // Both still load and are found by their own name.
+        assert_eq!(accounts.find_user("admin").await.unwrap().unwrap().username, "admin");
+        assert_eq!(accounts.find_user("\u{0430}dmin").await.unwrap().unwrap().username, "\u{0430}dmin");
+        // A look-alike finds the older account; a different name finds none.
+        let look_alike = Username::parse("\u{0410}DMIN").unwrap();
+        assert_eq!(accounts.find_look_alike(&look_alike).await.unwrap().unwrap().username, "admin");
+        assert!(accounts.find_look_alike(&Username::parse("admins").unwrap()).await.unwrap().is_none());
+        // Creation refuses a look-alike in the same step that writes.
+        assert!(matches!(accounts.create_user(record("ADM\u{0406}N")).await, Err(ChatError::NameTaken(_))));
+        accounts.create_user(record("admins")).await.unwrap();
+        assert!(matches!(accounts.create_user(record("\u{0430}dmins")).await, Err(ChatError::NameTaken(_))));
+        // Nothing derived was written: users.jsonl holds the names as typed.
+        let stored = std::fs::read_to_string(dir.path().join("users.jsonl")).unwrap();
+        assert_eq!(stored.lines().count(), 3);
+        assert!(stored.contains("\"username\":\"admins\""));
     }
 }

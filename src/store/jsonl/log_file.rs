@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::file_error;
+
 pub struct LogFile {
     path: PathBuf,
     file: File,
@@ -20,11 +22,11 @@ impl LogFile {
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+            Err(e) => return Err(file_error("open", path)(e)),
         };
         let mut records = Vec::new();
         for (n, line) in BufReader::new(file).lines().enumerate() {
-            let line = line?;
+            let line = line.map_err(file_error("read", path))?;
             if line.trim().is_empty() {
                 continue;
             }
@@ -39,21 +41,14 @@ impl LogFile {
     /// Replaces the file's content with `records`, then opens it for appends.
     pub fn rewrite<T: Serialize>(path: &Path, records: &[T]) -> io::Result<Self> {
         let tmp = path.with_extension("jsonl.tmp");
-        {
-            let mut out = io::BufWriter::new(File::create(&tmp)?);
-            for record in records {
-                serde_json::to_writer(&mut out, record)?;
-                out.write_all(b"\n")?;
-            }
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
+        write_all_records(&tmp, records).map_err(file_error("write", &tmp))?;
+        std::fs::rename(&tmp, path).map_err(file_error("replace", path))?;
         Self::open(path)
     }
 
     /// Opens (creating) the file for appends.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = OpenOptions::new().create(true).append(true).open(path).map_err(file_error("open", path))?;
         Ok(Self { path: path.to_path_buf(), file })
     }
 
@@ -69,8 +64,18 @@ impl LogFile {
             serde_json::to_writer(&mut buf, record)?;
             buf.push(b'\n');
         }
-        self.file.write_all(&buf).inspect_err(|e| {
-            tracing::error!(file = %self.path.display(), error = %e, "append failed");
+        self.file.write_all(&buf).map_err(file_error("append to", &self.path)).inspect_err(|e| {
+            tracing::error!(error = %e, "append failed");
         })
     }
+}
+
+/// Creates `path` holding `records` as JSON lines, synced.
+fn write_all_records<T: Serialize>(path: &Path, records: &[T]) -> io::Result<()> {
+    let mut out = io::BufWriter::new(File::create(path)?);
+    for record in records {
+        serde_json::to_writer(&mut out, record)?;
+        out.write_all(b"\n")?;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()
 }

@@ -8,9 +8,11 @@
 //!   users.jsonl, sessions.jsonl, subscriptions.jsonl   see `accounts`
 //! ```
 //!
-//! Start-up reads only `rooms.jsonl`; a room's file is opened on first use
-//! and only its tail is read (see `room_log`), so start-up time does not
-//! grow with the amount of history.
+//! Start-up reads only `rooms.jsonl` and the list of files in `rooms/` (a
+//! room whose message file exists is a room, even if its line in
+//! `rooms.jsonl` is damaged: its record is restored); a room's file is
+//! opened on first use and only its tail is read (see `room_log`), so
+//! start-up time does not grow with the amount of history.
 
 mod accounts;
 mod lines;
@@ -38,6 +40,9 @@ use crate::model::{Message, NewMessage, RoomName, now_rfc3339, Username};
 
 /// The room every server has.
 pub const DEFAULT_ROOM: &str = "general";
+/// `created_by` of the rooms the server records itself: the default room,
+/// and rooms whose record is restored from their message file.
+const SERVER_AUTHOR: &str = "chatroom";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RoomRecord {
@@ -47,6 +52,23 @@ struct RoomRecord {
 }
 
 type RoomSlot = Arc<OnceCell<SharedRoomLog>>;
+
+/// An I/O error on one data file: what was being done, to which file, and
+/// why. It travels inside an `io::Error` of the same kind (so callers that
+/// branch on the kind still can), and its text is what the server says
+/// when it cannot start: "cannot open /data/rooms/lobby.jsonl: …".
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {}: {cause}", path.display())]
+pub struct FileError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    pub cause: io::Error,
+}
+
+/// Wraps an I/O error on `path` into a [`FileError`] (for `map_err`).
+fn file_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> io::Error + 'a {
+    move |cause| io::Error::new(cause.kind(), FileError { action, path: path.to_path_buf(), cause })
+}
 
 pub struct JsonlStore {
     rooms_dir: PathBuf,
@@ -61,7 +83,7 @@ impl JsonlStore {
     /// Opens (creating if needed) a data directory. Blocking; call at start.
     pub fn open(data_dir: &Path, sync_writes: bool) -> io::Result<Self> {
         let rooms_dir = data_dir.join("rooms");
-        std::fs::create_dir_all(&rooms_dir)?;
+        std::fs::create_dir_all(&rooms_dir).map_err(file_error("create", &rooms_dir))?;
         let rooms_path = data_dir.join("rooms.jsonl");
         let rooms = read_room_records(&rooms_path)?;
         let rooms_file = LogFile::open(&rooms_path)?;
@@ -72,13 +94,32 @@ impl JsonlStore {
             open_rooms: Mutex::new(HashMap::new()),
             sync_writes,
         };
+        store.restore_unlisted_rooms()?;
         let general = RoomName::parse(DEFAULT_ROOM).expect("the default room name is valid");
         if !store.knows(&general) {
             let mut file = store.rooms_file.lock().expect("rooms file lock");
-            store.record_room(&mut file, &general, "chatroom")?;
+            store.record_room(&mut file, &general, SERVER_AUTHOR)?;
         }
         store.repair_all_rooms()?;
         Ok(store)
+    }
+
+    /// A room whose message file exists is a room, even when `rooms.jsonl`
+    /// lost or damaged its line: its record is written again, with a
+    /// warning. One directory listing; no room file is read.
+    fn restore_unlisted_rooms(&self) -> io::Result<()> {
+        let mut file = self.rooms_file.lock().expect("rooms file lock");
+        for room in rooms_with_a_file(&self.rooms_dir)? {
+            if !self.knows(&room) {
+                tracing::warn!(
+                    room = %room,
+                    file = %self.rooms_dir.join(format!("{room}.jsonl")).display(),
+                    "rooms.jsonl does not list a room whose message file exists; restoring its record"
+                );
+                self.record_room(&mut file, &room, SERVER_AUTHOR)?;
+            }
+        }
+        Ok(())
     }
 
     /// Cuts torn last lines off every room file now, so the warning comes at
@@ -89,10 +130,10 @@ impl JsonlStore {
             let path = self.rooms_dir.join(format!("{name}.jsonl"));
             match OpenOptions::new().read(true).write(true).open(&path) {
                 Ok(file) => {
-                    room_log::repair_torn_tail(&file, &path)?;
+                    room_log::repair_torn_tail(&file, &path).map_err(file_error("repair", &path))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(file_error("open", &path)(e)),
             }
         }
         Ok(())
@@ -141,6 +182,21 @@ impl JsonlStore {
             .await?;
         Ok(log.clone())
     }
+}
+
+/// The rooms that have a message file in `rooms_dir` (`<room>.jsonl` with
+/// a valid room name), sorted.
+fn rooms_with_a_file(rooms_dir: &Path) -> io::Result<Vec<RoomName>> {
+    let mut rooms = Vec::new();
+    for entry in std::fs::read_dir(rooms_dir).map_err(file_error("list", rooms_dir))? {
+        let file_name = entry.map_err(file_error("list", rooms_dir))?.file_name();
+        let stem = file_name.to_str().and_then(|n| n.strip_suffix(".jsonl"));
+        if let Some(room) = stem.and_then(|n| RoomName::parse(n).ok()) {
+            rooms.push(room);
+        }
+    }
+    rooms.sort();
+    Ok(rooms)
 }
 
 /// The rooms of `rooms.jsonl`, by name; records with an invalid name are
@@ -290,5 +346,34 @@ mod tests {
         drop(store);
         let reopened = JsonlStore::open(dir.path(), false).unwrap();
         assert!(reopened.room_exists(&RoomName::parse("lobby").unwrap()).await.unwrap());
+    }
+
+    #[test]
+    fn a_room_file_that_cannot_be_opened_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let room_file = dir.path().join("rooms").join("lobby.jsonl");
+        std::fs::create_dir_all(&room_file).unwrap(); // a directory cannot be opened for writing
+        let error = JsonlStore::open(dir.path(), false).err().expect("the store does not open");
+        assert_eq!(error.kind(), io::ErrorKind::IsADirectory);
+        let text = error.to_string();
+        assert!(text.starts_with(&format!("cannot open {}: ", room_file.display())), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_room_with_a_message_file_but_no_record_is_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rooms.jsonl"), "{\"name\":\"big\",\"created_by\n").unwrap();
+        let rooms = dir.path().join("rooms");
+        std::fs::create_dir(&rooms).unwrap();
+        for file in ["big.jsonl", "big.jsonl.torn", "Not-A-Room.jsonl", "a.b.jsonl"] {
+            std::fs::write(rooms.join(file), "").unwrap();
+        }
+        let store = JsonlStore::open(dir.path(), false).unwrap();
+        let names: Vec<String> = store.list_rooms("", 10).await.unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["big", "general"]);
+        // The record was written: the next start lists it with no file scan needed.
+        drop(store);
+        let records = std::fs::read_to_string(dir.path().join("rooms.jsonl")).unwrap();
+        assert_eq!(records.lines().filter(|l| l.contains("\"name\":\"big\",\"created_by\":")).count(), 1, "{records}");
     }
 }

@@ -5,7 +5,8 @@
 //! `client_id`s without touching the disk); older pages are found by binary
 //! search in the file itself (see `lines`). A torn last line — the process
 //! died in the middle of a write — is moved to `<room>.jsonl.torn` and cut
-//! off, with a warning.
+//! off, with a warning; a last line that is a whole message and lacks only
+//! its newline is kept, and the newline added.
 //!
 //! Writes are appended as whole lines in one `write` per batch. `committed`
 //! is the length of the file that holds only complete lines; readers never
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::lines;
+use super::{file_error, lines};
 use crate::model::{Message, NewMessage, RoomName, now_rfc3339};
 use crate::store::{Appended, DEDUP_WINDOW, HistoryQuery};
 
@@ -105,11 +106,11 @@ impl RoomLog {
     /// Opens (creating if needed) a room's file and loads its tail.
     pub fn open(rooms_dir: &Path, room: &RoomName, sync_writes: bool) -> io::Result<Self> {
         let path = rooms_dir.join(format!("{room}.jsonl"));
-        let file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
-        let len = repair_torn_tail(&file, &path)?;
+        let file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(file_error("open", &path))?;
+        let len = repair_torn_tail(&file, &path).map_err(file_error("repair", &path))?;
         let hint = path.display().to_string();
         let mut recent = Recent::default();
-        for m in lines::read_backward(&file, len, DEDUP_WINDOW, &hint)? {
+        for m in lines::read_backward(&file, len, DEDUP_WINDOW, &hint).map_err(file_error("read", &path))? {
             recent.push(m);
         }
         Ok(Self {
@@ -224,8 +225,11 @@ impl RoomLog {
     }
 }
 
-/// Cuts off a last line that has no newline (a write torn by a crash),
-/// saving its bytes beside the file. Returns the file's length after.
+/// Repairs a last line that has no newline. When it is a whole message
+/// that follows the line before it, only its newline is missing (the
+/// message was stored, and perhaps acknowledged): the newline is added.
+/// Anything else is a write torn by a crash: its bytes are saved beside the
+/// file and cut off. Returns the file's length after.
 pub(super) fn repair_torn_tail(file: &File, path: &Path) -> io::Result<u64> {
     let len = file.metadata()?.len();
     if len == 0 {
@@ -237,21 +241,45 @@ pub(super) fn repair_torn_tail(file: &File, path: &Path) -> io::Result<u64> {
         return Ok(len);
     }
     let keep = last_newline_before(file, len)?.map_or(0, |nl| nl + 1);
-    let mut torn = vec![0; (len - keep) as usize];
-    file.read_exact_at(&mut torn, keep)?;
+    let mut tail = vec![0; (len - keep) as usize];
+    file.read_exact_at(&mut tail, keep)?;
+    if let Some(id) = whole_next_message(file, keep, &tail, path)? {
+        file.write_all_at(b"\n", len)?;
+        tracing::warn!(file = %path.display(), id, "the last message lacked only its newline; added it");
+        return Ok(len + 1);
+    }
+    set_aside_torn(file, path, keep, &tail)?;
+    Ok(keep)
+}
+
+/// The id of `tail` when it is one whole message whose id is above that of
+/// the last message before `start` (so the file stays sorted by id).
+fn whole_next_message(file: &File, start: u64, tail: &[u8], path: &Path) -> io::Result<Option<u64>> {
+    let Ok(message) = serde_json::from_slice::<Message>(tail) else { return Ok(None) };
+    let before = lines::read_backward(file, start, 1, &path.display().to_string())?;
+    let previous = before.last().map_or(0, |m| m.id);
+    Ok((message.id > previous).then_some(message.id))
+}
+
+/// Moves the torn bytes `tail` (from `start` to the end) to
+/// `<room>.jsonl.torn` and cuts them off the file.
+fn set_aside_torn(file: &File, path: &Path, start: u64, tail: &[u8]) -> io::Result<()> {
     let torn_path = path.with_extension("jsonl.torn");
-    let mut side = OpenOptions::new().create(true).append(true).open(&torn_path)?;
-    side.write_all(&torn)?;
-    side.write_all(b"\n")?;
-    side.sync_data()?;
-    file.set_len(keep)?;
+    let save = || -> io::Result<()> {
+        let mut side = OpenOptions::new().create(true).append(true).open(&torn_path)?;
+        side.write_all(tail)?;
+        side.write_all(b"\n")?;
+        side.sync_data()
+    };
+    save().map_err(file_error("save torn bytes to", &torn_path))?;
+    file.set_len(start)?;
     tracing::warn!(
         file = %path.display(),
-        bytes = torn.len(),
+        bytes = tail.len(),
         saved_to = %torn_path.display(),
         "skipped a torn last line (the server stopped mid-write)"
     );
-    Ok(keep)
+    Ok(())
 }
 
 fn last_newline_before(file: &File, end: u64) -> io::Result<Option<u64>> {
@@ -270,3 +298,47 @@ fn last_newline_before(file: &File, end: u64) -> io::Result<Option<u64>> {
 
 /// Shared handle to an open room.
 pub type SharedRoomLog = Arc<RoomLog>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(id: u64) -> String {
+        let m = Message {
+            id,
+            room: "general".into(),
+            user: "ann".into(),
+            text: format!("m{id}"),
+            ts: "2026-01-01T00:00:00.000Z".into(),
+            client_id: format!("c{id}"),
+        };
+        serde_json::to_string(&m).unwrap()
+    }
+
+    /// Writes `content` as a room file, repairs it; (length, content after,
+    /// whether a `.torn` file appeared).
+    fn repaired(content: &str) -> (u64, String, bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("general.jsonl");
+        std::fs::write(&path, content).unwrap();
+        let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let len = repair_torn_tail(&file, &path).unwrap();
+        (len, std::fs::read_to_string(&path).unwrap(), path.with_extension("jsonl.torn").exists())
+    }
+
+    #[test]
+    fn a_whole_last_message_without_its_newline_is_kept() {
+        let whole = format!("{}\n{}\n", line(1), line(2));
+        assert_eq!(repaired(&whole[..whole.len() - 1]), (whole.len() as u64, whole.clone(), false));
+        let only = format!("{}\n", line(1));
+        assert_eq!(repaired(&only[..only.len() - 1]), (only.len() as u64, only.clone(), false));
+    }
+
+    #[test]
+    fn a_partial_or_out_of_order_last_line_is_set_aside() {
+        let first = format!("{}\n", line(5));
+        for tail in [line(3), line(5), line(6)[..20].to_string(), "not json".into()] {
+            assert_eq!(repaired(&format!("{first}{tail}")), (first.len() as u64, first.clone(), true), "{tail}");
+        }
+    }
+}
