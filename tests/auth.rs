@@ -327,3 +327,51 @@ async fn behind_a_trusted_proxy_throttling_counts_per_forwarded_address() {
     // (client-written) entry of the header is not what counts.
     assert_eq!(fail_login_via_proxy(&visitor, "someone-new", "198.51.100.8").await, 401);
 }
+
+/// Status codes of `statuses`, counted: (401s, 429s, anything else).
+fn count_401_429(statuses: &[u16]) -> (usize, usize, Vec<u16>) {
+    let unauthorized = statuses.iter().filter(|&&s| s == 401).count();
+    let throttled = statuses.iter().filter(|&&s| s == 429).count();
+    let others = statuses.iter().copied().filter(|s| *s != 401 && *s != 429).collect();
+    (unauthorized, throttled, others)
+}
+
+/// Wrong-password log-ins, all at once, for `names` (one each); their
+/// statuses (0 for a request that got no answer in time).
+async fn parallel_failed_logins(server: &TestServer, names: Vec<String>) -> Vec<u16> {
+    let attempts = names.into_iter().enumerate().map(|(i, name)| {
+        let visitor = server.anonymous();
+        tokio::spawn(async move {
+            let body = json!({"username": name, "password": format!("wrong guess {i}")});
+            let sent = visitor.request(Method::POST, "/api/login").json(&body).send().await;
+            sent.map_or(0, |response| response.status().as_u16())
+        })
+    });
+    futures::future::join_all(attempts).await.into_iter().map(|r| r.expect("a log-in task")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_wrong_passwords_for_one_name_are_checked_at_most_five_times() {
+    let server = TestServer::start().await;
+    User::sign_up(&server, "Ann", PASSWORD).await;
+    let statuses = parallel_failed_logins(&server, vec!["ann".to_string(); 60]).await;
+    // In-flight attempts count: five passwords are tried, the rest are
+    // refused before any hashing (and so none queue up into a 503).
+    assert_eq!(count_401_429(&statuses), (5, 55, vec![]), "{statuses:?}");
+    let (status, body, _) = server.anonymous().log_in("ann", PASSWORD).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("too_many_attempts")), "the window is closed for now");
+}
+
+#[tokio::test]
+async fn a_right_password_does_not_count_as_a_failure() {
+    let server = TestServer::start().await;
+    User::sign_up(&server, "Ann", PASSWORD).await;
+    let mut ann = server.anonymous();
+    for _ in 0..10 {
+        assert_eq!(ann.log_in("ann", PASSWORD).await.0, 200);
+    }
+    for _ in 0..5 {
+        assert_eq!(ann.log_in("ann", "guess guess").await.0, 401);
+    }
+    assert_eq!(ann.log_in("ann", PASSWORD).await.0, 429);
+}

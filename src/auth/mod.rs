@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use self::password::Hasher;
 use self::sessions::{EndReason, Session, SessionLimits, SessionTable, now_ms};
-use self::throttle::{MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USER, Throttle};
+use self::throttle::{Attempt, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USER, Throttle};
 use crate::error::ChatError;
 use crate::model::{RoomName, Username, now_rfc3339};
 use crate::store::jsonl::DEFAULT_ROOM;
@@ -92,45 +92,54 @@ impl Auth {
 
     /// POST /api/login: checks the password (same answer and about the same
     /// time for an unknown user and a wrong password) and starts a session.
+    ///
+    /// The attempt is counted by the throttle before the password is hashed,
+    /// so parallel attempts cannot get past its limits; a right password
+    /// gives the attempt back, a wrong one leaves it counted as a failure.
     pub async fn log_in(&self, name: &str, password: String, from: Option<IpAddr>, current: Option<&Arc<Session>>) -> Result<NewSession, ChatError> {
-        let user_key = format!("user:{}", name.trim().to_lowercase());
-        let addr_key = from.map(|a| format!("addr:{a}"));
-        self.check_throttle(&user_key, addr_key.as_deref())?;
-        let user = Username::parse(name).ok();
-        let record = match &user {
-            Some(user) => self.store.find_user(&user.key()).await?,
-            None => None,
-        };
-        let phc = record.as_ref().map(|r| r.password_hash.clone());
-        let password_ok = self.hasher.verify(password, phc).await?;
-        match (record, password_ok) {
-            (Some(record), true) => {
-                let user = Username::parse(&record.username).map_err(|_| ChatError::BadCredentials)?;
+        let attempt = self.begin_attempt(name, from)?;
+        match self.check_password(name, password).await {
+            Ok(Some(user)) => {
+                self.throttle.release(attempt);
                 self.start_session(user, false, current).await
             }
-            _ => {
-                self.throttle.record_failure(&user_key);
-                if let Some(addr_key) = &addr_key {
-                    self.throttle.record_failure(addr_key);
-                }
+            Ok(None) => {
                 tracing::info!(user = %name.chars().take(32).collect::<String>(), from = ?from, "failed log-in");
                 Err(ChatError::BadCredentials)
+            }
+            Err(e) => {
+                // The password was not checked (e.g. too many hashes queued).
+                self.throttle.release(attempt);
+                Err(e)
             }
         }
     }
 
-    fn check_throttle(&self, user_key: &str, addr_key: Option<&str>) -> Result<(), ChatError> {
-        let wait = self
-            .throttle
-            .blocked(user_key, MAX_FAILURES_PER_USER)
-            .or_else(|| addr_key.and_then(|k| self.throttle.blocked(k, MAX_FAILURES_PER_ADDRESS)));
-        match wait {
-            Some(wait) => {
-                tracing::warn!(user_key, addr_key, "log-in throttled after repeated failures");
-                Err(ChatError::TooManyAttempts { retry_after_secs: wait.as_secs().max(1) })
-            }
-            None => Ok(()),
+    /// Counts a log-in attempt for the name and the address, or refuses it
+    /// when either has used up its attempts in the window.
+    fn begin_attempt(&self, name: &str, from: Option<IpAddr>) -> Result<Attempt, ChatError> {
+        let user_key = format!("user:{}", name.trim().to_lowercase());
+        let addr_key = from.map(|a| format!("addr:{a}"));
+        let mut limits = vec![(user_key.as_str(), MAX_FAILURES_PER_USER)];
+        if let Some(addr_key) = &addr_key {
+            limits.push((addr_key.as_str(), MAX_FAILURES_PER_ADDRESS));
         }
+        self.throttle.begin(&limits).map_err(|wait| {
+            tracing::warn!(user_key, addr_key, "log-in throttled after repeated failures");
+            ChatError::TooManyAttempts { retry_after_secs: wait.as_secs().max(1) }
+        })
+    }
+
+    /// The account `name`, if `password` is its password. An unknown or
+    /// invalid name is checked against a dummy hash, so it takes as long.
+    async fn check_password(&self, name: &str, password: String) -> Result<Option<Username>, ChatError> {
+        let record = match Username::parse(name) {
+            Ok(user) => self.store.find_user(&user.key()).await?,
+            Err(_) => None,
+        };
+        let phc = record.as_ref().map(|r| r.password_hash.clone());
+        let password_ok = self.hasher.verify(password, phc).await?;
+        Ok(record.filter(|_| password_ok).and_then(|r| Username::parse(&r.username).ok()))
     }
 
     /// POST /api/guest: starts a guest session under `name`, unless an
