@@ -294,6 +294,63 @@ async fn state_changing_requests_must_be_json() {
     assert_eq!(ann.get("/api/subscriptions").await.1, json!([{"name": "general"}]));
 }
 
+/// Sends `POST path` over a raw connection, with exactly `headers` (plus
+/// Host and `Connection: close`) and `body`; the response's status.
+async fn raw_post(server: &TestServer, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = format!("POST {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n", server.addr());
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    let mut stream = tokio::net::TcpStream::connect(server.addr()).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("send the request");
+    let mut response = Vec::new();
+    tokio::time::timeout(common::TIMEOUT, stream.read_to_end(&mut response))
+        .await
+        .expect("a response in time")
+        .expect("read the response");
+    let response = String::from_utf8_lossy(&response);
+    let status = response.split(' ').nth(1).unwrap_or_else(|| panic!("no status line: {response}"));
+    status.parse().unwrap_or_else(|_| panic!("no status in: {response}"))
+}
+
+#[tokio::test]
+async fn logout_without_a_body_needs_no_content_type() {
+    let server = TestServer::start().await;
+    let gus = server.guest("gus").await;
+    let cookie = gus.cookie.clone().unwrap();
+    let with_cookie = |extra: &[(&'static str, &'static str)]| {
+        let mut headers = vec![("cookie", cookie.as_str())];
+        headers.extend_from_slice(extra);
+        headers
+    };
+    // A foreign page is still refused, body or not.
+    assert_eq!(raw_post(&server, "/api/logout", &with_cookie(&[("origin", "http://evil.example")]), "").await, 403);
+    // A body that is not JSON is still refused, declared or not.
+    assert_eq!(raw_post(&server, "/api/logout", &with_cookie(&[("content-length", "5")]), "hello").await, 415);
+    let text = [("content-type", "text/plain"), ("content-length", "5")];
+    assert_eq!(raw_post(&server, "/api/logout", &with_cookie(&text), "hello").await, 415);
+    assert_eq!(server.get_with_cookie("/api/me", &cookie).await.0, 200, "still logged in");
+
+    // What `curl -X POST` sends: no Content-Type, no Content-Length, no body.
+    assert_eq!(raw_post(&server, "/api/logout", &with_cookie(&[]), "").await, 204);
+    assert_eq!(server.get_with_cookie("/api/me", &cookie).await.0, 401, "logged out");
+
+    // `Content-Length: 0` without a type is no body either.
+    let hal = server.guest("hal").await;
+    let hal_cookie = hal.cookie.clone().unwrap();
+    let empty = [("cookie", hal_cookie.as_str()), ("content-length", "0")];
+    assert_eq!(raw_post(&server, "/api/logout", &empty, "").await, 204);
+    assert_eq!(server.get_with_cookie("/api/me", &hal_cookie).await.0, 401);
+
+    // And a plain client's body-less POST.
+    let ivy = server.guest("ivy").await;
+    assert_eq!(ivy.request(Method::POST, "/api/logout").send().await.unwrap().status().as_u16(), 204);
+    assert_eq!(ivy.get("/api/me").await.0, 401);
+}
+
 #[tokio::test]
 async fn unknown_paths_are_json_404s() {
     let server = TestServer::start().await;
