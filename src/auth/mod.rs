@@ -40,6 +40,9 @@ pub struct Auth {
     /// Held from "is this name free?" to "it is mine now", so two log-ins
     /// (guest or sign-up) can never both take one name.
     name_claims: tokio::sync::Mutex<()>,
+    /// Sessions ended in memory whose end could not be written yet (a full
+    /// disk); [`Auth::upkeep`] writes them, so a restart cannot revive them.
+    unwritten_ends: std::sync::Mutex<Vec<Arc<Session>>>,
 }
 
 impl Auth {
@@ -53,6 +56,7 @@ impl Auth {
             hasher: Hasher::default(),
             throttle: Throttle::default(),
             name_claims: tokio::sync::Mutex::new(()),
+            unwritten_ends: std::sync::Mutex::new(Vec::new()),
         };
         let mut unreadable = Vec::new();
         for record in auth.store.load_sessions().await? {
@@ -187,9 +191,15 @@ impl Auth {
             self.end_sessions(vec![current.id_hash.clone()], EndReason::Replaced).await?;
         }
         let (raw, session) = self.sessions.create(user, guest);
-        self.store.save_session(session.record()).await?;
-        if guest {
-            self.subscribe_to_default_room(&subscriber_key(&session)).await?;
+        if let Err(e) = self.store.save_session(session.record()).await {
+            // Never written, never handed out: just drop it.
+            self.sessions.end(&session.id_hash, EndReason::Expired);
+            return Err(e);
+        }
+        if guest && let Err(e) = self.subscribe_to_default_room(&subscriber_key(&session)).await {
+            // Written but never handed out: end it (upkeep retries a failed end).
+            let _ = self.end_sessions(vec![session.id_hash.clone()], EndReason::Expired).await;
+            return Err(e);
         }
         Ok((raw, session))
     }
@@ -209,32 +219,62 @@ impl Auth {
     }
 
     /// POST /api/logout: ends the session; its sockets close with 4401.
+    ///
+    /// The session ends in memory first, so its cookie stops working even
+    /// when the end cannot be written; then the error is returned and
+    /// upkeep writes the end later.
     pub async fn log_out(&self, session: &Session) -> Result<(), ChatError> {
         self.end_sessions(vec![session.id_hash.clone()], EndReason::LoggedOut).await
     }
 
     async fn end_sessions(&self, id_hashes: Vec<String>, reason: EndReason) -> Result<(), ChatError> {
-        if id_hashes.is_empty() {
+        let ended: Vec<Arc<Session>> = id_hashes.iter().filter_map(|hash| self.sessions.end(hash, reason)).collect();
+        self.forget(ended).await
+    }
+
+    /// Writes the end of sessions already ended in memory. Those it cannot
+    /// write are kept for [`Auth::upkeep`] to retry.
+    async fn forget(&self, ended: Vec<Arc<Session>>) -> Result<(), ChatError> {
+        if ended.is_empty() {
             return Ok(());
         }
-        let ended: Vec<Arc<Session>> = id_hashes.iter().filter_map(|hash| self.sessions.end(hash, reason)).collect();
-        self.forget(&ended).await
+        let written = self.write_ends(&ended).await;
+        if written.is_err() {
+            tracing::warn!(sessions = ended.len(), "could not write the end of sessions; will retry");
+            self.unwritten_ends.lock().expect("unwritten ends lock").extend(ended);
+        }
+        written
     }
 
     /// Deletes ended sessions from the store, and guests' subscriptions with
-    /// them (a guest's last as long as its session).
-    async fn forget(&self, ended: &[Arc<Session>]) -> Result<(), ChatError> {
+    /// them (a guest's last as long as its session). Safe to repeat.
+    async fn write_ends(&self, ended: &[Arc<Session>]) -> Result<(), ChatError> {
         for session in ended.iter().filter(|s| s.guest) {
             self.store.clear_subscriptions(&subscriber_key(session)).await?;
         }
         self.store.delete_sessions(ended.iter().map(|s| s.id_hash.clone()).collect()).await
     }
 
-    /// Periodic upkeep: ends sessions past their limits and writes recent
-    /// activity to disk. Returns how many sessions ended.
+    /// Retries writing the ends that failed before (upkeep, and shutdown).
+    pub async fn write_unwritten_ends(&self) -> Result<(), ChatError> {
+        let pending = std::mem::take(&mut *self.unwritten_ends.lock().expect("unwritten ends lock"));
+        let count = pending.len();
+        self.forget(pending).await?;
+        if count > 0 {
+            tracing::info!(sessions = count, "wrote the end of sessions that had failed before");
+        }
+        Ok(())
+    }
+
+    /// Periodic upkeep: ends sessions past their limits, retries ends that
+    /// could not be written, and writes recent activity to disk. Returns how
+    /// many sessions ended.
     pub async fn upkeep(&self) -> Result<usize, ChatError> {
+        self.throttle.prune();
         let expired = self.sessions.end_expired(&self.limits);
-        self.forget(&expired).await?;
+        let count = expired.len();
+        self.unwritten_ends.lock().expect("unwritten ends lock").extend(expired);
+        self.write_unwritten_ends().await?;
         let seen: Vec<(String, u64)> = self
             .sessions
             .all()
@@ -244,8 +284,7 @@ impl Auth {
         if !seen.is_empty() {
             self.store.touch_sessions(seen).await?;
         }
-        self.throttle.prune();
-        Ok(expired.len())
+        Ok(count)
     }
 
     /// Rooms the session's user subscribes to.
@@ -266,4 +305,107 @@ impl Auth {
 /// guest its session (64 hex characters: no name can be that long).
 fn subscriber_key(session: &Session) -> String {
     if session.guest { session.id_hash.clone() } else { session.user.key() }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::store::SessionRecord;
+
+    /// Remembers only which sessions were deleted; every write fails while
+    /// `full` is set.
+    #[derive(Default)]
+    struct FlakyStore {
+        full: AtomicBool,
+        deleted: Mutex<Vec<String>>,
+    }
+
+    impl FlakyStore {
+        fn write(&self) -> Result<(), ChatError> {
+            if self.full.load(Ordering::SeqCst) {
+                Err(ChatError::Storage(std::io::Error::from_raw_os_error(28)))
+            } else {
+                Ok(())
+            }
+        }
+
+        fn deleted(&self) -> Vec<String> {
+            self.deleted.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl AccountStore for FlakyStore {
+        async fn create_user(&self, _: UserRecord) -> Result<(), ChatError> {
+            self.write()
+        }
+        async fn find_user(&self, _: &str) -> Result<Option<UserRecord>, ChatError> {
+            Ok(None)
+        }
+        async fn save_session(&self, _: SessionRecord) -> Result<(), ChatError> {
+            self.write()
+        }
+        async fn touch_sessions(&self, _: Vec<(String, u64)>) -> Result<(), ChatError> {
+            self.write()
+        }
+        async fn delete_sessions(&self, id_hashes: Vec<String>) -> Result<(), ChatError> {
+            self.write()?;
+            self.deleted.lock().unwrap().extend(id_hashes);
+            Ok(())
+        }
+        async fn load_sessions(&self) -> Result<Vec<SessionRecord>, ChatError> {
+            Ok(Vec::new())
+        }
+        async fn subscriptions(&self, _: &str) -> Result<Vec<String>, ChatError> {
+            Ok(Vec::new())
+        }
+        async fn subscribe(&self, _: &str, _: &RoomName) -> Result<(), ChatError> {
+            self.write()
+        }
+        async fn unsubscribe(&self, _: &str, _: &RoomName) -> Result<(), ChatError> {
+            self.write()
+        }
+        async fn clear_subscriptions(&self, _: &str) -> Result<(), ChatError> {
+            self.write()
+        }
+    }
+
+    async fn auth_over(store: &Arc<FlakyStore>) -> Auth {
+        let limits = SessionLimits { idle: Duration::from_secs(600), absolute: Duration::from_secs(600) };
+        Auth::open(store.clone(), limits, true).await.expect("auth opens")
+    }
+
+    #[tokio::test]
+    async fn a_log_out_that_cannot_be_written_ends_the_session_now_and_is_written_by_upkeep() {
+        let store = Arc::new(FlakyStore::default());
+        let auth = auth_over(&store).await;
+        let (raw, session) = auth.guest_login("gus", None).await.unwrap();
+        store.full.store(true, Ordering::SeqCst);
+        assert!(matches!(auth.log_out(&session).await, Err(ChatError::Storage(_))));
+        assert!(auth.session(&raw).is_none(), "the cookie stops working at once");
+        assert_eq!(*session.ended().borrow(), Some(EndReason::LoggedOut));
+        assert!(auth.upkeep().await.is_err(), "the disk is still full");
+        assert!(store.deleted().is_empty());
+
+        store.full.store(false, Ordering::SeqCst);
+        auth.upkeep().await.unwrap();
+        assert_eq!(store.deleted(), vec![session.id_hash.clone()]);
+        auth.upkeep().await.unwrap();
+        assert_eq!(store.deleted().len(), 1, "written once");
+    }
+
+    #[tokio::test]
+    async fn a_session_that_cannot_be_saved_holds_no_name() {
+        let store = Arc::new(FlakyStore::default());
+        let auth = auth_over(&store).await;
+        store.full.store(true, Ordering::SeqCst);
+        assert!(auth.guest_login("gus", None).await.is_err());
+        store.full.store(false, Ordering::SeqCst);
+        assert!(auth.guest_login("gus", None).await.is_ok(), "the failed log-in left no guest behind");
+    }
 }
