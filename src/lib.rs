@@ -99,14 +99,18 @@ impl App {
         if tokio::time::timeout(SOCKET_CLOSE_GRACE, connections.wait()).await.is_err() {
             tracing::warn!(open = connections.len(), "some sockets did not close in time");
         }
+        if let Err(e) = self.auth.write_unwritten_ends().await {
+            tracing::error!(error = %e, "could not write the end of some sessions; they will be live after a restart");
+        }
         self.store.flush().await?;
         tracing::info!("stopped; all data flushed");
         Ok(())
     }
 }
 
-/// Ends sessions past their time limits (so their sockets close promptly)
-/// and writes session activity to disk.
+/// Ends sessions past their time limits (so their sockets close promptly),
+/// retries the session ends that could not be written, and writes session
+/// activity to disk.
 async fn session_upkeep(auth: Arc<Auth>, mut stop: watch::Receiver<bool>) {
     let shortest = auth.limits().idle.min(auth.limits().absolute);
     let period = (shortest / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));

@@ -343,6 +343,63 @@ async fn state_changing_requests_must_be_json() {
     assert_eq!(ann.get("/api/subscriptions").await.1, json!([{"name": "general"}]));
 }
 
+/// Sends `POST path` over a raw connection, with exactly `headers` (plus
+/// Host and `Connection: close`) and `body`; the response's status.
+async fn raw_post(server: &TestServer, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = format!("POST {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n", server.addr());
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    let mut stream = tokio::net::TcpStream::connect(server.addr()).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("send the request");
+    let mut response = Vec::new();
+    tokio::time::timeout(common::TIMEOUT, stream.read_to_end(&mut response))
+        .await
+        .expect("a response in time")
+        .expect("read the response");
+    let response = String::from_utf8_lossy(&response);
+    let status = response.split(' ').nth(1).unwrap_or_else(|| panic!("no status line: {response}"));
+    status.parse().unwrap_or_else(|_| panic!("no status in: {response}"))
+}
+
+#[tokio::test]
+async fn logout_without_a_body_needs_no_content_type() {
+    let server = TestServer::start().await;
+    let gus = server.guest("gus").await;
+    let cookie = gus.cookie.clone().unwrap();
+    let with_cookie = |extra: &[(&'static str, &'static str)]| {
+        let mut headers = vec![("cookie", cookie.as_str())];
+        headers.extend_from_slice(extra);
+        headers
+    };
+    // A foreign page is still refused, body or not.
+    assert_eq!(raw_post(&server, "/api/logout", &with_cookie(&[("origin", "http://evil.example")]), "").await, 403);
+    // A body that is not JSON is still refused, declared or not.
+    assert_eq!(raw_post(&server, "/api/logout", &with_cookie(&[("content-length", "5")]), "hello").await, 415);
+    let text = [("content-type", "text/plain"), ("content-length", "5")];
+    assert_eq!(raw_post(&server, "/api/logout", &with_cookie(&text), "hello").await, 415);
+    assert_eq!(server.get_with_cookie("/api/me", &cookie).await.0, 200, "still logged in");
+
+    // What `curl -X POST` sends: no Content-Type, no Content-Length, no body.
+    assert_eq!(raw_post(&server, "/api/logout", &with_cookie(&[]), "").await, 204);
+    assert_eq!(server.get_with_cookie("/api/me", &cookie).await.0, 401, "logged out");
+
+    // `Content-Length: 0` without a type is no body either.
+    let hal = server.guest("hal").await;
+    let hal_cookie = hal.cookie.clone().unwrap();
+    let empty = [("cookie", hal_cookie.as_str()), ("content-length", "0")];
+    assert_eq!(raw_post(&server, "/api/logout", &empty, "").await, 204);
+    assert_eq!(server.get_with_cookie("/api/me", &hal_cookie).await.0, 401);
+
+    // And a plain client's body-less POST.
+    let ivy = server.guest("ivy").await;
+    assert_eq!(ivy.request(Method::POST, "/api/logout").send().await.unwrap().status().as_u16(), 204);
+    assert_eq!(ivy.get("/api/me").await.0, 401);
+}
+
 #[tokio::test]
 async fn unknown_paths_are_json_404s() {
     let server = TestServer::start().await;
@@ -375,4 +432,52 @@ async fn behind_a_trusted_proxy_throttling_counts_per_forwarded_address() {
     // … but another client behind the same proxy is not, and the first
     // (client-written) entry of the header is not what counts.
     assert_eq!(fail_login_via_proxy(&visitor, "someone-new", "198.51.100.8").await, 401);
+}
+
+/// Status codes of `statuses`, counted: (401s, 429s, anything else).
+fn count_401_429(statuses: &[u16]) -> (usize, usize, Vec<u16>) {
+    let unauthorized = statuses.iter().filter(|&&s| s == 401).count();
+    let throttled = statuses.iter().filter(|&&s| s == 429).count();
+    let others = statuses.iter().copied().filter(|s| *s != 401 && *s != 429).collect();
+    (unauthorized, throttled, others)
+}
+
+/// Wrong-password log-ins, all at once, for `names` (one each); their
+/// statuses (0 for a request that got no answer in time).
+async fn parallel_failed_logins(server: &TestServer, names: Vec<String>) -> Vec<u16> {
+    let attempts = names.into_iter().enumerate().map(|(i, name)| {
+        let visitor = server.anonymous();
+        tokio::spawn(async move {
+            let body = json!({"username": name, "password": format!("wrong guess {i}")});
+            let sent = visitor.request(Method::POST, "/api/login").json(&body).send().await;
+            sent.map_or(0, |response| response.status().as_u16())
+        })
+    });
+    futures::future::join_all(attempts).await.into_iter().map(|r| r.expect("a log-in task")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_wrong_passwords_for_one_name_are_checked_at_most_five_times() {
+    let server = TestServer::start().await;
+    User::sign_up(&server, "Ann", PASSWORD).await;
+    let statuses = parallel_failed_logins(&server, vec!["ann".to_string(); 60]).await;
+    // In-flight attempts count: five passwords are tried, the rest are
+    // refused before any hashing (and so none queue up into a 503).
+    assert_eq!(count_401_429(&statuses), (5, 55, vec![]), "{statuses:?}");
+    let (status, body, _) = server.anonymous().log_in("ann", PASSWORD).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("too_many_attempts")), "the window is closed for now");
+}
+
+#[tokio::test]
+async fn a_right_password_does_not_count_as_a_failure() {
+    let server = TestServer::start().await;
+    User::sign_up(&server, "Ann", PASSWORD).await;
+    let mut ann = server.anonymous();
+    for _ in 0..10 {
+        assert_eq!(ann.log_in("ann", PASSWORD).await.0, 200);
+    }
+    for _ in 0..5 {
+        assert_eq!(ann.log_in("ann", "guess guess").await.0, 401);
+    }
+    assert_eq!(ann.log_in("ann", PASSWORD).await.0, 429);
 }

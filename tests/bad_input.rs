@@ -590,8 +590,13 @@ async fn a_retry_of_a_stored_message_is_answered_even_over_the_send_rate() {
 
 #[tokio::test]
 async fn one_connection_cannot_join_more_than_256_rooms() {
-    // No frame limit here: 256 joins in a row would exceed its burst.
-    let server = TestServer::start_with(|config| config.frame_rate = None).await;
+    // No frame limit here: 256 joins in a row would exceed its burst; and
+    // no room-creation pace: 257 rooms are made in a row.
+    let server = TestServer::start_with(|config| {
+        config.frame_rate = None;
+        config.room_create_rate = None;
+    })
+    .await;
     let (ann, mut a) = server.guest_in("ann", "general").await;
     for n in 0..256 {
         ann.create_room(&format!("r{n}")).await;

@@ -5,10 +5,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use chatroom::{Config, RunningServer};
-use common::{TestServer, id, ids, read_room_file, texts, without_type};
+use common::{TestServer, User, WsClient, id, ids, list_files, read_room_file, texts, without_type};
 use serde_json::{Value, json};
+use tempfile::TempDir;
 
 #[tokio::test]
 async fn a_restart_keeps_history_and_ids_continue() {
@@ -498,4 +501,196 @@ async fn a_message_is_written_before_it_is_broadcast() {
         assert_eq!(on_disk.last(), Some(&without_type(&seen)), "bob saw {seen} before it was on disk");
         a.next_of_type("message").await;
     }
+}
+
+/// A small tmpfs mounted on a temporary directory (so a test can fill it),
+/// unmounted when dropped.
+struct SmallDisk {
+    dir: TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (e.g. `"1m"`). Where that is not allowed
+    /// (not root) the test is skipped with a loud notice — except on CI
+    /// (`CI=true`), where it fails.
+    fn mount_or_skip(test: &str, size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir.path()).output();
+        let why = match mounted {
+            Ok(out) if out.status.success() => return Some(Self { dir }),
+            Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            Err(e) => e.to_string(),
+        };
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{test} must run on CI, but a tmpfs cannot be mounted: {why}");
+        }
+        let notice = format!("SKIPPED {test}: cannot mount a tmpfs (this test needs root): {why}");
+        let bar = "!".repeat(notice.chars().count().min(100));
+        // Straight to stderr: libtest would swallow an eprintln! of a passing test.
+        let _ = writeln!(std::io::stderr(), "\n{bar}\n{notice}\n{bar}\n");
+        None
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Takes every free block with a filler file; returns its path.
+    fn fill(&self) -> PathBuf {
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).expect("create the filler");
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazy, so a file still open (a failed test's server) cannot keep it mounted.
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// A storage failure as every route answers it: 500, `internal`.
+fn assert_storage_error(what: &str, (status, body): (u16, Value)) {
+    assert_eq!((status, body["error"]["code"].as_str()), (500, Some("internal")), "{what}: {body}");
+}
+
+/// Every account, session, subscription and room-list file in `data` is
+/// whole lines, each a JSON object.
+fn assert_whole_json_lines(data: &Path) {
+    for name in ["users.jsonl", "sessions.jsonl", "subscriptions.jsonl", "rooms.jsonl"] {
+        let text = std::fs::read_to_string(data.join(name)).unwrap_or_else(|e| panic!("read {name}: {e}"));
+        assert!(text.is_empty() || text.ends_with('\n'), "{name} ends in a partial line: {text:?}");
+        for line in text.lines() {
+            let record: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{name} holds a damaged line ({e}): {line:?}"));
+            assert!(record.is_object(), "{name}: {line}");
+        }
+    }
+}
+
+/// Creates rooms `full-000`, `full-001`, … until one fails; the created
+/// names and the one that failed.
+async fn create_rooms_until_one_fails(ann: &User) -> (Vec<String>, String) {
+    let mut created = Vec::new();
+    loop {
+        let name = format!("full-{:03}", created.len());
+        let (status, body) = ann.post("/api/rooms", json!({ "name": name })).await;
+        if status != 201 {
+            assert_storage_error(&format!("create {name}"), (status, body));
+            return (created, name);
+        }
+        created.push(name);
+        assert!(created.len() < 200, "the rooms file never filled up");
+    }
+}
+
+/// Logs guests in until one fails; those that got in.
+async fn guests_until_one_fails(server: &TestServer) -> Vec<User> {
+    let mut guests = Vec::new();
+    loop {
+        let name = format!("g{:03}", guests.len());
+        let mut guest = server.anonymous();
+        let (status, body) = guest.login_guest(&name).await;
+        if status != 200 {
+            assert_storage_error(&format!("guest {name}"), (status, body));
+            return guests;
+        }
+        guest.name = name;
+        guests.push(guest);
+        assert!(guests.len() < 200, "the session files never filled up");
+    }
+}
+
+/// Logs `guests` out in turn until a log-out fails. Each one's socket must
+/// close at once either way. Returns the cookies logged out cleanly, the
+/// cookie whose log-out failed, and the guests left logged in.
+async fn log_out_until_one_fails(mut guests: Vec<User>) -> (Vec<String>, String, Vec<User>) {
+    let mut logged_out = Vec::new();
+    while !guests.is_empty() {
+        let guest = guests.remove(0);
+        let cookie = guest.cookie.clone().expect("a guest cookie");
+        let mut socket: WsClient = guest.ws().await;
+        let (status, body) = guest.post("/api/logout", json!({})).await;
+        assert_eq!(socket.expect_close_code().await, 4401, "{}'s socket closes when the session ends", guest.name);
+        if status != 204 {
+            assert_storage_error(&format!("log-out of {}", guest.name), (status, body));
+            return (logged_out, cookie, guests);
+        }
+        logged_out.push(cookie);
+    }
+    panic!("no log-out failed on a full disk");
+}
+
+/// Rooms the server lists.
+async fn room_names(user: &User) -> BTreeSet<String> {
+    let (status, rooms) = user.get("/api/rooms?limit=100").await;
+    assert_eq!(status, 200, "{rooms}");
+    rooms.as_array().expect("a list").iter().map(|r| r["name"].as_str().expect("a name").to_string()).collect()
+}
+
+/// A full disk: a write that fails (even halfway through a line) is
+/// answered with an error and leaves no trace, so the first records written
+/// once there is space again are whole and survive a restart; a log-out that
+/// could not be written still ends the session, now and after the restart.
+#[tokio::test]
+async fn a_full_disk_fails_cleanly_and_loses_nothing_that_was_answered() {
+    let Some(disk) = SmallDisk::mount_or_skip("a_full_disk_fails_cleanly_and_loses_nothing_that_was_answered", "1m") else {
+        return;
+    };
+    let data = disk.path().to_path_buf();
+    let configured = data.clone();
+    let mut server = TestServer::start_with(move |config| {
+        config.data_dir = configured.clone();
+        config.room_create_rate = None; // rooms are made until the disk fills
+    })
+    .await;
+    let ann = User::sign_up(&server, "Ann", "correct horse battery").await;
+    let ann_cookie = ann.cookie.clone().unwrap();
+
+    let filler = disk.fill();
+    // Each file's last block still has room; fill it until a record does not
+    // fit (that write stops halfway through its line).
+    let (created, failed_room) = create_rooms_until_one_fails(&ann).await;
+    assert_storage_error("the failed room again", ann.post("/api/rooms", json!({ "name": failed_room })).await);
+    let guests = guests_until_one_fails(&server).await;
+    let (logged_out, failed_logout, still_in) = log_out_until_one_fails(guests).await;
+    assert_eq!(server.get_with_cookie("/api/me", &failed_logout).await.0, 401, "a failed log-out still ends the session");
+    assert_storage_error("sign-up on a full disk", server.anonymous().try_sign_up("Cat", "correct horse battery").await);
+
+    std::fs::remove_file(filler).expect("remove the filler");
+    ann.create_room("after-space").await;
+    let dan = User::sign_up(&server, "Dan", "correct horse battery").await;
+    let dan_cookie = dan.cookie.clone().unwrap();
+    assert_eq!(server.get_with_cookie("/api/me", &failed_logout).await.0, 401);
+    assert_whole_json_lines(&data);
+
+    server.restart().await;
+
+    assert_whole_json_lines(&data);
+    let top_level: Vec<String> = list_files(&data).into_iter().filter(|f| !f.contains('/')).collect();
+    assert!(!top_level.iter().any(|f| f.ends_with(".torn")), "nothing was torn: {top_level:?}");
+    for (who, cookie) in [("Ann", &ann_cookie), ("Dan", &dan_cookie)] {
+        assert_eq!(server.get_with_cookie("/api/me", cookie).await.0, 200, "{who}'s session survived");
+    }
+    for guest in &still_in {
+        assert_eq!(server.get_with_cookie("/api/me", guest.cookie.as_ref().unwrap()).await.0, 200, "{}", guest.name);
+    }
+    assert_eq!(server.get_with_cookie("/api/me", &failed_logout).await.0, 401, "the failed log-out was written later");
+    for cookie in &logged_out {
+        assert_eq!(server.get_with_cookie("/api/me", cookie).await.0, 401);
+    }
+    let ann = ann.at(&server);
+    let expected: BTreeSet<String> =
+        ["general", "after-space"].into_iter().map(String::from).chain(created.iter().cloned()).collect();
+    assert_eq!(room_names(&ann).await, expected, "every room answered 201, and not {failed_room}");
+    server.stop().await;
 }

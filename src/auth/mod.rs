@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use self::password::Hasher;
 use self::sessions::{EndReason, Session, SessionLimits, SessionTable, now_ms};
-use self::throttle::{MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USER, Throttle};
+use self::throttle::{Attempt, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USER, Throttle};
 use crate::error::ChatError;
 use crate::model::{RoomName, Username, now_rfc3339};
 use crate::store::jsonl::DEFAULT_ROOM;
@@ -40,6 +40,9 @@ pub struct Auth {
     /// Held from "is this name free?" to "it is mine now", so two log-ins
     /// (guest or sign-up) can never both take one name.
     name_claims: tokio::sync::Mutex<()>,
+    /// Sessions ended in memory whose end could not be written yet (a full
+    /// disk); [`Auth::upkeep`] writes them, so a restart cannot revive them.
+    unwritten_ends: std::sync::Mutex<Vec<Arc<Session>>>,
 }
 
 impl Auth {
@@ -53,6 +56,7 @@ impl Auth {
             hasher: Hasher::default(),
             throttle: Throttle::default(),
             name_claims: tokio::sync::Mutex::new(()),
+            unwritten_ends: std::sync::Mutex::new(Vec::new()),
         };
         let mut unreadable = Vec::new();
         for record in auth.store.load_sessions().await? {
@@ -93,45 +97,54 @@ impl Auth {
 
     /// POST /api/login: checks the password (same answer and about the same
     /// time for an unknown user and a wrong password) and starts a session.
+    ///
+    /// The attempt is counted by the throttle before the password is hashed,
+    /// so parallel attempts cannot get past its limits; a right password
+    /// gives the attempt back, a wrong one leaves it counted as a failure.
     pub async fn log_in(&self, name: &str, password: String, from: Option<IpAddr>, current: Option<&Arc<Session>>) -> Result<NewSession, ChatError> {
-        let user_key = format!("user:{}", name.trim().to_lowercase());
-        let addr_key = from.map(|a| format!("addr:{a}"));
-        self.check_throttle(&user_key, addr_key.as_deref())?;
-        let user = Username::parse(name).ok();
-        let record = match &user {
-            Some(user) => self.store.find_user(&user.key()).await?,
-            None => None,
-        };
-        let phc = record.as_ref().map(|r| r.password_hash.clone());
-        let password_ok = self.hasher.verify(password, phc).await?;
-        match (record, password_ok) {
-            (Some(record), true) => {
-                let user = Username::parse(&record.username).map_err(|_| ChatError::BadCredentials)?;
+        let attempt = self.begin_attempt(name, from)?;
+        match self.check_password(name, password).await {
+            Ok(Some(user)) => {
+                self.throttle.release(attempt);
                 self.start_session(user, false, current).await
             }
-            _ => {
-                self.throttle.record_failure(&user_key);
-                if let Some(addr_key) = &addr_key {
-                    self.throttle.record_failure(addr_key);
-                }
+            Ok(None) => {
                 tracing::info!(user = %name.chars().take(32).collect::<String>(), from = ?from, "failed log-in");
                 Err(ChatError::BadCredentials)
+            }
+            Err(e) => {
+                // The password was not checked (e.g. too many hashes queued).
+                self.throttle.release(attempt);
+                Err(e)
             }
         }
     }
 
-    fn check_throttle(&self, user_key: &str, addr_key: Option<&str>) -> Result<(), ChatError> {
-        let wait = self
-            .throttle
-            .blocked(user_key, MAX_FAILURES_PER_USER)
-            .or_else(|| addr_key.and_then(|k| self.throttle.blocked(k, MAX_FAILURES_PER_ADDRESS)));
-        match wait {
-            Some(wait) => {
-                tracing::warn!(user_key, addr_key, "log-in throttled after repeated failures");
-                Err(ChatError::TooManyAttempts { retry_after_secs: wait.as_secs().max(1) })
-            }
-            None => Ok(()),
+    /// Counts a log-in attempt for the name and the address, or refuses it
+    /// when either has used up its attempts in the window.
+    fn begin_attempt(&self, name: &str, from: Option<IpAddr>) -> Result<Attempt, ChatError> {
+        let user_key = format!("user:{}", name.trim().to_lowercase());
+        let addr_key = from.map(|a| format!("addr:{a}"));
+        let mut limits = vec![(user_key.as_str(), MAX_FAILURES_PER_USER)];
+        if let Some(addr_key) = &addr_key {
+            limits.push((addr_key.as_str(), MAX_FAILURES_PER_ADDRESS));
         }
+        self.throttle.begin(&limits).map_err(|wait| {
+            tracing::warn!(user_key, addr_key, "log-in throttled after repeated failures");
+            ChatError::TooManyAttempts { retry_after_secs: wait.as_secs().max(1) }
+        })
+    }
+
+    /// The account `name`, if `password` is its password. An unknown or
+    /// invalid name is checked against a dummy hash, so it takes as long.
+    async fn check_password(&self, name: &str, password: String) -> Result<Option<Username>, ChatError> {
+        let record = match Username::parse(name) {
+            Ok(user) => self.store.find_user(&user.key()).await?,
+            Err(_) => None,
+        };
+        let phc = record.as_ref().map(|r| r.password_hash.clone());
+        let password_ok = self.hasher.verify(password, phc).await?;
+        Ok(record.filter(|_| password_ok).and_then(|r| Username::parse(&r.username).ok()))
     }
 
     /// POST /api/guest: starts a guest session under `name`, unless an
@@ -181,9 +194,15 @@ impl Auth {
             self.end_sessions(vec![current.id_hash.clone()], EndReason::Replaced).await?;
         }
         let (raw, session) = self.sessions.create(user, guest);
-        self.store.save_session(session.record()).await?;
-        if guest {
-            self.subscribe_to_default_room(&subscriber_key(&session)).await?;
+        if let Err(e) = self.store.save_session(session.record()).await {
+            // Never written, never handed out: just drop it.
+            self.sessions.end(&session.id_hash, EndReason::Expired);
+            return Err(e);
+        }
+        if guest && let Err(e) = self.subscribe_to_default_room(&subscriber_key(&session)).await {
+            // Written but never handed out: end it (upkeep retries a failed end).
+            let _ = self.end_sessions(vec![session.id_hash.clone()], EndReason::Expired).await;
+            return Err(e);
         }
         Ok((raw, session))
     }
@@ -203,32 +222,62 @@ impl Auth {
     }
 
     /// POST /api/logout: ends the session; its sockets close with 4401.
+    ///
+    /// The session ends in memory first, so its cookie stops working even
+    /// when the end cannot be written; then the error is returned and
+    /// upkeep writes the end later.
     pub async fn log_out(&self, session: &Session) -> Result<(), ChatError> {
         self.end_sessions(vec![session.id_hash.clone()], EndReason::LoggedOut).await
     }
 
     async fn end_sessions(&self, id_hashes: Vec<String>, reason: EndReason) -> Result<(), ChatError> {
-        if id_hashes.is_empty() {
+        let ended: Vec<Arc<Session>> = id_hashes.iter().filter_map(|hash| self.sessions.end(hash, reason)).collect();
+        self.forget(ended).await
+    }
+
+    /// Writes the end of sessions already ended in memory. Those it cannot
+    /// write are kept for [`Auth::upkeep`] to retry.
+    async fn forget(&self, ended: Vec<Arc<Session>>) -> Result<(), ChatError> {
+        if ended.is_empty() {
             return Ok(());
         }
-        let ended: Vec<Arc<Session>> = id_hashes.iter().filter_map(|hash| self.sessions.end(hash, reason)).collect();
-        self.forget(&ended).await
+        let written = self.write_ends(&ended).await;
+        if written.is_err() {
+            tracing::warn!(sessions = ended.len(), "could not write the end of sessions; will retry");
+            self.unwritten_ends.lock().expect("unwritten ends lock").extend(ended);
+        }
+        written
     }
 
     /// Deletes ended sessions from the store, and guests' subscriptions with
-    /// them (a guest's last as long as its session).
-    async fn forget(&self, ended: &[Arc<Session>]) -> Result<(), ChatError> {
+    /// them (a guest's last as long as its session). Safe to repeat.
+    async fn write_ends(&self, ended: &[Arc<Session>]) -> Result<(), ChatError> {
         for session in ended.iter().filter(|s| s.guest) {
             self.store.clear_subscriptions(&subscriber_key(session)).await?;
         }
         self.store.delete_sessions(ended.iter().map(|s| s.id_hash.clone()).collect()).await
     }
 
-    /// Periodic upkeep: ends sessions past their limits and writes recent
-    /// activity to disk. Returns how many sessions ended.
+    /// Retries writing the ends that failed before (upkeep, and shutdown).
+    pub async fn write_unwritten_ends(&self) -> Result<(), ChatError> {
+        let pending = std::mem::take(&mut *self.unwritten_ends.lock().expect("unwritten ends lock"));
+        let count = pending.len();
+        self.forget(pending).await?;
+        if count > 0 {
+            tracing::info!(sessions = count, "wrote the end of sessions that had failed before");
+        }
+        Ok(())
+    }
+
+    /// Periodic upkeep: ends sessions past their limits, retries ends that
+    /// could not be written, and writes recent activity to disk. Returns how
+    /// many sessions ended.
     pub async fn upkeep(&self) -> Result<usize, ChatError> {
+        self.throttle.prune();
         let expired = self.sessions.end_expired(&self.limits);
-        self.forget(&expired).await?;
+        let count = expired.len();
+        self.unwritten_ends.lock().expect("unwritten ends lock").extend(expired);
+        self.write_unwritten_ends().await?;
         let seen: Vec<(String, u64)> = self
             .sessions
             .all()
@@ -238,8 +287,7 @@ impl Auth {
         if !seen.is_empty() {
             self.store.touch_sessions(seen).await?;
         }
-        self.throttle.prune();
-        Ok(expired.len())
+        Ok(count)
     }
 
     /// Rooms the session's user subscribes to.
@@ -260,4 +308,110 @@ impl Auth {
 /// guest its session (64 hex characters: no name can be that long).
 fn subscriber_key(session: &Session) -> String {
     if session.guest { session.id_hash.clone() } else { session.user.key() }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::store::SessionRecord;
+
+    /// Remembers only which sessions were deleted; every write fails while
+    /// `full` is set.
+    #[derive(Default)]
+    struct FlakyStore {
+        full: AtomicBool,
+        deleted: Mutex<Vec<String>>,
+    }
+
+    impl FlakyStore {
+        fn write(&self) -> Result<(), ChatError> {
+            if self.full.load(Ordering::SeqCst) {
+                Err(ChatError::Storage(std::io::Error::from_raw_os_error(28)))
+            } else {
+                Ok(())
+            }
+        }
+
+        fn deleted(&self) -> Vec<String> {
+            self.deleted.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl AccountStore for FlakyStore {
+        async fn create_user(&self, _: UserRecord) -> Result<(), ChatError> {
+            self.write()
+        }
+        async fn find_user(&self, _: &str) -> Result<Option<UserRecord>, ChatError> {
+            Ok(None)
+        }
+        async fn find_look_alike(&self, _: &crate::model::Username) -> Result<Option<UserRecord>, ChatError> {
+            Ok(None)
+        }
+        async fn save_session(&self, _: SessionRecord) -> Result<(), ChatError> {
+            self.write()
+        }
+        async fn touch_sessions(&self, _: Vec<(String, u64)>) -> Result<(), ChatError> {
+            self.write()
+        }
+        async fn delete_sessions(&self, id_hashes: Vec<String>) -> Result<(), ChatError> {
+            self.write()?;
+            self.deleted.lock().unwrap().extend(id_hashes);
+            Ok(())
+        }
+        async fn load_sessions(&self) -> Result<Vec<SessionRecord>, ChatError> {
+            Ok(Vec::new())
+        }
+        async fn subscriptions(&self, _: &str) -> Result<Vec<String>, ChatError> {
+            Ok(Vec::new())
+        }
+        async fn subscribe(&self, _: &str, _: &RoomName) -> Result<(), ChatError> {
+            self.write()
+        }
+        async fn unsubscribe(&self, _: &str, _: &RoomName) -> Result<(), ChatError> {
+            self.write()
+        }
+        async fn clear_subscriptions(&self, _: &str) -> Result<(), ChatError> {
+            self.write()
+        }
+    }
+
+    async fn auth_over(store: &Arc<FlakyStore>) -> Auth {
+        let limits = SessionLimits { idle: Duration::from_secs(600), absolute: Duration::from_secs(600) };
+        Auth::open(store.clone(), limits, true).await.expect("auth opens")
+    }
+
+    #[tokio::test]
+    async fn a_log_out_that_cannot_be_written_ends_the_session_now_and_is_written_by_upkeep() {
+        let store = Arc::new(FlakyStore::default());
+        let auth = auth_over(&store).await;
+        let (raw, session) = auth.guest_login("gus", None).await.unwrap();
+        store.full.store(true, Ordering::SeqCst);
+        assert!(matches!(auth.log_out(&session).await, Err(ChatError::Storage(_))));
+        assert!(auth.session(&raw).is_none(), "the cookie stops working at once");
+        assert_eq!(*session.ended().borrow(), Some(EndReason::LoggedOut));
+        assert!(auth.upkeep().await.is_err(), "the disk is still full");
+        assert!(store.deleted().is_empty());
+
+        store.full.store(false, Ordering::SeqCst);
+        auth.upkeep().await.unwrap();
+        assert_eq!(store.deleted(), vec![session.id_hash.clone()]);
+        auth.upkeep().await.unwrap();
+        assert_eq!(store.deleted().len(), 1, "written once");
+    }
+
+    #[tokio::test]
+    async fn a_session_that_cannot_be_saved_holds_no_name() {
+        let store = Arc::new(FlakyStore::default());
+        let auth = auth_over(&store).await;
+        store.full.store(true, Ordering::SeqCst);
+        assert!(auth.guest_login("gus", None).await.is_err());
+        store.full.store(false, Ordering::SeqCst);
+        assert!(auth.guest_login("gus", None).await.is_ok(), "the failed log-in left no guest behind");
+    }
 }

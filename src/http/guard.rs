@@ -7,6 +7,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+use warp::http::HeaderMap;
+use warp::http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use warp::{Filter, Rejection};
 
 use super::State;
@@ -73,14 +75,39 @@ pub fn allowed_host(state: State) -> impl Filter<Extract = (), Error = Rejection
 /// must say it: a cross-site HTML form cannot, so this (with the Origin
 /// check and SameSite cookies) shuts out cross-site request forgery.
 pub fn json_request() -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    warp::header::optional::<String>("content-type")
-        .and_then(|ct: Option<String>| async move {
-            let is_json = ct.is_some_and(|ct| {
-                ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-            });
-            if is_json { Ok(()) } else { Err(reject(ChatError::UnsupportedMediaType)) }
+    warp::header::headers_cloned()
+        .and_then(|headers: HeaderMap| async move {
+            if is_json(&headers) { Ok(()) } else { Err(reject(ChatError::UnsupportedMediaType)) }
         })
         .untuple_one()
+}
+
+/// Like [`json_request`], for routes that read no body: a request without
+/// one passes too, with no Content-Type (what `curl -X POST` sends). A
+/// declared non-JSON type (what an HTML form sends, even empty) or a body
+/// that is not JSON is still refused.
+pub fn json_or_empty_request() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::headers_cloned()
+        .and_then(|headers: HeaderMap| async move {
+            if is_json(&headers) || is_bodyless(&headers) { Ok(()) } else { Err(reject(ChatError::UnsupportedMediaType)) }
+        })
+        .untuple_one()
+}
+
+/// Whether the request says `Content-Type: application/json`.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|ct| ct.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Whether the request has no body and claims no type: no Content-Type,
+/// no Transfer-Encoding, and no Content-Length or `Content-Length: 0`.
+fn is_bodyless(headers: &HeaderMap) -> bool {
+    let no_length = headers.get(CONTENT_LENGTH).is_none_or(|len| len.as_bytes() == b"0");
+    no_length && !headers.contains_key(CONTENT_TYPE) && !headers.contains_key(TRANSFER_ENCODING)
 }
 
 /// A JSON body of type `T`: `Content-Type: application/json`, at most
@@ -172,5 +199,26 @@ mod tests {
         assert!(origin_has_host("http://chat.example.com:8080", "chat.example.com:8080"));
         assert!(!origin_has_host("http://chat.example.com:8080", "chat.example.com"));
         assert!(!origin_has_host("https://chat.example.com", "evil.example"));
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs.iter().map(|(name, value)| (name.parse().unwrap(), value.parse().unwrap())).collect()
+    }
+
+    #[test]
+    fn a_request_without_a_body_or_type_is_bodyless() {
+        assert!(is_bodyless(&headers(&[])));
+        assert!(is_bodyless(&headers(&[("content-length", "0")])));
+        assert!(!is_bodyless(&headers(&[("content-length", "5")])));
+        assert!(!is_bodyless(&headers(&[("transfer-encoding", "chunked")])));
+        // An empty HTML form still says what it is.
+        assert!(!is_bodyless(&headers(&[("content-type", "application/x-www-form-urlencoded"), ("content-length", "0")])));
+    }
+
+    #[test]
+    fn json_is_recognised_with_parameters_and_any_case() {
+        assert!(is_json(&headers(&[("content-type", "Application/JSON; charset=utf-8")])));
+        assert!(!is_json(&headers(&[("content-type", "text/plain")])));
+        assert!(!is_json(&headers(&[])));
     }
 }

@@ -10,7 +10,7 @@
 //! POST /api/signup             {"username","password"} → session cookie
 //! POST /api/login              {"username","password"} → session cookie
 //! GET  /api/me
-//! POST /api/logout
+//! POST /api/logout             no body, or a JSON one
 //! GET  /api/rooms?q=&limit=
 //! POST /api/rooms              {"name"}
 //! GET  /api/rooms/{room}/messages?after=&before=&limit=
@@ -38,7 +38,7 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use self::guard::{Problem, allowed_origin, json_body, json_request, optional_session, session, with_state};
+use self::guard::{Problem, allowed_origin, json_body, json_or_empty_request, json_request, optional_session, session, with_state};
 pub use self::reply::{CONTENT_SECURITY_POLICY, SESSION_COOKIE};
 use self::reply::HttpResponse;
 use crate::auth::Auth;
@@ -237,12 +237,12 @@ fn me(state: State) -> BoxedFilter<(HttpResponse,)> {
     warp::path!("api" / "me").and(warp::get()).and(session(state)).and_then(api::me).boxed()
 }
 
-/// POST /api/logout
+/// POST /api/logout (a JSON body, or none at all)
 fn logout(state: State) -> BoxedFilter<(HttpResponse,)> {
     warp::path!("api" / "logout")
         .and(warp::post())
         .and(allowed_origin(state.clone()))
-        .and(json_request())
+        .and(json_or_empty_request())
         .and(with_state(state.clone()))
         .and(session(state))
         .and_then(api::logout)

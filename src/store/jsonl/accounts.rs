@@ -8,7 +8,8 @@
 //!
 //! All three are small: they are replayed into memory at start and the two
 //! logs are compacted then (only live sessions and current subscriptions are
-//! kept).
+//! kept). A change is made in memory only after its record was written, so
+//! memory never claims what a restart would not find.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -208,10 +209,16 @@ impl AccountStore for JsonlAccounts {
         self.blocking(move |inner| {
             let ops: Vec<SessionOp> = id_hashes
                 .into_iter()
-                .filter(|hash| inner.sessions.remove(hash).is_some())
+                .filter(|hash| inner.sessions.contains_key(hash))
                 .map(|id_hash| SessionOp::End { id_hash })
                 .collect();
+            // Forgotten only once written: a failed write can be retried.
             inner.sessions_log.append(&ops)?;
+            for op in &ops {
+                if let SessionOp::End { id_hash } = op {
+                    inner.sessions.remove(id_hash);
+                }
+            }
             Ok(())
         })
         .await
@@ -257,10 +264,11 @@ impl AccountStore for JsonlAccounts {
     async fn clear_subscriptions(&self, user_key: &str) -> Result<(), ChatError> {
         let user = user_key.to_string();
         self.blocking(move |inner| {
-            let Some(rooms) = inner.subscriptions.remove(&user) else { return Ok(()) };
+            let Some(rooms) = inner.subscriptions.get(&user) else { return Ok(()) };
             let ops: Vec<SubscriptionOp> =
-                rooms.into_iter().map(|room| SubscriptionOp::Remove { user: user.clone(), room }).collect();
+                rooms.iter().map(|room| SubscriptionOp::Remove { user: user.clone(), room: room.clone() }).collect();
             inner.subscriptions_log.append(&ops)?;
+            inner.subscriptions.remove(&user);
             Ok(())
         })
         .await

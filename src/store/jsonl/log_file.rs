@@ -1,6 +1,12 @@
 //! A small append-only JSON-lines file: replay it at start, append records
 //! as things change, and rewrite it compacted (atomically, via a temporary
 //! file and a rename) when it is opened.
+//!
+//! An append lands whole or not at all: a write that fails partway (a full
+//! disk) is cut back off, so the next record never joins a partial line. If
+//! even that cut fails, the next append makes it first. A torn last line
+//! found when the file is opened (the process died mid-write) is set aside
+//! as in the room files.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -10,10 +16,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::file_error;
+use super::room_log::repair_torn_tail;
 
 pub struct LogFile {
     path: PathBuf,
     file: File,
+    /// The length of the file's whole lines: everything appended so far.
+    len: u64,
+    /// A failed append could not be cut back: bytes past `len` remain.
+    tail_to_cut: bool,
 }
 
 impl LogFile {
@@ -46,10 +57,12 @@ impl LogFile {
         Self::open(path)
     }
 
-    /// Opens (creating) the file for appends.
+    /// Opens (creating) the file for appends, first setting aside a torn
+    /// last line.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(file_error("open", path))?;
-        Ok(Self { path: path.to_path_buf(), file })
+        let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(file_error("open", path))?;
+        let len = repair_torn_tail(&file, path)?;
+        Ok(Self { path: path.to_path_buf(), file, len, tail_to_cut: false })
     }
 
     /// Makes what was appended durable.
@@ -57,16 +70,38 @@ impl LogFile {
         self.file.sync_data()
     }
 
-    /// Appends records as whole lines, in one write.
+    /// Appends records as whole lines, in one write; on failure nothing of
+    /// them stays in the file.
     pub fn append<T: Serialize>(&mut self, records: &[T]) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
         let mut buf = Vec::new();
         for record in records {
             serde_json::to_writer(&mut buf, record)?;
             buf.push(b'\n');
         }
-        self.file.write_all(&buf).map_err(file_error("append to", &self.path)).inspect_err(|e| {
-            tracing::error!(error = %e, "append failed");
-        })
+        self.cut_failed_tail()?;
+        if let Err(e) = self.file.write_all(&buf).map_err(file_error("append to", &self.path)) {
+            tracing::error!(error = %e, "append failed; rolling back");
+            self.tail_to_cut = true;
+            let _ = self.cut_failed_tail();
+            return Err(e);
+        }
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Cuts off what a failed append left behind, if anything.
+    fn cut_failed_tail(&mut self) -> io::Result<()> {
+        if !self.tail_to_cut {
+            return Ok(());
+        }
+        self.file.set_len(self.len).inspect_err(|e| {
+            tracing::error!(file = %self.path.display(), error = %e, "could not roll back a failed append");
+        })?;
+        self.tail_to_cut = false;
+        Ok(())
     }
 }
 
@@ -78,4 +113,22 @@ fn write_all_records<T: Serialize>(path: &Path, records: &[T]) -> io::Result<()>
         out.write_all(b"\n")?;
     }
     out.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_set_aside_before_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.jsonl");
+        std::fs::write(&path, "{\"n\":1}\n{\"n\":").unwrap();
+        let mut log = LogFile::open(&path).unwrap();
+        log.append(&[serde_json::json!({"n": 2})]).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\":1}\n{\"n\":2}\n");
+        assert!(path.with_extension("jsonl.torn").exists());
+        let records: Vec<serde_json::Value> = LogFile::read_all(&path).unwrap();
+        assert_eq!(records.len(), 2);
+    }
 }
