@@ -483,6 +483,29 @@ impl WsClient {
         }
     }
 
+    /// The next event, or `None` once the socket has ended (a close frame,
+    /// a reset or the end of the stream).
+    pub async fn next_event_or_end(&mut self) -> Option<Value> {
+        loop {
+            let frame = tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("neither an event nor the end within {TIMEOUT:?}"));
+            match frame {
+                Some(Ok(WsMessage::Text(text))) => return Some(serde_json::from_str(text.as_str()).expect("a JSON event")),
+                Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// This client's end of the TCP connection.
+    pub fn local_addr(&self) -> SocketAddr {
+        match self.ws.get_ref() {
+            MaybeTlsStream::Plain(stream) => stream.local_addr().expect("a local address"),
+            _ => panic!("tests use plain TCP"),
+        }
+    }
+
     /// The next event within `wait`, or `None` if none came (a closed or
     /// failed socket is still a failure).
     pub async fn try_next_event(&mut self, wait: Duration) -> Option<Value> {

@@ -102,6 +102,18 @@ impl ServerProcess {
         Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
     }
 
+    /// Whether the server still holds (has a descriptor for) its end of the
+    /// TCP connection whose client end is `client`: read from
+    /// `/proc/net/tcp{,6}` (the connection's socket inode) and
+    /// `/proc/<pid>/fd` (the server's sockets).
+    pub fn holds_connection(&self, client: SocketAddr) -> bool {
+        let Some(inode) = connection_inode(self.addr.port(), client.port()) else { return false };
+        let wanted = format!("socket:[{inode}]");
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|dir| dir.filter_map(Result::ok).any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == wanted)))
+            .unwrap_or(false)
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -125,6 +137,23 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The inode of the server-side socket of the TCP connection between the
+/// local ports `server_port` and `client_port`, if the kernel has one.
+fn connection_inode(server_port: u16, client_port: u16) -> Option<String> {
+    let port_of = |field: &str| field.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|table| {
+        let text = std::fs::read_to_string(table).ok()?;
+        text.lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let matches = fields.len() > 9
+                && port_of(fields[1]) == Some(server_port)
+                && port_of(fields[2]) == Some(client_port)
+                && fields[9] != "0";
+            matches.then(|| fields[9].to_string())
+        })
+    })
 }
 
 /// Reads the child's log until it says where it listens; the rest of its
