@@ -10,8 +10,16 @@
 //!   order, with no gap from the history it was sent on `join` (history and
 //!   live events are stitched together by id);
 //! - a client that lags behind the room's channel re-reads what it missed
-//!   from the store instead of losing it;
-//! - queued frames are written with one flush, not one syscall each.
+//!   from the store instead of losing it — a page at a time, each page
+//!   written before the next is read, so a reader that paused while its
+//!   room was busy costs the server one page, not the whole gap;
+//! - at most [`MAX_QUEUED_BYTES`] of frames are gathered before a write,
+//!   and queued frames are written with one flush, not one syscall each;
+//! - a write that makes no progress for `write_timeout` drops the socket
+//!   (the client resumes with `after`), and a session that ends or a
+//!   shutdown interrupts a stuck write too;
+//! - with `ping_interval`, the client is pinged; one that sends nothing
+//!   back (not even a pong) for a whole interval is dropped.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -48,6 +56,13 @@ pub const MAX_JOINED_ROOMS: usize = 256;
 const MAX_PENDING_SENDS: usize = 64;
 /// Frames written before a flush when many are queued.
 const MAX_FRAMES_PER_FLUSH: usize = 256;
+/// Bytes of frames gathered before they are written (one more frame may
+/// pass it).
+pub const MAX_QUEUED_BYTES: usize = 256 * 1024;
+/// Messages read from the store per catch-up step.
+const CATCH_UP_PAGE: usize = 100;
+/// How long the close frame may take once a socket is being dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Typing events relayed per user and room, at most one per this period.
 const TYPING_PERIOD: Duration = Duration::from_secs(1);
 /// Close code for "your session ended" (application range 4000–4999).
@@ -61,6 +76,10 @@ pub struct ConnectionContext {
     pub send_rate: Option<SendRate>,
     /// Frames of any kind per second (`None`: no limit).
     pub frame_rate: Option<SendRate>,
+    /// A write that makes no progress for this long drops the socket.
+    pub write_timeout: Duration,
+    /// Ping this often; drop a client silent for a whole interval.
+    pub ping_interval: Option<Duration>,
 }
 
 type PendingSend = BoxFuture<'static, (RoomName, String, Result<Appended, ChatError>)>;
@@ -81,34 +100,28 @@ where
     let stopping = async move { shutdown.wait_for(|stop| *stop).await.map(|_| ()) };
     let ended = async move { session_ended.wait_for(Option::is_some).await.ok().and_then(|r| *r) };
     tokio::pin!(stopping, ended);
+    let mut pings = Keepalive::new(ctx.ping_interval);
+    let mut catch_up_first = false;
 
     // The socket is not split: the branches below only borrow it while
     // waiting, and writes happen after the `select!`, so no lock is needed.
     let close = loop {
-        let mut out: Vec<WsMessage> = Vec::new();
+        let mut out = Outbox::default();
         tokio::select! {
             biased;
-            _ = &mut stopping => break Some(close_frame(CloseCode::Away, "server shutting down")),
-            reason = &mut ended => {
-                let why = match reason {
-                    Some(EndReason::LoggedOut) => "logged out",
-                    Some(EndReason::Replaced) => "logged in again",
-                    _ => "session expired",
-                };
-                break Some(close_frame(CloseCode::from(CLOSE_SESSION_ENDED), why));
-            }
+            _ = &mut stopping => break Some(going_away()),
+            reason = &mut ended => break Some(session_ended_frame(reason)),
+            _ = pings.tick() => match pings.on_tick() {
+                Some(ping) => out.push(ping),
+                None => break None, // silent for a whole interval
+            },
             Some(done) = pending.next(), if !pending.is_empty() => conn.on_send_done(done, &mut out),
-            Some((feed, event)) = conn.feeds.next(), if !conn.feeds.is_empty() => {
-                conn.on_room_event(feed, event, &mut out).await;
-                // Take whatever else is ready now, to write it in one flush.
-                while out.len() < MAX_FRAMES_PER_FLUSH {
-                    let Some(Some((feed, event))) = conn.feeds.next().now_or_never() else { break };
-                    conn.on_room_event(feed, event, &mut out).await;
-                }
-            }
             frame = socket.next(), if pending.len() < MAX_PENDING_SENDS => match frame {
                 Some(Ok(frame)) => {
-                    ctx.session.touch();
+                    pings.heard();
+                    if frame.is_text() || frame.is_binary() {
+                        ctx.session.touch();
+                    }
                     if let Some(send) = conn.on_frame(frame, &mut out).await {
                         pending.push(send);
                     }
@@ -117,16 +130,119 @@ where
                 Some(Err(WsError::Utf8(_))) => break Some(close_frame(CloseCode::Invalid, "text frame is not valid UTF-8")),
                 Some(Err(_)) | None => break None,
             },
+            // Catch-up and live events take turns, so neither starves the other.
+            _ = std::future::ready(()), if catch_up_first && conn.feeds.catching_up().is_some() => conn.catch_up_step(&mut out).await,
+            Some((feed, event)) = conn.feeds.next(), if !conn.feeds.is_empty() => {
+                conn.on_room_event(feed, event, &mut out);
+                // Take whatever else is ready now, to write it in one flush.
+                while !out.is_full() {
+                    let Some(Some((feed, event))) = conn.feeds.next().now_or_never() else { break };
+                    conn.on_room_event(feed, event, &mut out);
+                }
+            }
+            _ = std::future::ready(()), if conn.feeds.catching_up().is_some() => conn.catch_up_step(&mut out).await,
         }
-        if !out.is_empty() && write_all(&mut socket, out).await.is_err() {
-            break None;
+        catch_up_first = !catch_up_first;
+        if out.is_empty() {
+            continue;
+        }
+        let write = tokio::time::timeout(ctx.write_timeout, write_all(&mut socket, out.frames));
+        tokio::select! {
+            biased;
+            _ = &mut stopping => break Some(going_away()),
+            reason = &mut ended => break Some(session_ended_frame(reason)),
+            written = write => match written {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break None,
+                Err(_) => {
+                    tracing::info!(user = %conn.user, timeout = ?ctx.write_timeout, "dropping a socket whose writes made no progress");
+                    break None;
+                }
+            },
         }
     };
     conn.leave_all();
+    // The socket may be the one that is stuck: give the goodbye a moment only.
     if let Some(frame) = close {
-        let _ = socket.send(frame).await;
+        let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(frame)).await;
     }
-    let _ = socket.close().await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, socket.close()).await;
+}
+
+fn going_away() -> WsMessage {
+    close_frame(CloseCode::Away, "server shutting down")
+}
+
+fn session_ended_frame(reason: Option<EndReason>) -> WsMessage {
+    let why = match reason {
+        Some(EndReason::LoggedOut) => "logged out",
+        Some(EndReason::Replaced) => "logged in again",
+        _ => "session expired",
+    };
+    close_frame(CloseCode::from(CLOSE_SESSION_ENDED), why)
+}
+
+/// Frames to write after one turn of the loop, and their size.
+#[derive(Default)]
+struct Outbox {
+    frames: Vec<WsMessage>,
+    bytes: usize,
+}
+
+impl Outbox {
+    fn push(&mut self, frame: WsMessage) {
+        self.bytes += frame.len();
+        self.frames.push(frame);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Enough gathered: write before taking more.
+    fn is_full(&self) -> bool {
+        self.frames.len() >= MAX_FRAMES_PER_FLUSH || self.bytes >= MAX_QUEUED_BYTES
+    }
+}
+
+/// WebSocket keepalive: a ping every interval; a client that sent nothing
+/// (no frame, no pong) since the previous ping is given up on.
+struct Keepalive {
+    interval: Option<tokio::time::Interval>,
+    heard_since_ping: bool,
+}
+
+impl Keepalive {
+    fn new(every: Option<Duration>) -> Self {
+        let interval = every.map(|every| {
+            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        });
+        Self { interval, heard_since_ping: true }
+    }
+
+    /// Resolves at the next ping time (never, without pings).
+    async fn tick(&mut self) {
+        match &mut self.interval {
+            Some(interval) => {
+                interval.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The ping to send, or `None` if the client stayed silent since the last.
+    fn on_tick(&mut self) -> Option<WsMessage> {
+        if !std::mem::replace(&mut self.heard_since_ping, false) {
+            return None;
+        }
+        Some(WsMessage::Ping(Default::default()))
+    }
+
+    fn heard(&mut self) {
+        self.heard_since_ping = true;
+    }
 }
 
 async fn write_all<K>(sink: &mut K, frames: Vec<WsMessage>) -> Result<(), WsError>
@@ -179,7 +295,7 @@ impl Connection {
     }
 
     /// Handles one frame from the client; a `send` becomes a pending store.
-    async fn on_frame(&mut self, frame: WsMessage, out: &mut Vec<WsMessage>) -> Option<PendingSend> {
+    async fn on_frame(&mut self, frame: WsMessage, out: &mut Outbox) -> Option<PendingSend> {
         let text = match frame {
             WsMessage::Text(text) => text,
             WsMessage::Binary(_) => {
@@ -222,7 +338,7 @@ impl Connection {
     /// A frame over the frame rate is dropped. A dropped `send` is always
     /// answered (with its `client_id`, so the client knows to retry); other
     /// frames get at most one warning a second.
-    fn refuse_flood(&mut self, dropped: Option<ClientEvent>, out: &mut Vec<WsMessage>) {
+    fn refuse_flood(&mut self, dropped: Option<ClientEvent>, out: &mut Outbox) {
         if let Some(ClientEvent::Send { room, client_id, .. }) = dropped {
             out.push(event_frame(&ServerEvent::error_for(&ChatError::RateLimited, Some(&room), echoable(&client_id))));
             return;
@@ -234,7 +350,7 @@ impl Connection {
         }
     }
 
-    async fn join(&mut self, raw_room: &str, after: Option<u64>, out: &mut Vec<WsMessage>) {
+    async fn join(&mut self, raw_room: &str, after: Option<u64>, out: &mut Outbox) {
         match self.try_join(raw_room, after).await {
             Ok(joined) => out.push(event_frame(&joined)),
             Err(err) => out.push(event_frame(&ServerEvent::error_for(&err, Some(raw_room), None))),
@@ -270,7 +386,7 @@ impl Connection {
         Ok(ServerEvent::Joined { online: self.hub.online(&room), room: room.to_string(), history, has_more })
     }
 
-    fn leave(&mut self, raw_room: &str, out: &mut Vec<WsMessage>) {
+    fn leave(&mut self, raw_room: &str, out: &mut Outbox) {
         let Ok(room) = RoomName::parse(raw_room) else {
             let err = ChatError::NotJoined(raw_room.chars().take(80).collect());
             out.push(event_frame(&ServerEvent::error(&err)));
@@ -289,7 +405,7 @@ impl Connection {
         self.feeds.clear();
     }
 
-    fn send(&mut self, raw_room: String, text: String, client_id: String, out: &mut Vec<WsMessage>) -> Option<PendingSend> {
+    fn send(&mut self, raw_room: String, text: String, client_id: String, out: &mut Outbox) -> Option<PendingSend> {
         let checked = self.check_send(&raw_room, &text, &client_id);
         let (room, message, within_rate) = match checked {
             Ok(ok) => ok,
@@ -322,7 +438,7 @@ impl Connection {
 
     /// A store finished: errors and repeated sends are answered directly;
     /// new messages reach the sender through the room like everyone else.
-    fn on_send_done(&mut self, (room, client_id, result): (RoomName, String, Result<Appended, ChatError>), out: &mut Vec<WsMessage>) {
+    fn on_send_done(&mut self, (room, client_id, result): (RoomName, String, Result<Appended, ChatError>), out: &mut Outbox) {
         match result {
             Ok(Appended::New(_)) => {}
             Ok(Appended::Duplicate(message)) => out.push(event_frame(&ServerEvent::Message(message))),
@@ -335,7 +451,7 @@ impl Connection {
         }
     }
 
-    async fn typing(&mut self, raw_room: &str, out: &mut Vec<WsMessage>) {
+    async fn typing(&mut self, raw_room: &str, out: &mut Outbox) {
         let room = match RoomName::parse(raw_room) {
             Ok(room) if self.feeds.contains(&room) => room,
             Ok(room) => return out.push(event_frame(&ServerEvent::error(&ChatError::NotJoined(room.to_string())))),
@@ -349,14 +465,18 @@ impl Connection {
     }
 
     /// Relays one event of a joined room (`feed` is its place in `feeds`),
-    /// skipping what the client has.
-    async fn on_room_event(&mut self, feed: usize, event: Result<Arc<RoomEvent>, BroadcastStreamRecvError>, out: &mut Vec<WsMessage>) {
+    /// skipping what the client has. A lag starts a catch-up from the store;
+    /// while a room catches up, its live messages are left to the catch-up
+    /// (they are stored before they are broadcast, so it reads them).
+    fn on_room_event(&mut self, feed: usize, event: Result<Arc<RoomEvent>, BroadcastStreamRecvError>, out: &mut Outbox) {
         let event = match event {
             Ok(event) => event,
             Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                let room = &self.feeds.get(feed).room;
-                tracing::warn!(room = %room, user = %self.user, missed, "slow client: re-reading missed messages");
-                self.catch_up(feed, out).await;
+                let feed = self.feeds.get_mut(feed);
+                if !feed.catching_up {
+                    tracing::warn!(room = %feed.room, user = %self.user, missed, "slow client: re-reading missed messages");
+                    feed.catching_up = true;
+                }
                 return;
             }
         };
@@ -364,35 +484,45 @@ impl Connection {
             return;
         }
         if let Some(id) = event.message_id {
-            let last = &mut self.feeds.get_mut(feed).last_id;
-            if id <= *last {
+            let feed = self.feeds.get_mut(feed);
+            if feed.catching_up || id <= feed.last_id {
                 return;
             }
-            *last = id;
+            feed.last_id = id;
         }
         out.push(WsMessage::Text(event.frame.clone()));
     }
 
-    /// Sends what the store holds after the last id this client saw.
-    async fn catch_up(&mut self, feed: usize, out: &mut Vec<WsMessage>) {
-        let room = self.feeds.get(feed).room.clone();
-        loop {
-            let after = self.feeds.get(feed).last_id;
-            let missed = match self.hub.history(&room, HistoryQuery::after(after, MAX_PAGE)).await {
-                Ok(missed) => missed,
-                Err(err) => {
-                    tracing::error!(room = %room, error = %err, "could not re-read missed messages");
-                    return;
-                }
-            };
-            let full = missed.len() == MAX_PAGE;
-            for message in missed {
-                self.feeds.get_mut(feed).last_id = message.id;
-                out.push(event_frame(&ServerEvent::Message(message)));
-            }
-            if !full {
+    /// One step of a catch-up: the next page of what the store holds after
+    /// the last id the client saw, up to [`MAX_QUEUED_BYTES`]. A short page
+    /// ends the catch-up.
+    async fn catch_up_step(&mut self, out: &mut Outbox) {
+        let Some(feed) = self.feeds.catching_up() else { return };
+        let (room, after) = {
+            let f = self.feeds.get(feed);
+            (f.room.clone(), f.last_id)
+        };
+        let missed = match self.hub.history(&room, HistoryQuery::after(after, CATCH_UP_PAGE)).await {
+            Ok(missed) => missed,
+            Err(err) => {
+                // Stop trying; the client's next resume (`after`) fills the gap.
+                tracing::error!(room = %room, error = %err, "could not re-read missed messages");
+                self.feeds.get_mut(feed).catching_up = false;
                 return;
             }
+        };
+        let whole_page = missed.len() == CATCH_UP_PAGE;
+        let mut all_sent = true;
+        for message in missed {
+            if out.is_full() {
+                all_sent = false;
+                break;
+            }
+            self.feeds.get_mut(feed).last_id = message.id;
+            out.push(event_frame(&ServerEvent::Message(message)));
+        }
+        if all_sent && !whole_page {
+            self.feeds.get_mut(feed).catching_up = false;
         }
     }
 }
@@ -413,6 +543,9 @@ struct Feed {
     events: BroadcastStream<Arc<RoomEvent>>,
     /// Highest message id delivered from this room.
     last_id: u64,
+    /// The client fell behind the room's channel: messages come from the
+    /// store, a page per turn, until it is level again.
+    catching_up: bool,
 }
 
 type FeedItem = (usize, Result<Arc<RoomEvent>, BroadcastStreamRecvError>);
@@ -430,6 +563,11 @@ impl Feeds {
         self.feeds.is_empty()
     }
 
+    /// A room that is catching up from the store, if any.
+    fn catching_up(&self) -> Option<usize> {
+        self.feeds.iter().position(|f| f.catching_up)
+    }
+
     fn len(&self) -> usize {
         self.feeds.len()
     }
@@ -444,7 +582,7 @@ impl Feeds {
 
     /// Starts (or restarts) a room's feed; `true` if it was already there.
     fn insert(&mut self, room: RoomName, events: BroadcastStream<Arc<RoomEvent>>, last_id: u64) -> bool {
-        let feed = Feed { room, events, last_id };
+        let feed = Feed { room, events, last_id, catching_up: false };
         match self.position(&feed.room) {
             Some(i) => {
                 self.feeds[i] = feed;

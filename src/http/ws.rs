@@ -90,6 +90,8 @@ async fn serve_socket(state: State, session: Arc<Session>, on_upgrade: OnUpgrade
         shutdown: state.shutdown.clone(),
         send_rate: state.config.send_rate,
         frame_rate: state.config.frame_rate,
+        write_timeout: state.config.limits.write_timeout,
+        ping_interval: state.config.limits.ping_interval,
     };
     connection::run(socket, ctx).await;
 }
