@@ -248,6 +248,35 @@ async fn a_whole_last_line_missing_only_its_newline_is_kept() {
     assert!(!torn.exists());
 }
 
+/// The same for the account and room-list files: a last record that is
+/// whole but lacks its newline was written (and answered 201); it must
+/// outlive the next restart, not be set aside as torn.
+#[tokio::test]
+async fn whole_last_records_of_users_and_rooms_survive_a_restart() {
+    let mut server = TestServer::start().await;
+    let ann = User::sign_up(&server, "Ann", "correct horse battery").await;
+    ann.create_room("kept-room").await;
+    server.stop().await;
+    for file in ["users.jsonl", "rooms.jsonl"] {
+        let path = server.data_dir().join(file);
+        let whole = std::fs::read(&path).unwrap();
+        assert_eq!(whole.last(), Some(&b'\n'));
+        std::fs::write(&path, &whole[..whole.len() - 1]).unwrap();
+    }
+    // Two restarts: the first must repair, not set aside, or the second loses it.
+    server.start_again().await;
+    server.restart().await;
+    for file in ["users.jsonl", "rooms.jsonl"] {
+        let torn = server.data_dir().join(file).with_extension("jsonl.torn");
+        assert!(!torn.exists(), "{file}: a whole record was set aside: {:?}", std::fs::read_to_string(&torn));
+    }
+    let mut ann = ann.at(&server);
+    let (status, body, _) = ann.log_in("Ann", "correct horse battery").await;
+    assert_eq!(status, 200, "the account outlived two restarts: {body}");
+    let (_, rooms) = ann.get("/api/rooms?q=kept").await;
+    assert_eq!(rooms, json!([{"name": "kept-room"}]));
+}
+
 /// Step 5: a room whose line in `rooms.jsonl` is damaged is still a room:
 /// its message file exists, so its record is restored at start.
 #[tokio::test]

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::file_error;
-use super::room_log::repair_torn_tail;
+use super::room_log::repair_tail;
 
 pub struct LogFile {
     path: PathBuf,
@@ -61,7 +61,9 @@ impl LogFile {
     /// last line.
     pub fn open(path: &Path) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(file_error("open", path))?;
-        let len = repair_torn_tail(&file, path)?;
+        // A last line that is a whole JSON object only lost its newline.
+        let is_whole = |_: &File, _: u64, tail: &[u8]| Ok(serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(tail).is_ok());
+        let len = repair_tail(&file, path, is_whole).map_err(file_error("repair", path))?;
         Ok(Self { path: path.to_path_buf(), file, len, tail_to_cut: false })
     }
 

@@ -225,12 +225,23 @@ impl RoomLog {
     }
 }
 
-/// Repairs a last line that has no newline. When it is a whole message
-/// that follows the line before it, only its newline is missing (the
-/// message was stored, and perhaps acknowledged): the newline is added.
-/// Anything else is a write torn by a crash: its bytes are saved beside the
-/// file and cut off. Returns the file's length after.
+/// Repairs a room file's last line if it has no newline (see
+/// [`repair_tail`]); a whole message that follows the line before it is
+/// kept.
 pub(super) fn repair_torn_tail(file: &File, path: &Path) -> io::Result<u64> {
+    repair_tail(file, path, |file, start, tail| Ok(whole_next_message(file, start, tail, path)?.is_some()))
+}
+
+/// Repairs a last line that has no newline. When `is_whole` says it is a
+/// whole record, only its newline is missing (the record was written, and
+/// perhaps acknowledged): the newline is added. Anything else is a write
+/// torn by a crash: its bytes are saved beside the file and cut off.
+/// Returns the file's length after.
+pub(super) fn repair_tail(
+    file: &File,
+    path: &Path,
+    is_whole: impl FnOnce(&File, u64, &[u8]) -> io::Result<bool>,
+) -> io::Result<u64> {
     let len = file.metadata()?.len();
     if len == 0 {
         return Ok(0);
@@ -243,9 +254,9 @@ pub(super) fn repair_torn_tail(file: &File, path: &Path) -> io::Result<u64> {
     let keep = last_newline_before(file, len)?.map_or(0, |nl| nl + 1);
     let mut tail = vec![0; (len - keep) as usize];
     file.read_exact_at(&mut tail, keep)?;
-    if let Some(id) = whole_next_message(file, keep, &tail, path)? {
+    if is_whole(file, keep, &tail)? {
         file.write_all_at(b"\n", len)?;
-        tracing::warn!(file = %path.display(), id, "the last message lacked only its newline; added it");
+        tracing::warn!(file = %path.display(), "the last line lacked only its newline; added it");
         return Ok(len + 1);
     }
     set_aside_torn(file, path, keep, &tail)?;
