@@ -321,19 +321,10 @@ async fn a_room_whose_record_is_damaged_is_still_reachable() {
 /// room file is made a directory here, which no one can open for writing.
 #[tokio::test]
 async fn a_room_file_that_cannot_be_opened_is_named_in_the_start_error() {
-    let mut server = TestServer::start().await;
-    let ann = server.guest("ann").await;
-    ann.create_room("lobby").await;
-    ann.send_http("lobby", "hello", "c1").await;
-    server.stop().await;
-
-    let path = server.room_file("lobby");
+    let (server, path) = stopped_with_room_file("lobby").await;
     std::fs::remove_file(&path).unwrap();
     std::fs::create_dir(&path).unwrap();
-    let error = match RunningServer::start(Config::for_data_dir(server.data_dir())).await {
-        Ok(_) => panic!("the server started with {} a directory", path.display()),
-        Err(e) => e.to_string(),
-    };
+    let error = start_error(&server, "with the room file a directory").await;
     assert!(error.contains(&path.display().to_string()), "the error does not name the file: {error}");
     assert!(error.to_lowercase().contains("directory"), "the error does not say why: {error}");
 }
@@ -344,23 +335,33 @@ async fn a_room_file_that_cannot_be_opened_is_named_in_the_start_error() {
 /// so the temporary directory can be deleted.
 #[tokio::test]
 async fn a_read_only_room_file_is_named_in_the_start_error() {
-    let mut server = TestServer::start().await;
-    let ann = server.guest("ann").await;
-    ann.create_room("lobby").await;
-    ann.send_http("lobby", "hello", "c1").await;
-    server.stop().await;
-
-    let path = server.room_file("lobby");
+    let (server, path) = stopped_with_room_file("lobby").await;
     let _guard = ReadOnly::make(&path);
     if std::fs::OpenOptions::new().append(true).open(&path).is_ok() {
         eprintln!("skipped: neither chmod 0444 nor chattr +i stops this process from writing {}", path.display());
         return;
     }
-    let error = match RunningServer::start(Config::for_data_dir(server.data_dir())).await {
-        Ok(_) => panic!("the server started with {} read-only", path.display()),
-        Err(e) => e.to_string(),
-    };
+    let error = start_error(&server, "with the room file read-only").await;
     assert!(error.contains(&path.display().to_string()), "the error does not name the file: {error}");
+}
+
+/// A stopped server whose room `room` holds one message; the room's file.
+async fn stopped_with_room_file(room: &str) -> (TestServer, PathBuf) {
+    let mut server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    ann.create_room(room).await;
+    ann.send_http(room, "hello", "c1").await;
+    server.stop().await;
+    let path = server.room_file(room);
+    (server, path)
+}
+
+/// The error that stops a start on `server`'s data directory.
+async fn start_error(server: &TestServer, what: &str) -> String {
+    match RunningServer::start(Config::for_data_dir(server.data_dir())).await {
+        Ok(_) => panic!("the server started {what}"),
+        Err(e) => e.to_string(),
+    }
 }
 
 /// Makes a file read-only (mode 0444, and immutable where allowed) until
