@@ -198,7 +198,7 @@ impl Config {
         let limits = connection_limits(&cli)?;
         let room_create_rate = if cli.room_create_burst == 0 {
             None
-        } else if !(cli.room_create_per_hour > 0.0) {
+        } else if cli.room_create_per_hour.is_nan() || cli.room_create_per_hour <= 0.0 {
             return Err(ConfigError::RoomCreate);
         } else {
             token_bucket(cli.room_create_per_hour / 3600.0, cli.room_create_burst).ok_or(ConfigError::RoomCreate)?

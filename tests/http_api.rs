@@ -317,7 +317,7 @@ async fn static_files_are_served_with_their_content_type() {
         let response = client.get(server.url(path)).send().await.unwrap();
         let status = response.status().as_u16();
         let body = response.text().await.unwrap();
-        assert!(status >= 400 && status < 500, "{path}: {status}");
+        assert!((400..500).contains(&status), "{path}: {status}");
         assert!(!body.contains("[package]") && !body.contains("pub mod"), "{path} leaked a file: {body}");
     }
 }

@@ -196,16 +196,19 @@ impl AcceptErrors {
     }
 }
 
+/// Open connections per address (only with `--max-connections-per-ip`).
+type PerAddress = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
 /// Who may open a connection now.
 struct Admission {
     open: Arc<Semaphore>,
-    per_ip: Option<(usize, Arc<Mutex<HashMap<IpAddr, usize>>>)>,
+    per_ip: Option<(usize, PerAddress)>,
 }
 
 /// One admitted connection; dropping it frees its place.
 pub struct Ticket {
     _open: OwnedSemaphorePermit,
-    from: Option<(IpAddr, Arc<Mutex<HashMap<IpAddr, usize>>>)>,
+    from: Option<(IpAddr, PerAddress)>,
 }
 
 impl Admission {

@@ -371,7 +371,7 @@ impl User {
     pub async fn all_messages(&self, room: &str) -> Vec<Value> {
         let mut all: Vec<Value> = Vec::new();
         loop {
-            let after = all.last().map_or(0, |m| id(m));
+            let after = all.last().map_or(0, id);
             let page = self.messages(room, &format!("after={after}&limit=500")).await;
             if page.is_empty() {
                 return all;
