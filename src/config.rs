@@ -180,12 +180,11 @@ pub enum ConfigError {
     Timeouts,
     #[error("--room-create-per-hour must be a finite number > 0 when --room-create-burst is set")]
     RoomCreate,
-    #[error("--data-dir {path}: {reason}")]
-    DataDir { path: String, reason: String },
 }
 
 impl Config {
-    /// Checks and converts the command line. Creates the data directory.
+    /// Checks and converts the command line (touches no files: the store
+    /// checks the data directory when it opens it).
     pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
         let addr = cli.addr.parse().map_err(|_| ConfigError::Addr(cli.addr.clone()))?;
         let allowed_origins = origins(&cli.allow_origins, ConfigError::Origin)?;
@@ -203,7 +202,6 @@ impl Config {
         } else {
             token_bucket(cli.room_create_per_hour / 3600.0, cli.room_create_burst).ok_or(ConfigError::RoomCreate)?
         };
-        prepare_data_dir(&cli.data_dir)?;
         Ok(Self {
             addr,
             data_dir: cli.data_dir,
@@ -285,10 +283,6 @@ pub fn normalize_origin(raw: &str) -> Option<String> {
     (matches!(scheme, "http" | "https") && host_ok).then_some(raw)
 }
 
-fn prepare_data_dir(path: &std::path::Path) -> Result<(), ConfigError> {
-    crate::store::jsonl::prepare_data_dir(path)
-        .map_err(|reason| ConfigError::DataDir { path: path.display().to_string(), reason })
-}
 
 #[cfg(test)]
 mod tests {
@@ -310,7 +304,9 @@ mod tests {
         assert!(err.to_string().contains("--addr"), "{err}");
         let err = Config::from_cli(Cli { session_idle_secs: 0, ..base.clone() }).unwrap_err();
         assert!(err.to_string().contains("session"), "{err}");
-        let err = Config::from_cli(Cli { data_dir: "/proc/nope".into(), ..base }).unwrap_err();
-        assert!(err.to_string().contains("--data-dir"), "{err}");
+        let err = Config::from_cli(Cli { header_timeout_secs: 0, ..base.clone() }).unwrap_err();
+        assert!(err.to_string().contains("--header-timeout-secs"), "{err}");
+        let err = Config::from_cli(Cli { room_create_per_hour: 0.0, ..base }).unwrap_err();
+        assert!(err.to_string().contains("--room-create-per-hour"), "{err}");
     }
 }

@@ -9,6 +9,10 @@ use std::fmt;
 
 use crate::error::ChatError;
 
+
+/// The room every server has; newcomers are subscribed to it.
+pub const DEFAULT_ROOM: &str = "general";
+
 /// Longest room name, in characters (like Slack channel names).
 pub const MAX_ROOM_NAME: usize = 80;
 /// Longest username, in characters.

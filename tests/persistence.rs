@@ -724,3 +724,14 @@ async fn a_full_disk_fails_cleanly_and_loses_nothing_that_was_answered() {
     assert_eq!(room_names(&ann).await, expected, "every room answered 201, and not {failed_room}");
     server.stop().await;
 }
+
+/// A data directory that cannot be made or written stops the start, and the
+/// error names it.
+#[tokio::test]
+async fn an_unwritable_data_directory_is_named_in_the_start_error() {
+    let error = match RunningServer::start(Config::for_data_dir("/proc/nope")).await {
+        Ok(_) => panic!("the server started in /proc/nope"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("/proc/nope"), "{error}");
+}

@@ -17,8 +17,8 @@ use self::password::Hasher;
 use self::sessions::{EndReason, Session, SessionLimits, SessionTable, now_ms};
 use self::throttle::{Attempt, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USER, Throttle};
 use crate::error::ChatError;
+use crate::model::DEFAULT_ROOM;
 use crate::model::{RoomName, Username, now_rfc3339};
-use crate::store::jsonl::DEFAULT_ROOM;
 use crate::store::{AccountStore, UserRecord};
 
 /// A guest name stays held this long after its holder's last activity,

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::TryRngCore;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::model::Username;
+pub use crate::store::SessionRecord;
 use crate::rate::{RateLimiter, SendRate};
 
 /// Why a session ended; sent to its sockets.
@@ -25,18 +25,6 @@ pub enum EndReason {
     LoggedOut,
     Expired,
     Replaced,
-}
-
-/// What is persisted about a session (never the raw id).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SessionRecord {
-    pub id_hash: String,
-    pub user: String,
-    pub guest: bool,
-    /// Unix milliseconds.
-    pub created_ms: u64,
-    /// Unix milliseconds.
-    pub last_seen_ms: u64,
 }
 
 pub struct Session {

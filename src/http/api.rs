@@ -93,7 +93,7 @@ pub async fn list_rooms(state: State, _session: Arc<Session>, query: HashMap<Str
     Ok(reply::or_error(async {
         let filter = query.get("q").map(String::as_str).unwrap_or("");
         let limit = parse_limit(query.get("limit"), 20, MAX_ROOM_RESULTS)?;
-        let rooms = state.hub.store().list_rooms(filter, limit).await?;
+        let rooms = state.hub.list_rooms(filter, limit).await?;
         Ok(reply::json(StatusCode::OK, &rooms))
     }.await))
 }
@@ -151,11 +151,9 @@ pub async fn subscriptions(state: State, session: Arc<Session>) -> Result<HttpRe
 pub async fn subscribe(state: State, raw_room: String, session: Arc<Session>) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
         let room = RoomName::parse(&raw_room)?;
-        if !state.hub.store().room_exists(&room).await? {
-            return Err(ChatError::RoomNotFound(room.to_string()));
-        }
+        let info = state.hub.existing_room(&room).await?;
         state.auth.subscribe(&session, &room).await?;
-        Ok(reply::json(StatusCode::OK, &RoomInfo { name: room.to_string() }))
+        Ok(reply::json(StatusCode::OK, &info))
     }.await))
 }
 

@@ -143,8 +143,17 @@ impl Hub {
         Self { inner }
     }
 
-    pub fn store(&self) -> &Arc<dyn MessageStore> {
-        &self.inner.store
+    /// Rooms whose name contains `filter` (see `MessageStore::list_rooms`).
+    pub async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, ChatError> {
+        self.inner.store.list_rooms(filter, limit).await
+    }
+
+    /// The room, if it exists; `RoomNotFound` otherwise.
+    pub async fn existing_room(&self, room: &RoomName) -> Result<RoomInfo, ChatError> {
+        match self.inner.store.room_exists(room).await? {
+            true => Ok(RoomInfo { name: room.to_string() }),
+            false => Err(ChatError::RoomNotFound(room.to_string())),
+        }
     }
 
     /// The channel of an existing room, created (with its writer) on first use.

@@ -18,7 +18,7 @@
 pub mod jsonl;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ChatError;
 use crate::model::{Message, NewMessage, RoomName, Username};
@@ -32,7 +32,7 @@ pub const MAX_PAGE: usize = 500;
 pub const DEFAULT_PAGE: usize = 50;
 
 /// A room as listed by the API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomInfo {
     pub name: String,
 }
@@ -126,7 +126,7 @@ pub fn rank_rooms<'a>(names: impl Iterator<Item = &'a str>, filter: &str, limit:
 
 /// A registered account as stored: the password only as an argon2id PHC
 /// string.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
     pub username: String,
     pub password_hash: String,
@@ -165,4 +165,15 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn clear_subscriptions(&self, user_key: &str) -> Result<(), ChatError>;
 }
 
-pub use crate::auth::sessions::SessionRecord;
+/// What is persisted about a session (never the raw id).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id_hash: String,
+    pub user: String,
+    pub guest: bool,
+    /// Unix milliseconds.
+    pub created_ms: u64,
+    /// Unix milliseconds.
+    pub last_seen_ms: u64,
+}
+

@@ -36,10 +36,8 @@ use self::log_file::LogFile;
 use self::room_log::{RoomLog, SharedRoomLog};
 use super::{Appended, HistoryQuery, MessageStore, RoomInfo, rank_rooms};
 use crate::error::ChatError;
-use crate::model::{Message, NewMessage, RoomName, now_rfc3339, Username};
+use crate::model::{DEFAULT_ROOM, Message, NewMessage, RoomName, now_rfc3339, Username};
 
-/// The room every server has.
-pub const DEFAULT_ROOM: &str = "general";
 /// `created_by` of the rooms the server records itself: the default room,
 /// and rooms whose record is restored from their message file.
 const SERVER_AUTHOR: &str = "chatroom";
@@ -82,6 +80,7 @@ pub struct JsonlStore {
 impl JsonlStore {
     /// Opens (creating if needed) a data directory. Blocking; call at start.
     pub fn open(data_dir: &Path, sync_writes: bool) -> io::Result<Self> {
+        check_writable(data_dir)?;
         let rooms_dir = data_dir.join("rooms");
         std::fs::create_dir_all(&rooms_dir).map_err(file_error("create", &rooms_dir))?;
         let rooms_path = data_dir.join("rooms.jsonl");
@@ -214,12 +213,12 @@ fn read_room_records(path: &Path) -> io::Result<BTreeMap<String, RoomRecord>> {
 }
 
 /// Creates the data directory if needed and checks that files can be
-/// written in it; the reason in words if not. Called when settings are
-/// checked, so a bad `--data-dir` stops the server before it listens.
-pub fn prepare_data_dir(path: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(path).map_err(|e| format!("cannot create it: {e}"))?;
+/// written in it, so a read-only `--data-dir` is named at start rather than
+/// at the first write.
+fn check_writable(path: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(path).map_err(file_error("create", path))?;
     let probe = path.join(".write-test");
-    std::fs::write(&probe, b"ok").map_err(|e| format!("cannot write in it: {e}"))?;
+    std::fs::write(&probe, b"ok").map_err(file_error("write in", path))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
