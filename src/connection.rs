@@ -41,8 +41,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use crate::auth::sessions::{EndReason, Session};
 use crate::error::ChatError;
 use crate::hub::{Hub, RoomEvent};
-use crate::model::{MAX_CLIENT_ID, NewMessage, RoomName, validate_client_id, validate_text};
-use crate::protocol::{ClientEvent, ServerEvent};
+use crate::model::{MAX_CLIENT_ID, NewEvent, RoomName, validate_client_id, validate_text};
+use crate::protocol::{ClientEvent, HistoryItem, ServerEvent};
 use crate::rate::{RateLimiter, SendRate};
 use crate::store::{Appended, HistoryQuery, MAX_PAGE};
 
@@ -82,7 +82,15 @@ pub struct ConnectionContext {
     pub ping_interval: Option<Duration>,
 }
 
-type PendingSend = BoxFuture<'static, (RoomName, String, Result<Appended, ChatError>)>;
+/// A stored (or refused) event: its room, the post's `client_id`, the answer.
+type SendDone = (RoomName, Option<String>, Result<Appended, ChatError>);
+type PendingSend = BoxFuture<'static, SendDone>;
+
+/// An edit or delete asked for over the socket.
+enum Change {
+    Edit(u64, String),
+    Delete(u64),
+}
 
 /// Runs a connection to its end.
 pub async fn run<S>(mut socket: S, ctx: ConnectionContext)
@@ -328,6 +336,8 @@ impl Connection {
                 None
             }
             ClientEvent::Send { room, text, client_id } => self.send(room, text, client_id, out),
+            ClientEvent::Edit { room, id, text } => self.change(room, Change::Edit(id, text), out),
+            ClientEvent::Delete { room, id } => self.change(room, Change::Delete(id), out),
             ClientEvent::Typing { room } => {
                 self.typing(&room, out).await;
                 None
@@ -363,27 +373,41 @@ impl Connection {
             return Err(ChatError::TooManyRooms(MAX_JOINED_ROOMS));
         }
         let receiver = self.hub.subscribe(&room).await?;
-        let query = match after {
-            Some(after) => HistoryQuery::after(after, MAX_PAGE + 1),
-            None => HistoryQuery::latest(JOIN_HISTORY),
-        };
-        let mut history = self.hub.history(&room, query).await?;
-        let has_more = after.is_some() && history.len() > MAX_PAGE;
-        history.truncate(MAX_PAGE);
-        let last = match history.last() {
-            Some(newest_sent) => newest_sent.id,
-            // Nothing after `after`: the client is up to date, or ahead of a
-            // room whose data was reset; either way, resume from the room's
-            // newest id so that new messages flow.
-            None => self.hub.history(&room, HistoryQuery::latest(1)).await?.last().map_or(0, |m| m.id),
+        // Read the room's head first: what is stored after it comes live
+        // (possibly twice, dropped by seq), so nothing falls in between.
+        let head = self.hub.last_seq(&room).await?;
+        let (history, has_more, cursor) = match after {
+            Some(after) => self.events_after(&room, after, head).await?,
+            None => self.latest_messages(&room, head).await?,
         };
         // With `has_more` the client pages the rest over HTTP (`after=`);
-        // live messages already flow, and it drops ids it has by then.
-        let rejoin = self.feeds.insert(room.clone(), BroadcastStream::new(receiver), last);
+        // live events already flow, and it drops seqs it has by then.
+        let rejoin = self.feeds.insert(room.clone(), BroadcastStream::new(receiver), cursor);
         if !rejoin {
             self.hub.enter(&room, self.user.as_str()).await?;
         }
-        Ok(ServerEvent::Joined { online: self.hub.online(&room), room: room.to_string(), history, has_more })
+        let online = self.hub.online(&room);
+        Ok(ServerEvent::Joined { online, room: room.to_string(), history, has_more, seq: cursor })
+    }
+
+    /// `join` with `after`: every event after it, a page at most; and the
+    /// seq live events continue from.
+    async fn events_after(&self, room: &RoomName, after: u64, head: u64) -> Result<(Vec<HistoryItem>, bool, u64), ChatError> {
+        let mut events = self.hub.events(room, after, MAX_PAGE + 1).await?;
+        let has_more = events.len() > MAX_PAGE;
+        events.truncate(MAX_PAGE);
+        // Nothing after `after`: the client is up to date, or ahead of a
+        // room whose data was reset; either way, continue from the head.
+        let cursor = events.last().map_or(head.min(after), |e| e.seq);
+        Ok((events.into_iter().map(HistoryItem::from_stored).collect(), has_more, cursor))
+    }
+
+    /// `join` without `after`: the latest messages as they are now, up to
+    /// the head.
+    async fn latest_messages(&self, room: &RoomName, head: u64) -> Result<(Vec<HistoryItem>, bool, u64), ChatError> {
+        let query = HistoryQuery { before: Some(head + 1), ..HistoryQuery::latest(JOIN_HISTORY) };
+        let history = self.hub.history(room, query).await?;
+        Ok((history.into_iter().map(HistoryItem::Message).collect(), false, head))
     }
 
     fn leave(&mut self, raw_room: &str, out: &mut Outbox) {
@@ -407,38 +431,68 @@ impl Connection {
 
     fn send(&mut self, raw_room: String, text: String, client_id: String, out: &mut Outbox) -> Option<PendingSend> {
         let checked = self.check_send(&raw_room, &text, &client_id);
-        let (room, message, within_rate) = match checked {
+        let (room, event, within_rate) = match checked {
             Ok(ok) => ok,
             Err(err) => {
                 out.push(event_frame(&ServerEvent::error_for(&err, Some(&raw_room), echoable(&client_id))));
                 return None;
             }
         };
-        let hub = self.hub.clone();
-        Some(
-            async move {
-                let result = hub.send_paced(&room, message, within_rate).await;
-                (room, client_id, result)
-            }
-            .boxed(),
-        )
+        Some(self.store(room, event, within_rate, Some(client_id)))
     }
 
-    /// A valid send of a joined room, and whether it is within the send rate.
-    fn check_send(&mut self, raw_room: &str, text: &str, client_id: &str) -> Result<(RoomName, NewMessage, bool), ChatError> {
+    /// An edit or delete of one's own message in a joined room.
+    fn change(&mut self, raw_room: String, change: Change, out: &mut Outbox) -> Option<PendingSend> {
+        let checked = self.joined_room(&raw_room).and_then(|room| {
+            let event = match change {
+                Change::Edit(id, text) => NewEvent::Edit { user: self.user.clone(), id, text: validate_text(&text)? },
+                Change::Delete(id) => NewEvent::Delete { user: self.user.clone(), id },
+            };
+            Ok((room, event))
+        });
+        match checked {
+            Ok((room, event)) => {
+                let within_rate = self.sends.as_mut().is_none_or(|limit| limit.allow());
+                Some(self.store(room, event, within_rate, None))
+            }
+            Err(err) => {
+                out.push(event_frame(&ServerEvent::error_for(&err, Some(&raw_room), None)));
+                None
+            }
+        }
+    }
+
+    /// The event, stored through the room's writer (pending until it is).
+    fn store(&self, room: RoomName, event: NewEvent, within_rate: bool, client_id: Option<String>) -> PendingSend {
+        let hub = self.hub.clone();
+        async move {
+            let result = hub.send_paced(&room, event, within_rate).await;
+            (room, client_id, result)
+        }
+        .boxed()
+    }
+
+    /// A room this socket has joined.
+    fn joined_room(&self, raw_room: &str) -> Result<RoomName, ChatError> {
         let room = RoomName::parse(raw_room)?;
         if !self.feeds.contains(&room) {
             return Err(ChatError::NotJoined(room.to_string()));
         }
+        Ok(room)
+    }
+
+    /// A valid send of a joined room, and whether it is within the send rate.
+    fn check_send(&mut self, raw_room: &str, text: &str, client_id: &str) -> Result<(RoomName, NewEvent, bool), ChatError> {
+        let room = self.joined_room(raw_room)?;
         let client_id = validate_client_id(client_id)?;
         let text = validate_text(text)?;
         let within_rate = self.sends.as_mut().is_none_or(|limit| limit.allow());
-        Ok((room, NewMessage { user: self.user.clone(), text, client_id }, within_rate))
+        Ok((room, NewEvent::Post { user: self.user.clone(), text, client_id }, within_rate))
     }
 
     /// A store finished: errors and repeated sends are answered directly;
-    /// new messages reach the sender through the room like everyone else.
-    fn on_send_done(&mut self, (room, client_id, result): (RoomName, String, Result<Appended, ChatError>), out: &mut Outbox) {
+    /// new events reach the sender through the room like everyone else.
+    fn on_send_done(&mut self, (room, client_id, result): SendDone, out: &mut Outbox) {
         match result {
             Ok(Appended::New(_)) => {}
             Ok(Appended::Duplicate(message)) => out.push(event_frame(&ServerEvent::Message(message))),
@@ -446,7 +500,7 @@ impl Connection {
                 if matches!(err, ChatError::Internal(_) | ChatError::Storage(_)) {
                     tracing::error!(room = %room, error = %err, "a send failed");
                 }
-                out.push(event_frame(&ServerEvent::error_for(&err, Some(room.as_str()), Some(&client_id))));
+                out.push(event_frame(&ServerEvent::error_for(&err, Some(room.as_str()), client_id.as_deref())));
             }
         }
     }
@@ -483,43 +537,43 @@ impl Connection {
         if event.skip_user.as_deref() == Some(self.user_key.as_str()) {
             return;
         }
-        if let Some(id) = event.message_id {
+        if let Some(seq) = event.seq {
             let feed = self.feeds.get_mut(feed);
-            if feed.catching_up || id <= feed.last_id {
+            if feed.catching_up || seq <= feed.last_seq {
                 return;
             }
-            feed.last_id = id;
+            feed.last_seq = seq;
         }
         out.push(WsMessage::Text(event.frame.clone()));
     }
 
-    /// One step of a catch-up: the next page of what the store holds after
-    /// the last id the client saw, up to [`MAX_QUEUED_BYTES`]. A short page
-    /// ends the catch-up.
+    /// One step of a catch-up: the next page of events the store holds
+    /// after the last seq the client saw, up to [`MAX_QUEUED_BYTES`]. A
+    /// short page ends the catch-up.
     async fn catch_up_step(&mut self, out: &mut Outbox) {
         let Some(feed) = self.feeds.catching_up() else { return };
         let (room, after) = {
             let f = self.feeds.get(feed);
-            (f.room.clone(), f.last_id)
+            (f.room.clone(), f.last_seq)
         };
-        let missed = match self.hub.history(&room, HistoryQuery::after(after, CATCH_UP_PAGE)).await {
+        let missed = match self.hub.events(&room, after, CATCH_UP_PAGE).await {
             Ok(missed) => missed,
             Err(err) => {
                 // Stop trying; the client's next resume (`after`) fills the gap.
-                tracing::error!(room = %room, error = %err, "could not re-read missed messages");
+                tracing::error!(room = %room, error = %err, "could not re-read missed events");
                 self.feeds.get_mut(feed).catching_up = false;
                 return;
             }
         };
         let whole_page = missed.len() == CATCH_UP_PAGE;
         let mut all_sent = true;
-        for message in missed {
+        for event in missed {
             if out.is_full() {
                 all_sent = false;
                 break;
             }
-            self.feeds.get_mut(feed).last_id = message.id;
-            out.push(event_frame(&ServerEvent::Message(message)));
+            self.feeds.get_mut(feed).last_seq = event.seq;
+            out.push(event_frame(&ServerEvent::from_stored(event)));
         }
         if all_sent && !whole_page {
             self.feeds.get_mut(feed).catching_up = false;
@@ -541,8 +595,8 @@ struct Feeds {
 struct Feed {
     room: RoomName,
     events: BroadcastStream<Arc<RoomEvent>>,
-    /// Highest message id delivered from this room.
-    last_id: u64,
+    /// Highest seq delivered from this room.
+    last_seq: u64,
     /// The client fell behind the room's channel: messages come from the
     /// store, a page per turn, until it is level again.
     catching_up: bool,
@@ -581,8 +635,8 @@ impl Feeds {
     }
 
     /// Starts (or restarts) a room's feed; `true` if it was already there.
-    fn insert(&mut self, room: RoomName, events: BroadcastStream<Arc<RoomEvent>>, last_id: u64) -> bool {
-        let feed = Feed { room, events, last_id, catching_up: false };
+    fn insert(&mut self, room: RoomName, events: BroadcastStream<Arc<RoomEvent>>, last_seq: u64) -> bool {
+        let feed = Feed { room, events, last_seq, catching_up: false };
         match self.position(&feed.room) {
             Some(i) => {
                 self.feeds[i] = feed;

@@ -24,6 +24,10 @@ pub enum ChatError {
     BadRequest(String),
     #[error("no room named '{0}'")]
     RoomNotFound(String),
+    #[error("no message {0} in this room")]
+    MessageNotFound(u64),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("a room named '{0}' already exists")]
     RoomExists(String),
     #[error("the name '{0}' is taken")]
@@ -79,6 +83,8 @@ impl ChatError {
             Self::InvalidJson(_) => "invalid_json",
             Self::BadRequest(_) => "bad_request",
             Self::RoomNotFound(_) => "room_not_found",
+            Self::MessageNotFound(_) => "not_found",
+            Self::Forbidden(_) => "forbidden",
             Self::RoomExists(_) => "room_exists",
             Self::NameTaken(_) => "name_taken",
             Self::Unauthorized => "unauthorized",
@@ -112,8 +118,8 @@ impl ChatError {
             | Self::BadRequest(_)
             | Self::WeakPassword(_) => 400,
             Self::Unauthorized | Self::BadCredentials => 401,
-            Self::ForbiddenOrigin | Self::ForbiddenHost(_) | Self::GuestsDisabled | Self::NotJoined(_) | Self::TooManyRooms(_) => 403,
-            Self::RoomNotFound(_) | Self::NotFound => 404,
+            Self::Forbidden(_) | Self::ForbiddenOrigin | Self::ForbiddenHost(_) | Self::GuestsDisabled | Self::NotJoined(_) | Self::TooManyRooms(_) => 403,
+            Self::RoomNotFound(_) | Self::NotFound | Self::MessageNotFound(_) => 404,
             Self::RoomExists(_) | Self::NameTaken(_) => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,

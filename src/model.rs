@@ -9,6 +9,9 @@ use std::fmt;
 
 use crate::error::ChatError;
 
+pub mod event;
+pub use self::event::{EventKind, NewEvent, StoredEvent};
+
 
 /// The room every server has; newcomers are subscribed to it.
 pub const DEFAULT_ROOM: &str = "general";
@@ -216,18 +219,69 @@ pub fn validate_client_id(raw: &str) -> Result<String, ChatError> {
     Ok(raw.to_string())
 }
 
-/// A message as stored (one JSON line in its room's file) and as sent to
-/// clients. Field order is the order on disk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A message as clients see it now: its latest text (with `edited_at` once
+/// edited), or — once deleted — only its id and room (`{"id","room",
+/// "deleted":true}`: no author, text or `client_id`). Its `id` is the `seq`
+/// of the event that posted it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Message {
     /// Strictly increasing within its room, starting at 1.
     pub id: u64,
     pub room: String,
+    #[serde(default)]
     pub user: String,
+    #[serde(default)]
     pub text: String,
     /// RFC 3339, UTC.
+    #[serde(default)]
     pub ts: String,
+    #[serde(default)]
     pub client_id: String,
+    /// When the text was last edited (RFC 3339, UTC).
+    #[serde(default)]
+    pub edited_at: Option<String>,
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+impl Message {
+    /// The same message as a deleted one shows.
+    pub fn redacted(&self) -> Message {
+        Message {
+            id: self.id,
+            room: self.room.clone(),
+            user: String::new(),
+            text: String::new(),
+            ts: String::new(),
+            client_id: String::new(),
+            edited_at: None,
+            deleted: true,
+        }
+    }
+}
+
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        if self.deleted {
+            let mut map = serializer.serialize_map(Some(3))?;
+            map.serialize_entry("id", &self.id)?;
+            map.serialize_entry("room", &self.room)?;
+            map.serialize_entry("deleted", &true)?;
+            return map.end();
+        }
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("room", &self.room)?;
+        map.serialize_entry("user", &self.user)?;
+        map.serialize_entry("text", &self.text)?;
+        map.serialize_entry("ts", &self.ts)?;
+        map.serialize_entry("client_id", &self.client_id)?;
+        if let Some(edited_at) = &self.edited_at {
+            map.serialize_entry("edited_at", edited_at)?;
+        }
+        map.end()
+    }
 }
 
 /// What a sender asks to store; the store gives it an id and a time.

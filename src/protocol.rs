@@ -5,13 +5,14 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ChatError;
-use crate::model::Message;
+use crate::model::{EventKind, Message, StoredEvent};
 
 /// A frame from a client.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientEvent {
-    /// Start receiving a room. `after`: resume after this message id.
+    /// Start receiving a room. `after`: resume after this seq (the last
+    /// message id or event seq the client saw).
     Join { room: String, after: Option<u64> },
     /// Stop receiving a room.
     Leave { room: String },
@@ -19,6 +20,10 @@ pub enum ClientEvent {
     Send { room: String, text: String, client_id: String },
     /// "I am typing" (sent to the others in the room).
     Typing { room: String },
+    /// Change the text of one's own message.
+    Edit { room: String, id: u64, text: String },
+    /// Delete one's own message.
+    Delete { room: String, id: u64 },
 }
 
 /// A frame to a client.
@@ -28,11 +33,24 @@ pub enum ServerEvent {
     /// Answer to `join`: the history to show and who is online.
     /// `has_more`: resuming found more messages than one frame carries; fetch
     /// the rest with `GET /api/rooms/{room}/messages?after=`.
-    Joined { room: String, history: Vec<Message>, online: Vec<String>, has_more: bool },
+    /// `seq`: the room's position the client is now at (live events
+    /// follow from there).
+    Joined { room: String, history: Vec<HistoryItem>, online: Vec<String>, has_more: bool, seq: u64 },
     /// Answer to `leave`.
     Left { room: String },
     /// A stored message (also the sender's acknowledgement).
     Message(Message),
+    /// A message got new text (`text` absent once it is deleted).
+    Edited {
+        room: String,
+        id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        edited_at: String,
+        seq: u64,
+    },
+    /// A message was deleted.
+    Deleted { room: String, id: u64, seq: u64 },
     /// Someone came online in / left a room.
     Presence { room: String, user: String, online: bool },
     /// Someone is typing in a room.
@@ -48,7 +66,35 @@ pub enum ServerEvent {
     },
 }
 
+/// One item of `joined.history`: a message object, or — when resuming with
+/// `after` — an `edited`/`deleted` object exactly like the live frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum HistoryItem {
+    Message(Message),
+    Change(ServerEvent),
+}
+
+impl HistoryItem {
+    /// A stored event as a history item: posts as message objects.
+    pub fn from_stored(event: StoredEvent) -> Self {
+        match event.kind {
+            EventKind::Post(message) => HistoryItem::Message(message),
+            _ => HistoryItem::Change(ServerEvent::from_stored(event)),
+        }
+    }
+}
+
 impl ServerEvent {
+    /// The live frame for a stored event.
+    pub fn from_stored(event: StoredEvent) -> Self {
+        match event.kind {
+            EventKind::Post(message) => ServerEvent::Message(message),
+            EventKind::Edit { id, text, ts, .. } => ServerEvent::Edited { room: event.room, id, text, edited_at: ts, seq: event.seq },
+            EventKind::Delete { id, .. } => ServerEvent::Deleted { room: event.room, id, seq: event.seq },
+        }
+    }
+
     pub fn error(err: &ChatError) -> Self {
         Self::Error { code: err.code().into(), message: err.client_message(), client_id: None, room: None }
     }
@@ -60,6 +106,16 @@ impl ServerEvent {
             client_id: client_id.map(str::to_string),
             room: room.map(str::to_string),
         }
+    }
+
+    /// The event as a JSON object without its `type` (a stored message as
+    /// the HTTP API answers it).
+    pub fn without_type(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).expect("server events always serialise");
+        if let Some(object) = value.as_object_mut() {
+            object.remove("type");
+        }
+        value
     }
 
     /// The frame's JSON text.
@@ -81,6 +137,8 @@ mod tests {
             text: "hi".into(),
             ts: "2026-01-01T00:00:00.000Z".into(),
             client_id: "c1".into(),
+            edited_at: None,
+            deleted: false,
         };
         let v: serde_json::Value = serde_json::from_str(&ServerEvent::Message(m).to_json()).unwrap();
         assert_eq!(v["type"], "message");

@@ -14,7 +14,8 @@ use super::reply::{self, HttpResponse};
 use crate::auth::NewSession;
 use crate::auth::sessions::Session;
 use crate::error::ChatError;
-use crate::model::{NewMessage, RoomName, validate_client_id, validate_text};
+use crate::model::{NewEvent, RoomName, validate_client_id, validate_text};
+use crate::protocol::ServerEvent;
 use crate::store::{Appended, DEFAULT_PAGE, HistoryQuery, MAX_PAGE, RoomInfo};
 
 /// Most rooms one search returns.
@@ -28,6 +29,19 @@ pub struct NameBody {
 #[derive(Debug, Deserialize)]
 pub struct RoomBody {
     pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EditBody {
+    pub text: String,
+}
+
+/// `{"events":[…],"seq","has_more"}`: the log after `after`, as frames.
+#[derive(Serialize)]
+struct EventsBody {
+    events: Vec<ServerEvent>,
+    seq: u64,
+    has_more: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,17 +140,65 @@ pub async fn get_messages(state: State, raw_room: String, _session: Arc<Session>
 pub async fn post_message(state: State, raw_room: String, session: Arc<Session>, body: PostMessageBody) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
         let room = RoomName::parse(&raw_room)?;
-        let message = NewMessage {
+        let post = NewEvent::Post {
             user: session.user.clone(),
             text: validate_text(&body.text)?,
             client_id: validate_client_id(&body.client_id)?,
         };
-        let within_rate = state.config.send_rate.is_none_or(|rate| session.allow_post(rate));
-        Ok(match state.hub.send_paced(&room, message, within_rate).await? {
-            Appended::New(m) => reply::json(StatusCode::CREATED, &m),
+        Ok(match store_paced(&state, &session, &room, post).await? {
+            Appended::New(stored) => reply::json(StatusCode::CREATED, &ServerEvent::from_stored(stored).without_type()),
             Appended::Duplicate(m) => reply::json(StatusCode::OK, &m),
         })
     }.await))
+}
+
+/// PATCH /api/rooms/{room}/messages/{id} {"text"}
+pub async fn edit_message(state: State, raw_room: String, id: u64, session: Arc<Session>, body: EditBody) -> Result<HttpResponse, warp::Rejection> {
+    Ok(reply::or_error(async {
+        let room = RoomName::parse(&raw_room)?;
+        let edit = NewEvent::Edit { user: session.user.clone(), id, text: validate_text(&body.text)? };
+        changed(store_paced(&state, &session, &room, edit).await?)
+    }.await))
+}
+
+/// DELETE /api/rooms/{room}/messages/{id}
+pub async fn delete_message(state: State, raw_room: String, id: u64, session: Arc<Session>) -> Result<HttpResponse, warp::Rejection> {
+    Ok(reply::or_error(async {
+        let room = RoomName::parse(&raw_room)?;
+        let delete = NewEvent::Delete { user: session.user.clone(), id };
+        changed(store_paced(&state, &session, &room, delete).await?)
+    }.await))
+}
+
+/// GET /api/rooms/{room}/events?after=&limit=
+pub async fn get_events(state: State, raw_room: String, _session: Arc<Session>, query: HashMap<String, String>) -> Result<HttpResponse, warp::Rejection> {
+    Ok(reply::or_error(async {
+        let room = RoomName::parse(&raw_room)?;
+        let after = parse_id(query.get("after"), "after")?.unwrap_or(0);
+        let limit = parse_limit(query.get("limit"), DEFAULT_PAGE, MAX_PAGE)?;
+        let head = state.hub.last_seq(&room).await?;
+        let mut events = state.hub.events(&room, after, limit + 1).await?;
+        let has_more = events.len() > limit;
+        events.truncate(limit);
+        let seq = events.last().map_or(head.min(after), |e| e.seq);
+        let events: Vec<ServerEvent> = events.into_iter().map(ServerEvent::from_stored).collect();
+        Ok(reply::json(StatusCode::OK, &EventsBody { events, seq, has_more }))
+    }.await))
+}
+
+/// Stores an event within the session's send rate (HTTP posts, edits and
+/// deletes share one bucket per session).
+async fn store_paced(state: &State, session: &Session, room: &RoomName, event: NewEvent) -> Result<Appended, ChatError> {
+    let within_rate = state.config.send_rate.is_none_or(|rate| session.allow_post(rate));
+    state.hub.send_paced(room, event, within_rate).await
+}
+
+/// 200 with the `edited`/`deleted` event, as the room's sockets got it.
+fn changed(appended: Appended) -> Result<HttpResponse, ChatError> {
+    match appended {
+        Appended::New(stored) => Ok(reply::json(StatusCode::OK, &ServerEvent::from_stored(stored))),
+        Appended::Duplicate(_) => Err(ChatError::Internal("an edit was answered as a repeated post".into())),
+    }
 }
 
 /// GET /api/subscriptions

@@ -15,6 +15,9 @@
 //! POST /api/rooms              {"name"}
 //! GET  /api/rooms/{room}/messages?after=&before=&limit=
 //! POST /api/rooms/{room}/messages {"text","client_id"}
+//! PATCH /api/rooms/{room}/messages/{id} {"text"}
+//! DELETE /api/rooms/{room}/messages/{id}
+//! GET  /api/rooms/{room}/events?after=&limit=
 //! GET  /api/subscriptions
 //! PUT  /api/subscriptions/{room}
 //! DELETE /api/subscriptions/{room}
@@ -123,6 +126,12 @@ pub fn routes(state: State) -> BoxedFilter<(HttpResponse,)> {
         .or(get_messages(state.clone()))
         .unify()
         .or(post_message(state.clone()))
+        .unify()
+        .or(edit_message(state.clone()))
+        .unify()
+        .or(delete_message(state.clone()))
+        .unify()
+        .or(get_events(state.clone()))
         .unify()
         .or(subscriptions(state.clone()))
         .unify()
@@ -296,6 +305,41 @@ fn post_message(state: State) -> BoxedFilter<(HttpResponse,)> {
         .boxed()
 }
 
+/// PATCH /api/rooms/{room}/messages/{id} {"text"}
+fn edit_message(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "rooms" / String / "messages" / u64)
+        .and(warp::patch())
+        .and(allowed_origin(state.clone()))
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and(json_body())
+        .and_then(|room, id, state, session, body| api::edit_message(state, room, id, session, body))
+        .boxed()
+}
+
+/// DELETE /api/rooms/{room}/messages/{id}
+fn delete_message(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "rooms" / String / "messages" / u64)
+        .and(warp::delete())
+        .and(allowed_origin(state.clone()))
+        .and(guard::json_or_empty_request())
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and_then(|room, id, state, session| api::delete_message(state, room, id, session))
+        .boxed()
+}
+
+/// GET /api/rooms/{room}/events?after=&limit=
+fn get_events(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "rooms" / String / "events")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and(warp::query::<HashMap<String, String>>())
+        .and_then(|room, state, session, query| api::get_events(state, room, session, query))
+        .boxed()
+}
+
 /// GET / , GET /home and the embedded files.
 fn pages(state: State) -> BoxedFilter<(HttpResponse,)> {
     let landing = warp::path::end()
@@ -337,7 +381,7 @@ fn cors_preflight(state: State) -> BoxedFilter<(HttpResponse,)> {
             }
             let mut response = reply::no_content();
             let h = response.headers_mut();
-            h.insert("access-control-allow-methods", "GET, POST, PUT, DELETE".parse().expect("valid"));
+            h.insert("access-control-allow-methods", "GET, POST, PUT, PATCH, DELETE".parse().expect("valid"));
             h.insert("access-control-allow-headers", "content-type".parse().expect("valid"));
             h.insert("access-control-max-age", "600".parse().expect("valid"));
             response
@@ -373,7 +417,7 @@ async fn recover(rejection: Rejection) -> Result<HttpResponse, Infallible> {
             StatusCode::METHOD_NOT_ALLOWED,
             &serde_json::json!({"error": {"code": "method_not_allowed", "message": "that method is not allowed here"}}),
         );
-        response.headers_mut().insert("allow", "GET, POST, PUT, DELETE".parse().expect("valid"));
+        response.headers_mut().insert("allow", "GET, POST, PUT, PATCH, DELETE".parse().expect("valid"));
         return Ok(response);
     } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
         ChatError::BadRequest("the query string could not be read".into())

@@ -38,7 +38,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use self::presence::Presence;
 use crate::error::ChatError;
 use crate::config::ROOMS_PER_ADDRESS_FACTOR;
-use crate::model::{Message, NewMessage, RoomName, Username};
+use crate::model::{Message, NewEvent, RoomName, StoredEvent, Username};
 use crate::protocol::ServerEvent;
 use crate::rate::{KeyedLimiter, SendRate};
 use crate::store::{Appended, HistoryQuery, MessageStore, RoomInfo};
@@ -55,21 +55,21 @@ const MAX_BATCH: usize = 1024;
 pub struct RoomEvent {
     /// The JSON text frame.
     pub frame: Utf8Bytes,
-    /// Set for stored messages: receivers skip ids they already have.
-    pub message_id: Option<u64>,
+    /// Set for stored events: receivers skip seqs they already have.
+    pub seq: Option<u64>,
     /// Set for events that must not go back to their author (typing,
     /// presence): the author's lower-cased name.
     pub skip_user: Option<String>,
 }
 
 impl RoomEvent {
-    fn new(event: &ServerEvent, message_id: Option<u64>, skip_user: Option<String>) -> Arc<Self> {
-        Arc::new(Self { frame: event.to_json().into(), message_id, skip_user })
+    fn new(event: &ServerEvent, seq: Option<u64>, skip_user: Option<String>) -> Arc<Self> {
+        Arc::new(Self { frame: event.to_json().into(), seq, skip_user })
     }
 }
 
 struct SendRequest {
-    message: NewMessage,
+    event: NewEvent,
     reply: oneshot::Sender<Result<Appended, ChatError>>,
 }
 
@@ -182,30 +182,42 @@ impl Hub {
         Ok(self.channel(room).await?.events.subscribe())
     }
 
-    /// Stores a message, then broadcasts it. Returns once it is on disk.
-    pub async fn send(&self, room: &RoomName, message: NewMessage) -> Result<Appended, ChatError> {
+    /// Stores an event (a post, an edit, a delete), then broadcasts it.
+    /// Returns once it is on disk.
+    pub async fn send(&self, room: &RoomName, event: NewEvent) -> Result<Appended, ChatError> {
         let channel = self.channel(room).await?;
         let (reply, answer) = oneshot::channel();
         channel
             .writer
-            .send(SendRequest { message, reply })
+            .send(SendRequest { event, reply })
             .await
             .map_err(|_| ChatError::Internal("the room writer stopped".into()))?;
         answer.await.map_err(|_| ChatError::Internal("the room writer dropped a send".into()))?
     }
 
-    /// Stores a message if its sender is within its send rate. Over the
-    /// rate, a retry of a message already stored is still answered with the
+    /// Stores an event if its sender is within its send rate. Over the
+    /// rate, a retry of a post already stored is still answered with the
     /// stored copy (so retries never look lost); anything else gets
     /// `RateLimited`.
-    pub async fn send_paced(&self, room: &RoomName, message: NewMessage, within_rate: bool) -> Result<Appended, ChatError> {
+    pub async fn send_paced(&self, room: &RoomName, event: NewEvent, within_rate: bool) -> Result<Appended, ChatError> {
         if within_rate {
-            return self.send(room, message).await;
+            return self.send(room, event).await;
         }
-        match self.inner.store.find_sent(room, &message.user, &message.client_id).await? {
+        let NewEvent::Post { user, client_id, .. } = &event else { return Err(ChatError::RateLimited) };
+        match self.inner.store.find_sent(room, user, client_id).await? {
             Some(stored) => Ok(Appended::Duplicate(stored)),
             None => Err(ChatError::RateLimited),
         }
+    }
+
+    /// Up to `limit` events of the room after `after` (the log).
+    pub async fn events(&self, room: &RoomName, after: u64, limit: usize) -> Result<Vec<StoredEvent>, ChatError> {
+        self.inner.store.events(room, after, limit).await
+    }
+
+    /// The room's newest seq.
+    pub async fn last_seq(&self, room: &RoomName) -> Result<u64, ChatError> {
+        self.inner.store.last_seq(room).await
     }
 
     /// Creates a room for `creator` (connected from `from`), within the
@@ -302,8 +314,8 @@ fn announce_presence(channel: &RoomChannel, room: &RoomName, user: &str, online:
     let _ = channel.events.send(RoomEvent::new(&event, None, Some(user.to_lowercase())));
 }
 
-/// A room's writer: drains queued sends, stores them as one batch, answers
-/// each sender, then broadcasts the new messages in id order.
+/// A room's writer: drains queued events, stores them as one batch, answers
+/// each sender, then broadcasts the new events in seq order.
 async fn run_writer(
     store: Arc<dyn MessageStore>,
     room: RoomName,
@@ -312,23 +324,21 @@ async fn run_writer(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (messages, replies): (Vec<NewMessage>, Vec<_>) =
-            batch.drain(..).map(|r| (r.message, r.reply)).unzip();
-        match store.append(&room, messages).await {
+        let (new_events, replies): (Vec<NewEvent>, Vec<_>) = batch.drain(..).map(|r| (r.event, r.reply)).unzip();
+        match store.append(&room, new_events).await {
             Ok(results) => {
-                for (appended, reply) in results.into_iter().zip(replies) {
+                for (result, reply) in results.into_iter().zip(replies) {
                     // Nobody has the room open (posts over HTTP): no frame to build.
-                    let listened = events.receiver_count() > 0;
-                    if let (Appended::New(message), true) = (&appended, listened) {
-                        let id = message.id;
-                        let event = ServerEvent::Message(message.clone());
-                        let _ = events.send(RoomEvent::new(&event, Some(id), None));
+                    if let (Ok(Appended::New(stored)), true) = (&result, events.receiver_count() > 0) {
+                        let seq = stored.seq;
+                        let frame = ServerEvent::from_stored(stored.clone());
+                        let _ = events.send(RoomEvent::new(&frame, Some(seq), None));
                     }
-                    let _ = reply.send(Ok(appended));
+                    let _ = reply.send(result);
                 }
             }
             Err(err) => {
-                tracing::error!(room = %room, error = %err, "could not store messages");
+                tracing::error!(room = %room, error = %err, "could not store events");
                 for reply in replies {
                     let _ = reply.send(Err(ChatError::Internal(err.to_string())));
                 }

@@ -6,12 +6,17 @@
 //! JSON-lines file per room.
 //!
 //! The contract, in words:
-//! - `append` stores a batch *in order*, gives each new message the next id of
-//!   its room (ids strictly increase) and returns only once the batch is
-//!   written. A message whose `(user, client_id)` is already among the room's
-//!   last [`DEDUP_WINDOW`] messages is not stored again: the stored one is
-//!   returned as [`Appended::Duplicate`]. This holds across restarts.
-//! - `history` returns messages oldest first, never a partly written one.
+//! - `append` stores a batch of events *in order*, gives each the next `seq`
+//!   of its room (seqs strictly increase; the store is the one authority
+//!   for order) and returns only once the batch is written. Each item gets
+//!   its own answer: a post whose `(user, client_id)` is already among the
+//!   room's last [`DEDUP_WINDOW`] posts is not stored again (the stored one
+//!   comes back as [`Appended::Duplicate`], across restarts too); an edit
+//!   or delete of a message that does not exist (or is deleted) is
+//!   `MessageNotFound`, of someone else's message `Forbidden`.
+//! - `history` returns messages as they are now (edited text, deleted ones
+//!   redacted), oldest first, never a partly written one; `events` returns
+//!   the log itself, a deleted message's text taken out.
 //! - Callers serialise appends per room (the hub does); reads may run
 //!   concurrently with an append.
 
@@ -21,7 +26,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ChatError;
-use crate::model::{Message, NewMessage, RoomName, Username};
+use crate::model::{Message, NewEvent, RoomName, StoredEvent, Username};
 
 /// How many of a room's latest messages are checked for a repeated
 /// `client_id` (the protocol promises at least 1,000).
@@ -66,21 +71,14 @@ impl HistoryQuery {
     }
 }
 
-/// The outcome of appending one message.
+/// The outcome of appending one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Appended {
-    /// Stored now, with a fresh id.
-    New(Message),
-    /// The same user already sent this `client_id`: this is the stored copy.
+    /// Stored now, with a fresh seq.
+    New(StoredEvent),
+    /// The same user already posted this `client_id`: the stored message,
+    /// as it is now.
     Duplicate(Message),
-}
-
-impl Appended {
-    pub fn message(&self) -> &Message {
-        match self {
-            Appended::New(m) | Appended::Duplicate(m) => m,
-        }
-    }
 }
 
 /// Rooms and their messages.
@@ -93,14 +91,20 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Rooms whose name contains `filter` (case-insensitive); exact match
     /// first, then prefix matches, then the rest, each alphabetically.
     async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, ChatError>;
-    /// Stores a batch of messages in order (see the module doc).
-    async fn append(&self, room: &RoomName, batch: Vec<NewMessage>) -> Result<Vec<Appended>, ChatError>;
+    /// Stores a batch of events in order (see the module doc); one answer
+    /// per item. `Err` only when the batch could not be written at all.
+    async fn append(&self, room: &RoomName, batch: Vec<NewEvent>) -> Result<Vec<Result<Appended, ChatError>>, ChatError>;
     /// The message `user` already stored with `client_id`, if it is among
     /// the room's last [`DEDUP_WINDOW`] messages (what `append` would answer
     /// as a duplicate).
     async fn find_sent(&self, room: &RoomName, user: &Username, client_id: &str) -> Result<Option<Message>, ChatError>;
-    /// Reads a slice of history, oldest first.
+    /// Reads a slice of history (messages as they are now), oldest first.
     async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, ChatError>;
+    /// Up to `limit` events with `seq > after`, in seq order (a deleted
+    /// message's text taken out of its post and edits).
+    async fn events(&self, room: &RoomName, after: u64, limit: usize) -> Result<Vec<StoredEvent>, ChatError>;
+    /// The room's newest seq (0 when it has no events).
+    async fn last_seq(&self, room: &RoomName) -> Result<u64, ChatError>;
     /// Makes everything written so far durable (called at shutdown).
     async fn flush(&self) -> Result<(), ChatError>;
     /// Closes rooms that no one has read or written for `idle` (their

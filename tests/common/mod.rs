@@ -686,26 +686,45 @@ pub fn list_files(dir: &Path) -> Vec<String> {
     out
 }
 
-/// The lines of a room file; asserts it is whole lines of JSON messages
-/// with strictly increasing ids. Returns the parsed messages.
-pub fn read_room_file(path: &Path) -> Vec<Value> {
+/// Every line of a room file (the room's event log), parsed; asserts it is
+/// whole lines of JSON with strictly increasing `seq` (a step-1 line's `id`).
+pub fn read_room_events(path: &Path) -> Vec<Value> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     if bytes.is_empty() {
         return Vec::new();
     }
     assert_eq!(bytes.last(), Some(&b'\n'), "{} does not end with a newline", path.display());
     let text = String::from_utf8(bytes).expect("the room file is UTF-8");
-    let mut messages = Vec::new();
+    let mut events = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let message: Value =
+        let event: Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("line {} of {} is not JSON ({e}): {line}", n + 1, path.display()));
-        for field in ["id", "room", "user", "text", "ts", "client_id"] {
-            assert!(message.get(field).is_some(), "line {} lacks {field}: {line}", n + 1);
-        }
-        messages.push(message);
+        events.push(event);
     }
-    let ids = ids(&messages);
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in {} are not strictly increasing: {ids:?}", path.display());
+    let seqs: Vec<u64> = events.iter().map(|e| e.get("seq").or(e.get("id")).and_then(Value::as_u64).expect("a seq")).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seqs in {} are not strictly increasing: {seqs:?}", path.display());
+    events
+}
+
+/// The messages posted in a room file, as the API shows a message (the
+/// post lines without their `seq` and `op`); asserts each is whole.
+pub fn read_room_file(path: &Path) -> Vec<Value> {
+    let mut messages = Vec::new();
+    for mut event in read_room_events(path) {
+        if event.get("op").is_some_and(|op| op != "post") {
+            continue;
+        }
+        if let Some(object) = event.as_object_mut() {
+            object.remove("seq");
+            object.remove("op");
+        }
+        if event.get("deleted") != Some(&Value::Bool(true)) {
+            for field in ["id", "room", "user", "text", "ts", "client_id"] {
+                assert!(event.get(field).is_some(), "a post lacks {field}: {event}");
+            }
+        }
+        messages.push(event);
+    }
     messages
 }
 

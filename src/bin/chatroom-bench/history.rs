@@ -50,6 +50,8 @@ pub fn write_data_dir(dir: &Path, count: u64) -> std::io::Result<u64> {
             text: format!("message number {id} of the big room, long enough to look like a real line of chat text."),
             ts,
             client_id: format!("seed-{id}"),
+            edited_at: None,
+            deleted: false,
         };
         serde_json::to_writer(&mut out, &message)?;
         out.write_all(b"\n")?;

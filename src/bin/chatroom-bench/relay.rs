@@ -109,7 +109,7 @@ fn on_text(
             let room = room(rooms, &name);
             let events = room.events.subscribe();
             *joined = Some((room, name.clone(), events));
-            let reply = ServerEvent::Joined { room: name, history: Vec::new(), online: Vec::new(), has_more: false };
+            let reply = ServerEvent::Joined { room: name, history: Vec::new(), online: Vec::new(), has_more: false, seq: 0 };
             Some(reply.to_json().into())
         }
         ClientEvent::Send { room: name, text, client_id } => {
@@ -119,11 +119,11 @@ fn on_text(
             }
             let mut last_id = room.last_id.lock().expect("room lock");
             *last_id += 1;
-            let message = Message { id: *last_id, room: name, user: user.to_string(), text, ts: now_rfc3339(), client_id };
+            let message = Message { id: *last_id, room: name, user: user.to_string(), text, ts: now_rfc3339(), client_id, edited_at: None, deleted: false };
             let _ = room.events.send(ServerEvent::Message(message).to_json().into());
             None
         }
-        ClientEvent::Leave { .. } | ClientEvent::Typing { .. } => None,
+        ClientEvent::Leave { .. } | ClientEvent::Typing { .. } | ClientEvent::Edit { .. } | ClientEvent::Delete { .. } => None,
     }
 }
 

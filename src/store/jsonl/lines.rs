@@ -1,11 +1,15 @@
-//! Reading whole JSON lines out of an append-only file by id, without an
+//! Reading whole JSON lines out of an append-only file by `seq`, without an
 //! index and without reading the file from the start.
 //!
-//! Every line of a room file is one message whose `id` is larger than the
-//! previous line's. That makes the file itself a sorted array: a binary
-//! search over byte offsets finds any id in about log2(size / 4 KiB) reads,
-//! and the latest messages are read backwards from the end. Lines that do not
-//! parse (a damaged file) are skipped with a warning, never fatal.
+//! Every line of a room file is one event whose `seq` is larger than the
+//! previous line's (see `event_line`). That makes the file itself a sorted
+//! array: a binary search over byte offsets finds any seq in about
+//! log2(size / 4 KiB) reads, and the latest events are read backwards from
+//! the end. Lines that do not parse (a damaged file) are skipped with a
+//! warning, never fatal.
+//!
+//! Reads count only the events a `counted` predicate picks (posts, for
+//! message history), but return every event in between.
 //!
 //! All functions take `len`, the number of bytes known to hold only complete
 //! lines, and never look past it.
@@ -14,33 +18,17 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use serde::Deserialize;
-
-use crate::model::Message;
+use super::event_line;
+use crate::model::StoredEvent;
 
 /// Bytes read per step when looking for line boundaries.
 const CHUNK: usize = 16 * 1024;
 /// Below this many bytes the binary search becomes a forward scan.
 const SCAN_WINDOW: u64 = 32 * 1024;
 
-#[derive(Deserialize)]
-struct IdOnly {
-    id: u64,
-}
-
-/// The id of one line, or `None` when the line is damaged.
+/// The seq of one line, or `None` when the line is damaged.
 fn line_id(line: &[u8]) -> Option<u64> {
-    serde_json::from_slice::<IdOnly>(line).ok().map(|l| l.id)
-}
-
-pub fn parse_line(line: &[u8], path_hint: &str) -> Option<Message> {
-    match serde_json::from_slice::<Message>(line) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            tracing::warn!(file = path_hint, error = %e, "skipping a damaged line");
-            None
-        }
-    }
+    event_line::seq_of(line)
 }
 
 /// Reads up to `max` bytes at `offset`, stopping at `len`.
@@ -85,8 +73,8 @@ fn next_line_start(file: &File, pos: u64, len: u64) -> io::Result<u64> {
     Ok(len)
 }
 
-/// Offset of the first line whose id is `>= target` (`len` if none).
-pub fn offset_of_first_id_at_least(file: &File, len: u64, target: u64) -> io::Result<u64> {
+/// Offset of the first line whose seq is `>= target` (`len` if none).
+pub fn offset_of_first_seq_at_least(file: &File, len: u64, target: u64) -> io::Result<u64> {
     // Invariant: every line starting before `lo` has an id below `target`.
     let (mut lo, mut hi) = (0u64, len);
     while hi - lo > SCAN_WINDOW {
@@ -123,20 +111,28 @@ fn first_parsable_line(file: &File, mut start: u64, limit: u64) -> io::Result<Op
     Ok(None)
 }
 
-/// Reads messages forward from the line starting at `start`, while `keep`
-/// admits them, up to `limit` messages.
+/// The line holding exactly `seq`: its offset and bytes, if there is one.
+pub fn line_with_seq(file: &File, len: u64, seq: u64) -> io::Result<Option<(u64, Vec<u8>)>> {
+    let start = offset_of_first_seq_at_least(file, len, seq)?;
+    Ok(line_at(file, start, len)?.filter(|(line, _)| line_id(line) == Some(seq)).map(|(line, _)| (start, line)))
+}
+
+/// Reads events forward from the line starting at `start`, until `limit`
+/// events that `counted` picks were read or one reaches seq `before`.
 pub fn read_forward(
     file: &File,
     start: u64,
     len: u64,
     limit: usize,
     before: Option<u64>,
+    counted: &dyn Fn(&StoredEvent) -> bool,
     path_hint: &str,
-) -> io::Result<Vec<Message>> {
+) -> io::Result<Vec<StoredEvent>> {
     let mut out = Vec::new();
+    let mut count = 0;
     let mut pos = start;
     let mut pending = Vec::new();
-    while out.len() < limit && pos < len {
+    while count < limit && pos < len {
         let chunk = read_at(file, pos, CHUNK * 4, len)?;
         pos += chunk.len() as u64;
         pending.extend_from_slice(&chunk);
@@ -144,12 +140,13 @@ pub fn read_forward(
         while let Some(nl) = pending[consumed..].iter().position(|&b| b == b'\n') {
             let line = &pending[consumed..consumed + nl];
             consumed += nl + 1;
-            let Some(msg) = parse_line(line, path_hint) else { continue };
-            if before.is_some_and(|b| msg.id >= b) {
+            let Some(event) = event_line::parse(line, path_hint) else { continue };
+            if before.is_some_and(|b| event.seq >= b) {
                 return Ok(out);
             }
-            out.push(msg);
-            if out.len() == limit {
+            count += usize::from(counted(&event));
+            out.push(event);
+            if count == limit {
                 return Ok(out);
             }
         }
@@ -158,13 +155,20 @@ pub fn read_forward(
     Ok(out)
 }
 
-/// Reads the last `limit` messages that end at or before byte `end`,
-/// oldest first.
-pub fn read_backward(file: &File, end: u64, limit: usize, path_hint: &str) -> io::Result<Vec<Message>> {
+/// Reads, oldest first, the events that end at or before byte `end`, going
+/// back until `limit` of them are ones `counted` picks.
+pub fn read_backward(
+    file: &File,
+    end: u64,
+    limit: usize,
+    counted: &dyn Fn(&StoredEvent) -> bool,
+    path_hint: &str,
+) -> io::Result<Vec<StoredEvent>> {
     let mut newest_first = Vec::new();
+    let mut count = 0;
     let mut tail: Vec<u8> = Vec::new(); // bytes of a line whose start is not read yet
     let mut pos = end;
-    while newest_first.len() < limit && pos > 0 {
+    while count < limit && pos > 0 {
         let step = (CHUNK as u64 * 4).min(pos);
         pos -= step;
         let mut chunk = vec![0; step as usize];
@@ -183,9 +187,10 @@ pub fn read_backward(file: &File, end: u64, limit: usize, path_hint: &str) -> io
             if line.is_empty() {
                 continue;
             }
-            if let Some(msg) = parse_line(line, path_hint) {
-                newest_first.push(msg);
-                if newest_first.len() == limit {
+            if let Some(event) = event_line::parse(line, path_hint) {
+                count += usize::from(counted(&event));
+                newest_first.push(event);
+                if count == limit {
                     break;
                 }
             }
@@ -201,7 +206,12 @@ pub fn read_backward(file: &File, end: u64, limit: usize, path_hint: &str) -> io
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Message;
     use std::io::Write;
+
+    fn all(_: &StoredEvent) -> bool {
+        true
+    }
 
     fn file_with_ids(ids: impl Iterator<Item = u64>, pad: usize) -> (tempfile::NamedTempFile, u64) {
         let mut f = tempfile::NamedTempFile::new().unwrap();
@@ -213,6 +223,8 @@ mod tests {
                 text: "x".repeat(pad + (id as usize % 7)),
                 ts: "2026-01-01T00:00:00Z".into(),
                 client_id: format!("c{id}"),
+                edited_at: None,
+                deleted: false,
             };
             writeln!(f, "{}", serde_json::to_string(&m).unwrap()).unwrap();
         }
@@ -221,37 +233,37 @@ mod tests {
         (f, len)
     }
 
-    fn ids(ms: &[Message]) -> Vec<u64> {
-        ms.iter().map(|m| m.id).collect()
+    fn ids(events: &[StoredEvent]) -> Vec<u64> {
+        events.iter().map(|e| e.seq).collect()
     }
 
     #[test]
     fn binary_search_finds_every_id() {
         let (f, len) = file_with_ids((1..=3000).map(|i| i * 2), 40);
         for target in [0, 1, 2, 3, 777, 1000, 4000, 5999, 6000] {
-            let off = offset_of_first_id_at_least(f.as_file(), len, target).unwrap();
-            let got = read_forward(f.as_file(), off, len, 1, None, "t").unwrap();
+            let off = offset_of_first_seq_at_least(f.as_file(), len, target).unwrap();
+            let got = read_forward(f.as_file(), off, len, 1, None, &all, "t").unwrap();
             let want = (1..=3000).map(|i| i * 2).find(|&i| i >= target);
-            assert_eq!(got.first().map(|m| m.id), want, "target {target}");
+            assert_eq!(got.first().map(|e| e.seq), want, "target {target}");
         }
-        assert_eq!(offset_of_first_id_at_least(f.as_file(), len, 6001).unwrap(), len);
+        assert_eq!(offset_of_first_seq_at_least(f.as_file(), len, 6001).unwrap(), len);
     }
 
     #[test]
     fn reads_backward_across_chunks() {
         let (f, len) = file_with_ids(1..=5000, 300);
-        assert_eq!(ids(&read_backward(f.as_file(), len, 3, "t").unwrap()), vec![4998, 4999, 5000]);
-        let all = read_backward(f.as_file(), len, 10_000, "t").unwrap();
-        assert_eq!(ids(&all), (1..=5000).collect::<Vec<_>>());
-        let off = offset_of_first_id_at_least(f.as_file(), len, 2500).unwrap();
-        assert_eq!(ids(&read_backward(f.as_file(), off, 2, "t").unwrap()), vec![2498, 2499]);
+        assert_eq!(ids(&read_backward(f.as_file(), len, 3, &all, "t").unwrap()), vec![4998, 4999, 5000]);
+        let every = read_backward(f.as_file(), len, 10_000, &all, "t").unwrap();
+        assert_eq!(ids(&every), (1..=5000).collect::<Vec<_>>());
+        let off = offset_of_first_seq_at_least(f.as_file(), len, 2500).unwrap();
+        assert_eq!(ids(&read_backward(f.as_file(), off, 2, &all, "t").unwrap()), vec![2498, 2499]);
     }
 
     #[test]
     fn reads_forward_with_upper_bound() {
         let (f, len) = file_with_ids(1..=100, 10);
-        let off = offset_of_first_id_at_least(f.as_file(), len, 11).unwrap();
-        assert_eq!(ids(&read_forward(f.as_file(), off, len, 50, Some(15), "t").unwrap()), vec![11, 12, 13, 14]);
+        let off = offset_of_first_seq_at_least(f.as_file(), len, 11).unwrap();
+        assert_eq!(ids(&read_forward(f.as_file(), off, len, 50, Some(15), &all, "t").unwrap()), vec![11, 12, 13, 14]);
     }
 
     #[test]
@@ -265,8 +277,8 @@ mod tests {
             }
         }
         let len = f.as_file().metadata().unwrap().len();
-        let off = offset_of_first_id_at_least(f.as_file(), len, 999).unwrap();
-        assert_eq!(ids(&read_forward(f.as_file(), off, len, 3, None, "t").unwrap()), vec![999, 1001, 1002]);
-        assert_eq!(ids(&read_backward(f.as_file(), len, 2000, "t").unwrap()).len(), 1999);
+        let off = offset_of_first_seq_at_least(f.as_file(), len, 999).unwrap();
+        assert_eq!(ids(&read_forward(f.as_file(), off, len, 3, None, &all, "t").unwrap()), vec![999, 1001, 1002]);
+        assert_eq!(ids(&read_backward(f.as_file(), len, 2000, &all, "t").unwrap()).len(), 1999);
     }
 }

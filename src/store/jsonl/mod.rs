@@ -15,6 +15,7 @@
 //! start-up time does not grow with the amount of history.
 
 mod accounts;
+mod event_line;
 mod lines;
 mod log_file;
 mod room_log;
@@ -36,7 +37,7 @@ use self::log_file::LogFile;
 use self::room_log::{RoomLog, SharedRoomLog};
 use super::{Appended, HistoryQuery, MessageStore, RoomInfo, rank_rooms};
 use crate::error::ChatError;
-use crate::model::{DEFAULT_ROOM, Message, NewMessage, RoomName, now_rfc3339, Username};
+use crate::model::{DEFAULT_ROOM, Message, NewEvent, RoomName, StoredEvent, Username, now_rfc3339};
 
 /// `created_by` of the rooms the server records itself: the default room,
 /// and rooms whose record is restored from their message file.
@@ -245,7 +246,7 @@ impl MessageStore for JsonlStore {
         Ok(rank_rooms(rooms.keys().map(String::as_str), filter, limit))
     }
 
-    async fn append(&self, room: &RoomName, batch: Vec<NewMessage>) -> Result<Vec<Appended>, ChatError> {
+    async fn append(&self, room: &RoomName, batch: Vec<NewEvent>) -> Result<Vec<Result<Appended, ChatError>>, ChatError> {
         let log = self.log(room).await?;
         let _serial = log.write_lock().lock().await;
         if !self.sync_writes {
@@ -272,6 +273,18 @@ impl MessageStore for JsonlStore {
             .await
             .map_err(|e| ChatError::Internal(e.to_string()))?
             .map_err(ChatError::from)
+    }
+
+    async fn events(&self, room: &RoomName, after: u64, limit: usize) -> Result<Vec<StoredEvent>, ChatError> {
+        let log = self.log(room).await?;
+        tokio::task::spawn_blocking(move || log.events_blocking(after, limit))
+            .await
+            .map_err(|e| ChatError::Internal(e.to_string()))?
+            .map_err(ChatError::from)
+    }
+
+    async fn last_seq(&self, room: &RoomName) -> Result<u64, ChatError> {
+        Ok(self.log(room).await?.last_seq())
     }
 
     async fn flush(&self) -> Result<(), ChatError> {

@@ -1,16 +1,23 @@
-//! One room's message file: `<data>/rooms/<room>.jsonl`.
+//! One room's event log: `<data>/rooms/<room>.jsonl`, one event per line
+//! (see `event_line`).
 //!
-//! Opening a room reads only the file's tail: the last [`DEDUP_WINDOW`]
-//! messages are kept in memory (they answer "the latest 50" and repeated
-//! `client_id`s without touching the disk); older pages are found by binary
-//! search in the file itself (see `lines`). A torn last line — the process
-//! died in the middle of a write — is moved to `<room>.jsonl.torn` and cut
-//! off, with a warning; a last line that is a whole message and lacks only
-//! its newline is kept, and the newline added.
+//! Opening a room reads only the file's tail: the latest events (enough to
+//! hold the last [`DEDUP_WINDOW`] posts) are kept in memory — they answer
+//! "the latest 50", resumes from a recent `seq` and repeated `client_id`s
+//! without touching the disk; older pages are found by binary search on
+//! `seq` in the file itself (see `lines`). It also finds every edit and
+//! delete in the file once (lines are checked for `"op":"edit"` /
+//! `"op":"delete"` before any is parsed), so that history shows each
+//! message as it is now.
+//!
+//! A torn last line — the process died in the middle of a write — is moved
+//! to `<room>.jsonl.torn` and cut off, with a warning.
 //!
 //! Writes are appended as whole lines in one `write` per batch. `committed`
 //! is the length of the file that holds only complete lines; readers never
-//! look past it.
+//! look past it. A delete rewrites the message's post and edits in place as
+//! redacted lines of the same length, so its text leaves the file at once;
+//! readers of the file hold `rewriting` for reading while they read.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -18,64 +25,149 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
-use super::{file_error, lines};
-use crate::model::{Message, NewMessage, RoomName, now_rfc3339};
+use super::{event_line, file_error, lines};
+use crate::error::ChatError;
+use crate::model::{EventKind, Message, NewEvent, RoomName, StoredEvent, now_rfc3339};
 use crate::store::{Appended, DEDUP_WINDOW, HistoryQuery};
 
-/// The latest messages of a room and who sent which `client_id`.
-#[derive(Default)]
-struct Recent {
-    messages: VecDeque<Message>,
-    /// (lower-cased user, client_id) → id, for the messages in `messages`.
-    by_client: HashMap<(String, String), u64>,
+/// What became of one message after it was posted.
+#[derive(Debug, Clone, Default)]
+struct Change {
+    /// The latest text and when it was set.
+    edit: Option<(String, String)>,
+    deleted: bool,
+    /// The seqs of its edit lines (to redact them when it is deleted).
+    edit_seqs: Vec<u64>,
 }
 
-impl Recent {
-    fn push(&mut self, message: Message) {
-        self.by_client.insert(dedup_key(&message.user, &message.client_id), message.id);
-        self.messages.push_back(message);
-        if self.messages.len() > DEDUP_WINDOW {
-            let old = self.messages.pop_front().expect("not empty");
-            let key = dedup_key(&old.user, &old.client_id);
-            if self.by_client.get(&key) == Some(&old.id) {
-                self.by_client.remove(&key);
+/// Edits and deletes by message id: every message that has one.
+#[derive(Default)]
+struct Changes(HashMap<u64, Change>);
+
+impl Changes {
+    fn apply(&mut self, event: &StoredEvent) {
+        match &event.kind {
+            EventKind::Post(_) => {}
+            EventKind::Edit { id, text, ts, .. } => {
+                let change = self.0.entry(*id).or_default();
+                change.edit_seqs.push(event.seq);
+                if let Some(text) = text {
+                    change.edit = Some((text.clone(), ts.clone()));
+                }
+            }
+            EventKind::Delete { id, .. } => {
+                let change = self.0.entry(*id).or_default();
+                change.deleted = true;
+                change.edit = None;
             }
         }
     }
 
-    fn find(&self, key: &(String, String)) -> Option<&Message> {
-        let id = *self.by_client.get(key)?;
-        let first = self.messages.front()?.id;
-        // Ids in `messages` are increasing; they are contiguous unless the
-        // file was damaged, so try the direct index first.
-        let guess = id.checked_sub(first).map(|i| i as usize);
-        match guess.and_then(|i| self.messages.get(i)).filter(|m| m.id == id) {
-            Some(m) => Some(m),
-            None => self.messages.iter().find(|m| m.id == id),
+    fn is_deleted(&self, id: u64) -> bool {
+        self.0.get(&id).is_some_and(|c| c.deleted)
+    }
+
+    /// The message as it is now.
+    fn current(&self, message: &Message) -> Message {
+        match self.0.get(&message.id) {
+            Some(change) if change.deleted => message.redacted(),
+            Some(Change { edit: Some((text, at)), .. }) => Message { text: text.clone(), edited_at: Some(at.clone()), ..message.clone() },
+            _ => message.clone(),
         }
     }
 
-    fn last_id(&self) -> u64 {
-        self.messages.back().map_or(0, |m| m.id)
+    /// The event as the log shows it: a deleted message's text taken out.
+    fn shown(&self, event: StoredEvent) -> StoredEvent {
+        let deleted = self.is_deleted(event.message_id());
+        let kind = match event.kind {
+            EventKind::Post(m) if deleted => EventKind::Post(m.redacted()),
+            EventKind::Edit { id, user, ts, .. } if deleted => EventKind::Edit { id, user, text: None, ts },
+            kind => kind,
+        };
+        StoredEvent { kind, ..event }
+    }
+}
+
+/// The latest events of a room, and who sent which `client_id` among them.
+#[derive(Default)]
+struct Recent {
+    events: VecDeque<StoredEvent>,
+    posts: usize,
+    /// (lower-cased user, client_id) → id, for the posts in `events`.
+    by_client: HashMap<(String, String), u64>,
+}
+
+impl Recent {
+    fn push(&mut self, event: StoredEvent) {
+        if let Some(m) = event.as_post() {
+            self.by_client.insert(dedup_key(&m.user, &m.client_id), m.id);
+            self.posts += 1;
+        }
+        self.events.push_back(event);
+        while self.posts > DEDUP_WINDOW {
+            let old = self.events.pop_front().expect("not empty");
+            if let Some(m) = old.as_post() {
+                self.posts -= 1;
+                let key = dedup_key(&m.user, &m.client_id);
+                if self.by_client.get(&key) == Some(&m.id) {
+                    self.by_client.remove(&key);
+                }
+            }
+        }
     }
 
-    /// Answers `query` from memory when the slice lies inside the window.
-    fn answer(&self, query: &HistoryQuery) -> Option<Vec<Message>> {
-        let first = self.messages.front().map_or(1, |m| m.id);
+    fn last_seq(&self) -> u64 {
+        self.events.back().map_or(0, |e| e.seq)
+    }
+
+    fn first_seq(&self) -> Option<u64> {
+        self.events.front().map(|e| e.seq)
+    }
+
+    /// The event with this seq, if it is in memory.
+    fn get(&self, seq: u64) -> Option<&StoredEvent> {
+        let first = self.first_seq()?;
+        // Seqs are contiguous unless the file was damaged: try the index.
+        let guess = seq.checked_sub(first).and_then(|i| self.events.get(i as usize)).filter(|e| e.seq == seq);
+        guess.or_else(|| self.events.iter().find(|e| e.seq == seq))
+    }
+
+    fn find_post(&self, key: &(String, String)) -> Option<&Message> {
+        self.get(*self.by_client.get(key)?)?.as_post()
+    }
+
+    /// Takes a deleted message's text out of the events in memory.
+    fn redact(&mut self, id: u64) {
+        for event in self.events.iter_mut().filter(|e| e.message_id() == id) {
+            match &mut event.kind {
+                EventKind::Post(m) => *m = m.redacted(),
+                EventKind::Edit { text, .. } => *text = None,
+                EventKind::Delete { .. } => {}
+            }
+        }
+    }
+
+    /// Answers a history query from memory when the slice lies inside it.
+    fn answer(&self, query: &HistoryQuery, file_is_empty: bool) -> Option<Vec<Message>> {
+        let first = match self.first_seq() {
+            Some(first) => first,
+            None if file_is_empty => return Some(Vec::new()),
+            None => return None,
+        };
+        let posts = self.events.iter().filter_map(StoredEvent::as_post);
         let covered = match (query.after, query.before) {
             (Some(after), _) => after + 1 >= first,
             (None, before) => {
                 let upper = before.unwrap_or(u64::MAX);
-                let inside = self.messages.iter().filter(|m| m.id < upper).count();
-                inside >= query.limit || first <= 1
+                first <= 1 || posts.clone().filter(|m| m.id < upper).count() >= query.limit
             }
         };
         if !covered {
             return None;
         }
-        let admitted = self.messages.iter().filter(|m| query.admits(m.id));
+        let admitted = posts.filter(|m| query.admits(m.id));
         Some(if query.after.is_some() {
             admitted.take(query.limit).cloned().collect()
         } else {
@@ -83,10 +175,28 @@ impl Recent {
             all[all.len().saturating_sub(query.limit)..].iter().map(|m| (*m).clone()).collect()
         })
     }
+
+    /// Answers an events query from memory when it starts inside it.
+    fn events_after(&self, after: u64, limit: usize, file_is_empty: bool) -> Option<Vec<StoredEvent>> {
+        match self.first_seq() {
+            Some(first) if after + 1 >= first => {
+                Some(self.events.iter().filter(|e| e.seq > after).take(limit).cloned().collect())
+            }
+            None if file_is_empty => Some(Vec::new()),
+            _ => None,
+        }
+    }
 }
 
 fn dedup_key(user: &str, client_id: &str) -> (String, String) {
     (user.to_lowercase(), client_id.to_string())
+}
+
+/// A room's state in memory: its latest events and every change.
+#[derive(Default)]
+struct State {
+    recent: Recent,
+    changes: Changes,
 }
 
 /// An open room file. Appends must be serialised by the caller.
@@ -95,80 +205,167 @@ pub struct RoomLog {
     path: PathBuf,
     file: File,
     committed: AtomicU64,
-    recent: Mutex<Recent>,
+    state: Mutex<State>,
+    /// Held for reading while the file is read, for writing while a delete
+    /// rewrites lines in place.
+    rewriting: RwLock<()>,
     /// Serialises appends (the hub already does; this keeps the store safe
     /// on its own).
     write_lock: tokio::sync::Mutex<()>,
     sync_writes: bool,
 }
 
+/// Lines that may hold an edit or a delete (checked before parsing).
+const CHANGE_MARKERS: [&[u8]; 2] = [br#""op":"edit""#, br#""op":"delete""#];
+
 impl RoomLog {
-    /// Opens (creating if needed) a room's file and loads its tail.
+    /// Opens (creating if needed) a room's file and loads its tail and its
+    /// edits and deletes.
     pub fn open(rooms_dir: &Path, room: &RoomName, sync_writes: bool) -> io::Result<Self> {
         let path = rooms_dir.join(format!("{room}.jsonl"));
         let file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(file_error("open", &path))?;
         let len = repair_torn_tail(&file, &path).map_err(file_error("repair", &path))?;
         let hint = path.display().to_string();
-        let mut recent = Recent::default();
-        for m in lines::read_backward(&file, len, DEDUP_WINDOW, &hint).map_err(file_error("read", &path))? {
-            recent.push(m);
+        let mut state = State::default();
+        state.changes = scan_changes(&file, len, &hint).map_err(file_error("read", &path))?;
+        let tail = lines::read_backward(&file, len, DEDUP_WINDOW, &StoredEvent::is_post, &hint).map_err(file_error("read", &path))?;
+        for event in tail {
+            let shown = state.changes.shown(event);
+            state.recent.push(shown);
         }
         Ok(Self {
             room: room.clone(),
             path,
             file,
             committed: AtomicU64::new(len),
-            recent: Mutex::new(recent),
+            state: Mutex::new(state),
+            rewriting: RwLock::new(()),
             write_lock: tokio::sync::Mutex::new(()),
             sync_writes,
         })
     }
 
-    /// Stores a batch in order (see `MessageStore::append`). Blocking: call
-    /// from a blocking-friendly context.
-    pub fn append_blocking(&self, batch: Vec<NewMessage>) -> io::Result<Vec<Appended>> {
-        let mut results = Vec::with_capacity(batch.len());
-        let mut fresh: Vec<Message> = Vec::new();
-        // Keys of `fresh`, so a repeat inside the batch is found without
-        // comparing against every message before it.
-        let mut fresh_keys: HashMap<(String, String), usize> = HashMap::new();
-        let mut buf = Vec::with_capacity(batch.len() * 256);
-        {
-            let recent = self.recent.lock().expect("recent lock");
-            let mut next_id = recent.last_id() + 1;
-            let ts = now_rfc3339();
-            for new in batch {
-                let user = new.user.as_str();
-                let key = dedup_key(user, &new.client_id);
-                let earlier = recent.find(&key).or_else(|| fresh_keys.get(&key).map(|&i| &fresh[i]));
+    /// The newest seq (0 for an empty room).
+    pub fn last_seq(&self) -> u64 {
+        self.state.lock().expect("room state").recent.last_seq()
+    }
+
+    /// Stores a batch in order (see `MessageStore::append`): each item gets
+    /// its own answer; the batch is one write. Blocking: call from a
+    /// blocking-friendly context.
+    pub fn append_blocking(&self, batch: Vec<NewEvent>) -> io::Result<Vec<Result<Appended, ChatError>>> {
+        let mut state = self.state.lock().expect("room state");
+        let mut plan = Plan::new(state.recent.last_seq() + 1, self.room.as_str());
+        for new in batch {
+            let answer = self.plan_one(&state, &mut plan, new)?;
+            plan.answers.push(answer);
+        }
+        if plan.fresh.is_empty() {
+            return Ok(plan.answers);
+        }
+        let mut buf = Vec::with_capacity(plan.fresh.len() * 256);
+        for event in &plan.fresh {
+            buf.extend_from_slice(&event_line::line_of(event));
+            buf.push(b'\n');
+        }
+        self.write_whole(&buf)?;
+        let deleted: Vec<u64> = plan.fresh.iter().filter(|e| matches!(e.kind, EventKind::Delete { .. })).map(StoredEvent::message_id).collect();
+        for event in plan.fresh {
+            state.changes.apply(&event);
+            state.recent.push(event);
+        }
+        for id in deleted {
+            state.recent.redact(id);
+            let edit_seqs = state.changes.0.get(&id).map(|c| c.edit_seqs.clone()).unwrap_or_default();
+            self.redact_lines(std::iter::once(id).chain(edit_seqs));
+        }
+        Ok(plan.answers)
+    }
+
+    /// Checks one new event against what is stored and what the batch
+    /// already holds; queues it in `plan` if it is to be stored.
+    fn plan_one(&self, state: &State, plan: &mut Plan, new: NewEvent) -> io::Result<Result<Appended, ChatError>> {
+        match new {
+            NewEvent::Post { user, text, client_id } => {
+                let key = dedup_key(user.as_str(), &client_id);
+                let earlier = state.recent.find_post(&key).map(|m| state.changes.current(m)).or_else(|| plan.post_by_key(&key));
                 if let Some(earlier) = earlier {
-                    results.push(Appended::Duplicate(earlier.clone()));
-                    continue;
+                    return Ok(Ok(Appended::Duplicate(earlier)));
                 }
-                let message = Message {
-                    id: next_id,
-                    room: self.room.to_string(),
-                    user: user.to_string(),
-                    text: new.text,
-                    ts: ts.clone(),
-                    client_id: new.client_id,
-                };
-                next_id += 1;
-                serde_json::to_writer(&mut buf, &message).expect("a message always serialises");
-                buf.push(b'\n');
-                results.push(Appended::New(message.clone()));
-                fresh_keys.insert(key, fresh.len());
-                fresh.push(message);
+                let message = plan.post(user.as_str(), text, client_id);
+                plan.by_client.insert(key, message.id);
+                Ok(Ok(Appended::New(plan.last())))
+            }
+            NewEvent::Edit { user, id, text } => {
+                if let Err(refused) = self.check_author(state, plan, id, user.as_str())? {
+                    return Ok(Err(refused));
+                }
+                plan.push(EventKind::Edit { id, user: user.to_string(), text: Some(text), ts: plan.ts.clone() });
+                Ok(Ok(Appended::New(plan.last())))
+            }
+            NewEvent::Delete { user, id } => {
+                if let Err(refused) = self.check_author(state, plan, id, user.as_str())? {
+                    return Ok(Err(refused));
+                }
+                plan.push(EventKind::Delete { id, user: user.to_string(), ts: plan.ts.clone() });
+                plan.deleted.push(id);
+                Ok(Ok(Appended::New(plan.last())))
             }
         }
-        if !buf.is_empty() {
-            self.write_whole(&buf)?;
-            let mut recent = self.recent.lock().expect("recent lock");
-            for m in fresh {
-                recent.push(m);
-            }
+    }
+
+    /// `Ok(Ok(()))` when message `id` exists, is not deleted and `user`
+    /// wrote it; `NotFound` / `Forbidden` otherwise.
+    fn check_author(&self, state: &State, plan: &Plan, id: u64, user: &str) -> io::Result<Result<(), ChatError>> {
+        let author = match plan.post_with_id(id) {
+            Some(m) => Some(m.user.clone()),
+            None => self.stored_post(state, id)?.map(|m| m.user),
+        };
+        let gone = state.changes.is_deleted(id) || plan.deleted.contains(&id);
+        Ok(match author {
+            None => Err(ChatError::MessageNotFound(id)),
+            Some(_) if gone => Err(ChatError::MessageNotFound(id)),
+            Some(author) if author.to_lowercase() != user.to_lowercase() => Err(ChatError::Forbidden("only its author may change a message".into())),
+            Some(_) => Ok(()),
+        })
+    }
+
+    /// The post with this id, from memory or the file.
+    fn stored_post(&self, state: &State, id: u64) -> io::Result<Option<Message>> {
+        if let Some(event) = state.recent.get(id) {
+            return Ok(event.as_post().cloned());
         }
-        Ok(results)
+        if state.recent.first_seq().is_some_and(|first| id >= first) || id > state.recent.last_seq() {
+            return Ok(None);
+        }
+        let len = self.committed.load(Ordering::Acquire);
+        let _reading = self.rewriting.read().expect("rewrite lock");
+        let found = lines::line_with_seq(&self.file, len, id)?;
+        Ok(found.and_then(|(_, line)| event_line::parse(&line, &self.path.display().to_string())).and_then(|e| e.as_post().cloned()))
+    }
+
+    /// Rewrites the lines with these seqs as redacted lines of the same
+    /// length. Failures are logged: the text is then still gone from every
+    /// answer (it is redacted on the way out), and the next delete or a
+    /// restart's reader shows it as deleted.
+    fn redact_lines(&self, seqs: impl Iterator<Item = u64>) {
+        let result = (|| -> io::Result<()> {
+            let _rewriting = self.rewriting.write().expect("rewrite lock");
+            // Not the append handle: with O_APPEND, positioned writes land at the end.
+            let writer = OpenOptions::new().write(true).open(&self.path)?;
+            let len = self.committed.load(Ordering::Acquire);
+            let hint = self.path.display().to_string();
+            for seq in seqs {
+                let Some((offset, line)) = lines::line_with_seq(&self.file, len, seq)? else { continue };
+                if let Some(redacted) = event_line::redact_in_place(&line, &hint) {
+                    writer.write_all_at(&redacted, offset)?;
+                }
+            }
+            if self.sync_writes { writer.sync_data() } else { Ok(()) }
+        })();
+        if let Err(e) = result {
+            tracing::error!(file = %self.path.display(), error = %e, "could not take a deleted message's text out of the file");
+        }
     }
 
     /// Appends `buf` (whole lines) or, on failure, cuts the file back so no
@@ -179,7 +376,8 @@ impl RoomLog {
             if self.sync_writes { self.file.sync_data() } else { Ok(()) }
         });
         if let Err(e) = written {
-            tracing::error!(file = %self.path.display(), error = %e, "append failed; rolling back");
+            let e = file_error("append to", &self.path)(e);
+            tracing::error!(error = %e, "append failed; rolling back");
             if let Err(e2) = self.file.set_len(before) {
                 tracing::error!(file = %self.path.display(), error = %e2, "could not roll back a failed append");
             }
@@ -189,31 +387,61 @@ impl RoomLog {
         Ok(())
     }
 
-    /// The stored message `user` sent with `client_id`, if recent.
+    /// The stored message `user` sent with `client_id`, if recent, as it is now.
     pub fn find_sent(&self, user: &str, client_id: &str) -> Option<Message> {
-        self.recent.lock().expect("recent lock").find(&dedup_key(user, client_id)).cloned()
+        let state = self.state.lock().expect("room state");
+        state.recent.find_post(&dedup_key(user, client_id)).map(|m| state.changes.current(m))
     }
 
-    /// Reads a slice of history (blocking when it has to go to disk).
+    /// Reads a slice of history, messages as they are now (blocking when it
+    /// has to go to disk).
     pub fn history_blocking(&self, query: HistoryQuery) -> io::Result<Vec<Message>> {
-        if let Some(hit) = self.recent.lock().expect("recent lock").answer(&query) {
-            return Ok(hit);
-        }
         let len = self.committed.load(Ordering::Acquire);
-        let hint = self.path.display().to_string();
-        match query.after {
-            Some(after) => {
-                let start = lines::offset_of_first_id_at_least(&self.file, len, after + 1)?;
-                lines::read_forward(&self.file, start, len, query.limit, query.before, &hint)
-            }
-            None => {
-                let end = match query.before {
-                    Some(before) => lines::offset_of_first_id_at_least(&self.file, len, before)?,
-                    None => len,
-                };
-                lines::read_backward(&self.file, end, query.limit, &hint)
+        {
+            let state = self.state.lock().expect("room state");
+            if let Some(hit) = state.recent.answer(&query, len == 0) {
+                return Ok(hit.iter().map(|m| state.changes.current(m)).collect());
             }
         }
+        let hint = self.path.display().to_string();
+        let events = {
+            let _reading = self.rewriting.read().expect("rewrite lock");
+            match query.after {
+                Some(after) => {
+                    let start = lines::offset_of_first_seq_at_least(&self.file, len, after + 1)?;
+                    lines::read_forward(&self.file, start, len, query.limit, query.before, &StoredEvent::is_post, &hint)?
+                }
+                None => {
+                    let end = match query.before {
+                        Some(before) => lines::offset_of_first_seq_at_least(&self.file, len, before)?,
+                        None => len,
+                    };
+                    lines::read_backward(&self.file, end, query.limit, &StoredEvent::is_post, &hint)?
+                }
+            }
+        };
+        let state = self.state.lock().expect("room state");
+        Ok(events.iter().filter_map(StoredEvent::as_post).map(|m| state.changes.current(m)).collect())
+    }
+
+    /// Up to `limit` events after `after`, in seq order, a deleted
+    /// message's text taken out.
+    pub fn events_blocking(&self, after: u64, limit: usize) -> io::Result<Vec<StoredEvent>> {
+        let len = self.committed.load(Ordering::Acquire);
+        {
+            let state = self.state.lock().expect("room state");
+            if let Some(hit) = state.recent.events_after(after, limit, len == 0) {
+                return Ok(hit.into_iter().map(|e| state.changes.shown(e)).collect());
+            }
+        }
+        let hint = self.path.display().to_string();
+        let events = {
+            let _reading = self.rewriting.read().expect("rewrite lock");
+            let start = lines::offset_of_first_seq_at_least(&self.file, len, after + 1)?;
+            lines::read_forward(&self.file, start, len, limit, None, &|_| true, &hint)?
+        };
+        let state = self.state.lock().expect("room state");
+        Ok(events.into_iter().map(|e| state.changes.shown(e)).collect())
     }
 
     pub fn write_lock(&self) -> &tokio::sync::Mutex<()> {
@@ -224,6 +452,99 @@ impl RoomLog {
         self.file.sync_data()
     }
 }
+
+/// The events a batch adds, and each item's answer.
+struct Plan {
+    next_seq: u64,
+    room: String,
+    ts: String,
+    fresh: Vec<StoredEvent>,
+    answers: Vec<Result<Appended, ChatError>>,
+    /// (lower-cased user, client_id) → id, for posts in `fresh`.
+    by_client: HashMap<(String, String), u64>,
+    deleted: Vec<u64>,
+}
+
+impl Plan {
+    fn new(next_seq: u64, room: &str) -> Self {
+        Self {
+            next_seq,
+            room: room.to_string(),
+            ts: now_rfc3339(),
+            fresh: Vec::new(),
+            answers: Vec::new(),
+            by_client: HashMap::new(),
+            deleted: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, kind: EventKind) {
+        self.fresh.push(StoredEvent { seq: self.next_seq, room: self.room.clone(), kind });
+        self.next_seq += 1;
+    }
+
+    fn post(&mut self, user: &str, text: String, client_id: String) -> Message {
+        let message = Message {
+            id: self.next_seq,
+            room: self.room.clone(),
+            user: user.to_string(),
+            text,
+            ts: self.ts.clone(),
+            client_id,
+            edited_at: None,
+            deleted: false,
+        };
+        self.push(EventKind::Post(message.clone()));
+        message
+    }
+
+    fn last(&self) -> StoredEvent {
+        self.fresh.last().expect("just pushed").clone()
+    }
+
+    fn post_with_id(&self, id: u64) -> Option<&Message> {
+        self.fresh.iter().filter_map(StoredEvent::as_post).find(|m| m.id == id)
+    }
+
+    /// A post of this batch with that key, as it is after the batch's
+    /// earlier edits (a repeat within one batch).
+    fn post_by_key(&self, key: &(String, String)) -> Option<Message> {
+        let id = *self.by_client.get(key)?;
+        let mut changes = Changes::default();
+        self.fresh.iter().filter(|e| e.message_id() == id).for_each(|e| changes.apply(e));
+        self.post_with_id(id).map(|m| changes.current(m))
+    }
+}
+
+/// Every edit and delete in the file's first `len` bytes. Lines without an
+/// edit or delete marker are not parsed, so a file of posts is one pass of
+/// byte search.
+fn scan_changes(file: &File, len: u64, hint: &str) -> io::Result<Changes> {
+    let mut changes = Changes::default();
+    let finders: Vec<memchr::memmem::Finder> = CHANGE_MARKERS.iter().map(|m| memchr::memmem::Finder::new(m)).collect();
+    let mut pos = 0;
+    let mut pending: Vec<u8> = Vec::new();
+    while pos < len {
+        let step = (1 << 20).min(len - pos) as usize;
+        let mut chunk = vec![0; step];
+        file.read_exact_at(&mut chunk, pos)?;
+        pos += step as u64;
+        pending.extend_from_slice(&chunk);
+        let Some(last_nl) = pending.iter().rposition(|&b| b == b'\n') else { continue };
+        for line in pending[..last_nl].split(|&b| b == b'\n') {
+            if finders.iter().any(|f| f.find(line).is_some())
+                && let Some(event) = event_line::parse(line, hint)
+            {
+                changes.apply(&event);
+            }
+        }
+        pending.drain(..=last_nl);
+    }
+    Ok(changes)
+}
+
+/// Shared handle to an open room.
+pub type SharedRoomLog = Arc<RoomLog>;
 
 /// Repairs a room file's last line if it has no newline (see
 /// [`repair_tail`]); a whole message that follows the line before it is
@@ -263,13 +584,17 @@ pub(super) fn repair_tail(
     Ok(keep)
 }
 
-/// The id of `tail` when it is one whole message whose id is above that of
-/// the last message before `start` (so the file stays sorted by id).
+/// The seq of `tail` when it is one whole event whose seq is above that of
+/// the last event before `start` (so the file stays sorted by seq).
 fn whole_next_message(file: &File, start: u64, tail: &[u8], path: &Path) -> io::Result<Option<u64>> {
-    let Ok(message) = serde_json::from_slice::<Message>(tail) else { return Ok(None) };
-    let before = lines::read_backward(file, start, 1, &path.display().to_string())?;
-    let previous = before.last().map_or(0, |m| m.id);
-    Ok((message.id > previous).then_some(message.id))
+    let hint = path.display().to_string();
+    if serde_json::from_slice::<serde_json::Value>(tail).is_err() {
+        return Ok(None);
+    }
+    let Some(event) = event_line::parse(tail, &hint) else { return Ok(None) };
+    let before = lines::read_backward(file, start, 1, &|_| true, &hint)?;
+    let previous = before.last().map_or(0, |e| e.seq);
+    Ok((event.seq > previous).then_some(event.seq))
 }
 
 /// Moves the torn bytes `tail` (from `start` to the end) to
@@ -307,8 +632,6 @@ fn last_newline_before(file: &File, end: u64) -> io::Result<Option<u64>> {
     Ok(None)
 }
 
-/// Shared handle to an open room.
-pub type SharedRoomLog = Arc<RoomLog>;
 
 #[cfg(test)]
 mod tests {
@@ -322,6 +645,8 @@ mod tests {
             text: format!("m{id}"),
             ts: "2026-01-01T00:00:00.000Z".into(),
             client_id: format!("c{id}"),
+            edited_at: None,
+            deleted: false,
         };
         serde_json::to_string(&m).unwrap()
     }

@@ -1,0 +1,66 @@
+//! The room event log: every change to a room is an event with a per-room
+//! `seq`, strictly increasing, assigned by the store when it appends. A
+//! message's id is the `seq` of the event that posted it.
+//!
+//! Kinds: a message posted, edited, deleted. The log is the log, not a view:
+//! a post then its edit are two events; only a deleted message's text is
+//! taken out of its post (and its edits), everywhere.
+
+use super::{Message, Username};
+
+/// One stored change to a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub room: String,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// A message was posted (as posted; `deleted` once it is deleted).
+    Post(Message),
+    /// Message `id` got new text (`None` once the message is deleted).
+    Edit { id: u64, user: String, text: Option<String>, ts: String },
+    /// Message `id` was deleted.
+    Delete { id: u64, user: String, ts: String },
+}
+
+impl StoredEvent {
+    /// The id of the message this event is about.
+    pub fn message_id(&self) -> u64 {
+        match &self.kind {
+            EventKind::Post(m) => m.id,
+            EventKind::Edit { id, .. } | EventKind::Delete { id, .. } => *id,
+        }
+    }
+
+    /// The post's message, if this event is a post.
+    pub fn as_post(&self) -> Option<&Message> {
+        match &self.kind {
+            EventKind::Post(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn is_post(&self) -> bool {
+        matches!(self.kind, EventKind::Post(_))
+    }
+}
+
+/// A change someone asks to make; the store checks it, gives it a `seq`
+/// and a time.
+#[derive(Debug, Clone)]
+pub enum NewEvent {
+    Post { user: Username, text: String, client_id: String },
+    Edit { user: Username, id: u64, text: String },
+    Delete { user: Username, id: u64 },
+}
+
+impl NewEvent {
+    pub fn user(&self) -> &Username {
+        match self {
+            NewEvent::Post { user, .. } | NewEvent::Edit { user, .. } | NewEvent::Delete { user, .. } => user,
+        }
+    }
+}
