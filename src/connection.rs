@@ -40,16 +40,15 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use crate::auth::sessions::{EndReason, Session};
 use crate::error::ChatError;
-use crate::hub::{Hub, RoomEvent};
-use crate::model::{MAX_CLIENT_ID, NewEvent, RoomName, validate_client_id, validate_text};
+use crate::chat::{Actor, Chat};
+use crate::hub::RoomEvent;
+use crate::model::{MAX_CLIENT_ID, RoomName};
 use crate::protocol::{ClientEvent, HistoryItem, ServerEvent};
 use crate::rate::{RateLimiter, SendRate};
-use crate::store::{Appended, HistoryQuery, MAX_PAGE};
+use crate::store::Appended;
 
 /// Largest frame a client may send (bigger: closed with 1009).
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
-/// Messages sent on `join` without `after`.
-const JOIN_HISTORY: usize = 50;
 /// Rooms one connection may have joined at once.
 pub const MAX_JOINED_ROOMS: usize = 256;
 /// Sends of one connection being stored at once; reading pauses beyond.
@@ -70,10 +69,9 @@ pub const CLOSE_SESSION_ENDED: u16 = 4401;
 
 /// What a connection needs from the rest of the server.
 pub struct ConnectionContext {
-    pub hub: Hub,
+    pub chat: Chat,
     pub session: Arc<Session>,
     pub shutdown: watch::Receiver<bool>,
-    pub send_rate: Option<SendRate>,
     /// Frames of any kind per second (`None`: no limit).
     pub frame_rate: Option<SendRate>,
     /// A write that makes no progress for this long drops the socket.
@@ -82,8 +80,9 @@ pub struct ConnectionContext {
     pub ping_interval: Option<Duration>,
 }
 
-/// A stored (or refused) event: its room, the post's `client_id`, the answer.
-type SendDone = (RoomName, Option<String>, Result<Appended, ChatError>);
+/// A stored (or refused) event: its room (as sent), the post's
+/// `client_id`, the answer.
+type SendDone = (String, Option<String>, Result<Appended, ChatError>);
 type PendingSend = BoxFuture<'static, SendDone>;
 
 /// An edit or delete asked for over the socket.
@@ -278,11 +277,11 @@ fn event_frame(event: &ServerEvent) -> WsMessage {
 }
 
 struct Connection {
-    hub: Hub,
+    chat: Chat,
+    actor: Actor,
     user: crate::model::Username,
     user_key: String,
     feeds: Feeds,
-    sends: Option<RateLimiter>,
     frames: Option<RateLimiter>,
     last_flood_warning: Option<Instant>,
     last_typing: HashMap<RoomName, Instant>,
@@ -291,11 +290,11 @@ struct Connection {
 impl Connection {
     fn new(ctx: &ConnectionContext) -> Self {
         Self {
-            hub: ctx.hub.clone(),
+            chat: ctx.chat.clone(),
+            actor: Actor { session: ctx.session.clone(), pace: ctx.chat.connection_pace() },
             user: ctx.session.user.clone(),
             user_key: ctx.session.user.key(),
             feeds: Feeds::default(),
-            sends: ctx.send_rate.map(RateLimiter::new),
             frames: ctx.frame_rate.map(RateLimiter::new),
             last_flood_warning: None,
             last_typing: HashMap::new(),
@@ -372,42 +371,20 @@ impl Connection {
         if self.feeds.len() >= MAX_JOINED_ROOMS && !self.feeds.contains(&room) {
             return Err(ChatError::TooManyRooms(MAX_JOINED_ROOMS));
         }
-        let receiver = self.hub.subscribe(&room).await?;
-        // Read the room's head first: what is stored after it comes live
-        // (possibly twice, dropped by seq), so nothing falls in between.
-        let head = self.hub.last_seq(&room).await?;
-        let (history, has_more, cursor) = match after {
-            Some(after) => self.events_after(&room, after, head).await?,
-            None => self.latest_messages(&room, head).await?,
-        };
+        let opened = self.chat.open_room(&self.actor, room.as_str(), after).await?;
         // With `has_more` the client pages the rest over HTTP (`after=`);
         // live events already flow, and it drops seqs it has by then.
-        let rejoin = self.feeds.insert(room.clone(), BroadcastStream::new(receiver), cursor);
+        let rejoin = self.feeds.insert(room.clone(), BroadcastStream::new(opened.live), opened.seq);
         if !rejoin {
-            self.hub.enter(&room, self.user.as_str()).await?;
+            self.chat.enter(&self.actor, &room).await?;
         }
-        let online = self.hub.online(&room);
-        Ok(ServerEvent::Joined { online, room: room.to_string(), history, has_more, seq: cursor })
-    }
-
-    /// `join` with `after`: every event after it, a page at most; and the
-    /// seq live events continue from.
-    async fn events_after(&self, room: &RoomName, after: u64, head: u64) -> Result<(Vec<HistoryItem>, bool, u64), ChatError> {
-        let mut events = self.hub.events(room, after, MAX_PAGE + 1).await?;
-        let has_more = events.len() > MAX_PAGE;
-        events.truncate(MAX_PAGE);
-        // Nothing after `after`: the client is up to date, or ahead of a
-        // room whose data was reset; either way, continue from the head.
-        let cursor = events.last().map_or(head.min(after), |e| e.seq);
-        Ok((events.into_iter().map(HistoryItem::from_stored).collect(), has_more, cursor))
-    }
-
-    /// `join` without `after`: the latest messages as they are now, up to
-    /// the head.
-    async fn latest_messages(&self, room: &RoomName, head: u64) -> Result<(Vec<HistoryItem>, bool, u64), ChatError> {
-        let query = HistoryQuery { before: Some(head + 1), ..HistoryQuery::latest(JOIN_HISTORY) };
-        let history = self.hub.history(room, query).await?;
-        Ok((history.into_iter().map(HistoryItem::Message).collect(), false, head))
+        Ok(ServerEvent::Joined {
+            online: self.chat.online(&room),
+            room: room.to_string(),
+            history: opened.history.into_iter().map(HistoryItem::from_stored).collect(),
+            has_more: opened.has_more,
+            seq: opened.seq,
+        })
     }
 
     fn leave(&mut self, raw_room: &str, out: &mut Outbox) {
@@ -417,59 +394,52 @@ impl Connection {
             return;
         };
         if self.feeds.remove(&room) {
-            self.hub.exit(&room, self.user.as_str());
+            self.chat.exit(&self.actor, &room);
         }
         out.push(event_frame(&ServerEvent::Left { room: room.to_string() }));
     }
 
     fn leave_all(&mut self) {
         for room in self.feeds.rooms() {
-            self.hub.exit(room, self.user.as_str());
+            self.chat.exit(&self.actor, room);
         }
         self.feeds.clear();
     }
 
+    /// A `send` in a joined room becomes a pending store (the chat layer
+    /// checks the text, `client_id` and send rate).
     fn send(&mut self, raw_room: String, text: String, client_id: String, out: &mut Outbox) -> Option<PendingSend> {
-        let checked = self.check_send(&raw_room, &text, &client_id);
-        let (room, event, within_rate) = match checked {
-            Ok(ok) => ok,
-            Err(err) => {
-                out.push(event_frame(&ServerEvent::error_for(&err, Some(&raw_room), echoable(&client_id))));
-                return None;
+        if let Err(err) = self.joined_room(&raw_room) {
+            out.push(event_frame(&ServerEvent::error_for(&err, Some(&raw_room), echoable(&client_id))));
+            return None;
+        }
+        let (chat, actor) = (self.chat.clone(), self.actor.clone());
+        Some(
+            async move {
+                let result = chat.send(&actor, &raw_room, &text, &client_id).await;
+                (raw_room, Some(client_id), result)
             }
-        };
-        Some(self.store(room, event, within_rate, Some(client_id)))
+            .boxed(),
+        )
     }
 
     /// An edit or delete of one's own message in a joined room.
     fn change(&mut self, raw_room: String, change: Change, out: &mut Outbox) -> Option<PendingSend> {
-        let checked = self.joined_room(&raw_room).and_then(|room| {
-            let event = match change {
-                Change::Edit(id, text) => NewEvent::Edit { user: self.user.clone(), id, text: validate_text(&text)? },
-                Change::Delete(id) => NewEvent::Delete { user: self.user.clone(), id },
-            };
-            Ok((room, event))
-        });
-        match checked {
-            Ok((room, event)) => {
-                let within_rate = self.sends.as_mut().is_none_or(|limit| limit.allow());
-                Some(self.store(room, event, within_rate, None))
-            }
-            Err(err) => {
-                out.push(event_frame(&ServerEvent::error_for(&err, Some(&raw_room), None)));
-                None
-            }
+        if let Err(err) = self.joined_room(&raw_room) {
+            out.push(event_frame(&ServerEvent::error_for(&err, Some(&raw_room), None)));
+            return None;
         }
-    }
-
-    /// The event, stored through the room's writer (pending until it is).
-    fn store(&self, room: RoomName, event: NewEvent, within_rate: bool, client_id: Option<String>) -> PendingSend {
-        let hub = self.hub.clone();
-        async move {
-            let result = hub.send_paced(&room, event, within_rate).await;
-            (room, client_id, result)
-        }
-        .boxed()
+        let (chat, actor) = (self.chat.clone(), self.actor.clone());
+        Some(
+            async move {
+                let stored = match change {
+                    Change::Edit(id, text) => chat.edit(&actor, &raw_room, id, &text).await,
+                    Change::Delete(id) => chat.delete(&actor, &raw_room, id).await,
+                };
+                (raw_room, None, stored.map(Appended::New))
+            }
+            .boxed(),
+        )
     }
 
     /// A room this socket has joined.
@@ -479,15 +449,6 @@ impl Connection {
             return Err(ChatError::NotJoined(room.to_string()));
         }
         Ok(room)
-    }
-
-    /// A valid send of a joined room, and whether it is within the send rate.
-    fn check_send(&mut self, raw_room: &str, text: &str, client_id: &str) -> Result<(RoomName, NewEvent, bool), ChatError> {
-        let room = self.joined_room(raw_room)?;
-        let client_id = validate_client_id(client_id)?;
-        let text = validate_text(text)?;
-        let within_rate = self.sends.as_mut().is_none_or(|limit| limit.allow());
-        Ok((room, NewEvent::Post { user: self.user.clone(), text, client_id }, within_rate))
     }
 
     /// A store finished: errors and repeated sends are answered directly;
@@ -500,7 +461,7 @@ impl Connection {
                 if matches!(err, ChatError::Internal(_) | ChatError::Storage(_)) {
                     tracing::error!(room = %room, error = %err, "a send failed");
                 }
-                out.push(event_frame(&ServerEvent::error_for(&err, Some(room.as_str()), client_id.as_deref())));
+                out.push(event_frame(&ServerEvent::error_for(&err, Some(room.as_str()), client_id.as_deref().and_then(echoable))));
             }
         }
     }
@@ -514,7 +475,7 @@ impl Connection {
         let recent = self.last_typing.get(&room).is_some_and(|t| t.elapsed() < TYPING_PERIOD);
         if !recent {
             self.last_typing.insert(room.clone(), Instant::now());
-            let _ = self.hub.typing(&room, self.user.as_str()).await;
+            let _ = self.chat.typing(&self.actor, &room).await;
         }
     }
 
@@ -556,8 +517,8 @@ impl Connection {
             let f = self.feeds.get(feed);
             (f.room.clone(), f.last_seq)
         };
-        let missed = match self.hub.events(&room, after, CATCH_UP_PAGE).await {
-            Ok(missed) => missed,
+        let missed = match self.chat.events(&self.actor, room.as_str(), after, CATCH_UP_PAGE).await {
+            Ok(page) => page,
             Err(err) => {
                 // Stop trying; the client's next resume (`after`) fills the gap.
                 tracing::error!(room = %room, error = %err, "could not re-read missed events");
@@ -565,9 +526,9 @@ impl Connection {
                 return;
             }
         };
-        let whole_page = missed.len() == CATCH_UP_PAGE;
+        let more = missed.has_more;
         let mut all_sent = true;
-        for event in missed {
+        for event in missed.events {
             if out.is_full() {
                 all_sent = false;
                 break;
@@ -575,7 +536,7 @@ impl Connection {
             self.feeds.get_mut(feed).last_seq = event.seq;
             out.push(event_frame(&ServerEvent::from_stored(event)));
         }
-        if all_sent && !whole_page {
+        if all_sent && !more {
             self.feeds.get_mut(feed).catching_up = false;
         }
     }

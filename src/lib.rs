@@ -12,6 +12,8 @@
 //!   code that touches files.
 //! - [`hub`]: per-room writer (store, then broadcast), channels, presence.
 //! - [`auth`]: guests, sessions.
+//! - [`chat`]: the use cases (send, edit, delete, history, rooms, …), one
+//!   method per action, for every transport.
 //! - [`connection`]: one WebSocket client's life, transport-agnostic.
 //! - [`http`]: the only module that knows warp: routes, pages, upgrade,
 //!   and the accept loop (connection limits and timeouts).
@@ -21,6 +23,7 @@
 //! on a listener until a shutdown future resolves. `main.rs` is just glue.
 
 pub mod auth;
+pub mod chat;
 pub mod config;
 pub mod connection;
 pub mod error;
@@ -45,6 +48,7 @@ use tokio_util::task::TaskTracker;
 pub use crate::config::Config;
 use crate::auth::Auth;
 use crate::error::ChatError;
+use crate::chat::Chat;
 use crate::hub::{Hub, HubSettings};
 use crate::store::MessageStore;
 use crate::store::jsonl::{JsonlAccounts, JsonlStore};
@@ -78,11 +82,12 @@ impl App {
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ChatError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let connections = TaskTracker::new();
+        let hub = Hub::new(
+            self.store.clone(),
+            HubSettings { room_create_rate: self.config.room_create_rate, room_idle: self.config.room_idle },
+        );
         let state = http::State {
-            hub: Hub::new(
-                self.store.clone(),
-                HubSettings { room_create_rate: self.config.room_create_rate, room_idle: self.config.room_idle },
-            ),
+            chat: Chat::new(hub, self.auth.clone(), self.config.send_rate),
             auth: self.auth.clone(),
             config: self.config.clone(),
             shutdown: stop_rx.clone(),

@@ -4,7 +4,8 @@
 //! - only `http` knows warp and hyper;
 //! - only `store` touches files (`std::fs`, `File`, `OpenOptions`);
 //! - only `store` and the wiring in `lib.rs` name the JSON-lines backend;
-//! - the transports (`http`, `connection`) never reach a store directly;
+//! - the transports (`http`, `connection`) never reach a store directly,
+//!   and act through the use-case layer (`chat`), not the hub;
 //! - the server logs through `tracing`: no `println!`/`eprintln!`;
 //! - every file opens with a module doc (`//!`).
 
@@ -89,6 +90,12 @@ fn transports_never_reach_a_store() {
     let needles = ["MessageStore", "AccountStore", ".store()", "store::jsonl"];
     let found = offenders(&needles, |m| !(in_dir(m, "http") || m == "connection.rs"));
     assert!(found.is_empty(), "a transport reaches a store:\n{}", found.join("\n"));
+}
+
+#[test]
+fn transports_act_through_the_use_case_layer() {
+    let found = offenders(&["hub::Hub", "Hub::", ".hub."], |m| !(in_dir(m, "http") || m == "connection.rs"));
+    assert!(found.is_empty(), "a transport calls the hub instead of `chat`:\n{}", found.join("\n"));
 }
 
 #[test]

@@ -14,12 +14,11 @@ use super::reply::{self, HttpResponse};
 use crate::auth::NewSession;
 use crate::auth::sessions::Session;
 use crate::error::ChatError;
-use crate::model::{NewEvent, RoomName, validate_client_id, validate_text};
+use crate::chat::Actor;
+use crate::chat::MAX_ROOM_RESULTS;
 use crate::protocol::ServerEvent;
-use crate::store::{Appended, DEFAULT_PAGE, HistoryQuery, MAX_PAGE, RoomInfo};
+use crate::store::{Appended, DEFAULT_PAGE, HistoryQuery, MAX_PAGE};
 
-/// Most rooms one search returns.
-const MAX_ROOM_RESULTS: usize = 100;
 
 #[derive(Debug, Deserialize)]
 pub struct NameBody {
@@ -103,11 +102,11 @@ pub async fn logout(state: State, session: Arc<Session>) -> Result<HttpResponse,
 }
 
 /// GET /api/rooms?q=&limit=
-pub async fn list_rooms(state: State, _session: Arc<Session>, query: HashMap<String, String>) -> Result<HttpResponse, warp::Rejection> {
+pub async fn list_rooms(state: State, session: Arc<Session>, query: HashMap<String, String>) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
         let filter = query.get("q").map(String::as_str).unwrap_or("");
         let limit = parse_limit(query.get("limit"), 20, MAX_ROOM_RESULTS)?;
-        let rooms = state.hub.list_rooms(filter, limit).await?;
+        let rooms = state.chat.list_rooms(&Actor::http(session), filter, limit).await?;
         Ok(reply::json(StatusCode::OK, &rooms))
     }.await))
 }
@@ -115,37 +114,28 @@ pub async fn list_rooms(state: State, _session: Arc<Session>, query: HashMap<Str
 /// POST /api/rooms {"name"}
 pub async fn create_room(state: State, session: Arc<Session>, from: Option<IpAddr>, body: RoomBody) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
-        let room = RoomName::parse(&body.name)?;
-        let created = state.hub.create_room(&room, &session.user, from).await?;
-        tracing::info!(room = %room, by = %session.user, "room created");
+        let created = state.chat.create_room(&Actor::http(session), &body.name, from).await?;
         Ok(reply::json(StatusCode::CREATED, &created))
     }.await))
 }
 
 /// GET /api/rooms/{room}/messages?after=&before=&limit=
-pub async fn get_messages(state: State, raw_room: String, _session: Arc<Session>, query: HashMap<String, String>) -> Result<HttpResponse, warp::Rejection> {
+pub async fn get_messages(state: State, room: String, session: Arc<Session>, query: HashMap<String, String>) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
-        let room = RoomName::parse(&raw_room)?;
         let history = HistoryQuery {
             after: parse_id(query.get("after"), "after")?,
             before: parse_id(query.get("before"), "before")?,
             limit: parse_limit(query.get("limit"), DEFAULT_PAGE, MAX_PAGE)?,
         };
-        let messages = state.hub.history(&room, history).await?;
+        let messages = state.chat.history(&Actor::http(session), &room, history).await?;
         Ok(reply::json(StatusCode::OK, &MessagesBody { messages }))
     }.await))
 }
 
 /// POST /api/rooms/{room}/messages {"text","client_id"}
-pub async fn post_message(state: State, raw_room: String, session: Arc<Session>, body: PostMessageBody) -> Result<HttpResponse, warp::Rejection> {
+pub async fn post_message(state: State, room: String, session: Arc<Session>, body: PostMessageBody) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
-        let room = RoomName::parse(&raw_room)?;
-        let post = NewEvent::Post {
-            user: session.user.clone(),
-            text: validate_text(&body.text)?,
-            client_id: validate_client_id(&body.client_id)?,
-        };
-        Ok(match store_paced(&state, &session, &room, post).await? {
+        Ok(match state.chat.send(&Actor::http(session), &room, &body.text, &body.client_id).await? {
             Appended::New(stored) => reply::json(StatusCode::CREATED, &ServerEvent::from_stored(stored).without_type()),
             Appended::Duplicate(m) => reply::json(StatusCode::OK, &m),
         })
@@ -153,77 +143,52 @@ pub async fn post_message(state: State, raw_room: String, session: Arc<Session>,
 }
 
 /// PATCH /api/rooms/{room}/messages/{id} {"text"}
-pub async fn edit_message(state: State, raw_room: String, id: u64, session: Arc<Session>, body: EditBody) -> Result<HttpResponse, warp::Rejection> {
+pub async fn edit_message(state: State, room: String, id: u64, session: Arc<Session>, body: EditBody) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
-        let room = RoomName::parse(&raw_room)?;
-        let edit = NewEvent::Edit { user: session.user.clone(), id, text: validate_text(&body.text)? };
-        changed(store_paced(&state, &session, &room, edit).await?)
+        let edited = state.chat.edit(&Actor::http(session), &room, id, &body.text).await?;
+        Ok(reply::json(StatusCode::OK, &ServerEvent::from_stored(edited)))
     }.await))
 }
 
 /// DELETE /api/rooms/{room}/messages/{id}
-pub async fn delete_message(state: State, raw_room: String, id: u64, session: Arc<Session>) -> Result<HttpResponse, warp::Rejection> {
+pub async fn delete_message(state: State, room: String, id: u64, session: Arc<Session>) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
-        let room = RoomName::parse(&raw_room)?;
-        let delete = NewEvent::Delete { user: session.user.clone(), id };
-        changed(store_paced(&state, &session, &room, delete).await?)
+        let deleted = state.chat.delete(&Actor::http(session), &room, id).await?;
+        Ok(reply::json(StatusCode::OK, &ServerEvent::from_stored(deleted)))
     }.await))
 }
 
 /// GET /api/rooms/{room}/events?after=&limit=
-pub async fn get_events(state: State, raw_room: String, _session: Arc<Session>, query: HashMap<String, String>) -> Result<HttpResponse, warp::Rejection> {
+pub async fn get_events(state: State, room: String, session: Arc<Session>, query: HashMap<String, String>) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
-        let room = RoomName::parse(&raw_room)?;
         let after = parse_id(query.get("after"), "after")?.unwrap_or(0);
         let limit = parse_limit(query.get("limit"), DEFAULT_PAGE, MAX_PAGE)?;
-        let head = state.hub.last_seq(&room).await?;
-        let mut events = state.hub.events(&room, after, limit + 1).await?;
-        let has_more = events.len() > limit;
-        events.truncate(limit);
-        let seq = events.last().map_or(head.min(after), |e| e.seq);
-        let events: Vec<ServerEvent> = events.into_iter().map(ServerEvent::from_stored).collect();
-        Ok(reply::json(StatusCode::OK, &EventsBody { events, seq, has_more }))
+        let page = state.chat.events(&Actor::http(session), &room, after, limit).await?;
+        let events: Vec<ServerEvent> = page.events.into_iter().map(ServerEvent::from_stored).collect();
+        Ok(reply::json(StatusCode::OK, &EventsBody { events, seq: page.seq, has_more: page.has_more }))
     }.await))
-}
-
-/// Stores an event within the session's send rate (HTTP posts, edits and
-/// deletes share one bucket per session).
-async fn store_paced(state: &State, session: &Session, room: &RoomName, event: NewEvent) -> Result<Appended, ChatError> {
-    let within_rate = state.config.send_rate.is_none_or(|rate| session.allow_post(rate));
-    state.hub.send_paced(room, event, within_rate).await
-}
-
-/// 200 with the `edited`/`deleted` event, as the room's sockets got it.
-fn changed(appended: Appended) -> Result<HttpResponse, ChatError> {
-    match appended {
-        Appended::New(stored) => Ok(reply::json(StatusCode::OK, &ServerEvent::from_stored(stored))),
-        Appended::Duplicate(_) => Err(ChatError::Internal("an edit was answered as a repeated post".into())),
-    }
 }
 
 /// GET /api/subscriptions
 pub async fn subscriptions(state: State, session: Arc<Session>) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
-        let rooms: Vec<RoomInfo> = state.auth.subscriptions(&session).await?.into_iter().map(|name| RoomInfo { name }).collect();
+        let rooms = state.chat.subscriptions(&Actor::http(session)).await?;
         Ok(reply::json(StatusCode::OK, &rooms))
     }.await))
 }
 
 /// PUT /api/subscriptions/{room}
-pub async fn subscribe(state: State, raw_room: String, session: Arc<Session>) -> Result<HttpResponse, warp::Rejection> {
+pub async fn subscribe(state: State, room: String, session: Arc<Session>) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
-        let room = RoomName::parse(&raw_room)?;
-        let info = state.hub.existing_room(&room).await?;
-        state.auth.subscribe(&session, &room).await?;
+        let info = state.chat.subscribe(&Actor::http(session), &room).await?;
         Ok(reply::json(StatusCode::OK, &info))
     }.await))
 }
 
 /// DELETE /api/subscriptions/{room}
-pub async fn unsubscribe(state: State, raw_room: String, session: Arc<Session>) -> Result<HttpResponse, warp::Rejection> {
+pub async fn unsubscribe(state: State, room: String, session: Arc<Session>) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
-        let room = RoomName::parse(&raw_room)?;
-        state.auth.unsubscribe(&session, &room).await?;
+        state.chat.unsubscribe(&Actor::http(session), &room).await?;
         Ok(reply::no_content())
     }.await))
 }

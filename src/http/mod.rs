@@ -47,12 +47,12 @@ use self::reply::HttpResponse;
 use crate::auth::Auth;
 use crate::config::{Config, normalize_origin};
 use crate::error::ChatError;
-use crate::hub::Hub;
+use crate::chat::Chat;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
 pub struct State {
-    pub hub: Hub,
+    pub chat: Chat,
     pub auth: Arc<Auth>,
     pub config: Arc<Config>,
     /// Becomes `true` when the server starts shutting down.

@@ -85,10 +85,9 @@ async fn serve_socket(state: State, session: Arc<Session>, on_upgrade: OnUpgrade
     };
     let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(socket_config())).await;
     let ctx = ConnectionContext {
-        hub: state.hub.clone(),
+        chat: state.chat.clone(),
         session,
         shutdown: state.shutdown.clone(),
-        send_rate: state.config.send_rate,
         frame_rate: state.config.frame_rate,
         write_timeout: state.config.limits.write_timeout,
         ping_interval: state.config.limits.ping_interval,

@@ -27,6 +27,11 @@ pub enum EventKind {
 }
 
 impl StoredEvent {
+    /// A message as the post event that made it (its seq is its id).
+    pub fn post(message: Message) -> Self {
+        StoredEvent { seq: message.id, room: message.room.clone(), kind: EventKind::Post(message) }
+    }
+
     /// The id of the message this event is about.
     pub fn message_id(&self) -> u64 {
         match &self.kind {

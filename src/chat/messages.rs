@@ -1,0 +1,109 @@
+//! Messages: send, edit, delete, history and the event log; opening a room
+//! for a socket (subscribe, then read what the client lacks).
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use super::{Actor, Chat};
+use crate::error::ChatError;
+use crate::hub::RoomEvent;
+use crate::model::{Message, NewEvent, RoomName, StoredEvent, validate_client_id, validate_text};
+use crate::store::{Appended, HistoryQuery, MAX_PAGE};
+
+/// Messages sent on opening a room without `after`.
+const OPEN_HISTORY: usize = 50;
+
+/// A page of a room's event log.
+pub struct EventsPage {
+    pub events: Vec<StoredEvent>,
+    /// Where the next page starts (`after` for the next call).
+    pub seq: u64,
+    pub has_more: bool,
+}
+
+/// A room opened for a socket: its live events, and what to show first.
+pub struct OpenedRoom {
+    pub room: RoomName,
+    pub live: broadcast::Receiver<Arc<RoomEvent>>,
+    /// Without `after`: the latest messages as they are now (as posts);
+    /// with it: every event after it, a page at most.
+    pub history: Vec<StoredEvent>,
+    pub has_more: bool,
+    /// The seq the client is now at; live events continue after it.
+    pub seq: u64,
+}
+
+impl Chat {
+    /// Posts a message (a repeat of a stored `client_id` is answered with
+    /// the stored copy, even over the send rate).
+    pub async fn send(&self, actor: &Actor, room: &str, text: &str, client_id: &str) -> Result<Appended, ChatError> {
+        let room = RoomName::parse(room)?;
+        let client_id = validate_client_id(client_id)?;
+        let text = validate_text(text)?;
+        let post = NewEvent::Post { user: actor.session.user.clone(), text, client_id };
+        self.hub.send_paced(&room, post, self.within_rate(actor)).await
+    }
+
+    /// Changes the text of the actor's own message.
+    pub async fn edit(&self, actor: &Actor, room: &str, id: u64, text: &str) -> Result<StoredEvent, ChatError> {
+        let room = RoomName::parse(room)?;
+        let edit = NewEvent::Edit { user: actor.session.user.clone(), id, text: validate_text(text)? };
+        self.store_change(actor, &room, edit).await
+    }
+
+    /// Deletes the actor's own message.
+    pub async fn delete(&self, actor: &Actor, room: &str, id: u64) -> Result<StoredEvent, ChatError> {
+        let room = RoomName::parse(room)?;
+        self.store_change(actor, &room, NewEvent::Delete { user: actor.session.user.clone(), id }).await
+    }
+
+    async fn store_change(&self, actor: &Actor, room: &RoomName, change: NewEvent) -> Result<StoredEvent, ChatError> {
+        match self.hub.send_paced(room, change, self.within_rate(actor)).await? {
+            Appended::New(stored) => Ok(stored),
+            Appended::Duplicate(_) => Err(ChatError::Internal("a change was answered as a repeated post".into())),
+        }
+    }
+
+    /// A slice of a room's messages as they are now.
+    pub async fn history(&self, _actor: &Actor, room: &str, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {
+        let room = RoomName::parse(room)?;
+        self.hub.history(&room, HistoryQuery { limit: query.limit.min(MAX_PAGE), ..query }).await
+    }
+
+    /// A page of a room's event log after `after`.
+    pub async fn events(&self, _actor: &Actor, room: &str, after: u64, limit: usize) -> Result<EventsPage, ChatError> {
+        let room = RoomName::parse(room)?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let head = self.hub.last_seq(&room).await?;
+        let mut events = self.hub.events(&room, after, limit + 1).await?;
+        let has_more = events.len() > limit;
+        events.truncate(limit);
+        // Nothing after `after`: up to date, or ahead of a room whose data
+        // was reset; either way, continue from the head.
+        let seq = events.last().map_or(head.min(after), |e| e.seq);
+        Ok(EventsPage { events, seq, has_more })
+    }
+
+    /// Opens a room for a socket: subscribes to its live events *first*,
+    /// then reads what the client lacks, so nothing falls in between
+    /// (what arrives twice is dropped by seq).
+    pub async fn open_room(&self, actor: &Actor, room: &str, after: Option<u64>) -> Result<OpenedRoom, ChatError> {
+        let room = RoomName::parse(room)?;
+        let live = self.hub.subscribe(&room).await?;
+        let (history, has_more, seq) = match after {
+            Some(after) => {
+                let page = self.events(actor, room.as_str(), after, MAX_PAGE).await?;
+                (page.events, page.has_more, page.seq)
+            }
+            None => {
+                // The head first: what is stored after it comes live.
+                let head = self.hub.last_seq(&room).await?;
+                let query = HistoryQuery { before: Some(head + 1), ..HistoryQuery::latest(OPEN_HISTORY) };
+                let messages = self.hub.history(&room, query).await?;
+                (messages.into_iter().map(StoredEvent::post).collect(), false, head)
+            }
+        };
+        Ok(OpenedRoom { room, live, history, has_more, seq })
+    }
+}

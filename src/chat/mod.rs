@@ -1,0 +1,71 @@
+//! The use cases: one method per action — send, edit, delete, history,
+//! events, open a room, create and list rooms, subscribe — each taking the
+//! acting user ([`Actor`]). This is where input is validated and the send
+//! rate applied, once for every transport: the WebSocket connection and the
+//! HTTP handlers only parse, call [`Chat`], and format the answer. No
+//! transport reaches the store; `Chat` goes through the [`Hub`] (order,
+//! storage, fan-out) and [`Auth`] (per-user state).
+//!
+//! - `messages`: send, edit, delete, history, events, opening a room.
+//! - `rooms`: create, list, subscriptions, presence and typing.
+
+mod messages;
+mod rooms;
+
+use std::sync::{Arc, Mutex};
+
+pub use self::messages::{EventsPage, OpenedRoom};
+pub use self::rooms::MAX_ROOM_RESULTS;
+use crate::auth::Auth;
+use crate::auth::sessions::Session;
+use crate::hub::Hub;
+use crate::rate::{RateLimiter, SendRate};
+
+/// Cheap to clone: handles on the hub and auth, and the send rate.
+#[derive(Clone)]
+pub struct Chat {
+    hub: Hub,
+    auth: Arc<Auth>,
+    send_rate: Option<SendRate>,
+}
+
+impl Chat {
+    pub fn new(hub: Hub, auth: Arc<Auth>, send_rate: Option<SendRate>) -> Self {
+        Self { hub, auth, send_rate }
+    }
+
+    /// The pace for one socket: its own bucket of the send rate.
+    pub fn connection_pace(&self) -> Pace {
+        Pace::Connection(self.send_rate.map(|rate| Arc::new(Mutex::new(RateLimiter::new(rate)))))
+    }
+
+    /// Whether `actor` may store one more event now.
+    fn within_rate(&self, actor: &Actor) -> bool {
+        match (&actor.pace, self.send_rate) {
+            (_, None) => true,
+            (Pace::Connection(bucket), Some(_)) => bucket.as_ref().is_none_or(|b| b.lock().expect("send bucket").allow()),
+            (Pace::Session, Some(rate)) => actor.session.allow_post(rate),
+        }
+    }
+}
+
+/// Who acts, and which bucket of the send rate their sends take from.
+#[derive(Clone)]
+pub struct Actor {
+    pub session: Arc<Session>,
+    pub pace: Pace,
+}
+
+impl Actor {
+    /// An HTTP caller: posts, edits and deletes share one bucket per session.
+    pub fn http(session: Arc<Session>) -> Self {
+        Self { session, pace: Pace::Session }
+    }
+}
+
+/// The send-rate policy: one bucket per socket, one per session for HTTP.
+#[derive(Clone)]
+pub enum Pace {
+    Connection(Option<Arc<Mutex<RateLimiter>>>),
+    Session,
+}
