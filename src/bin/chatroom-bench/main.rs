@@ -27,6 +27,7 @@ mod persist;
 mod process;
 mod relay;
 mod report;
+mod room;
 mod stats;
 mod target;
 
@@ -38,6 +39,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::fanout::FanoutOpts;
+use crate::room::RoomOpts;
 use crate::report::Report;
 use crate::stats::{dur_ms, ms, thousands};
 use crate::target::{Kind, ServerOpts, Target};
@@ -54,6 +56,9 @@ enum Scenario {
     History,
     /// Many writers into one room: stored messages per second.
     Persist,
+    /// 20 guests chatting at a human pace in one room: acknowledgement
+    /// latency, share ≥ 35 ms (TCP_NODELAY); with --compare-bin, in turns.
+    Room,
     /// A quick run of every scenario, one table.
     All,
     /// (internal) run the minimal relay server.
@@ -73,8 +78,8 @@ struct Args {
     /// The chatroom binary to start (default: next to this one).
     #[arg(long)]
     server_bin: Option<PathBuf>,
-    /// Fan-out: also measure this chatroom binary, in turns with the main
-    /// one (before/after comparisons on a noisy machine).
+    /// Fan-out, room: also measure this chatroom binary, in turns with the
+    /// main one (before/after comparisons on a noisy machine).
     #[arg(long)]
     compare_bin: Option<PathBuf>,
     /// Pin the generator to CPU 0 and servers to CPU 1 (default: let the
@@ -94,8 +99,8 @@ struct Args {
     /// Fan-out: seconds per fixed-rate phase.
     #[arg(long, default_value_t = 4.0)]
     secs: f64,
-    /// Runs of each fan-out rate (in turns; the median p99 is kept) and of
-    /// persist (the median rate is kept).
+    /// Runs of each fan-out rate (in turns; the median p99 is kept), of
+    /// persist (the median rate is kept) and of room (in turns; medians).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
     /// Fan-out: raise the rate until p99 > 50 ms or a message is lost.
@@ -119,7 +124,7 @@ struct Args {
     /// Fan-out: also run the tuned relay (small read buffers, like chatroom).
     #[arg(long)]
     tuned_relay: bool,
-    /// Message text length in bytes.
+    /// Message text length in bytes (fan-out, persist, room).
     #[arg(long, default_value_t = 200)]
     text_bytes: usize,
     /// Fan-out: seconds to wait for late deliveries after the last send.
@@ -143,6 +148,26 @@ struct Args {
     /// Persist: seconds.
     #[arg(long, default_value_t = 5.0)]
     persist_secs: f64,
+
+    /// Room: guests in the room.
+    #[arg(long, default_value_t = 20)]
+    guests: usize,
+    /// Room: seconds each run chats for.
+    #[arg(long, default_value_t = 20.0)]
+    room_secs: f64,
+    /// Room: mean seconds between two messages of one guest (each gap is
+    /// drawn evenly from half to one and a half of it).
+    #[arg(long, default_value_t = 1.0)]
+    interval_secs: f64,
+    /// Room: set TCP_NODELAY on the generator's sockets too (default: off,
+    /// like an ordinary client).
+    #[arg(long)]
+    client_nodelay: bool,
+    /// Room: turn TCP_QUICKACK off on the generator's sockets after every
+    /// read, so their kernel delays ACKs (a client that Linux's quick-ACK
+    /// heuristics do not help).
+    #[arg(long)]
+    client_delayed_ack: bool,
 
     /// Relay (internal): read buffer per socket in bytes (default:
     /// tungstenite's 128 KiB).
@@ -222,12 +247,14 @@ async fn run(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<()
         Scenario::Connections => connections_scenario(args, server, report).await,
         Scenario::History => history_scenario(args, server, report).await,
         Scenario::Persist => persist_scenario(args, server, report).await,
+        Scenario::Room => room_scenario(args, server, report).await,
         Scenario::All => {
             let quick = Args { find_max: true, tuned_relay: true, ..clone_args(args) };
             fanout_scenario(&quick, server, report, &fanout_kinds(&quick)).await?;
             connections_scenario(args, server, report).await?;
             history_scenario(args, server, report).await?;
-            persist_scenario(args, server, report).await
+            persist_scenario(args, server, report).await?;
+            room_scenario(args, server, report).await
         }
         Scenario::Relay => unreachable!("handled in main"),
     }
@@ -341,5 +368,78 @@ async fn persist_scenario(args: &Args, server: &ServerOpts, report: &mut Report)
     if r.gen_cpu > 0.9 {
         report.note(format!("{scenario}: the generator was the bottleneck ({:.0}% of its core)", r.gen_cpu * 100.0));
     }
+    Ok(())
+}
+
+/// The room scenario: a fresh server per run; with `--compare-bin` the two
+/// binaries in turns, `--repeat` times each.
+async fn room_scenario(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<(), String> {
+    let mut kinds = vec![Kind::Chatroom];
+    if args.compare_bin.is_some() && args.url.is_none() {
+        kinds.push(Kind::Compared);
+    }
+    let opts = RoomOpts {
+        guests: args.guests,
+        secs: args.room_secs,
+        interval: args.interval_secs,
+        text_bytes: args.text_bytes,
+        client_nodelay: args.client_nodelay,
+        delayed_ack: args.client_delayed_ack,
+        tag: run_tag(),
+    };
+    let mut runs: Vec<Vec<room::RoomResult>> = kinds.iter().map(|_| Vec::new()).collect();
+    for r in 0..args.repeat.max(1) {
+        for (&kind, runs) in kinds.iter().zip(&mut runs) {
+            let target = Target::start(server, kind)?;
+            let bin = match kind {
+                Kind::Compared => server.compare_bin.as_deref(),
+                _ => target.process.as_ref().map(|_| server.server_bin.as_path()),
+            };
+            eprintln!(
+                "room: {} guests, one message every ~{} s for {} s, client TCP_NODELAY {}, on {} ({}) at {}",
+                opts.guests,
+                opts.interval,
+                opts.secs,
+                if opts.client_nodelay { "on" } else { "off" },
+                target.label(),
+                bin.map_or("--url".into(), |b| b.display().to_string()),
+                target.addr
+            );
+            let result = room::run(&target, &opts, r as u32 + 1).await?;
+            eprintln!("  {}", result.one_line(&format!("{} run {}", target.label(), r + 1)));
+            runs.push(result);
+        }
+    }
+    let pct = |v: f64| format!("{v:.1}%");
+    for (kind, runs) in kinds.iter().zip(&runs) {
+        let scenario = format!("room {} guests, {}", opts.guests, kind.label());
+        let of = |f: &dyn Fn(&room::RoomResult) -> u32| runs.iter().map(f).collect::<Vec<u32>>();
+        let acks: u64 = runs.iter().map(|r| r.ack.count).sum();
+        let sent: u64 = runs.iter().map(|r| r.sent).sum();
+        report.info(&scenario, "acknowledgements (own echo) / sends", format!("{acks} / {sent}"));
+        report.info(&scenario, "ack p50", room::median_text(&of(&|r| r.ack.p.p50), ms));
+        report.info(&scenario, "ack p99", room::median_text(&of(&|r| r.ack.p.p99), ms));
+        report.info(&scenario, "ack max", room::median_text(&of(&|r| r.ack.p.max), ms));
+        let slow: Vec<f64> = runs.iter().map(|r| r.ack.slow_pct()).collect();
+        let slow_acks: u64 = runs.iter().map(|r| r.ack.slow).sum();
+        let value = format!("{} ({slow_acks} of {acks})", room::median_text(&slow, pct));
+        if *kind == Kind::Chatroom {
+            report.check(&scenario, "acks ≥ 35 ms", value, "none", slow_acks == 0);
+        } else {
+            report.info(&scenario, "acks ≥ 35 ms", value);
+        }
+        report.info(&scenario, "delivery to others p50", room::median_text(&of(&|r| r.delivery.p.p50), ms));
+        report.info(&scenario, "delivery to others p99", room::median_text(&of(&|r| r.delivery.p.p99), ms));
+        report.info(&scenario, "delivery to others max", room::median_text(&of(&|r| r.delivery.p.max), ms));
+        let slow: Vec<f64> = runs.iter().map(|r| r.delivery.slow_pct()).collect();
+        report.info(&scenario, "deliveries ≥ 35 ms", room::median_text(&slow, pct));
+        let (lost, dups) = (runs.iter().map(|r| r.lost).sum::<u64>(), runs.iter().map(|r| r.dups).sum::<u64>());
+        report.check(&scenario, "lost / duplicated", format!("{lost} / {dups}"), "0 / 0", lost == 0 && dups == 0);
+        if let Some(e) = runs.iter().find_map(|r| r.first_error.clone()) {
+            report.note(format!("{scenario}: error frames, first: {e}"));
+        }
+    }
+    let nodelay = if opts.client_nodelay { "on" } else { "off" };
+    report.note(format!("room: the generator's sockets had TCP_NODELAY {nodelay}"));
     Ok(())
 }
