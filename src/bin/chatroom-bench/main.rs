@@ -28,6 +28,7 @@ mod process;
 mod relay;
 mod report;
 mod room;
+mod slow_readers;
 mod stats;
 mod target;
 
@@ -59,6 +60,9 @@ enum Scenario {
     /// 20 guests chatting at a human pace in one room: acknowledgement
     /// latency, share ≥ 35 ms (TCP_NODELAY); with --compare-bin, in turns.
     Room,
+    /// Paused readers in a busy room, then resumed: server peak RSS and
+    /// catch-up time.
+    SlowReaders,
     /// A quick run of every scenario, one table.
     All,
     /// (internal) run the minimal relay server.
@@ -78,8 +82,8 @@ struct Args {
     /// The chatroom binary to start (default: next to this one).
     #[arg(long)]
     server_bin: Option<PathBuf>,
-    /// Fan-out, room: also measure this chatroom binary, in turns with the
-    /// main one (before/after comparisons on a noisy machine).
+    /// Fan-out, room, slow-readers: also measure this chatroom binary, in
+    /// turns with the main one (before/after comparisons on a noisy machine).
     #[arg(long)]
     compare_bin: Option<PathBuf>,
     /// Pin the generator to CPU 0 and servers to CPU 1 (default: let the
@@ -142,7 +146,7 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     samples: usize,
 
-    /// Persist: concurrent writers.
+    /// Persist and slow-readers: concurrent writers (HTTP).
     #[arg(long, default_value_t = 64)]
     writers: usize,
     /// Persist: seconds.
@@ -168,6 +172,16 @@ struct Args {
     /// heuristics do not help).
     #[arg(long)]
     client_delayed_ack: bool,
+
+    /// Slow-readers: sockets that stop reading, then resume.
+    #[arg(long, default_value_t = 5)]
+    readers: usize,
+    /// Slow-readers: MiB of message text written while they are paused.
+    #[arg(long, default_value_t = 50.0)]
+    megabytes: f64,
+    /// Slow-readers: text bytes per message.
+    #[arg(long, default_value_t = 1024)]
+    slow_text_bytes: usize,
 
     /// Relay (internal): read buffer per socket in bytes (default:
     /// tungstenite's 128 KiB).
@@ -227,6 +241,7 @@ fn server_opts(args: &Args) -> Result<ServerOpts, String> {
         server_bin: args.server_bin.clone().unwrap_or_else(|| process::sibling_binary("chatroom")),
         compare_bin: args.compare_bin.clone(),
         server_cpus: args.pin.then(|| "1".to_string()),
+        flags_if_supported: Vec::new(),
     })
 }
 
@@ -248,13 +263,15 @@ async fn run(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<()
         Scenario::History => history_scenario(args, server, report).await,
         Scenario::Persist => persist_scenario(args, server, report).await,
         Scenario::Room => room_scenario(args, server, report).await,
+        Scenario::SlowReaders => slow_readers_scenario(args, server, report).await,
         Scenario::All => {
             let quick = Args { find_max: true, tuned_relay: true, ..clone_args(args) };
             fanout_scenario(&quick, server, report, &fanout_kinds(&quick)).await?;
             connections_scenario(args, server, report).await?;
             history_scenario(args, server, report).await?;
             persist_scenario(args, server, report).await?;
-            room_scenario(args, server, report).await
+            room_scenario(args, server, report).await?;
+            slow_readers_scenario(args, server, report).await
         }
         Scenario::Relay => unreachable!("handled in main"),
     }
@@ -441,5 +458,65 @@ async fn room_scenario(args: &Args, server: &ServerOpts, report: &mut Report) ->
     }
     let nodelay = if opts.client_nodelay { "on" } else { "off" };
     report.note(format!("room: the generator's sockets had TCP_NODELAY {nodelay}"));
+    Ok(())
+}
+
+/// Slow readers on the main binary, then on `--compare-bin` if given.
+async fn slow_readers_scenario(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<(), String> {
+    let mut kinds = vec![Kind::Chatroom];
+    if args.compare_bin.is_some() && args.url.is_none() {
+        kinds.push(Kind::Compared);
+    }
+    // Paused readers must stay connected: binaries that have these flags
+    // get them, older ones (which never close a slow reader) do not.
+    let mut server = server.clone();
+    server.flags_if_supported.push(("--write-timeout-secs".into(), "600".into()));
+    server.flags_if_supported.push(("--ping-secs".into(), "0".into()));
+    let opts = slow_readers::SlowOpts {
+        readers: args.readers,
+        writers: args.writers,
+        megabytes: args.megabytes,
+        text_bytes: args.slow_text_bytes,
+        tag: run_tag(),
+    };
+    let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+    for kind in kinds {
+        let bin = if kind == Kind::Compared { server.compare_bin.clone() } else { Some(server.server_bin.clone()) };
+        let target = Target::start(&server, kind)?;
+        eprintln!(
+            "slow-readers: {} readers, {} MiB of {}-byte messages, {} writers, on {} ({}) at {}",
+            opts.readers,
+            opts.megabytes,
+            opts.text_bytes,
+            opts.writers,
+            target.label(),
+            bin.filter(|_| target.process.is_some()).map_or("--url".into(), |b| b.display().to_string()),
+            target.addr
+        );
+        let r = slow_readers::run(&target, &opts).await?;
+        let scenario = format!("slow-readers {} × {} MiB, {}", opts.readers, opts.megabytes, kind.label());
+        let secs = r.write_time.as_secs_f64();
+        report.info(&scenario, "messages written while paused", format!("{} of {} B in {secs:.2} s", thousands(r.messages as f64), opts.text_bytes));
+        let memory = |m: Option<slow_readers::Memory>| m.map_or("n/a".into(), |m| format!("{} (RSS now {})", mib(m.hwm_kib), mib(m.rss_kib)));
+        report.info(&scenario, "server peak RSS (VmHWM), readers joined", memory(r.before));
+        report.info(&scenario, "server peak RSS (VmHWM), after the writes", memory(r.after_writes));
+        report.info(&scenario, "server peak RSS (VmHWM), after catch-up", memory(r.after_catch_up));
+        let catch_up = r.catch_up().map_or("not complete".into(), |d| format!("{:.2} s", d.as_secs_f64()));
+        report.info(&scenario, "catch-up (resume → last reader has all)", catch_up.clone());
+        if let Some(cpu) = r.catch_up_cpu {
+            report.info(&scenario, "server CPU during catch-up", format!("{:.2} s", cpu.as_secs_f64()));
+        }
+        let (missing, dups, ooo) = (r.missing(), r.dups(), r.out_of_order());
+        report.check(&scenario, "missing / duplicated / out of order", format!("{missing} / {dups} / {ooo}"), "0 / 0 / 0", missing + dups + ooo == 0);
+        report.info(&scenario, "readers closed by the server (rejoined)", r.closed().to_string());
+        for e in r.readers.iter().filter_map(|x| x.error.as_ref()) {
+            report.note(format!("{scenario}: {e}"));
+        }
+        let warnings = target.warnings();
+        if warnings > 0 {
+            report.note(format!("{scenario}: the server logged {warnings} warnings (see stderr)"));
+        }
+        eprintln!("  catch-up {catch_up}; peak RSS {}", r.after_catch_up.map_or("n/a".into(), |m| mib(m.hwm_kib)));
+    }
     Ok(())
 }
