@@ -4,19 +4,33 @@
 //! cargo build --release --bin chatroom --bin chatroom-bench
 //! target/release/chatroom-bench fanout --find-max   # chatroom, then the relay
 //! target/release/chatroom-bench all                 # a quick run of everything
+//! target/release/chatroom-bench room --compare-bin OLD   # TCP_NODELAY before/after
+//! target/release/chatroom-bench slow-readers        # peak RSS with paused readers
 //! ```
 //!
 //! Each scenario starts what it measures as a child process —
 //! `target/release/chatroom` on a fresh temporary data directory, or the
 //! minimal relay (`chatroom-bench relay`) — so server CPU time and memory
 //! come from `/proc/<pid>`, apart from the generator's. `--url` points the
-//! fan-out, connections and persist scenarios at a server already running
-//! (no CPU or memory figures then).
+//! fan-out, connections, persist and room scenarios at a server already
+//! running (no CPU or memory figures then). `--compare-bin` starts a second
+//! chatroom binary for fan-out, room and slow-readers (before/after in one
+//! run); flags an older binary does not know are passed only to binaries
+//! whose `--help` lists them.
+//!
+//! Scenarios: `fanout` (N clients in M rooms at a rate, against the relays),
+//! `connections` (idle sockets: memory each), `history` (a 1,000,000-message
+//! room), `persist` (stored messages per second), `room` (20 guests chatting
+//! at a human pace, the generator's sockets *without* TCP_NODELAY: latency of
+//! each guest's own acknowledgement and the share ≥ 35 ms, where Nagle's
+//! algorithm meets delayed ACKs), `slow-readers` (readers that stop reading
+//! while ~50 MiB is posted, then resume: server peak RSS and catch-up time).
 //!
 //! Modules: `client` (HTTP/1.1 + WebSocket client), `process` (children and
 //! /proc), `target` (chatroom or relay), one module per scenario
-//! (`fanout`, `connections`, `history`, `persist`), `relay` (the baseline
-//! server), `stats` and `report` (the table).
+//! (`fanout` with `compare`, `connections`, `history`, `persist`, `room`,
+//! `slow_readers`), `relay` (the baseline server), `stats` and `report`
+//! (the table).
 
 mod client;
 mod compare;
