@@ -145,10 +145,19 @@ pub fn client_config(read_buffer: usize) -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(read_buffer).max_write_buffer_size(16 << 20)
 }
 
-/// Opens `ws://addr/ws`, with the session cookie when there is one.
+/// Opens `ws://addr/ws`, with the session cookie when there is one, with
+/// `TCP_NODELAY` set on the generator's side.
 pub async fn ws_connect(addr: SocketAddr, cookie: Option<&str>, read_buffer: usize) -> Result<Ws, String> {
+    ws_connect_with(addr, cookie, read_buffer, true).await
+}
+
+/// [`ws_connect`], choosing whether the generator's socket sets
+/// `TCP_NODELAY`. Without it the socket is what an ordinary client (a
+/// browser, a small script) may well have: Nagle's algorithm on, and the
+/// kernel's delayed ACKs for what it receives.
+pub async fn ws_connect_with(addr: SocketAddr, cookie: Option<&str>, read_buffer: usize, nodelay: bool) -> Result<Ws, String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    tcp.set_nodelay(nodelay).map_err(|e| e.to_string())?;
     let mut request = format!("ws://{addr}/ws").into_client_request().map_err(|e| e.to_string())?;
     if let Some(cookie) = cookie {
         let value = HeaderValue::from_str(cookie).map_err(|e| e.to_string())?;

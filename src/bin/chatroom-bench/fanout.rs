@@ -241,22 +241,22 @@ impl Recorder {
     }
 }
 
-/// What a message's `client_id` carries.
+/// What a message's `client_id` carries (the room scenario uses it too).
 #[derive(Debug, PartialEq, Eq)]
-struct Tag {
-    phase: u32,
-    sender: u32,
-    seq: u32,
-    scheduled_us: u64,
+pub struct Tag {
+    pub phase: u32,
+    pub sender: u32,
+    pub seq: u32,
+    pub scheduled_us: u64,
 }
 
-fn client_id(tag: &Tag) -> String {
+pub fn client_id(tag: &Tag) -> String {
     format!("{}.{}.{}.{}", tag.phase, tag.sender, tag.seq, tag.scheduled_us)
 }
 
 /// Finds the tag in a `message` frame without parsing the whole JSON (the
 /// generator must stay cheap): `client_id` is the last field.
-fn parse_client_id(frame: &str) -> Option<Tag> {
+pub fn parse_client_id(frame: &str) -> Option<Tag> {
     const KEY: &str = r#""client_id":""#;
     let start = frame.rfind(KEY)? + KEY.len();
     let value = &frame[start..start + frame[start..].find('"')?];

@@ -4,19 +4,33 @@
 //! cargo build --release --bin chatroom --bin chatroom-bench
 //! target/release/chatroom-bench fanout --find-max   # chatroom, then the relay
 //! target/release/chatroom-bench all                 # a quick run of everything
+//! target/release/chatroom-bench room --compare-bin OLD   # TCP_NODELAY before/after
+//! target/release/chatroom-bench slow-readers        # peak RSS with paused readers
 //! ```
 //!
 //! Each scenario starts what it measures as a child process —
 //! `target/release/chatroom` on a fresh temporary data directory, or the
 //! minimal relay (`chatroom-bench relay`) — so server CPU time and memory
 //! come from `/proc/<pid>`, apart from the generator's. `--url` points the
-//! fan-out, connections and persist scenarios at a server already running
-//! (no CPU or memory figures then).
+//! fan-out, connections, persist and room scenarios at a server already
+//! running (no CPU or memory figures then). `--compare-bin` starts a second
+//! chatroom binary for fan-out, room and slow-readers (before/after in one
+//! run); flags an older binary does not know are passed only to binaries
+//! whose `--help` lists them.
+//!
+//! Scenarios: `fanout` (N clients in M rooms at a rate, against the relays),
+//! `connections` (idle sockets: memory each), `history` (a 1,000,000-message
+//! room), `persist` (stored messages per second), `room` (20 guests chatting
+//! at a human pace, the generator's sockets *without* TCP_NODELAY: latency of
+//! each guest's own acknowledgement and the share ≥ 35 ms, where Nagle's
+//! algorithm meets delayed ACKs), `slow-readers` (readers that stop reading
+//! while ~50 MiB is posted, then resume: server peak RSS and catch-up time).
 //!
 //! Modules: `client` (HTTP/1.1 + WebSocket client), `process` (children and
 //! /proc), `target` (chatroom or relay), one module per scenario
-//! (`fanout`, `connections`, `history`, `persist`), `relay` (the baseline
-//! server), `stats` and `report` (the table).
+//! (`fanout` with `compare`, `connections`, `history`, `persist`, `room`,
+//! `slow_readers`), `relay` (the baseline server), `stats` and `report`
+//! (the table).
 
 mod client;
 mod compare;
@@ -27,6 +41,8 @@ mod persist;
 mod process;
 mod relay;
 mod report;
+mod room;
+mod slow_readers;
 mod stats;
 mod target;
 
@@ -38,6 +54,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::fanout::FanoutOpts;
+use crate::room::RoomOpts;
 use crate::report::Report;
 use crate::stats::{dur_ms, ms, thousands};
 use crate::target::{Kind, ServerOpts, Target};
@@ -54,6 +71,12 @@ enum Scenario {
     History,
     /// Many writers into one room: stored messages per second.
     Persist,
+    /// 20 guests chatting at a human pace in one room: acknowledgement
+    /// latency, share ≥ 35 ms (TCP_NODELAY); with --compare-bin, in turns.
+    Room,
+    /// Paused readers in a busy room, then resumed: server peak RSS and
+    /// catch-up time.
+    SlowReaders,
     /// A quick run of every scenario, one table.
     All,
     /// (internal) run the minimal relay server.
@@ -73,8 +96,8 @@ struct Args {
     /// The chatroom binary to start (default: next to this one).
     #[arg(long)]
     server_bin: Option<PathBuf>,
-    /// Fan-out: also measure this chatroom binary, in turns with the main
-    /// one (before/after comparisons on a noisy machine).
+    /// Fan-out, room, slow-readers: also measure this chatroom binary, in
+    /// turns with the main one (before/after comparisons on a noisy machine).
     #[arg(long)]
     compare_bin: Option<PathBuf>,
     /// Pin the generator to CPU 0 and servers to CPU 1 (default: let the
@@ -94,8 +117,8 @@ struct Args {
     /// Fan-out: seconds per fixed-rate phase.
     #[arg(long, default_value_t = 4.0)]
     secs: f64,
-    /// Runs of each fan-out rate (in turns; the median p99 is kept) and of
-    /// persist (the median rate is kept).
+    /// Runs of each fan-out rate (in turns; the median p99 is kept), of
+    /// persist (the median rate is kept) and of room (in turns; medians).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
     /// Fan-out: raise the rate until p99 > 50 ms or a message is lost.
@@ -119,7 +142,7 @@ struct Args {
     /// Fan-out: also run the tuned relay (small read buffers, like chatroom).
     #[arg(long)]
     tuned_relay: bool,
-    /// Message text length in bytes.
+    /// Message text length in bytes (fan-out, persist, room).
     #[arg(long, default_value_t = 200)]
     text_bytes: usize,
     /// Fan-out: seconds to wait for late deliveries after the last send.
@@ -137,12 +160,42 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     samples: usize,
 
-    /// Persist: concurrent writers.
+    /// Persist and slow-readers: concurrent writers (HTTP).
     #[arg(long, default_value_t = 64)]
     writers: usize,
     /// Persist: seconds.
     #[arg(long, default_value_t = 5.0)]
     persist_secs: f64,
+
+    /// Room: guests in the room.
+    #[arg(long, default_value_t = 20)]
+    guests: usize,
+    /// Room: seconds each run chats for.
+    #[arg(long, default_value_t = 20.0)]
+    room_secs: f64,
+    /// Room: mean seconds between two messages of one guest (each gap is
+    /// drawn evenly from half to one and a half of it).
+    #[arg(long, default_value_t = 1.0)]
+    interval_secs: f64,
+    /// Room: set TCP_NODELAY on the generator's sockets too (default: off,
+    /// like an ordinary client).
+    #[arg(long)]
+    client_nodelay: bool,
+    /// Room: turn TCP_QUICKACK off on the generator's sockets after every
+    /// read, so their kernel delays ACKs (a client that Linux's quick-ACK
+    /// heuristics do not help).
+    #[arg(long)]
+    client_delayed_ack: bool,
+
+    /// Slow-readers: sockets that stop reading, then resume.
+    #[arg(long, default_value_t = 5)]
+    readers: usize,
+    /// Slow-readers: MiB of message text written while they are paused.
+    #[arg(long, default_value_t = 50.0)]
+    megabytes: f64,
+    /// Slow-readers: text bytes per message.
+    #[arg(long, default_value_t = 1024)]
+    slow_text_bytes: usize,
 
     /// Relay (internal): read buffer per socket in bytes (default:
     /// tungstenite's 128 KiB).
@@ -202,6 +255,7 @@ fn server_opts(args: &Args) -> Result<ServerOpts, String> {
         server_bin: args.server_bin.clone().unwrap_or_else(|| process::sibling_binary("chatroom")),
         compare_bin: args.compare_bin.clone(),
         server_cpus: args.pin.then(|| "1".to_string()),
+        flags_if_supported: Vec::new(),
     })
 }
 
@@ -222,12 +276,16 @@ async fn run(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<()
         Scenario::Connections => connections_scenario(args, server, report).await,
         Scenario::History => history_scenario(args, server, report).await,
         Scenario::Persist => persist_scenario(args, server, report).await,
+        Scenario::Room => room_scenario(args, server, report).await,
+        Scenario::SlowReaders => slow_readers_scenario(args, server, report).await,
         Scenario::All => {
             let quick = Args { find_max: true, tuned_relay: true, ..clone_args(args) };
             fanout_scenario(&quick, server, report, &fanout_kinds(&quick)).await?;
             connections_scenario(args, server, report).await?;
             history_scenario(args, server, report).await?;
-            persist_scenario(args, server, report).await
+            persist_scenario(args, server, report).await?;
+            room_scenario(args, server, report).await?;
+            slow_readers_scenario(args, server, report).await
         }
         Scenario::Relay => unreachable!("handled in main"),
     }
@@ -340,6 +398,139 @@ async fn persist_scenario(args: &Args, server: &ServerOpts, report: &mut Report)
     report.info(&scenario, "generator CPU", format!("{:.0}% of its core", r.gen_cpu * 100.0));
     if r.gen_cpu > 0.9 {
         report.note(format!("{scenario}: the generator was the bottleneck ({:.0}% of its core)", r.gen_cpu * 100.0));
+    }
+    Ok(())
+}
+
+/// The room scenario: a fresh server per run; with `--compare-bin` the two
+/// binaries in turns, `--repeat` times each.
+async fn room_scenario(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<(), String> {
+    let mut kinds = vec![Kind::Chatroom];
+    if args.compare_bin.is_some() && args.url.is_none() {
+        kinds.push(Kind::Compared);
+    }
+    let opts = RoomOpts {
+        guests: args.guests,
+        secs: args.room_secs,
+        interval: args.interval_secs,
+        text_bytes: args.text_bytes,
+        client_nodelay: args.client_nodelay,
+        delayed_ack: args.client_delayed_ack,
+        tag: run_tag(),
+    };
+    let mut runs: Vec<Vec<room::RoomResult>> = kinds.iter().map(|_| Vec::new()).collect();
+    for r in 0..args.repeat.max(1) {
+        for (&kind, runs) in kinds.iter().zip(&mut runs) {
+            let target = Target::start(server, kind)?;
+            let bin = match kind {
+                Kind::Compared => server.compare_bin.as_deref(),
+                _ => target.process.as_ref().map(|_| server.server_bin.as_path()),
+            };
+            eprintln!(
+                "room: {} guests, one message every ~{} s for {} s, client TCP_NODELAY {}, on {} ({}) at {}",
+                opts.guests,
+                opts.interval,
+                opts.secs,
+                if opts.client_nodelay { "on" } else { "off" },
+                target.label(),
+                bin.map_or("--url".into(), |b| b.display().to_string()),
+                target.addr
+            );
+            let result = room::run(&target, &opts, r as u32 + 1).await?;
+            eprintln!("  {}", result.one_line(&format!("{} run {}", target.label(), r + 1)));
+            runs.push(result);
+        }
+    }
+    let pct = |v: f64| format!("{v:.1}%");
+    for (kind, runs) in kinds.iter().zip(&runs) {
+        let scenario = format!("room {} guests, {}", opts.guests, kind.label());
+        let of = |f: &dyn Fn(&room::RoomResult) -> u32| runs.iter().map(f).collect::<Vec<u32>>();
+        let acks: u64 = runs.iter().map(|r| r.ack.count).sum();
+        let sent: u64 = runs.iter().map(|r| r.sent).sum();
+        report.info(&scenario, "acknowledgements (own echo) / sends", format!("{acks} / {sent}"));
+        report.info(&scenario, "ack p50", room::median_text(&of(&|r| r.ack.p.p50), ms));
+        report.info(&scenario, "ack p99", room::median_text(&of(&|r| r.ack.p.p99), ms));
+        report.info(&scenario, "ack max", room::median_text(&of(&|r| r.ack.p.max), ms));
+        let slow: Vec<f64> = runs.iter().map(|r| r.ack.slow_pct()).collect();
+        let slow_acks: u64 = runs.iter().map(|r| r.ack.slow).sum();
+        let value = format!("{} ({slow_acks} of {acks})", room::median_text(&slow, pct));
+        if *kind == Kind::Chatroom {
+            report.check(&scenario, "acks ≥ 35 ms", value, "none", slow_acks == 0);
+        } else {
+            report.info(&scenario, "acks ≥ 35 ms", value);
+        }
+        report.info(&scenario, "delivery to others p50", room::median_text(&of(&|r| r.delivery.p.p50), ms));
+        report.info(&scenario, "delivery to others p99", room::median_text(&of(&|r| r.delivery.p.p99), ms));
+        report.info(&scenario, "delivery to others max", room::median_text(&of(&|r| r.delivery.p.max), ms));
+        let slow: Vec<f64> = runs.iter().map(|r| r.delivery.slow_pct()).collect();
+        report.info(&scenario, "deliveries ≥ 35 ms", room::median_text(&slow, pct));
+        let (lost, dups) = (runs.iter().map(|r| r.lost).sum::<u64>(), runs.iter().map(|r| r.dups).sum::<u64>());
+        report.check(&scenario, "lost / duplicated", format!("{lost} / {dups}"), "0 / 0", lost == 0 && dups == 0);
+        if let Some(e) = runs.iter().find_map(|r| r.first_error.clone()) {
+            report.note(format!("{scenario}: error frames, first: {e}"));
+        }
+    }
+    let nodelay = if opts.client_nodelay { "on" } else { "off" };
+    report.note(format!("room: the generator's sockets had TCP_NODELAY {nodelay}"));
+    Ok(())
+}
+
+/// Slow readers on the main binary, then on `--compare-bin` if given.
+async fn slow_readers_scenario(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<(), String> {
+    let mut kinds = vec![Kind::Chatroom];
+    if args.compare_bin.is_some() && args.url.is_none() {
+        kinds.push(Kind::Compared);
+    }
+    // Paused readers must stay connected: binaries that have these flags
+    // get them, older ones (which never close a slow reader) do not.
+    let mut server = server.clone();
+    server.flags_if_supported.push(("--write-timeout-secs".into(), "600".into()));
+    server.flags_if_supported.push(("--ping-secs".into(), "0".into()));
+    let opts = slow_readers::SlowOpts {
+        readers: args.readers,
+        writers: args.writers,
+        megabytes: args.megabytes,
+        text_bytes: args.slow_text_bytes,
+        tag: run_tag(),
+    };
+    let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+    for kind in kinds {
+        let bin = if kind == Kind::Compared { server.compare_bin.clone() } else { Some(server.server_bin.clone()) };
+        let target = Target::start(&server, kind)?;
+        eprintln!(
+            "slow-readers: {} readers, {} MiB of {}-byte messages, {} writers, on {} ({}) at {}",
+            opts.readers,
+            opts.megabytes,
+            opts.text_bytes,
+            opts.writers,
+            target.label(),
+            bin.filter(|_| target.process.is_some()).map_or("--url".into(), |b| b.display().to_string()),
+            target.addr
+        );
+        let r = slow_readers::run(&target, &opts).await?;
+        let scenario = format!("slow-readers {} × {} MiB, {}", opts.readers, opts.megabytes, kind.label());
+        let secs = r.write_time.as_secs_f64();
+        report.info(&scenario, "messages written while paused", format!("{} of {} B in {secs:.2} s", thousands(r.messages as f64), opts.text_bytes));
+        let memory = |m: Option<slow_readers::Memory>| m.map_or("n/a".into(), |m| format!("{} (RSS now {})", mib(m.hwm_kib), mib(m.rss_kib)));
+        report.info(&scenario, "server peak RSS (VmHWM), readers joined", memory(r.before));
+        report.info(&scenario, "server peak RSS (VmHWM), after the writes", memory(r.after_writes));
+        report.info(&scenario, "server peak RSS (VmHWM), after catch-up", memory(r.after_catch_up));
+        let catch_up = r.catch_up().map_or("not complete".into(), |d| format!("{:.2} s", d.as_secs_f64()));
+        report.info(&scenario, "catch-up (resume → last reader has all)", catch_up.clone());
+        if let Some(cpu) = r.catch_up_cpu {
+            report.info(&scenario, "server CPU during catch-up", format!("{:.2} s", cpu.as_secs_f64()));
+        }
+        let (missing, dups, ooo) = (r.missing(), r.dups(), r.out_of_order());
+        report.check(&scenario, "missing / duplicated / out of order", format!("{missing} / {dups} / {ooo}"), "0 / 0 / 0", missing + dups + ooo == 0);
+        report.info(&scenario, "readers closed by the server (rejoined)", r.closed().to_string());
+        for e in r.readers.iter().filter_map(|x| x.error.as_ref()) {
+            report.note(format!("{scenario}: {e}"));
+        }
+        let warnings = target.warnings();
+        if warnings > 0 {
+            report.note(format!("{scenario}: the server logged {warnings} warnings (see stderr)"));
+        }
+        eprintln!("  catch-up {catch_up}; peak RSS {}", r.after_catch_up.map_or("n/a".into(), |m| mib(m.hwm_kib)));
     }
     Ok(())
 }

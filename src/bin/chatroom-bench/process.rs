@@ -150,6 +150,8 @@ pub struct Usage {
     /// System (kernel) time alone: syscalls, and on loopback the TCP work.
     pub sys: Duration,
     pub rss_kib: u64,
+    /// Peak resident memory so far (`VmHWM`).
+    pub hwm_kib: u64,
     pub at: Option<Instant>,
 }
 
@@ -157,9 +159,15 @@ impl Usage {
     /// `pid` is a number or `self`.
     pub fn of_pid(pid: &str) -> Self {
         let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| cpu_from_stat(&s));
-        let rss = std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| rss_from_status(&s));
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let (user, sys) = cpu.unwrap_or_default();
-        Self { cpu: user + sys, sys, rss_kib: rss.unwrap_or(0), at: Some(Instant::now()) }
+        Self {
+            cpu: user + sys,
+            sys,
+            rss_kib: kib_from_status(&status, "VmRSS:").unwrap_or(0),
+            hwm_kib: kib_from_status(&status, "VmHWM:").unwrap_or(0),
+            at: Some(Instant::now()),
+        }
     }
 
     pub fn of_self() -> Self {
@@ -194,8 +202,9 @@ fn cpu_from_stat(stat: &str) -> Option<(Duration, Duration)> {
     Some((time(utime), time(stime)))
 }
 
-fn rss_from_status(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`).
+fn kib_from_status(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -242,7 +251,9 @@ mod tests {
     fn reads_proc_fields() {
         let stat = "1234 (my prog) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4 0";
         assert_eq!(cpu_from_stat(stat), Some((Duration::from_millis(2500), Duration::from_millis(500))));
-        assert_eq!(rss_from_status("Name:\tx\nVmRSS:\t  2048 kB\n"), Some(2048));
+        let status = "Name:\tx\nVmHWM:\t  4096 kB\nVmRSS:\t  2048 kB\n";
+        assert_eq!(kib_from_status(status, "VmRSS:"), Some(2048));
+        assert_eq!(kib_from_status(status, "VmHWM:"), Some(4096));
     }
 
     #[test]

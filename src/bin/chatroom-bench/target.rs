@@ -1,8 +1,10 @@
 //! What the load goes to: a chatroom server (started here as a child
 //! process, or already running at `--url`) or the baseline relay.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::client::{self, HttpConn};
 use crate::process::{self, ServerProcess, TempDir, Usage};
@@ -22,6 +24,10 @@ pub struct ServerOpts {
     pub compare_bin: Option<PathBuf>,
     /// CPUs for the server processes (`taskset -c`), if pinning.
     pub server_cpus: Option<String>,
+    /// Extra chatroom flags (`--flag`, value), each passed only to binaries
+    /// whose `--help` lists it: an older binary refuses a flag it does not
+    /// know, and before/after runs start both.
+    pub flags_if_supported: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +167,49 @@ fn spawn_chatroom(opts: &ServerOpts, bin: &Path, data_dir: &Path) -> Result<Serv
     }
     let mut command = process::command(bin, opts.server_cpus.as_deref());
     command.args(["--addr", "127.0.0.1:0", "--send-rate", "0", "--frame-rate", "0", "--data-dir"]).arg(data_dir);
+    for (flag, value) in &opts.flags_if_supported {
+        if supports(bin, flag) {
+            command.arg(flag).arg(value);
+        } else {
+            eprintln!("  {} does not know {flag}: started without it", bin.display());
+        }
+    }
     command.env("RUST_LOG", "info");
     ServerProcess::spawn("chatroom", command, CHATROOM_LISTENING)
+}
+
+/// Whether `bin --help` lists `flag` (asked once per binary).
+pub fn supports(bin: &Path, flag: &str) -> bool {
+    static HELP: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
+    let mut help = HELP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let text = help.entry(bin.to_path_buf()).or_insert_with(|| {
+        std::process::Command::new(bin)
+            .arg("--help")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    });
+    lists_flag(text, flag)
+}
+
+/// `flag` as a whole word of a `--help` text (`--ping-secs` is not
+/// `--ping-secs-max`).
+fn lists_flag(help: &str, flag: &str) -> bool {
+    help.match_indices(flag).any(|(at, _)| {
+        let after = help[at + flag.len()..].chars().next();
+        !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_whole_flags_in_help() {
+        let help = "Options:\n      --write-timeout-secs <WRITE_TIMEOUT_SECS>\n      --ping-secs-max <N>\n";
+        assert!(lists_flag(help, "--write-timeout-secs"));
+        assert!(!lists_flag(help, "--ping-secs"));
+        assert!(!lists_flag(help, "--write-timeout"));
+    }
 }
