@@ -215,18 +215,23 @@ async fn write_loop(mut conn: HttpConn, next: Rc<Cell<u64>>, total: u64, text: R
         if res.status != 201 {
             return Err(format!("POST {path}: HTTP {} {}", res.status, String::from_utf8_lossy(&res.body)));
         }
-        let id = message_id(std::str::from_utf8(&res.body).unwrap_or("")).ok_or("POST answer without an id")?;
+        let body = String::from_utf8_lossy(&res.body);
+        let id = message_id(&body).ok_or_else(|| format!("POST answer without an id: {}", body.chars().take(200).collect::<String>()))?;
         highest = highest.max(id);
     }
 }
 
-/// The `id` of a message, as a `message` frame or a bare message object
-/// (both put it first).
+/// The `id` of a message, as a `message` frame or a bare message object.
+/// Cheap when `id` comes first (every frame does: the readers go through
+/// tens of megabytes); otherwise the JSON is parsed (servers since the
+/// event log answer a post with `id` elsewhere).
 pub fn message_id(json: &str) -> Option<u64> {
     let rest = json.strip_prefix(r#"{"type":"message","#).unwrap_or_else(|| json.strip_prefix('{').unwrap_or(json));
-    let digits = rest.strip_prefix(r#""id":"#)?;
-    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
-    digits[..end].parse().ok()
+    if let Some(digits) = rest.strip_prefix(r#""id":"#) {
+        let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+        return digits[..end].parse().ok();
+    }
+    serde_json::from_str::<serde_json::Value>(json).ok()?.get("id")?.as_u64()
 }
 
 /// Which ids of 1..=total a reader has.
@@ -356,6 +361,7 @@ mod tests {
     fn reads_ids_of_frames_and_messages() {
         assert_eq!(message_id(r#"{"type":"message","id":42,"room":"r","user":"u"}"#), Some(42));
         assert_eq!(message_id(r#"{"id":7,"room":"r"}"#), Some(7));
+        assert_eq!(message_id(r#"{"room":"r","seq":8,"id":8,"text":"x"}"#), Some(8));
         assert_eq!(message_id(r#"{"type":"joined","room":"r"}"#), None);
     }
 
