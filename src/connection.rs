@@ -41,7 +41,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use crate::auth::sessions::{EndReason, Session};
 use crate::error::ChatError;
 use crate::chat::{Actor, Chat};
-use crate::hub::RoomEvent;
+use crate::fanout::RoomEvent;
 use crate::model::{MAX_CLIENT_ID, RoomName};
 use crate::protocol::{ClientEvent, HistoryItem, ServerEvent};
 use crate::rate::{RateLimiter, SendRate};

@@ -10,7 +10,9 @@
 //! - [`protocol`]: WebSocket frames (serde enums tagged by `type`).
 //! - [`store`]: the storage trait and its JSON-lines backend — the only
 //!   code that touches files.
-//! - [`hub`]: per-room writer (store, then broadcast), channels, presence.
+//! - [`hub`]: per-room writer (store, then publish), presence, idle rooms.
+//! - [`fanout`]: the seam that carries room events to connections
+//!   (`LocalFanout`: one broadcast channel per room).
 //! - [`auth`]: guests, sessions.
 //! - [`chat`]: the use cases (send, edit, delete, history, rooms, …), one
 //!   method per action, for every transport.
@@ -27,6 +29,7 @@ pub mod chat;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod fanout;
 pub mod http;
 pub mod hub;
 pub mod model;
@@ -49,6 +52,7 @@ pub use crate::config::Config;
 use crate::auth::Auth;
 use crate::error::ChatError;
 use crate::chat::Chat;
+use crate::fanout::LocalFanout;
 use crate::hub::{Hub, HubSettings};
 use crate::store::MessageStore;
 use crate::store::jsonl::{JsonlAccounts, JsonlStore};
@@ -84,6 +88,7 @@ impl App {
         let connections = TaskTracker::new();
         let hub = Hub::new(
             self.store.clone(),
+            Arc::new(LocalFanout::default()),
             HubSettings { room_create_rate: self.config.room_create_rate, room_idle: self.config.room_idle },
         );
         let state = http::State {

@@ -7,7 +7,7 @@ use tokio::sync::broadcast;
 
 use super::{Actor, Chat};
 use crate::error::ChatError;
-use crate::hub::RoomEvent;
+use crate::fanout::RoomEvent;
 use crate::model::{Message, NewEvent, RoomName, StoredEvent, validate_client_id, validate_text};
 use crate::store::{Appended, HistoryQuery, MAX_PAGE};
 

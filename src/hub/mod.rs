@@ -1,25 +1,27 @@
-//! The hub: where messages are sequenced, stored, then fanned out.
+//! The hub: where room events are sequenced, stored, then published.
 //!
-//! Each room that is in use has one [`RoomChannel`], created on first use:
-//! - a **writer task** that takes every queued send of the room, stores the
-//!   batch with one append, and only then broadcasts the stored messages, in
-//!   id order. One writer per room is what makes "broadcast only after
-//!   persisted" and "clients see ids in order" hold at once, and batching is
-//!   what makes persistence cheap under load;
-//! - a tokio **broadcast channel** that carries pre-serialised frames to
-//!   every connection that joined the room (serialised once, shared by all);
+//! Each room that is in use has one `RoomChannel`, created on first use:
+//! - a **writer task** that takes every queued event of the room (posts,
+//!   edits, deletes), stores the batch with one append, and only then
+//!   publishes the stored events through the [`Fanout`] seam, in seq order.
+//!   One writer per room is what makes "published only after persisted" and
+//!   "clients see seqs in order" hold at once, and batching is what makes
+//!   persistence cheap under load;
 //! - the room's **presence**: who has it open, counted per user so a user
-//!   with two tabs goes offline only when both close.
+//!   with two tabs goes offline only when both close. Presence and typing
+//!   hints go out through the same fan-out, without a seq.
 //!
-//! Lag policy: the broadcast channel keeps [`ROOM_CHANNEL_CAPACITY`] events.
-//! A connection that falls further behind gets `Lagged` and re-reads the
-//! missed messages from the store (see `connection`), so a slow client
-//! loses typing/presence hints but never a message.
+//! Lag policy: the fan-out keeps a bounded window per room
+//! (`fanout::ROOM_CHANNEL_CAPACITY`). A connection that falls further
+//! behind gets `Lagged` and re-reads the missed events from the store (see
+//! `connection`), so a slow client loses typing/presence hints but never a
+//! message.
 //!
 //! Release: a room that nobody has open and nobody has used for
-//! `room_idle` loses its channel (and writer task), and the store is asked
-//! to close its file; the next use makes both anew. So open files and
-//! memory follow the rooms in use, not every room ever touched.
+//! `room_idle` loses its channel (and writer task) and its fan-out channel,
+//! and the store is asked to close its file; the next use makes them anew.
+//! So open files and memory follow the rooms in use, not every room ever
+//! touched.
 //!
 //! Room creation is paced here: a token bucket per user and a five times
 //! bigger one per address.
@@ -33,40 +35,20 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use self::presence::Presence;
 use crate::error::ChatError;
 use crate::config::ROOMS_PER_ADDRESS_FACTOR;
+use crate::fanout::{Fanout, RoomEvent};
 use crate::model::{Message, NewEvent, RoomName, StoredEvent, Username};
 use crate::protocol::ServerEvent;
 use crate::rate::{KeyedLimiter, SendRate};
 use crate::store::{Appended, HistoryQuery, MessageStore, RoomInfo};
 
-/// Events a room's broadcast channel holds for a slow receiver.
-pub const ROOM_CHANNEL_CAPACITY: usize = 4096;
 /// Sends queued for one room's writer before senders wait.
 const WRITER_QUEUE: usize = 4096;
 /// Most messages stored in one append.
 const MAX_BATCH: usize = 1024;
-
-/// One event on a room's channel, serialised once for every receiver.
-#[derive(Debug)]
-pub struct RoomEvent {
-    /// The JSON text frame.
-    pub frame: Utf8Bytes,
-    /// Set for stored events: receivers skip seqs they already have.
-    pub seq: Option<u64>,
-    /// Set for events that must not go back to their author (typing,
-    /// presence): the author's lower-cased name.
-    pub skip_user: Option<String>,
-}
-
-impl RoomEvent {
-    fn new(event: &ServerEvent, seq: Option<u64>, skip_user: Option<String>) -> Arc<Self> {
-        Arc::new(Self { frame: event.to_json().into(), seq, skip_user })
-    }
-}
 
 struct SendRequest {
     event: NewEvent,
@@ -74,7 +56,6 @@ struct SendRequest {
 }
 
 struct RoomChannel {
-    events: broadcast::Sender<Arc<RoomEvent>>,
     writer: mpsc::Sender<SendRequest>,
     presence: Mutex<Presence>,
     /// When the room was last used, in ms since [`EPOCH`].
@@ -93,10 +74,10 @@ impl RoomChannel {
         self.last_used.store(now_ms(), Ordering::Relaxed);
     }
 
-    /// Nobody has it open and nobody used it for `idle`.
-    fn is_idle(&self, idle: Duration) -> bool {
+    /// Nobody used it for `idle`.
+    fn is_unused_for(&self, idle: Duration) -> bool {
         let unused_ms = now_ms().saturating_sub(self.last_used.load(Ordering::Relaxed));
-        self.events.receiver_count() == 0 && Duration::from_millis(unused_ms) >= idle
+        Duration::from_millis(unused_ms) >= idle
     }
 }
 
@@ -123,6 +104,7 @@ pub struct Hub {
 
 struct HubInner {
     store: Arc<dyn MessageStore>,
+    fanout: Arc<dyn Fanout>,
     rooms: Mutex<HashMap<RoomName, Arc<RoomChannel>>>,
     creation: Option<CreationPace>,
 }
@@ -130,7 +112,7 @@ struct HubInner {
 impl Hub {
     /// A hub over `store`; starts the task that releases idle rooms (it
     /// ends when the last handle on the hub is dropped).
-    pub fn new(store: Arc<dyn MessageStore>, settings: HubSettings) -> Self {
+    pub fn new(store: Arc<dyn MessageStore>, fanout: Arc<dyn Fanout>, settings: HubSettings) -> Self {
         let creation = settings.room_create_rate.map(|rate| CreationPace {
             users: KeyedLimiter::new(rate),
             addresses: KeyedLimiter::new(SendRate {
@@ -138,7 +120,7 @@ impl Hub {
                 burst: rate.burst.saturating_mul(ROOMS_PER_ADDRESS_FACTOR),
             }),
         });
-        let inner = Arc::new(HubInner { store, rooms: Mutex::new(HashMap::new()), creation });
+        let inner = Arc::new(HubInner { store, fanout, rooms: Mutex::new(HashMap::new()), creation });
         tokio::spawn(release_idle_rooms(Arc::downgrade(&inner), settings.room_idle));
         Self { inner }
     }
@@ -167,10 +149,9 @@ impl Hub {
         }
         let mut rooms = self.inner.rooms.lock().expect("rooms lock");
         let channel = rooms.entry(room.clone()).or_insert_with(|| {
-            let (events, _) = broadcast::channel(ROOM_CHANNEL_CAPACITY);
             let (writer, queue) = mpsc::channel(WRITER_QUEUE);
-            tokio::spawn(run_writer(self.inner.store.clone(), room.clone(), queue, events.clone()));
-            Arc::new(RoomChannel { events, writer, presence: Mutex::new(Presence::default()), last_used: AtomicU64::new(0) })
+            tokio::spawn(run_writer(self.inner.store.clone(), self.inner.fanout.clone(), room.clone(), queue));
+            Arc::new(RoomChannel { writer, presence: Mutex::new(Presence::default()), last_used: AtomicU64::new(0) })
         });
         channel.touch();
         Ok(channel.clone())
@@ -179,7 +160,8 @@ impl Hub {
     /// Starts receiving a room's events. Subscribe *before* reading history
     /// so nothing falls between the two (duplicates are skipped by id).
     pub async fn subscribe(&self, room: &RoomName) -> Result<broadcast::Receiver<Arc<RoomEvent>>, ChatError> {
-        Ok(self.channel(room).await?.events.subscribe())
+        self.channel(room).await?;
+        Ok(self.inner.fanout.subscribe(room))
     }
 
     /// Stores an event (a post, an edit, a delete), then broadcasts it.
@@ -252,7 +234,7 @@ impl Hub {
         let channel = self.channel(room).await?;
         let first = channel.presence.lock().expect("presence lock").enter(user);
         if first {
-            announce_presence(&channel, room, user, true);
+            self.announce_presence(room, user, true);
         }
         Ok(())
     }
@@ -264,7 +246,7 @@ impl Hub {
         };
         let last = channel.presence.lock().expect("presence lock").exit(user);
         if last {
-            announce_presence(&channel, room, user, false);
+            self.announce_presence(room, user, false);
         }
     }
 
@@ -281,10 +263,15 @@ impl Hub {
 
     /// Tells the others in the room that `user` is typing.
     pub async fn typing(&self, room: &RoomName, user: &str) -> Result<(), ChatError> {
-        let channel = self.channel(room).await?;
+        self.channel(room).await?;
         let event = ServerEvent::Typing { room: room.to_string(), user: user.to_string() };
-        let _ = channel.events.send(RoomEvent::new(&event, None, Some(user.to_lowercase())));
+        self.inner.fanout.publish(room, &|| RoomEvent::new(&event, None, Some(user.to_lowercase())));
         Ok(())
+    }
+
+    fn announce_presence(&self, room: &RoomName, user: &str, online: bool) {
+        let event = ServerEvent::Presence { room: room.to_string(), user: user.to_string(), online };
+        self.inner.fanout.publish(room, &|| RoomEvent::new(&event, None, Some(user.to_lowercase())));
     }
 }
 
@@ -299,7 +286,11 @@ async fn release_idle_rooms(hub: Weak<HubInner>, idle: Duration) {
         // A channel held elsewhere (a send in flight) is in use: keep it.
         // Checked under the rooms lock, so no one can take a new handle
         // on a channel while it is being dropped.
-        hub.rooms.lock().expect("rooms lock").retain(|_, ch| Arc::strong_count(ch) > 1 || !ch.is_idle(idle));
+        let fanout = &hub.fanout;
+        hub.rooms.lock().expect("rooms lock").retain(|room, ch| {
+            let in_use = Arc::strong_count(ch) > 1 || !ch.is_unused_for(idle) || fanout.has_subscribers(room);
+            in_use || !fanout.release(room)
+        });
         match hub.store.release_idle(idle).await {
             Ok(0) => {}
             Ok(closed) => tracing::debug!(closed, "closed idle rooms"),
@@ -308,31 +299,18 @@ async fn release_idle_rooms(hub: Weak<HubInner>, idle: Duration) {
     }
 }
 
-fn announce_presence(channel: &RoomChannel, room: &RoomName, user: &str, online: bool) {
-    let event = ServerEvent::Presence { room: room.to_string(), user: user.to_string(), online };
-    // No receivers is fine: nobody to tell.
-    let _ = channel.events.send(RoomEvent::new(&event, None, Some(user.to_lowercase())));
-}
-
 /// A room's writer: drains queued events, stores them as one batch, answers
 /// each sender, then broadcasts the new events in seq order.
-async fn run_writer(
-    store: Arc<dyn MessageStore>,
-    room: RoomName,
-    mut queue: mpsc::Receiver<SendRequest>,
-    events: broadcast::Sender<Arc<RoomEvent>>,
-) {
+async fn run_writer(store: Arc<dyn MessageStore>, fanout: Arc<dyn Fanout>, room: RoomName, mut queue: mpsc::Receiver<SendRequest>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (new_events, replies): (Vec<NewEvent>, Vec<_>) = batch.drain(..).map(|r| (r.event, r.reply)).unzip();
         match store.append(&room, new_events).await {
             Ok(results) => {
                 for (result, reply) in results.into_iter().zip(replies) {
-                    // Nobody has the room open (posts over HTTP): no frame to build.
-                    if let (Ok(Appended::New(stored)), true) = (&result, events.receiver_count() > 0) {
-                        let seq = stored.seq;
-                        let frame = ServerEvent::from_stored(stored.clone());
-                        let _ = events.send(RoomEvent::new(&frame, Some(seq), None));
+                    // Nobody has the room open (posts over HTTP): no frame is built.
+                    if let Ok(Appended::New(stored)) = &result {
+                        fanout.publish(&room, &|| RoomEvent::new(&ServerEvent::from_stored(stored.clone()), Some(stored.seq), None));
                     }
                     let _ = reply.send(result);
                 }

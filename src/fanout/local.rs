@@ -1,0 +1,68 @@
+//! The fan-out within one process: a tokio broadcast channel per room,
+//! made on first subscribe and forgotten when released.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+use super::{Fanout, ROOM_CHANNEL_CAPACITY, RoomEvent};
+use crate::model::RoomName;
+
+#[derive(Default)]
+pub struct LocalFanout {
+    rooms: Mutex<HashMap<RoomName, broadcast::Sender<Arc<RoomEvent>>>>,
+}
+
+impl Fanout for LocalFanout {
+    fn publish(&self, room: &RoomName, make: &dyn Fn() -> Arc<RoomEvent>) {
+        let sender = self.rooms.lock().expect("fan-out rooms").get(room).filter(|s| s.receiver_count() > 0).cloned();
+        if let Some(sender) = sender {
+            // Receivers that left meanwhile are fine: nobody to tell.
+            let _ = sender.send(make());
+        }
+    }
+
+    fn subscribe(&self, room: &RoomName) -> broadcast::Receiver<Arc<RoomEvent>> {
+        let mut rooms = self.rooms.lock().expect("fan-out rooms");
+        rooms.entry(room.clone()).or_insert_with(|| broadcast::channel(ROOM_CHANNEL_CAPACITY).0).subscribe()
+    }
+
+    fn has_subscribers(&self, room: &RoomName) -> bool {
+        self.rooms.lock().expect("fan-out rooms").get(room).is_some_and(|s| s.receiver_count() > 0)
+    }
+
+    fn release(&self, room: &RoomName) -> bool {
+        let mut rooms = self.rooms.lock().expect("fan-out rooms");
+        if rooms.get(room).is_some_and(|s| s.receiver_count() > 0) {
+            return false;
+        }
+        rooms.remove(room);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ServerEvent;
+
+    fn typing(user: &str) -> Arc<RoomEvent> {
+        RoomEvent::new(&ServerEvent::Typing { room: "general".into(), user: user.into() }, None, None)
+    }
+
+    #[test]
+    fn subscribers_get_what_is_published_and_nothing_is_built_for_none() {
+        let fanout = LocalFanout::default();
+        let room = RoomName::parse("general").unwrap();
+        fanout.publish(&room, &|| panic!("built for nobody"));
+        let mut rx = fanout.subscribe(&room);
+        assert!(fanout.has_subscribers(&room));
+        assert!(!fanout.release(&room), "released with a subscriber");
+        fanout.publish(&room, &|| typing("ann"));
+        assert!(rx.try_recv().unwrap().frame.contains("ann"));
+        drop(rx);
+        assert!(fanout.release(&room));
+        assert!(!fanout.has_subscribers(&room));
+    }
+}

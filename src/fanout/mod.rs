@@ -1,0 +1,58 @@
+//! The fan-out seam: how a stored room event — and the live-only presence
+//! and typing hints — reach every connection that opened the room.
+//!
+//! The hub publishes each event once, after the store returned; every
+//! connection, the writer's own included, delivers from [`Fanout::subscribe`].
+//! A subscriber that falls behind gets `Lagged` and re-reads from the store by
+//! `seq` (see `connection`), so the fan-out may drop what a slow subscriber
+//! missed: the store is the truth, the fan-out only carries live traffic.
+//!
+//! [`LocalFanout`] keeps one tokio broadcast channel per room in this
+//! process. Several nodes will put a shared broker behind the same trait.
+
+mod local;
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+pub use self::local::LocalFanout;
+use crate::model::RoomName;
+use crate::protocol::ServerEvent;
+
+/// Events a room's channel holds for a slow subscriber.
+pub const ROOM_CHANNEL_CAPACITY: usize = 4096;
+
+/// One event on a room's channel, serialised once for every receiver.
+#[derive(Debug)]
+pub struct RoomEvent {
+    /// The JSON text frame.
+    pub frame: Utf8Bytes,
+    /// Set for stored events: receivers skip seqs they already have.
+    pub seq: Option<u64>,
+    /// Set for events that must not go back to their author (typing,
+    /// presence): the author's lower-cased name.
+    pub skip_user: Option<String>,
+}
+
+impl RoomEvent {
+    pub fn new(event: &ServerEvent, seq: Option<u64>, skip_user: Option<String>) -> Arc<Self> {
+        Arc::new(Self { frame: event.to_json().into(), seq, skip_user })
+    }
+}
+
+/// Publish a room's events; subscribe to them.
+pub trait Fanout: Send + Sync + 'static {
+    /// Sends the event `make` builds to the room's subscribers; builds
+    /// nothing when the room has none.
+    fn publish(&self, room: &RoomName, make: &dyn Fn() -> Arc<RoomEvent>);
+    /// Starts receiving the room's events. Subscribe *before* reading
+    /// history, so nothing falls between the two.
+    fn subscribe(&self, room: &RoomName) -> broadcast::Receiver<Arc<RoomEvent>>;
+    /// Whether anyone here receives the room's events.
+    fn has_subscribers(&self, room: &RoomName) -> bool;
+    /// Forgets a room nobody receives (its channel's memory); `false` if
+    /// someone does.
+    fn release(&self, room: &RoomName) -> bool;
+}
