@@ -331,7 +331,7 @@ mod tests {
     impl FlakyStore {
         fn write(&self) -> Result<(), ChatError> {
             if self.full.load(Ordering::SeqCst) {
-                Err(ChatError::Storage(std::io::Error::from_raw_os_error(28)))
+                Err(ChatError::Storage(crate::store::StoreError::Unavailable("the disk is full".into())))
             } else {
                 Ok(())
             }

@@ -15,7 +15,10 @@
 //! - Callers serialise appends per room (the hub does); reads may run
 //!   concurrently with an append.
 
+mod error;
 pub mod jsonl;
+
+pub use self::error::StoreError;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
