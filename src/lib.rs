@@ -43,7 +43,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 pub use crate::config::Config;
-use crate::auth::Auth;
+use crate::auth::{Auth, AuthStores};
 use crate::error::ChatError;
 use crate::hub::{Hub, HubSettings};
 use crate::store::MessageStore;
@@ -65,11 +65,11 @@ impl App {
         let dir = config.data_dir.clone();
         let sync = config.sync_writes;
         let (store, accounts) = tokio::task::spawn_blocking(move || {
-            Ok::<_, std::io::Error>((JsonlStore::open(&dir, sync)?, JsonlAccounts::open(&dir)?))
+            Ok::<_, ChatError>((JsonlStore::open(&dir, sync)?, JsonlAccounts::open(&dir)?))
         })
         .await
         .map_err(|e| ChatError::Internal(e.to_string()))??;
-        let auth = Auth::open(Arc::new(accounts), config.session_limits, config.guests_allowed).await?;
+        let auth = Auth::open(AuthStores::of(Arc::new(accounts)), config.session_limits, config.guests_allowed).await?;
         Ok(Self { config: Arc::new(config), store: Arc::new(store), auth: Arc::new(auth) })
     }
 

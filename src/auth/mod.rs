@@ -2,8 +2,8 @@
 //! subscriptions.
 //!
 //! Knows nothing of HTTP: the `http` module reads the cookie and the client
-//! address and calls in here. Persistence goes through
-//! [`AccountStore`](crate::store::AccountStore).
+//! address and calls in here. Persistence goes through the store traits
+//! it is given ([`AuthStores`]), whatever the backend.
 
 pub mod password;
 pub mod sessions;
@@ -19,7 +19,7 @@ use self::throttle::{Attempt, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USER, T
 use crate::error::ChatError;
 use crate::model::DEFAULT_ROOM;
 use crate::model::{RoomName, Username, now_rfc3339};
-use crate::store::{AccountStore, UserRecord};
+use crate::store::{SessionStore, SubscriptionStore, UserRecord, UserStore};
 
 /// A guest name stays held this long after its holder's last activity,
 /// even with no socket open (so a polling client keeps its name).
@@ -30,8 +30,23 @@ const PERSIST_ACTIVITY_EVERY: Duration = Duration::from_secs(60);
 /// A new session: the raw id (for the cookie, shown once) and the session.
 pub type NewSession = (String, Arc<Session>);
 
+/// The stores auth works through, one per concern.
+#[derive(Clone)]
+pub struct AuthStores {
+    pub users: Arc<dyn UserStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub subscriptions: Arc<dyn SubscriptionStore>,
+}
+
+impl AuthStores {
+    /// Every store from one backend that keeps them all.
+    pub fn of<B: UserStore + SessionStore + SubscriptionStore>(backend: Arc<B>) -> Self {
+        Self { users: backend.clone(), sessions: backend.clone(), subscriptions: backend }
+    }
+}
+
 pub struct Auth {
-    store: Arc<dyn AccountStore>,
+    stores: AuthStores,
     sessions: SessionTable,
     limits: SessionLimits,
     guests_allowed: bool,
@@ -47,9 +62,9 @@ pub struct Auth {
 
 impl Auth {
     /// Builds the service and restores the stored sessions still live.
-    pub async fn open(store: Arc<dyn AccountStore>, limits: SessionLimits, guests_allowed: bool) -> Result<Self, ChatError> {
+    pub async fn open(stores: AuthStores, limits: SessionLimits, guests_allowed: bool) -> Result<Self, ChatError> {
         let auth = Self {
-            store,
+            stores,
             sessions: SessionTable::default(),
             limits,
             guests_allowed,
@@ -59,13 +74,13 @@ impl Auth {
             unwritten_ends: std::sync::Mutex::new(Vec::new()),
         };
         let mut unreadable = Vec::new();
-        for record in auth.store.load_sessions().await? {
+        for record in auth.stores.sessions.load_sessions().await? {
             let id_hash = record.id_hash.clone();
             if auth.sessions.restore(record).is_none() {
                 unreadable.push(id_hash);
             }
         }
-        auth.store.delete_sessions(unreadable).await?;
+        auth.stores.sessions.delete_sessions(unreadable).await?;
         auth.upkeep().await?; // ends those that expired while the server was down
         tokio::task::spawn_blocking(password::warm_up).await.map_err(|e| ChatError::Internal(e.to_string()))?;
         Ok(auth)
@@ -80,7 +95,7 @@ impl Auth {
     pub async fn sign_up(&self, name: &str, password: String, current: Option<&Arc<Session>>) -> Result<NewSession, ChatError> {
         let user = Username::parse(name)?;
         password::check_strength(&password)?;
-        if self.store.find_look_alike(&user).await?.is_some() {
+        if self.stores.users.find_look_alike(&user).await?.is_some() {
             return Err(ChatError::NameTaken(user.to_string()));
         }
         let password_hash = self.hasher.hash(password).await?;
@@ -89,7 +104,7 @@ impl Auth {
             return Err(ChatError::NameTaken(user.to_string()));
         }
         let record = UserRecord { username: user.to_string(), password_hash, created_at: now_rfc3339() };
-        self.store.create_user(record).await?;
+        self.stores.users.create_user(record).await?;
         tracing::info!(user = %user, "account created");
         self.subscribe_to_default_room(&user.key()).await?;
         self.start_session(user, false, current).await
@@ -139,7 +154,7 @@ impl Auth {
     /// invalid name is checked against a dummy hash, so it takes as long.
     async fn check_password(&self, name: &str, password: String) -> Result<Option<Username>, ChatError> {
         let record = match Username::parse(name) {
-            Ok(user) => self.store.find_user(&user.key()).await?,
+            Ok(user) => self.stores.users.find_user(&user.key()).await?,
             Err(_) => None,
         };
         let phc = record.as_ref().map(|r| r.password_hash.clone());
@@ -160,7 +175,7 @@ impl Auth {
         }
         let user = Username::parse(name)?;
         let _claim = self.name_claims.lock().await;
-        if self.guest_holds(&user, current) || self.store.find_look_alike(&user).await?.is_some() {
+        if self.guest_holds(&user, current) || self.stores.users.find_look_alike(&user).await?.is_some() {
             return Err(ChatError::NameTaken(user.to_string()));
         }
         let idle_holders: Vec<String> = self
@@ -194,10 +209,10 @@ impl Auth {
             self.end_sessions(vec![current.id_hash.clone()], EndReason::Replaced).await?;
         }
         let (raw, session) = self.sessions.create(user, guest);
-        if let Err(e) = self.store.save_session(session.record()).await {
+        if let Err(e) = self.stores.sessions.save_session(session.record()).await {
             // Never written, never handed out: just drop it.
             self.sessions.end(&session.id_hash, EndReason::Expired);
-            return Err(e);
+            return Err(e.into());
         }
         if guest && let Err(e) = self.subscribe_to_default_room(&subscriber_key(&session)).await {
             // Written but never handed out: end it (upkeep retries a failed end).
@@ -211,7 +226,7 @@ impl Auth {
     /// the default room.
     async fn subscribe_to_default_room(&self, subscriber: &str) -> Result<(), ChatError> {
         let general = RoomName::parse(DEFAULT_ROOM).expect("valid default room");
-        self.store.subscribe(subscriber, &general).await
+        Ok(self.stores.subscriptions.subscribe(subscriber, &general).await?)
     }
 
     /// The live session behind a cookie value, marked active now.
@@ -253,9 +268,9 @@ impl Auth {
     /// them (a guest's last as long as its session). Safe to repeat.
     async fn write_ends(&self, ended: &[Arc<Session>]) -> Result<(), ChatError> {
         for session in ended.iter().filter(|s| s.guest) {
-            self.store.clear_subscriptions(&subscriber_key(session)).await?;
+            self.stores.subscriptions.clear_subscriptions(&subscriber_key(session)).await?;
         }
-        self.store.delete_sessions(ended.iter().map(|s| s.id_hash.clone()).collect()).await
+        Ok(self.stores.sessions.delete_sessions(ended.iter().map(|s| s.id_hash.clone()).collect()).await?)
     }
 
     /// Retries writing the ends that failed before (upkeep, and shutdown).
@@ -285,22 +300,22 @@ impl Auth {
             .filter_map(|s| s.take_unpersisted_activity(PERSIST_ACTIVITY_EVERY).map(|at| (s.id_hash.clone(), at)))
             .collect();
         if !seen.is_empty() {
-            self.store.touch_sessions(seen).await?;
+            self.stores.sessions.touch_sessions(seen).await?;
         }
         Ok(count)
     }
 
     /// Rooms the session's user subscribes to.
     pub async fn subscriptions(&self, session: &Session) -> Result<Vec<String>, ChatError> {
-        self.store.subscriptions(&subscriber_key(session)).await
+        Ok(self.stores.subscriptions.subscriptions(&subscriber_key(session)).await?)
     }
 
     pub async fn subscribe(&self, session: &Session, room: &RoomName) -> Result<(), ChatError> {
-        self.store.subscribe(&subscriber_key(session), room).await
+        Ok(self.stores.subscriptions.subscribe(&subscriber_key(session), room).await?)
     }
 
     pub async fn unsubscribe(&self, session: &Session, room: &RoomName) -> Result<(), ChatError> {
-        self.store.unsubscribe(&subscriber_key(session), room).await
+        Ok(self.stores.subscriptions.unsubscribe(&subscriber_key(session), room).await?)
     }
 }
 
@@ -318,7 +333,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::store::SessionRecord;
+    use crate::store::{SessionRecord, StoreError};
 
     /// Remembers only which sessions were deleted; every write fails while
     /// `full` is set.
@@ -329,9 +344,9 @@ mod tests {
     }
 
     impl FlakyStore {
-        fn write(&self) -> Result<(), ChatError> {
+        fn write(&self) -> Result<(), StoreError> {
             if self.full.load(Ordering::SeqCst) {
-                Err(ChatError::Storage(crate::store::StoreError::Unavailable("the disk is full".into())))
+                Err(StoreError::Unavailable("the disk is full".into()))
             } else {
                 Ok(())
             }
@@ -343,47 +358,58 @@ mod tests {
     }
 
     #[async_trait]
-    impl AccountStore for FlakyStore {
-        async fn create_user(&self, _: UserRecord) -> Result<(), ChatError> {
+    impl UserStore for FlakyStore {
+        async fn create_user(&self, _: UserRecord) -> Result<(), StoreError> {
             self.write()
         }
-        async fn find_user(&self, _: &str) -> Result<Option<UserRecord>, ChatError> {
+        async fn find_user(&self, _: &str) -> Result<Option<UserRecord>, StoreError> {
             Ok(None)
         }
-        async fn find_look_alike(&self, _: &crate::model::Username) -> Result<Option<UserRecord>, ChatError> {
+        async fn find_look_alike(&self, _: &crate::model::Username) -> Result<Option<UserRecord>, StoreError> {
             Ok(None)
         }
-        async fn save_session(&self, _: SessionRecord) -> Result<(), ChatError> {
+    }
+
+    #[async_trait]
+    impl SessionStore for FlakyStore {
+        async fn save_session(&self, _: SessionRecord) -> Result<(), StoreError> {
             self.write()
         }
-        async fn touch_sessions(&self, _: Vec<(String, u64)>) -> Result<(), ChatError> {
+        async fn find_session(&self, _: &str) -> Result<Option<SessionRecord>, StoreError> {
+            Ok(None)
+        }
+        async fn load_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn touch_sessions(&self, _: Vec<(String, u64)>) -> Result<(), StoreError> {
             self.write()
         }
-        async fn delete_sessions(&self, id_hashes: Vec<String>) -> Result<(), ChatError> {
+        async fn delete_sessions(&self, id_hashes: Vec<String>) -> Result<(), StoreError> {
             self.write()?;
             self.deleted.lock().unwrap().extend(id_hashes);
             Ok(())
         }
-        async fn load_sessions(&self) -> Result<Vec<SessionRecord>, ChatError> {
-            Ok(Vec::new())
-        }
-        async fn subscriptions(&self, _: &str) -> Result<Vec<String>, ChatError> {
-            Ok(Vec::new())
-        }
-        async fn subscribe(&self, _: &str, _: &RoomName) -> Result<(), ChatError> {
+    }
+
+    #[async_trait]
+    impl SubscriptionStore for FlakyStore {
+        async fn subscribe(&self, _: &str, _: &RoomName) -> Result<(), StoreError> {
             self.write()
         }
-        async fn unsubscribe(&self, _: &str, _: &RoomName) -> Result<(), ChatError> {
+        async fn subscriptions(&self, _: &str) -> Result<Vec<String>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn unsubscribe(&self, _: &str, _: &RoomName) -> Result<(), StoreError> {
             self.write()
         }
-        async fn clear_subscriptions(&self, _: &str) -> Result<(), ChatError> {
+        async fn clear_subscriptions(&self, _: &str) -> Result<(), StoreError> {
             self.write()
         }
     }
 
     async fn auth_over(store: &Arc<FlakyStore>) -> Auth {
         let limits = SessionLimits { idle: Duration::from_secs(600), absolute: Duration::from_secs(600) };
-        Auth::open(store.clone(), limits, true).await.expect("auth opens")
+        Auth::open(AuthStores::of(store.clone()), limits, true).await.expect("auth opens")
     }
 
     #[tokio::test]
