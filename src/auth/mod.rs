@@ -19,7 +19,7 @@ use self::throttle::{Attempt, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USER, T
 use crate::error::ChatError;
 use crate::model::DEFAULT_ROOM;
 use crate::model::{RoomName, Username, now_rfc3339};
-use crate::store::{SessionStore, SubscriptionStore, UserRecord, UserStore};
+use crate::store::{ReadMarkerStore, SessionStore, SubscriptionStore, UserRecord, UserStore};
 
 /// A guest name stays held this long after its holder's last activity,
 /// even with no socket open (so a polling client keeps its name).
@@ -36,12 +36,14 @@ pub struct AuthStores {
     pub users: Arc<dyn UserStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub subscriptions: Arc<dyn SubscriptionStore>,
+    /// Only to forget a guest's markers with its session.
+    pub read_markers: Arc<dyn ReadMarkerStore>,
 }
 
 impl AuthStores {
     /// Every store from one backend that keeps them all.
-    pub fn of<B: UserStore + SessionStore + SubscriptionStore>(backend: Arc<B>) -> Self {
-        Self { users: backend.clone(), sessions: backend.clone(), subscriptions: backend }
+    pub fn of<B: UserStore + SessionStore + SubscriptionStore + ReadMarkerStore>(backend: Arc<B>) -> Self {
+        Self { users: backend.clone(), sessions: backend.clone(), subscriptions: backend.clone(), read_markers: backend }
     }
 }
 
@@ -264,11 +266,13 @@ impl Auth {
         written
     }
 
-    /// Deletes ended sessions from the store, and guests' subscriptions with
-    /// them (a guest's last as long as its session). Safe to repeat.
+    /// Deletes ended sessions from the store, and guests' subscriptions and
+    /// read markers with them (a guest's last as long as its session).
+    /// Safe to repeat.
     async fn write_ends(&self, ended: &[Arc<Session>]) -> Result<(), ChatError> {
         for session in ended.iter().filter(|s| s.guest) {
             self.stores.subscriptions.clear_subscriptions(&subscriber_key(session)).await?;
+            self.stores.read_markers.clear_markers(&subscriber_key(session)).await?;
         }
         Ok(self.stores.sessions.delete_sessions(ended.iter().map(|s| s.id_hash.clone()).collect()).await?)
     }
@@ -403,6 +407,22 @@ mod tests {
             self.write()
         }
         async fn clear_subscriptions(&self, _: &str) -> Result<(), StoreError> {
+            self.write()
+        }
+    }
+
+    #[async_trait]
+    impl ReadMarkerStore for FlakyStore {
+        async fn read_marker(&self, _: &str, _: &RoomName) -> Result<Option<u64>, StoreError> {
+            Ok(None)
+        }
+        async fn markers(&self, _: &str) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+            Ok(Default::default())
+        }
+        async fn advance_marker(&self, _: &str, _: &RoomName, _: u64) -> Result<bool, StoreError> {
+            self.write().map(|()| true)
+        }
+        async fn clear_markers(&self, _: &str) -> Result<(), StoreError> {
             self.write()
         }
     }

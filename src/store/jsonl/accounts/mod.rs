@@ -1,20 +1,22 @@
-//! Accounts, sessions and subscriptions as JSON-lines files, one
-//! [`Journal`] each:
+//! Accounts, sessions, subscriptions and read markers as JSON-lines files,
+//! one [`Journal`] each:
 //!
 //! ```text
 //! data/users.jsonl          {"username","password_hash","created_at"}  (argon2id PHC)
 //! data/sessions.jsonl       {"op":"open",…} {"op":"seen",…} {"op":"end",…}  (id hashes only)
 //! data/subscriptions.jsonl  {"op":"add","user","room"} {"op":"remove",…}
+//! data/read_markers.jsonl   {"op":"advance","user","room","id"} {"op":"clear","user"}
 //! ```
 //!
 //! All are small: they are replayed into memory at start, and the logs of
-//! changes are compacted then (only live sessions and current
-//! subscriptions are kept). A change is made in memory only after its
+//! changes are compacted then (only live sessions, current
+//! subscriptions and markers are kept). A change is made in memory only after its
 //! record was written, so memory never claims what a restart would not
 //! find. Each file has its own lock, so a slow write to one does not hold
 //! up the others.
 
 mod journal;
+mod read_markers;
 mod sessions;
 mod subscriptions;
 mod users;
@@ -29,6 +31,7 @@ pub struct JsonlAccounts {
     users: Journal<users::Users>,
     sessions: Journal<sessions::Sessions>,
     subscriptions: Journal<subscriptions::Subscriptions>,
+    read_markers: Journal<read_markers::ReadMarkers>,
 }
 
 impl JsonlAccounts {
@@ -38,6 +41,7 @@ impl JsonlAccounts {
             users: Journal::open(&data_dir.join("users.jsonl"), Compaction::Keep)?,
             sessions: Journal::open(&data_dir.join("sessions.jsonl"), Compaction::Rewrite)?,
             subscriptions: Journal::open(&data_dir.join("subscriptions.jsonl"), Compaction::Rewrite)?,
+            read_markers: Journal::open(&data_dir.join("read_markers.jsonl"), Compaction::Rewrite)?,
         })
     }
 }
@@ -46,7 +50,8 @@ impl JsonlAccounts {
 mod tests {
     use super::*;
     use crate::model::Username;
-    use crate::store::{UserRecord, UserStore};
+    use crate::model::RoomName;
+    use crate::store::{ReadMarkerStore, UserRecord, UserStore};
 
     fn record(name: &str) -> UserRecord {
         UserRecord { username: name.to_string(), password_hash: "$argon2id$x".into(), created_at: "t".into() }
@@ -75,5 +80,26 @@ mod tests {
         let stored = std::fs::read_to_string(dir.path().join("users.jsonl")).unwrap();
         assert_eq!(stored.lines().count(), 3);
         assert!(stored.contains("\"username\":\"admins\""));
+    }
+
+    #[tokio::test]
+    async fn read_markers_replay_forward_only_and_are_compacted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("read_markers.jsonl");
+        std::fs::write(
+            &path,
+            concat!(
+                "{\"op\":\"advance\",\"user\":\"ann\",\"room\":\"general\",\"id\":7}\n",
+                "{\"op\":\"advance\",\"user\":\"ann\",\"room\":\"general\",\"id\":3}\n",
+                "{\"op\":\"advance\",\"user\":\"bob\",\"room\":\"rust\",\"id\":2}\n",
+                "{\"op\":\"clear\",\"user\":\"bob\"}\n",
+            ),
+        )
+        .unwrap();
+        let accounts = JsonlAccounts::open(dir.path()).unwrap();
+        let general = RoomName::parse("general").unwrap();
+        assert_eq!(accounts.read_marker("ann", &general).await.unwrap(), Some(7));
+        assert!(accounts.markers("bob").await.unwrap().is_empty());
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1, "one line per marker");
     }
 }
