@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use self::password::Hasher;
-use self::sessions::{EndReason, Session, SessionLimits, SessionTable, now_ms};
+use self::sessions::{EndReason, Session, SessionLimits, SessionTable, hash_session_id, now_ms};
 use self::throttle::{Attempt, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USER, Throttle};
 use crate::error::ChatError;
 use crate::model::DEFAULT_ROOM;
@@ -213,7 +213,7 @@ impl Auth {
         let (raw, session) = self.sessions.create(user, guest);
         if let Err(e) = self.stores.sessions.save_session(session.record()).await {
             // Never written, never handed out: just drop it.
-            self.sessions.end(&session.id_hash, EndReason::Expired);
+            self.sessions.discard(&session.id_hash);
             return Err(e.into());
         }
         if guest && let Err(e) = self.subscribe_to_default_room(&subscriber_key(&session)).await {
@@ -231,11 +231,25 @@ impl Auth {
         Ok(self.stores.subscriptions.subscribe(subscriber, &general).await?)
     }
 
-    /// The live session behind a cookie value, marked active now.
-    pub fn session(&self, raw_id: &str) -> Option<Arc<Session>> {
-        let session = self.sessions.find(raw_id, &self.limits)?;
-        session.touch();
-        Some(session)
+    /// The live session behind a cookie value, marked active now: from
+    /// this process's table, or on a miss from the sessions store (a
+    /// session made by another process on the same data).
+    pub async fn session(&self, raw_id: &str) -> Result<Option<Arc<Session>>, ChatError> {
+        if !sessions::is_well_formed_id(raw_id) {
+            return Ok(None);
+        }
+        let id_hash = hash_session_id(raw_id);
+        let session = match self.sessions.find(&id_hash, &self.limits) {
+            Some(session) => Some(session),
+            None => self.adopt_stored(&id_hash).await?,
+        };
+        Ok(session.inspect(|s| s.touch()))
+    }
+
+    /// A live session the store has and this process does not.
+    async fn adopt_stored(&self, id_hash: &str) -> Result<Option<Arc<Session>>, ChatError> {
+        let Some(record) = self.stores.sessions.find_session(id_hash).await? else { return Ok(None) };
+        Ok(self.sessions.adopt(record, &self.limits))
     }
 
     /// POST /api/logout: ends the session; its sockets close with 4401.
@@ -259,7 +273,9 @@ impl Auth {
             return Ok(());
         }
         let written = self.write_ends(&ended).await;
-        if written.is_err() {
+        if written.is_ok() {
+            self.sessions.ends_written(&ended);
+        } else {
             tracing::warn!(sessions = ended.len(), "could not write the end of sessions; will retry");
             self.unwritten_ends.lock().expect("unwritten ends lock").extend(ended);
         }
@@ -339,11 +355,12 @@ mod tests {
     use super::*;
     use crate::store::{SessionRecord, StoreError};
 
-    /// Remembers only which sessions were deleted; every write fails while
-    /// `full` is set.
+    /// Remembers sessions and which were deleted, nothing else; every
+    /// write fails while `full` is set.
     #[derive(Default)]
     struct FlakyStore {
         full: AtomicBool,
+        saved: Mutex<std::collections::HashMap<String, SessionRecord>>,
         deleted: Mutex<Vec<String>>,
     }
 
@@ -376,11 +393,13 @@ mod tests {
 
     #[async_trait]
     impl SessionStore for FlakyStore {
-        async fn save_session(&self, _: SessionRecord) -> Result<(), StoreError> {
-            self.write()
+        async fn save_session(&self, session: SessionRecord) -> Result<(), StoreError> {
+            self.write()?;
+            self.saved.lock().unwrap().insert(session.id_hash.clone(), session);
+            Ok(())
         }
-        async fn find_session(&self, _: &str) -> Result<Option<SessionRecord>, StoreError> {
-            Ok(None)
+        async fn find_session(&self, id_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+            Ok(self.saved.lock().unwrap().get(id_hash).cloned())
         }
         async fn load_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
             Ok(Vec::new())
@@ -390,6 +409,8 @@ mod tests {
         }
         async fn delete_sessions(&self, id_hashes: Vec<String>) -> Result<(), StoreError> {
             self.write()?;
+            let mut saved = self.saved.lock().unwrap();
+            id_hashes.iter().for_each(|hash| drop(saved.remove(hash)));
             self.deleted.lock().unwrap().extend(id_hashes);
             Ok(())
         }
@@ -439,7 +460,7 @@ mod tests {
         let (raw, session) = auth.guest_login("gus", None).await.unwrap();
         store.full.store(true, Ordering::SeqCst);
         assert!(matches!(auth.log_out(&session).await, Err(ChatError::Storage(_))));
-        assert!(auth.session(&raw).is_none(), "the cookie stops working at once");
+        assert!(auth.session(&raw).await.unwrap().is_none(), "the cookie stops working at once");
         assert_eq!(*session.ended().borrow(), Some(EndReason::LoggedOut));
         assert!(auth.upkeep().await.is_err(), "the disk is still full");
         assert!(store.deleted().is_empty());
@@ -459,5 +480,19 @@ mod tests {
         assert!(auth.guest_login("gus", None).await.is_err());
         store.full.store(false, Ordering::SeqCst);
         assert!(auth.guest_login("gus", None).await.is_ok(), "the failed log-in left no guest behind");
+    }
+
+    #[tokio::test]
+    async fn a_session_saved_by_another_process_is_found_on_its_first_use() {
+        let store = Arc::new(FlakyStore::default());
+        let (here, there) = (auth_over(&store).await, auth_over(&store).await);
+        let (raw, made_here) = here.guest_login("gus", None).await.unwrap();
+        let found = there.session(&raw).await.unwrap().expect("found through the store");
+        assert_eq!((found.id_hash.as_str(), found.user.as_str(), found.guest), (made_here.id_hash.as_str(), "gus", true));
+        let again = there.session(&raw).await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&found, &again), "then cached: one session per process");
+        there.log_out(&found).await.unwrap();
+        assert!(there.session(&raw).await.unwrap().is_none());
+        assert!(there.session("not-a-session-id").await.unwrap().is_none());
     }
 }
