@@ -6,7 +6,8 @@
 //! [`ReadMarkerStore`]); failures are a [`StoreError`]. The rest of the
 //! server holds `Arc<dyn …>`s and never knows which backend is behind
 //! them. The default backend, [`jsonl`], keeps human-readable JSON-lines
-//! files (one per room).
+//! files (one per room); [`memory`] is the reference backend, the
+//! contract in its plainest form.
 //!
 //! The `MessageStore` contract, in words:
 //! - `append` stores a batch *in order*, gives each new message the next id of
@@ -21,6 +22,7 @@
 mod accounts;
 mod error;
 pub mod jsonl;
+pub mod memory;
 
 pub use self::accounts::{ReadMarkerStore, SessionRecord, SessionStore, SubscriptionStore, UserRecord, UserStore};
 pub use self::error::StoreError;
