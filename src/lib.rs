@@ -31,6 +31,8 @@ pub mod os;
 pub mod protocol;
 pub mod rate;
 pub mod store;
+#[cfg(test)]
+mod test_logs;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -217,8 +217,11 @@ impl Auth {
             return Err(e.into());
         }
         if guest && let Err(e) = self.subscribe_to_default_room(&subscriber_key(&session)).await {
-            // Written but never handed out: end it (upkeep retries a failed end).
-            let _ = self.end_sessions(vec![session.id_hash.clone()], EndReason::Expired).await;
+            // Written but never handed out: end it. The caller logs `e`; a
+            // failed end is only logged here (upkeep retries it).
+            if let Err(end) = self.end_sessions(vec![session.id_hash.clone()], EndReason::Expired).await {
+                tracing::warn!(error = %end, "could not write the end of a session never handed out; will retry");
+            }
             return Err(e);
         }
         Ok((raw, session))
@@ -276,7 +279,7 @@ impl Auth {
         if written.is_ok() {
             self.sessions.ends_written(&ended);
         } else {
-            tracing::warn!(sessions = ended.len(), "could not write the end of sessions; will retry");
+            // The caller logs the failure; upkeep retries the write.
             self.unwritten_ends.lock().expect("unwritten ends lock").extend(ended);
         }
         written
@@ -494,5 +497,18 @@ mod tests {
         there.log_out(&found).await.unwrap();
         assert!(there.session(&raw).await.unwrap().is_none());
         assert!(there.session("not-a-session-id").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_storage_failure_is_returned_to_the_caller_not_logged_here() {
+        let store = Arc::new(FlakyStore::default());
+        let auth = auth_over(&store).await;
+        let (_, session) = auth.guest_login("gus", None).await.unwrap();
+        store.full.store(true, Ordering::SeqCst);
+        let (logged, _capturing) = crate::test_logs::capture();
+        assert!(matches!(auth.log_out(&session).await, Err(ChatError::Storage(_))));
+        assert!(matches!(auth.upkeep().await, Err(ChatError::Storage(_))));
+        assert!(matches!(auth.subscribe(&session, &RoomName::parse("rust").unwrap()).await, Err(ChatError::Storage(_))));
+        assert_eq!(logged.lines(), Vec::<String>::new(), "the caller that gives up logs it, once");
     }
 }
