@@ -8,10 +8,11 @@
 //! - [`config`]: every setting, validated at start.
 //! - [`model`]: validated names and texts; the stored message.
 //! - [`protocol`]: WebSocket frames (serde enums tagged by `type`).
-//! - [`store`]: the storage trait and its JSON-lines backend — the only
-//!   code that touches files.
+//! - [`store`]: the storage traits (one per concern), the JSON-lines
+//!   backend — the only code that touches files — and the in-memory
+//!   reference backend.
 //! - [`hub`]: per-room writer (store, then broadcast), channels, presence.
-//! - [`auth`]: guests, sessions.
+//! - [`auth`]: guests, accounts, sessions (through the sessions store).
 //! - [`connection`]: one WebSocket client's life, transport-agnostic.
 //! - [`http`]: the only module that knows warp: routes, pages, upgrade,
 //!   and the accept loop (connection limits and timeouts).
