@@ -8,6 +8,8 @@
 
 use thiserror::Error;
 
+use crate::store::StoreError;
+
 #[derive(Debug, Error)]
 pub enum ChatError {
     #[error("{0}")]
@@ -66,8 +68,10 @@ pub enum ChatError {
     PayloadTooLarge,
     #[error("not found")]
     NotFound,
+    /// The store failed (see [`StoreError`]); a conflict it reports
+    /// becomes its own variant instead (`From<StoreError>`).
     #[error("storage failed: {0}")]
-    Storage(#[from] std::io::Error),
+    Storage(StoreError),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -8,12 +8,13 @@
 //! - [`config`]: every setting, validated at start.
 //! - [`model`]: validated names and texts; the stored message.
 //! - [`protocol`]: WebSocket frames (serde enums tagged by `type`).
-//! - [`store`]: the storage trait and its JSON-lines backend — the only
-//!   code that touches files.
+//! - [`store`]: the storage traits (one per concern), the JSON-lines
+//!   backend — the only code that touches files — and the in-memory
+//!   reference backend.
 //! - [`hub`]: per-room writer (store, then publish), presence, idle rooms.
 //! - [`fanout`]: the seam that carries room events to connections
 //!   (`LocalFanout`: one broadcast channel per room).
-//! - [`auth`]: guests, sessions.
+//! - [`auth`]: guests, accounts, sessions (through the sessions store).
 //! - [`chat`]: the use cases (send, edit, delete, history, rooms, …), one
 //!   method per action, for every transport.
 //! - [`connection`]: one WebSocket client's life, transport-agnostic.
@@ -37,6 +38,8 @@ pub mod os;
 pub mod protocol;
 pub mod rate;
 pub mod store;
+#[cfg(test)]
+mod test_logs;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,7 +52,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 pub use crate::config::Config;
-use crate::auth::Auth;
+use crate::auth::{Auth, AuthStores};
 use crate::error::ChatError;
 use crate::chat::Chat;
 use crate::fanout::LocalFanout;
@@ -73,11 +76,11 @@ impl App {
         let dir = config.data_dir.clone();
         let sync = config.sync_writes;
         let (store, accounts) = tokio::task::spawn_blocking(move || {
-            Ok::<_, std::io::Error>((JsonlStore::open(&dir, sync)?, JsonlAccounts::open(&dir)?))
+            Ok::<_, ChatError>((JsonlStore::open(&dir, sync)?, JsonlAccounts::open(&dir)?))
         })
         .await
         .map_err(|e| ChatError::Internal(e.to_string()))??;
-        let auth = Auth::open(Arc::new(accounts), config.session_limits, config.guests_allowed).await?;
+        let auth = Auth::open(AuthStores::of(Arc::new(accounts)), config.session_limits, config.guests_allowed).await?;
         Ok(Self { config: Arc::new(config), store: Arc::new(store), auth: Arc::new(auth) })
     }
 

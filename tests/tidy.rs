@@ -87,7 +87,17 @@ fn only_store_and_the_wiring_name_the_jsonl_backend() {
 
 #[test]
 fn transports_never_reach_a_store() {
-    let needles = ["MessageStore", "AccountStore", ".store()", "store::jsonl"];
+    let needles = [
+        "MessageStore",
+        "UserStore",
+        "SessionStore",
+        "SubscriptionStore",
+        "ReadMarkerStore",
+        "AuthStores",
+        ".store()",
+        "store::jsonl",
+        "store::memory",
+    ];
     let found = offenders(&needles, |m| !(in_dir(m, "http") || m == "connection.rs"));
     assert!(found.is_empty(), "a transport reaches a store:\n{}", found.join("\n"));
 }

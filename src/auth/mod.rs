@@ -2,8 +2,8 @@
 //! subscriptions.
 //!
 //! Knows nothing of HTTP: the `http` module reads the cookie and the client
-//! address and calls in here. Persistence goes through
-//! [`AccountStore`](crate::store::AccountStore).
+//! address and calls in here. Persistence goes through the store traits
+//! it is given ([`AuthStores`]), whatever the backend.
 
 pub mod password;
 pub mod sessions;
@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use self::password::Hasher;
-use self::sessions::{EndReason, Session, SessionLimits, SessionTable, now_ms};
+use self::sessions::{EndReason, Session, SessionLimits, SessionTable, hash_session_id, now_ms};
 use self::throttle::{Attempt, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USER, Throttle};
 use crate::error::ChatError;
 use crate::model::DEFAULT_ROOM;
 use crate::model::{RoomName, Username, now_rfc3339};
-use crate::store::{AccountStore, UserRecord};
+use crate::store::{ReadMarkerStore, SessionStore, SubscriptionStore, UserRecord, UserStore};
 
 /// A guest name stays held this long after its holder's last activity,
 /// even with no socket open (so a polling client keeps its name).
@@ -30,8 +30,25 @@ const PERSIST_ACTIVITY_EVERY: Duration = Duration::from_secs(60);
 /// A new session: the raw id (for the cookie, shown once) and the session.
 pub type NewSession = (String, Arc<Session>);
 
+/// The stores auth works through, one per concern.
+#[derive(Clone)]
+pub struct AuthStores {
+    pub users: Arc<dyn UserStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub subscriptions: Arc<dyn SubscriptionStore>,
+    /// Only to forget a guest's markers with its session.
+    pub read_markers: Arc<dyn ReadMarkerStore>,
+}
+
+impl AuthStores {
+    /// Every store from one backend that keeps them all.
+    pub fn of<B: UserStore + SessionStore + SubscriptionStore + ReadMarkerStore>(backend: Arc<B>) -> Self {
+        Self { users: backend.clone(), sessions: backend.clone(), subscriptions: backend.clone(), read_markers: backend }
+    }
+}
+
 pub struct Auth {
-    store: Arc<dyn AccountStore>,
+    stores: AuthStores,
     sessions: SessionTable,
     limits: SessionLimits,
     guests_allowed: bool,
@@ -47,9 +64,9 @@ pub struct Auth {
 
 impl Auth {
     /// Builds the service and restores the stored sessions still live.
-    pub async fn open(store: Arc<dyn AccountStore>, limits: SessionLimits, guests_allowed: bool) -> Result<Self, ChatError> {
+    pub async fn open(stores: AuthStores, limits: SessionLimits, guests_allowed: bool) -> Result<Self, ChatError> {
         let auth = Self {
-            store,
+            stores,
             sessions: SessionTable::default(),
             limits,
             guests_allowed,
@@ -59,13 +76,13 @@ impl Auth {
             unwritten_ends: std::sync::Mutex::new(Vec::new()),
         };
         let mut unreadable = Vec::new();
-        for record in auth.store.load_sessions().await? {
+        for record in auth.stores.sessions.load_sessions().await? {
             let id_hash = record.id_hash.clone();
             if auth.sessions.restore(record).is_none() {
                 unreadable.push(id_hash);
             }
         }
-        auth.store.delete_sessions(unreadable).await?;
+        auth.stores.sessions.delete_sessions(unreadable).await?;
         auth.upkeep().await?; // ends those that expired while the server was down
         tokio::task::spawn_blocking(password::warm_up).await.map_err(|e| ChatError::Internal(e.to_string()))?;
         Ok(auth)
@@ -80,7 +97,7 @@ impl Auth {
     pub async fn sign_up(&self, name: &str, password: String, current: Option<&Arc<Session>>) -> Result<NewSession, ChatError> {
         let user = Username::parse(name)?;
         password::check_strength(&password)?;
-        if self.store.find_look_alike(&user).await?.is_some() {
+        if self.stores.users.find_look_alike(&user).await?.is_some() {
             return Err(ChatError::NameTaken(user.to_string()));
         }
         let password_hash = self.hasher.hash(password).await?;
@@ -89,7 +106,7 @@ impl Auth {
             return Err(ChatError::NameTaken(user.to_string()));
         }
         let record = UserRecord { username: user.to_string(), password_hash, created_at: now_rfc3339() };
-        self.store.create_user(record).await?;
+        self.stores.users.create_user(record).await?;
         tracing::info!(user = %user, "account created");
         self.subscribe_to_default_room(&user.key()).await?;
         self.start_session(user, false, current).await
@@ -139,7 +156,7 @@ impl Auth {
     /// invalid name is checked against a dummy hash, so it takes as long.
     async fn check_password(&self, name: &str, password: String) -> Result<Option<Username>, ChatError> {
         let record = match Username::parse(name) {
-            Ok(user) => self.store.find_user(&user.key()).await?,
+            Ok(user) => self.stores.users.find_user(&user.key()).await?,
             Err(_) => None,
         };
         let phc = record.as_ref().map(|r| r.password_hash.clone());
@@ -160,7 +177,7 @@ impl Auth {
         }
         let user = Username::parse(name)?;
         let _claim = self.name_claims.lock().await;
-        if self.guest_holds(&user, current) || self.store.find_look_alike(&user).await?.is_some() {
+        if self.guest_holds(&user, current) || self.stores.users.find_look_alike(&user).await?.is_some() {
             return Err(ChatError::NameTaken(user.to_string()));
         }
         let idle_holders: Vec<String> = self
@@ -194,14 +211,17 @@ impl Auth {
             self.end_sessions(vec![current.id_hash.clone()], EndReason::Replaced).await?;
         }
         let (raw, session) = self.sessions.create(user, guest);
-        if let Err(e) = self.store.save_session(session.record()).await {
+        if let Err(e) = self.stores.sessions.save_session(session.record()).await {
             // Never written, never handed out: just drop it.
-            self.sessions.end(&session.id_hash, EndReason::Expired);
-            return Err(e);
+            self.sessions.discard(&session.id_hash);
+            return Err(e.into());
         }
         if guest && let Err(e) = self.subscribe_to_default_room(&subscriber_key(&session)).await {
-            // Written but never handed out: end it (upkeep retries a failed end).
-            let _ = self.end_sessions(vec![session.id_hash.clone()], EndReason::Expired).await;
+            // Written but never handed out: end it. The caller logs `e`; a
+            // failed end is only logged here (upkeep retries it).
+            if let Err(end) = self.end_sessions(vec![session.id_hash.clone()], EndReason::Expired).await {
+                tracing::warn!(error = %end, "could not write the end of a session never handed out; will retry");
+            }
             return Err(e);
         }
         Ok((raw, session))
@@ -211,14 +231,28 @@ impl Auth {
     /// the default room.
     async fn subscribe_to_default_room(&self, subscriber: &str) -> Result<(), ChatError> {
         let general = RoomName::parse(DEFAULT_ROOM).expect("valid default room");
-        self.store.subscribe(subscriber, &general).await
+        Ok(self.stores.subscriptions.subscribe(subscriber, &general).await?)
     }
 
-    /// The live session behind a cookie value, marked active now.
-    pub fn session(&self, raw_id: &str) -> Option<Arc<Session>> {
-        let session = self.sessions.find(raw_id, &self.limits)?;
-        session.touch();
-        Some(session)
+    /// The live session behind a cookie value, marked active now: from
+    /// this process's table, or on a miss from the sessions store (a
+    /// session made by another process on the same data).
+    pub async fn session(&self, raw_id: &str) -> Result<Option<Arc<Session>>, ChatError> {
+        if !sessions::is_well_formed_id(raw_id) {
+            return Ok(None);
+        }
+        let id_hash = hash_session_id(raw_id);
+        let session = match self.sessions.find(&id_hash, &self.limits) {
+            Some(session) => Some(session),
+            None => self.adopt_stored(&id_hash).await?,
+        };
+        Ok(session.inspect(|s| s.touch()))
+    }
+
+    /// A live session the store has and this process does not.
+    async fn adopt_stored(&self, id_hash: &str) -> Result<Option<Arc<Session>>, ChatError> {
+        let Some(record) = self.stores.sessions.find_session(id_hash).await? else { return Ok(None) };
+        Ok(self.sessions.adopt(record, &self.limits))
     }
 
     /// POST /api/logout: ends the session; its sockets close with 4401.
@@ -242,20 +276,24 @@ impl Auth {
             return Ok(());
         }
         let written = self.write_ends(&ended).await;
-        if written.is_err() {
-            tracing::warn!(sessions = ended.len(), "could not write the end of sessions; will retry");
+        if written.is_ok() {
+            self.sessions.ends_written(&ended);
+        } else {
+            // The caller logs the failure; upkeep retries the write.
             self.unwritten_ends.lock().expect("unwritten ends lock").extend(ended);
         }
         written
     }
 
-    /// Deletes ended sessions from the store, and guests' subscriptions with
-    /// them (a guest's last as long as its session). Safe to repeat.
+    /// Deletes ended sessions from the store, and guests' subscriptions and
+    /// read markers with them (a guest's last as long as its session).
+    /// Safe to repeat.
     async fn write_ends(&self, ended: &[Arc<Session>]) -> Result<(), ChatError> {
         for session in ended.iter().filter(|s| s.guest) {
-            self.store.clear_subscriptions(&subscriber_key(session)).await?;
+            self.stores.subscriptions.clear_subscriptions(&subscriber_key(session)).await?;
+            self.stores.read_markers.clear_markers(&subscriber_key(session)).await?;
         }
-        self.store.delete_sessions(ended.iter().map(|s| s.id_hash.clone()).collect()).await
+        Ok(self.stores.sessions.delete_sessions(ended.iter().map(|s| s.id_hash.clone()).collect()).await?)
     }
 
     /// Retries writing the ends that failed before (upkeep, and shutdown).
@@ -285,22 +323,22 @@ impl Auth {
             .filter_map(|s| s.take_unpersisted_activity(PERSIST_ACTIVITY_EVERY).map(|at| (s.id_hash.clone(), at)))
             .collect();
         if !seen.is_empty() {
-            self.store.touch_sessions(seen).await?;
+            self.stores.sessions.touch_sessions(seen).await?;
         }
         Ok(count)
     }
 
     /// Rooms the session's user subscribes to.
     pub async fn subscriptions(&self, session: &Session) -> Result<Vec<String>, ChatError> {
-        self.store.subscriptions(&subscriber_key(session)).await
+        Ok(self.stores.subscriptions.subscriptions(&subscriber_key(session)).await?)
     }
 
     pub async fn subscribe(&self, session: &Session, room: &RoomName) -> Result<(), ChatError> {
-        self.store.subscribe(&subscriber_key(session), room).await
+        Ok(self.stores.subscriptions.subscribe(&subscriber_key(session), room).await?)
     }
 
     pub async fn unsubscribe(&self, session: &Session, room: &RoomName) -> Result<(), ChatError> {
-        self.store.unsubscribe(&subscriber_key(session), room).await
+        Ok(self.stores.subscriptions.unsubscribe(&subscriber_key(session), room).await?)
     }
 }
 
@@ -318,20 +356,21 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::store::SessionRecord;
+    use crate::store::{SessionRecord, StoreError};
 
-    /// Remembers only which sessions were deleted; every write fails while
-    /// `full` is set.
+    /// Remembers sessions and which were deleted, nothing else; every
+    /// write fails while `full` is set.
     #[derive(Default)]
     struct FlakyStore {
         full: AtomicBool,
+        saved: Mutex<std::collections::HashMap<String, SessionRecord>>,
         deleted: Mutex<Vec<String>>,
     }
 
     impl FlakyStore {
-        fn write(&self) -> Result<(), ChatError> {
+        fn write(&self) -> Result<(), StoreError> {
             if self.full.load(Ordering::SeqCst) {
-                Err(ChatError::Storage(std::io::Error::from_raw_os_error(28)))
+                Err(StoreError::Unavailable("the disk is full".into()))
             } else {
                 Ok(())
             }
@@ -343,47 +382,78 @@ mod tests {
     }
 
     #[async_trait]
-    impl AccountStore for FlakyStore {
-        async fn create_user(&self, _: UserRecord) -> Result<(), ChatError> {
+    impl UserStore for FlakyStore {
+        async fn create_user(&self, _: UserRecord) -> Result<(), StoreError> {
             self.write()
         }
-        async fn find_user(&self, _: &str) -> Result<Option<UserRecord>, ChatError> {
+        async fn find_user(&self, _: &str) -> Result<Option<UserRecord>, StoreError> {
             Ok(None)
         }
-        async fn find_look_alike(&self, _: &crate::model::Username) -> Result<Option<UserRecord>, ChatError> {
+        async fn find_look_alike(&self, _: &crate::model::Username) -> Result<Option<UserRecord>, StoreError> {
             Ok(None)
         }
-        async fn save_session(&self, _: SessionRecord) -> Result<(), ChatError> {
-            self.write()
-        }
-        async fn touch_sessions(&self, _: Vec<(String, u64)>) -> Result<(), ChatError> {
-            self.write()
-        }
-        async fn delete_sessions(&self, id_hashes: Vec<String>) -> Result<(), ChatError> {
+    }
+
+    #[async_trait]
+    impl SessionStore for FlakyStore {
+        async fn save_session(&self, session: SessionRecord) -> Result<(), StoreError> {
             self.write()?;
+            self.saved.lock().unwrap().insert(session.id_hash.clone(), session);
+            Ok(())
+        }
+        async fn find_session(&self, id_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+            Ok(self.saved.lock().unwrap().get(id_hash).cloned())
+        }
+        async fn load_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn touch_sessions(&self, _: Vec<(String, u64)>) -> Result<(), StoreError> {
+            self.write()
+        }
+        async fn delete_sessions(&self, id_hashes: Vec<String>) -> Result<(), StoreError> {
+            self.write()?;
+            let mut saved = self.saved.lock().unwrap();
+            id_hashes.iter().for_each(|hash| drop(saved.remove(hash)));
             self.deleted.lock().unwrap().extend(id_hashes);
             Ok(())
         }
-        async fn load_sessions(&self) -> Result<Vec<SessionRecord>, ChatError> {
-            Ok(Vec::new())
-        }
-        async fn subscriptions(&self, _: &str) -> Result<Vec<String>, ChatError> {
-            Ok(Vec::new())
-        }
-        async fn subscribe(&self, _: &str, _: &RoomName) -> Result<(), ChatError> {
+    }
+
+    #[async_trait]
+    impl SubscriptionStore for FlakyStore {
+        async fn subscribe(&self, _: &str, _: &RoomName) -> Result<(), StoreError> {
             self.write()
         }
-        async fn unsubscribe(&self, _: &str, _: &RoomName) -> Result<(), ChatError> {
+        async fn subscriptions(&self, _: &str) -> Result<Vec<String>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn unsubscribe(&self, _: &str, _: &RoomName) -> Result<(), StoreError> {
             self.write()
         }
-        async fn clear_subscriptions(&self, _: &str) -> Result<(), ChatError> {
+        async fn clear_subscriptions(&self, _: &str) -> Result<(), StoreError> {
+            self.write()
+        }
+    }
+
+    #[async_trait]
+    impl ReadMarkerStore for FlakyStore {
+        async fn read_marker(&self, _: &str, _: &RoomName) -> Result<Option<u64>, StoreError> {
+            Ok(None)
+        }
+        async fn markers(&self, _: &str) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+            Ok(Default::default())
+        }
+        async fn advance_marker(&self, _: &str, _: &RoomName, _: u64) -> Result<bool, StoreError> {
+            self.write().map(|()| true)
+        }
+        async fn clear_markers(&self, _: &str) -> Result<(), StoreError> {
             self.write()
         }
     }
 
     async fn auth_over(store: &Arc<FlakyStore>) -> Auth {
         let limits = SessionLimits { idle: Duration::from_secs(600), absolute: Duration::from_secs(600) };
-        Auth::open(store.clone(), limits, true).await.expect("auth opens")
+        Auth::open(AuthStores::of(store.clone()), limits, true).await.expect("auth opens")
     }
 
     #[tokio::test]
@@ -393,7 +463,7 @@ mod tests {
         let (raw, session) = auth.guest_login("gus", None).await.unwrap();
         store.full.store(true, Ordering::SeqCst);
         assert!(matches!(auth.log_out(&session).await, Err(ChatError::Storage(_))));
-        assert!(auth.session(&raw).is_none(), "the cookie stops working at once");
+        assert!(auth.session(&raw).await.unwrap().is_none(), "the cookie stops working at once");
         assert_eq!(*session.ended().borrow(), Some(EndReason::LoggedOut));
         assert!(auth.upkeep().await.is_err(), "the disk is still full");
         assert!(store.deleted().is_empty());
@@ -413,5 +483,32 @@ mod tests {
         assert!(auth.guest_login("gus", None).await.is_err());
         store.full.store(false, Ordering::SeqCst);
         assert!(auth.guest_login("gus", None).await.is_ok(), "the failed log-in left no guest behind");
+    }
+
+    #[tokio::test]
+    async fn a_session_saved_by_another_process_is_found_on_its_first_use() {
+        let store = Arc::new(FlakyStore::default());
+        let (here, there) = (auth_over(&store).await, auth_over(&store).await);
+        let (raw, made_here) = here.guest_login("gus", None).await.unwrap();
+        let found = there.session(&raw).await.unwrap().expect("found through the store");
+        assert_eq!((found.id_hash.as_str(), found.user.as_str(), found.guest), (made_here.id_hash.as_str(), "gus", true));
+        let again = there.session(&raw).await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&found, &again), "then cached: one session per process");
+        there.log_out(&found).await.unwrap();
+        assert!(there.session(&raw).await.unwrap().is_none());
+        assert!(there.session("not-a-session-id").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_storage_failure_is_returned_to_the_caller_not_logged_here() {
+        let store = Arc::new(FlakyStore::default());
+        let auth = auth_over(&store).await;
+        let (_, session) = auth.guest_login("gus", None).await.unwrap();
+        store.full.store(true, Ordering::SeqCst);
+        let (logged, _capturing) = crate::test_logs::capture();
+        assert!(matches!(auth.log_out(&session).await, Err(ChatError::Storage(_))));
+        assert!(matches!(auth.upkeep().await, Err(ChatError::Storage(_))));
+        assert!(matches!(auth.subscribe(&session, &RoomName::parse("rust").unwrap()).await, Err(ChatError::Storage(_))));
+        assert_eq!(logged.lines(), Vec::<String>::new(), "the caller that gives up logs it, once");
     }
 }

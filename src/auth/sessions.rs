@@ -2,11 +2,13 @@
 //!
 //! A session id is 256 random bits, shown to the client once (in its
 //! cookie) and kept here only as its SHA-256 hash, so a leaked data file or
-//! log never reveals a usable id. A session ends at logout, after
+//! log never reveals a usable id. The [`SessionTable`] is this process's
+//! cache of the sessions store: a session another process saved is
+//! adopted on its first use here (`Auth::session`). A session ends at logout, after
 //! `idle` without activity, or `absolute` after it began; when it ends,
 //! everyone watching [`Session::ended`] (its open sockets) hears why.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -145,7 +147,9 @@ pub struct SessionLimits {
 
 /// The table of live sessions, keyed by id hash and indexed by the
 /// skeletons of their names (so "who holds this name, or one that looks
-/// like it?" does not walk every session).
+/// like it?" does not walk every session). It also remembers the sessions
+/// ended here whose end is not yet written, so the store, which still
+/// holds them, cannot hand them back meanwhile.
 #[derive(Default)]
 pub struct SessionTable {
     tables: Mutex<Tables>,
@@ -157,6 +161,8 @@ struct Tables {
     /// name skeleton ([`Username::skeletons`]) → id hashes of the sessions
     /// whose name has it
     by_skeleton: HashMap<String, Vec<String>>,
+    /// id hashes of sessions ended here whose end is not written yet
+    ending: HashSet<String>,
 }
 
 impl Tables {
@@ -195,25 +201,67 @@ impl SessionTable {
         (raw, session)
     }
 
-    /// Restores a persisted session.
+    /// Restores a persisted session (at start); `None` if its stored name
+    /// is no longer valid. A session already here is kept as it is.
     pub fn restore(&self, record: SessionRecord) -> Option<Arc<Session>> {
         let user = Username::parse(&record.user).ok()?;
+        let mut tables = self.lock();
+        if let Some(known) = tables.by_hash.get(&record.id_hash) {
+            return Some(known.clone());
+        }
         let session = Arc::new(Session::new(record.id_hash, user, record.guest, record.created_ms, record.last_seen_ms));
-        self.lock().insert(session.clone());
+        tables.insert(session.clone());
         Some(session)
     }
 
-    /// The live session behind a raw cookie value.
-    pub fn find(&self, raw_id: &str, limits: &SessionLimits) -> Option<Arc<Session>> {
-        let session = self.lock().by_hash.get(&hash_session_id(raw_id)).cloned()?;
+    /// Takes in a session found in the store on a cache miss, if it is
+    /// live and was not ended here (its end may not be written yet). Two
+    /// requests that both missed get the same session.
+    pub fn adopt(&self, record: SessionRecord, limits: &SessionLimits) -> Option<Arc<Session>> {
+        let user = Username::parse(&record.user).ok()?;
+        let mut tables = self.lock();
+        if tables.ending.contains(&record.id_hash) {
+            return None;
+        }
+        if let Some(known) = tables.by_hash.get(&record.id_hash) {
+            return Some(known.clone());
+        }
+        let session = Arc::new(Session::new(record.id_hash, user, record.guest, record.created_ms, record.last_seen_ms));
+        session.is_live(limits, now_ms()).then(|| {
+            tables.insert(session.clone());
+            session
+        })
+    }
+
+    /// The live session with this id hash, if it is in the table.
+    pub fn find(&self, id_hash: &str, limits: &SessionLimits) -> Option<Arc<Session>> {
+        let session = self.lock().by_hash.get(id_hash).cloned()?;
         session.is_live(limits, now_ms()).then_some(session)
     }
 
-    /// Ends a session and forgets it. Returns it if it existed.
+    /// Ends a session and forgets it; it stays refused until
+    /// [`ends_written`](Self::ends_written). Returns it if it existed.
     pub fn end(&self, id_hash: &str, reason: EndReason) -> Option<Arc<Session>> {
-        let session = self.lock().remove(id_hash)?;
+        let mut tables = self.lock();
+        let session = tables.remove(id_hash)?;
+        tables.ending.insert(session.id_hash.clone());
         session.end(reason);
         Some(session)
+    }
+
+    /// Drops a session that was never stored nor handed out.
+    pub fn discard(&self, id_hash: &str) {
+        if let Some(session) = self.lock().remove(id_hash) {
+            session.end(EndReason::Expired);
+        }
+    }
+
+    /// The ends of these sessions are in the store now.
+    pub fn ends_written(&self, ended: &[Arc<Session>]) {
+        let mut tables = self.lock();
+        for session in ended {
+            tables.ending.remove(&session.id_hash);
+        }
     }
 
     /// Ends every session past its limits; returns them.
@@ -222,11 +270,12 @@ impl SessionTable {
         let mut tables = self.lock();
         let expired: Vec<String> =
             tables.by_hash.values().filter(|s| !s.is_live(limits, now)).map(|s| s.id_hash.clone()).collect();
-        expired
-            .iter()
-            .filter_map(|h| tables.remove(h))
-            .inspect(|s| s.end(EndReason::Expired))
-            .collect()
+        let ended: Vec<Arc<Session>> = expired.iter().filter_map(|h| tables.remove(h)).collect();
+        for session in &ended {
+            tables.ending.insert(session.id_hash.clone());
+            session.end(EndReason::Expired);
+        }
+        ended
     }
 
     /// Every session whose name is `user` or looks like it (shares a
@@ -250,6 +299,12 @@ fn new_session_id() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.try_fill_bytes(&mut bytes).expect("the OS random source works");
     hex::encode(bytes)
+}
+
+/// Whether a cookie value could be a session id (64 hex digits): anything
+/// else is refused without a look in the store.
+pub fn is_well_formed_id(raw: &str) -> bool {
+    raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 pub fn hash_session_id(raw: &str) -> String {
@@ -279,11 +334,11 @@ mod tests {
         let left: Vec<String> = table.look_alikes_of(&ann).iter().map(|s| s.id_hash.clone()).collect();
         assert_eq!(left, vec![b.id_hash.clone()]);
         let limits = SessionLimits { idle: Duration::from_secs(60), absolute: Duration::from_secs(60) };
-        assert!(table.find(&raw_b, &limits).is_some());
+        assert!(table.find(&hash_session_id(&raw_b), &limits).is_some());
         assert_eq!(*a.ended().borrow(), Some(EndReason::LoggedOut));
         table.end(&b.id_hash, EndReason::LoggedOut);
         assert!(table.look_alikes_of(&ann).is_empty());
-        assert!(table.find(&raw_b, &limits).is_none());
+        assert!(table.find(&hash_session_id(&raw_b), &limits).is_none());
     }
 
     #[test]

@@ -34,10 +34,19 @@ pub fn with_state(state: State) -> impl Filter<Extract = (State,), Error = Infal
     warp::any().map(move || state.clone())
 }
 
-/// The caller's live session, if any (activity is noted).
-pub fn optional_session(state: State) -> impl Filter<Extract = (Option<Arc<Session>>,), Error = Infallible> + Clone {
-    warp::cookie::optional::<String>(SESSION_COOKIE)
-        .map(move |raw: Option<String>| raw.and_then(|raw| state.auth.session(&raw)))
+/// The caller's live session, if any (activity is noted). On a miss in
+/// this process the sessions store is asked, so this may wait; a store
+/// that fails is a 500, not "logged out".
+pub fn optional_session(state: State) -> impl Filter<Extract = (Option<Arc<Session>>,), Error = Rejection> + Clone {
+    warp::cookie::optional::<String>(SESSION_COOKIE).and_then(move |raw: Option<String>| {
+        let auth = state.auth.clone();
+        async move {
+            match raw {
+                Some(raw) => auth.session(&raw).await.map_err(reject),
+                None => Ok(None),
+            }
+        }
+    })
 }
 
 /// The caller's live session, or a 401.

@@ -1,11 +1,15 @@
 //! Storage: the only module that touches files (and, later, SQL).
 //!
-//! [`MessageStore`] is the contract every backend keeps; handlers and the hub
-//! hold an `Arc<dyn MessageStore>` and never know which backend is behind it.
-//! The default backend, [`jsonl::JsonlStore`], keeps one human-readable
-//! JSON-lines file per room.
+//! One trait per concern, each the contract every backend keeps:
+//! [`MessageStore`] (rooms and messages, below) and the account side in
+//! `accounts` ([`UserStore`], [`SessionStore`], [`SubscriptionStore`],
+//! [`ReadMarkerStore`]); failures are a [`StoreError`]. The rest of the
+//! server holds `Arc<dyn …>`s and never knows which backend is behind
+//! them. The default backend, [`jsonl`], keeps human-readable JSON-lines
+//! files (one per room); [`memory`] is the reference backend, the
+//! contract in its plainest form.
 //!
-//! The contract, in words:
+//! The `MessageStore` contract, in words:
 //! - `append` stores a batch of events *in order*, gives each the next `seq`
 //!   of its room (seqs strictly increase; the store is the one authority
 //!   for order) and returns only once the batch is written. Each item gets
@@ -20,7 +24,13 @@
 //! - Callers serialise appends per room (the hub does); reads may run
 //!   concurrently with an append.
 
+mod accounts;
+mod error;
 pub mod jsonl;
+pub mod memory;
+
+pub use self::accounts::{ReadMarkerStore, SessionRecord, SessionStore, SubscriptionStore, UserRecord, UserStore};
+pub use self::error::StoreError;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -127,57 +137,3 @@ pub fn rank_rooms<'a>(names: impl Iterator<Item = &'a str>, filter: &str, limit:
     hits.sort_unstable();
     hits.into_iter().take(limit).map(|(_, n)| RoomInfo { name: n.to_string() }).collect()
 }
-
-/// A registered account as stored: the password only as an argon2id PHC
-/// string.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserRecord {
-    pub username: String,
-    pub password_hash: String,
-    pub created_at: String,
-}
-
-/// Accounts, sessions (by id hash only) and room subscriptions.
-///
-/// The contract: `create_user` is atomic per name, compared as look-alikes
-/// (a shared [`Username::skeletons`] key, so also case-insensitively), and
-/// fails with `NameTaken`; sessions are stored only as [`SessionRecord`]s,
-/// which hold a hash of the id, never the id; everything survives restarts.
-#[async_trait]
-pub trait AccountStore: Send + Sync + 'static {
-    async fn create_user(&self, user: UserRecord) -> Result<(), ChatError>;
-    /// The account whose lower-cased name is `user_key`.
-    async fn find_user(&self, user_key: &str) -> Result<Option<UserRecord>, ChatError>;
-    /// An account whose name is `user` or looks like it (shares one of its
-    /// [`Username::skeletons`]): is the name taken?
-    async fn find_look_alike(&self, user: &Username) -> Result<Option<UserRecord>, ChatError>;
-
-    async fn save_session(&self, session: SessionRecord) -> Result<(), ChatError>;
-    /// Records activity of sessions (id hash, unix ms), in one write.
-    async fn touch_sessions(&self, seen: Vec<(String, u64)>) -> Result<(), ChatError>;
-    async fn delete_sessions(&self, id_hashes: Vec<String>) -> Result<(), ChatError>;
-    /// Every stored session (expired ones included; the caller filters).
-    async fn load_sessions(&self) -> Result<Vec<SessionRecord>, ChatError>;
-
-    /// Rooms the subscriber subscribes to, alphabetically. A subscriber is an
-    /// account (its lower-cased name) or a guest session (its 64-character
-    /// id hash, which no name of at most 32 characters can equal).
-    async fn subscriptions(&self, user_key: &str) -> Result<Vec<String>, ChatError>;
-    async fn subscribe(&self, user_key: &str, room: &RoomName) -> Result<(), ChatError>;
-    async fn unsubscribe(&self, user_key: &str, room: &RoomName) -> Result<(), ChatError>;
-    /// Forgets every subscription of `user_key`.
-    async fn clear_subscriptions(&self, user_key: &str) -> Result<(), ChatError>;
-}
-
-/// What is persisted about a session (never the raw id).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SessionRecord {
-    pub id_hash: String,
-    pub user: String,
-    pub guest: bool,
-    /// Unix milliseconds.
-    pub created_ms: u64,
-    /// Unix milliseconds.
-    pub last_seen_ms: u64,
-}
-

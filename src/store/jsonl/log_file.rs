@@ -4,7 +4,9 @@
 //!
 //! An append lands whole or not at all: a write that fails partway (a full
 //! disk) is cut back off, so the next record never joins a partial line. If
-//! even that cut fails, the next append makes it first. A torn last line
+//! even that cut fails, the next append makes it first. A failure is
+//! returned, naming the file, and not logged here: the caller that gives
+//! up logs it (only a failed cut-back, which nobody else hears of, is). A torn last line
 //! found when the file is opened (the process died mid-write) is set aside
 //! as in the room files.
 
@@ -85,9 +87,12 @@ impl LogFile {
         }
         self.cut_failed_tail()?;
         if let Err(e) = self.file.write_all(&buf).map_err(file_error("append to", &self.path)) {
-            tracing::error!(error = %e, "append failed; rolling back");
+            // The caller logs `e`. A cut that fails too is only logged:
+            // the next append tries it again first.
             self.tail_to_cut = true;
-            let _ = self.cut_failed_tail();
+            if let Err(cut) = self.cut_failed_tail() {
+                tracing::error!(error = %cut, "a failed append left part of a line behind");
+            }
             return Err(e);
         }
         self.len += buf.len() as u64;
@@ -99,9 +104,7 @@ impl LogFile {
         if !self.tail_to_cut {
             return Ok(());
         }
-        self.file.set_len(self.len).inspect_err(|e| {
-            tracing::error!(file = %self.path.display(), error = %e, "could not roll back a failed append");
-        })?;
+        self.file.set_len(self.len).map_err(file_error("cut back", &self.path))?;
         self.tail_to_cut = false;
         Ok(())
     }
@@ -132,5 +135,23 @@ mod tests {
         assert!(path.with_extension("jsonl.torn").exists());
         let records: Vec<serde_json::Value> = LogFile::read_all(&path).unwrap();
         assert_eq!(records.len(), 2);
+    }
+
+    #[test]
+    fn a_failed_append_is_returned_with_its_file_and_not_logged() {
+        let full = Path::new("/dev/full"); // every write fails: no space left
+        if !full.exists() {
+            return;
+        }
+        let (logged, _capturing) = crate::test_logs::capture();
+        let mut log = LogFile::open(full).unwrap();
+        let error = log.append(&[serde_json::json!({"n": 1})]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull);
+        assert!(error.to_string().starts_with("cannot append to /dev/full: "), "{error}");
+        // A device cannot be cut back either: that second failure is only
+        // logged (nobody else hears of it); the append's own is not.
+        let lines = logged.lines();
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(lines[0].contains("left part of a line behind") && lines[0].contains("cannot cut back /dev/full"), "{lines:#?}");
     }
 }

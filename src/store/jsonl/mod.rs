@@ -5,7 +5,7 @@
 //!   rooms.jsonl            one line per room: {"name","created_by","created_at"}
 //!   rooms/general.jsonl    one line per message, oldest first
 //!   rooms/general.jsonl.torn   bytes of a line torn by a crash (rare)
-//!   users.jsonl, sessions.jsonl, subscriptions.jsonl   see `accounts`
+//!   users.jsonl, sessions.jsonl, subscriptions.jsonl, read_markers.jsonl   see `accounts`
 //! ```
 //!
 //! Start-up reads only `rooms.jsonl` and the list of files in `rooms/` (a

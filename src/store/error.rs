@@ -1,0 +1,93 @@
+//! The one error every storage backend speaks, whatever it stores in.
+//!
+//! A [`StoreError`] says *what kind* of failure happened, not which backend
+//! had it: a file that could not be written and a database that could not
+//! be reached are both failures the caller cannot fix (`500 internal` at the
+//! HTTP edge), while a name that is taken is the caller's answer (`409`).
+//! `From<StoreError> for ChatError` makes that split, once.
+//!
+//! A failure is logged once, where it is rendered (`http::reply::error`,
+//! the socket, or the task that gave up): the store returns it with its
+//! cause and does not log it too.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::error::ChatError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A data file could not be used: what was being done, to which file,
+    /// and why. Its text is what the server says when it cannot start:
+    /// "cannot open /data/users.jsonl: …".
+    #[error("cannot {action} {}: {cause}", path.display())]
+    Io { action: &'static str, path: PathBuf, cause: io::Error },
+    /// The backend could not do it, for a reason that names no file (a
+    /// worker that died, a database that cannot be reached).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// `create_user`: the name, or one that looks like it, is an account.
+    #[error("the name '{0}' is taken")]
+    NameTaken(String),
+}
+
+/// The JSON-lines backend wraps its I/O errors in a `FileError` that names
+/// the file (inside an `io::Error` of the same kind); that becomes
+/// [`StoreError::Io`]. Any other I/O error names no file: `Unavailable`.
+impl From<io::Error> for StoreError {
+    fn from(error: io::Error) -> Self {
+        if !error.get_ref().is_some_and(|inner| inner.is::<crate::store::jsonl::FileError>()) {
+            return StoreError::Unavailable(error.to_string());
+        }
+        let inner = error.into_inner().expect("checked above");
+        let file = inner.downcast::<crate::store::jsonl::FileError>().expect("checked above");
+        StoreError::Io { action: file.action, path: file.path, cause: file.cause }
+    }
+}
+
+/// A worker thread that panicked or was cancelled.
+impl From<tokio::task::JoinError> for StoreError {
+    fn from(error: tokio::task::JoinError) -> Self {
+        StoreError::Unavailable(format!("a storage task failed: {error}"))
+    }
+}
+
+/// Conflicts become the answer they are; failures become `Storage`.
+impl From<StoreError> for ChatError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NameTaken(name) => ChatError::NameTaken(name),
+            failure => ChatError::Storage(failure),
+        }
+    }
+}
+
+/// For the code that still speaks `io::Error` (the message store).
+impl From<io::Error> for ChatError {
+    fn from(error: io::Error) -> Self {
+        StoreError::from(error).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::jsonl::FileError;
+
+    #[test]
+    fn a_file_error_keeps_its_file_and_cause() {
+        let cause = io::Error::from_raw_os_error(28);
+        let file = FileError { action: "append to", path: "/data/users.jsonl".into(), cause };
+        let error = StoreError::from(io::Error::new(io::ErrorKind::StorageFull, file));
+        assert!(matches!(&error, StoreError::Io { action: "append to", path, .. } if path.ends_with("users.jsonl")));
+        assert!(error.to_string().starts_with("cannot append to /data/users.jsonl: "), "{error}");
+        let chat = ChatError::from(error);
+        assert_eq!((chat.code(), chat.http_status()), ("internal", 500));
+    }
+
+    #[test]
+    fn a_taken_name_is_an_answer_not_a_failure() {
+        let chat = ChatError::from(StoreError::NameTaken("ann".into()));
+        assert!(matches!(chat, ChatError::NameTaken(name) if name == "ann"));
+    }
+}

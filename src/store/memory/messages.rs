@@ -1,0 +1,186 @@
+//! [`MessageStore`] over [`MemoryStore`]'s rooms: each room a vector of its
+//! events, oldest first, so the contract reads straight off it — the
+//! executable spec the JSON-lines backend must agree with.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{MemoryStore, lock};
+use crate::error::ChatError;
+use crate::model::{EventKind, Message, NewEvent, RoomName, StoredEvent, Username, now_rfc3339};
+use crate::store::{Appended, DEDUP_WINDOW, HistoryQuery, MessageStore, RoomInfo, rank_rooms};
+
+/// A room's messages as they are now, oldest first.
+fn messages_now(events: &[StoredEvent]) -> Vec<Message> {
+    let mut messages: Vec<Message> = Vec::new();
+    for event in events {
+        match &event.kind {
+            EventKind::Post(m) => messages.push(m.clone()),
+            EventKind::Edit { id, text: Some(text), ts, .. } => {
+                if let Some(m) = messages.iter_mut().find(|m| m.id == *id) {
+                    m.text = text.clone();
+                    m.edited_at = Some(ts.clone());
+                }
+            }
+            EventKind::Edit { .. } => {}
+            EventKind::Delete { id, .. } => {
+                if let Some(m) = messages.iter_mut().find(|m| m.id == *id) {
+                    *m = m.redacted();
+                }
+            }
+        }
+    }
+    messages
+}
+
+/// The post `user` (any case) made with `client_id`, as it is now: looked
+/// for among the last [`DEDUP_WINDOW`] posts before `batch_start` and the
+/// posts after it (the batch so far).
+fn sent_before(events: &[StoredEvent], batch_start: usize, user: &Username, client_id: &str) -> Option<Message> {
+    let before: Vec<&Message> = events[..batch_start].iter().filter_map(StoredEvent::as_post).collect();
+    let window = before[before.len().saturating_sub(DEDUP_WINDOW)..].iter().copied();
+    let batch = events[batch_start..].iter().filter_map(StoredEvent::as_post);
+    let id = window.chain(batch).filter(|m| m.client_id == client_id && m.user.to_lowercase() == user.key()).last()?.id;
+    messages_now(events).into_iter().find(|m| m.id == id)
+}
+
+/// The slice of `messages` (oldest first) that `query` asks for.
+fn slice(messages: &[Message], query: HistoryQuery) -> Vec<Message> {
+    let admitted: Vec<&Message> = messages.iter().filter(|m| query.admits(m.id)).collect();
+    let kept = if query.after.is_some() {
+        &admitted[..query.limit.min(admitted.len())]
+    } else {
+        &admitted[admitted.len().saturating_sub(query.limit)..]
+    };
+    kept.iter().map(|m| (*m).clone()).collect()
+}
+
+impl MemoryStore {
+    /// Runs `use_room` on the events of an existing room.
+    fn with_room<T>(&self, room: &RoomName, use_room: impl FnOnce(&mut Vec<StoredEvent>) -> T) -> Result<T, ChatError> {
+        let mut rooms = lock(&self.rooms);
+        let events = rooms.get_mut(room.as_str()).ok_or_else(|| ChatError::RoomNotFound(room.to_string()))?;
+        Ok(use_room(events))
+    }
+}
+
+/// Checks one new event against the room and stores it: a post's repeat
+/// is found among the last posts before the batch plus the batch so far;
+/// an edit or delete needs a live message by the same author.
+fn append_one(events: &mut Vec<StoredEvent>, batch_start: usize, room: &RoomName, new: NewEvent, ts: &str) -> Result<Appended, ChatError> {
+    let seq = events.last().map_or(1, |e| e.seq + 1);
+    let kind = match new {
+        NewEvent::Post { user, text, client_id } => {
+            if let Some(stored) = sent_before(events, batch_start, &user, &client_id) {
+                return Ok(Appended::Duplicate(stored));
+            }
+            let message = Message {
+                id: seq,
+                room: room.to_string(),
+                user: user.to_string(),
+                text,
+                ts: ts.to_string(),
+                client_id,
+                edited_at: None,
+                deleted: false,
+            };
+            EventKind::Post(message)
+        }
+        NewEvent::Edit { user, id, text } => {
+            check_author(events, id, &user)?;
+            EventKind::Edit { id, user: user.to_string(), text: Some(text), ts: ts.to_string() }
+        }
+        NewEvent::Delete { user, id } => {
+            check_author(events, id, &user)?;
+            EventKind::Delete { id, user: user.to_string(), ts: ts.to_string() }
+        }
+    };
+    let event = StoredEvent { seq, room: room.to_string(), kind };
+    events.push(event.clone());
+    Ok(Appended::New(event))
+}
+
+/// `NotFound` unless message `id` is live; `Forbidden` unless `user` wrote it.
+fn check_author(events: &[StoredEvent], id: u64, user: &Username) -> Result<(), ChatError> {
+    let message = messages_now(events).into_iter().find(|m| m.id == id && !m.deleted).ok_or(ChatError::MessageNotFound(id))?;
+    if message.user.to_lowercase() != user.key() {
+        return Err(ChatError::Forbidden("only its author may change a message".into()));
+    }
+    Ok(())
+}
+
+/// The log as it is shown: a deleted message's text taken out of its post
+/// and edits (they stay whole in memory, so a retry of its `client_id` is
+/// still recognised).
+fn shown(events: &[StoredEvent]) -> Vec<StoredEvent> {
+    let deleted: Vec<u64> = events.iter().filter(|e| matches!(e.kind, EventKind::Delete { .. })).map(StoredEvent::message_id).collect();
+    events
+        .iter()
+        .cloned()
+        .map(|mut event| {
+            if deleted.contains(&event.message_id()) {
+                match &mut event.kind {
+                    EventKind::Post(m) => *m = m.redacted(),
+                    EventKind::Edit { text, .. } => *text = None,
+                    EventKind::Delete { .. } => {}
+                }
+            }
+            event
+        })
+        .collect()
+}
+
+#[async_trait]
+impl MessageStore for MemoryStore {
+    async fn create_room(&self, room: &RoomName, _created_by: &str) -> Result<RoomInfo, ChatError> {
+        let mut rooms = lock(&self.rooms);
+        if rooms.contains_key(room.as_str()) {
+            return Err(ChatError::RoomExists(room.to_string()));
+        }
+        rooms.insert(room.to_string(), Vec::new());
+        Ok(RoomInfo { name: room.to_string() })
+    }
+
+    async fn room_exists(&self, room: &RoomName) -> Result<bool, ChatError> {
+        Ok(lock(&self.rooms).contains_key(room.as_str()))
+    }
+
+    async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, ChatError> {
+        Ok(rank_rooms(lock(&self.rooms).keys().map(String::as_str), filter, limit))
+    }
+
+    async fn append(&self, room: &RoomName, batch: Vec<NewEvent>) -> Result<Vec<Result<Appended, ChatError>>, ChatError> {
+        let ts = now_rfc3339();
+        self.with_room(room, |events| {
+            let batch_start = events.len();
+            batch.into_iter().map(|new| append_one(events, batch_start, room, new, &ts)).collect()
+        })
+    }
+
+    async fn find_sent(&self, room: &RoomName, user: &Username, client_id: &str) -> Result<Option<Message>, ChatError> {
+        self.with_room(room, |events| sent_before(events, events.len(), user, client_id))
+    }
+
+    async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {
+        self.with_room(room, |events| slice(&messages_now(events), query))
+    }
+
+    async fn events(&self, room: &RoomName, after: u64, limit: usize) -> Result<Vec<StoredEvent>, ChatError> {
+        self.with_room(room, |events| shown(events).into_iter().filter(|e| e.seq > after).take(limit).collect())
+    }
+
+    async fn last_seq(&self, room: &RoomName) -> Result<u64, ChatError> {
+        self.with_room(room, |events| events.last().map_or(0, |e| e.seq))
+    }
+
+    /// Nothing to make durable.
+    async fn flush(&self) -> Result<(), ChatError> {
+        Ok(())
+    }
+
+    /// Nothing to close: every room stays in memory.
+    async fn release_idle(&self, _idle: Duration) -> Result<usize, ChatError> {
+        Ok(0)
+    }
+}
