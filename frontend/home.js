@@ -1,8 +1,10 @@
 // home.js — the chat app at /home. Holds the page state (who I am, subscribed rooms,
-// the open room, last id seen per room, unread counts, the outbox of unacknowledged
+// the open room, last seq seen per room, unread counts, the outbox of unacknowledged
 // sends) and turns server events into DOM updates via render.js / sidebar.js.
-// The connection itself (WebSocket or polling) lives in transport.js.
+// The connection itself (WebSocket or polling) lives in transport.js; editing and
+// deleting one's own messages in editing.js.
 import { api, roomPath } from './api.js';
+import { MessageActions } from './editing.js';
 import { Feed, el, onlineItem } from './render.js';
 import { setupSearch } from './search.js';
 import { Outbox } from './outbox.js';
@@ -11,6 +13,7 @@ import { Transport } from './transport.js';
 import { TypingIndicator } from './typing.js';
 
 const PAGE = 50;
+const GAP_PAGE = 500;
 const TYPING_SEND_EVERY_MS = 2_000;
 const TYPING_SHOWN_FOR_MS = 3_000;
 const ERROR_SHOWN_FOR_MS = 8_000;
@@ -44,7 +47,8 @@ const state = {
   me: null, // {username, guest}
   subscribed: [], // room names, in list order
   current: null, // the open room
-  lastId: new Map(), // room -> highest message id seen
+  lastSeq: new Map(), // room -> the seq up to which every event of the room was seen
+  gaps: new Map(), // room -> {liveFrom, liveMax} while missed events are fetched over HTTP
   unread: new Map(), // room -> count
   online: new Map(), // room -> Set of usernames (unknown while polling)
   outbox: null, // Outbox, once we know who we are
@@ -55,7 +59,13 @@ const state = {
   ended: false,
 };
 
-const feed = new Feed(ui.messages, (msg) => sameUser(msg.user, state.me.username));
+const feed = new Feed(ui.messages, (msg) => msg.user != null && sameUser(msg.user, state.me.username));
+const actions = new MessageActions(feed, {
+  save: (id, text) => changeMessage('PATCH', id, { text }),
+  remove: (id) => changeMessage('DELETE', id, {}),
+  composer: ui.input,
+  onError: failed,
+});
 const roomList = new RoomList($('room-list'), $('room-list-empty'), {
   onOpen: (room) => openRoom(room),
   onUnsubscribe: (room) => unsubscribe(room),
@@ -71,6 +81,7 @@ function sameUser(a, b) {
 }
 
 const isSubscribed = (room) => state.subscribed.includes(room);
+const hasModifier = (event) => event.shiftKey || event.altKey || event.ctrlKey || event.metaKey;
 
 function showError(message) {
   ui.appError.textContent = message;
@@ -118,27 +129,52 @@ function sendMessage() {
   transport.send(entry); // if the link is down, onReady re-sends it
 }
 
+// ---- editing and deleting one's own messages ------------------------------------------------
+
+/**
+ * PATCH (edit) or DELETE one of our messages in the open room, over HTTP whatever the
+ * transport: the answer (the `edited`/`deleted` event) belongs to this request, errors
+ * included. The answer is shown at once; the same event also comes through the live link.
+ */
+async function changeMessage(method, id, body) {
+  const room = state.current;
+  try {
+    const event = await api(method, `/api/rooms/${roomPath(room)}/messages/${id}`, body);
+    if (event && event.type) apply(room, [event], false);
+  } catch (error) {
+    if (error.status === 401) sessionEnded();
+    throw error;
+  }
+}
+
 // ---- incoming events -----------------------------------------------------------------------
+
+const isChange = (item) => item.type === 'edited' || item.type === 'deleted';
+/** An event's place in its room: its seq (a message's id is the seq of its post). */
+const seqOf = (item) => (isChange(item) ? item.seq : item.id);
 
 function onEvent(event) {
   switch (event.type) {
-    case 'joined': {
-      const history = event.history || [];
-      setOnline(event.room, event.online);
-      ingest(event.room, history, false);
-      if (event.has_more && history.length) fillGap(event.room, history[history.length - 1].id);
+    case 'joined':
+      onJoined(event);
       break;
-    }
-    case 'history':
-      ingest(event.room, event.messages || [], false);
+    case 'history': // polling's first look at a room: its latest messages as they are now
+      ingestLatest(event.room, event.messages || []);
       break;
-    case 'message': {
-      const { type, ...msg } = event;
-      ingest(msg.room, [msg], true);
+    case 'events': // polling: the room's events after `after`
+      apply(event.room, event.events || [], false);
+      if (state.lastSeq.get(event.room) === event.after || event.seq > state.lastSeq.get(event.room)) {
+        state.lastSeq.set(event.room, event.seq);
+      }
       break;
-    }
+    case 'message':
+    case 'edited':
+    case 'deleted':
+      apply(event.room, [event], true);
+      sawLive(event.room, seqOf(event));
+      break;
     case 'posted': // our own message, stored; earlier ones may still be unpolled
-      ingest(event.message.room, [event.message], true, false);
+      apply(event.message.room, [event.message], true);
       break;
     case 'presence':
       onPresence(event);
@@ -155,51 +191,105 @@ function onEvent(event) {
 }
 
 /**
- * After a long absence `joined` carries only the first page of what was missed
- * (`has_more`): fetch the rest over HTTP, page by page, oldest first.
+ * `joined` puts the room at `seq`: with `after`, its history is every event since (up to
+ * a page; `has_more` says the rest must be fetched), without it the latest messages.
  */
-async function fillGap(room, afterId) {
-  const PAGE = 500;
-  let cursor = afterId;
+function onJoined(event) {
+  const { room } = event;
+  setOnline(room, event.online);
+  state.gaps.delete(room); // a fetch still running for an earlier join stops
+  apply(room, event.history || [], false);
+  if (Number.isFinite(event.seq)) state.lastSeq.set(room, event.seq);
+  if (event.has_more && Number.isFinite(event.seq)) fillGap(room, event.seq);
+}
+
+/** A live event: the socket's stream has no holes, so the room is seen up to its seq. */
+function sawLive(room, seq) {
+  if (!Number.isFinite(seq)) return;
+  const gap = state.gaps.get(room);
+  if (gap) {
+    // Missed events are still being fetched: this one is past them.
+    gap.liveFrom ??= seq;
+    gap.liveMax = Math.max(gap.liveMax ?? seq, seq);
+    return;
+  }
+  const last = state.lastSeq.get(room);
+  if (last === undefined || seq > last) state.lastSeq.set(room, seq);
+}
+
+/**
+ * After a long absence `joined` carries only the first page of what was missed
+ * (`has_more`) while live events already flow from past the rest: fetch the events in
+ * between over HTTP, page by page, oldest first, up to the first live one.
+ */
+async function fillGap(room, after) {
+  const gap = { liveFrom: undefined, liveMax: undefined };
+  state.gaps.set(room, gap);
+  let cursor = after;
   try {
     for (;;) {
-      const { messages } = await api('GET', `/api/rooms/${roomPath(room)}/messages?after=${cursor}&limit=${PAGE}`);
-      if (!messages.length) return;
-      ingest(room, messages, false);
-      cursor = messages[messages.length - 1].id;
-      if (messages.length < PAGE) return;
+      const data = await api('GET', `/api/rooms/${roomPath(room)}/events?after=${cursor}&limit=${GAP_PAGE}`);
+      if (state.gaps.get(room) !== gap) return; // joined again meanwhile
+      const page = (data && data.events) || [];
+      const until = gap.liveFrom ?? Infinity; // from there on, the socket brought them
+      apply(room, page.filter((event) => seqOf(event) < until), false);
+      cursor = Math.max(cursor, data.seq);
+      state.lastSeq.set(room, Math.min(cursor, until - 1));
+      if (!data.has_more || !page.length || cursor >= until - 1) break;
     }
+    state.gaps.delete(room);
+    state.lastSeq.set(room, Math.max(state.lastSeq.get(room), gap.liveMax ?? 0));
   } catch (err) {
-    showError(`Could not load missed messages: ${err.message}`);
+    // The gap stays marked: the room's seq stays before it, so the next join asks again.
+    if (err.status === 401) sessionEnded();
+    else showError(`Could not load missed messages: ${err.message}`);
   }
 }
 
 /**
- * Takes messages of one room from any source. Remembers the highest id (for resuming —
- * only from sources with no holes, hence `advance`), acknowledges our own sends, draws
- * them if the room is open, and otherwise counts the new ones as unread: live messages
- * always, history only when it fills a gap.
+ * A room's latest messages as they are now (polling's first look, or opening a room).
+ * A room whose seq is not known yet takes the highest id shown: replaying the events
+ * after it changes nothing on screen.
  */
-function ingest(room, messages, live, advance = true) {
-  const previous = state.lastId.get(room);
-  let highest = previous ?? 0;
-  const fresh = [];
-  for (const msg of messages) {
-    if (!Number.isFinite(msg.id)) continue;
-    if (previous === undefined || msg.id > previous) fresh.push(msg);
-    highest = Math.max(highest, msg.id);
-    acknowledge(msg.client_id);
-  }
-  if (advance) state.lastId.set(room, highest);
+function ingestLatest(room, messages) {
+  apply(room, messages, false);
+  if (state.lastSeq.has(room)) return;
+  let highest = 0;
+  for (const msg of messages) if (Number.isFinite(msg.id)) highest = Math.max(highest, msg.id);
+  state.lastSeq.set(room, highest);
+}
 
-  if (room === state.current) {
-    const stick = feed.nearBottom();
-    feed.add(messages);
-    if (stick) feed.scrollToBottom();
-    for (const msg of fresh) typing.stop(msg.user);
-  } else if (isSubscribed(room) && (live || previous !== undefined)) {
-    const count = fresh.filter((msg) => !sameUser(msg.user, state.me.username)).length;
-    if (count) setUnread(room, (state.unread.get(room) || 0) + count);
+/**
+ * Takes one room's items from any source, in seq order: messages (with or without
+ * `type: 'message'`) and `edited`/`deleted` events. Acknowledges our own sends, draws
+ * them if the room is open, and otherwise counts new messages from others as unread:
+ * live ones always, others only when they fill a gap (the room's seq was known). Keeping
+ * the room's seq is up to the caller, which knows whether its source has holes.
+ */
+function apply(room, items, live) {
+  const known = state.lastSeq.get(room);
+  const open = room === state.current;
+  const stick = open && feed.nearBottom();
+  let unread = 0;
+  for (const item of items) {
+    if (isChange(item)) {
+      if (open) feed.change(item);
+      continue;
+    }
+    const { type, ...msg } = item;
+    if (!Number.isFinite(msg.id)) continue;
+    acknowledge(msg.client_id);
+    const fresh = known === undefined || msg.id > known;
+    if (open) {
+      feed.add([msg]);
+      if (fresh && msg.user) typing.stop(msg.user);
+    } else if (fresh && !msg.deleted && msg.user && !sameUser(msg.user, state.me.username)) {
+      unread += 1;
+    }
+  }
+  if (stick) feed.scrollToBottom();
+  if (unread && isSubscribed(room) && (live || known !== undefined)) {
+    setUnread(room, (state.unread.get(room) || 0) + unread);
   }
 }
 
@@ -267,7 +357,7 @@ function roomsForTransport() {
   const all = new Set(state.subscribed);
   if (state.current) all.add(state.current);
   for (const entry of state.outbox.all()) all.add(entry.room);
-  return { open: state.current, all: [...all], lastId: (room) => state.lastId.get(room) };
+  return { open: state.current, all: [...all], lastSeq: (room) => state.lastSeq.get(room) };
 }
 
 function showRoomHeader() {
@@ -290,6 +380,7 @@ async function openRoom(room) {
   roomList.setActive(room);
   showRoomHeader();
   typing.clear();
+  actions.reset();
   feed.clear();
   renderOnline();
   for (const entry of state.outbox.all()) {
@@ -305,7 +396,7 @@ async function loadLatest(room, seq) {
     const data = await api('GET', `/api/rooms/${roomPath(room)}/messages?limit=${PAGE}`);
     if (seq !== state.openSeq) return;
     const messages = (data && data.messages) || [];
-    ingest(room, messages, false);
+    ingestLatest(room, messages);
     feed.scrollToBottom();
     state.hasOlder = messages.length >= PAGE;
     showHistoryStatus();
@@ -427,9 +518,13 @@ function wireComposer() {
     ui.input.focus();
   });
   ui.input.addEventListener('keydown', (event) => {
-    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+    if (event.isComposing) return;
+    if (event.key === 'Enter' && !event.shiftKey) {
       event.preventDefault();
       sendMessage();
+    } else if (event.key === 'ArrowUp' && !ui.input.value && !hasModifier(event)) {
+      // As in Slack: ↑ in the empty box edits one's last message in this room.
+      if (actions.editLast()) event.preventDefault();
     }
   });
   ui.input.addEventListener('input', () => {

@@ -1,7 +1,10 @@
 // render.js — DOM building for the home page. Every piece of user text goes in through
 // textContent (never innerHTML), so `<img src=x onerror=...>` shows up as literal text.
-// `Feed` owns #messages: messages kept in id order, each id rendered at most once,
-// pending (unacknowledged) sends at the bottom, and scroll position handled.
+// `Feed` owns #messages: messages kept in id order, each id rendered at most once and
+// kept as it is now (edited text with an "(edited)" mark; a deleted message as a greyed
+// "message deleted" line), pending (unacknowledged) sends at the bottom, and scroll
+// position handled. One's own stored messages carry Edit and Delete buttons (the clicks
+// are handled in editing.js).
 
 /** createElement with attributes; string children become text nodes. */
 export function el(tag, attrs = {}, ...children) {
@@ -37,12 +40,47 @@ function messageBody(user, timeNode, text) {
   ];
 }
 
-export function messageElement(msg, mine) {
+/** The "(edited)" mark; its title says when. */
+function editedMark(editedAt) {
+  const date = new Date(editedAt);
+  const when = Number.isNaN(date.getTime()) ? String(editedAt) : date.toLocaleString();
+  return el('time', { class: 'edited', datetime: editedAt, title: `Edited ${when}` }, '(edited)');
+}
+
+/** Edit and Delete, on one's own messages. */
+function ownActions() {
   return el(
-    'div',
-    { class: `message ${mine ? 'mine' : 'theirs'}`, 'data-id': msg.id },
-    ...messageBody(String(msg.user), timeElement(msg.ts), String(msg.text)),
+    'span',
+    { class: 'actions' },
+    el('button', { type: 'button', class: 'action', 'data-action': 'edit', 'aria-label': 'Edit message' }, 'Edit'),
+    el(
+      'button',
+      { type: 'button', class: 'action', 'data-action': 'delete', 'aria-label': 'Delete message' },
+      'Delete',
+    ),
   );
+}
+
+export function messageElement(msg, mine) {
+  if (msg.deleted) return deletedElement(msg.id);
+  const [meta, text] = messageBody(String(msg.user), timeElement(msg.ts), String(msg.text));
+  if (msg.edited_at) meta.append(' ', editedMark(msg.edited_at));
+  if (mine) meta.append(ownActions());
+  return el('div', { class: `message ${mine ? 'mine' : 'theirs'}`, 'data-id': msg.id }, meta, text);
+}
+
+/** A deleted message: who wrote it and what it said are gone, from the server too. */
+export function deletedElement(id) {
+  return el('div', { class: 'message deleted', 'data-id': id }, el('div', { class: 'text' }, 'message deleted'));
+}
+
+/** Shows new text in a message's element, with its "(edited)" mark. */
+function showEdited(node, text, editedAt) {
+  node.querySelector('.text').textContent = text;
+  const mark = editedMark(editedAt);
+  const old = node.querySelector('.meta > .edited');
+  if (old) old.replaceWith(mark);
+  else node.querySelector('.meta > time').after(' ', mark);
 }
 
 export function pendingElement(entry, me) {
@@ -55,6 +93,50 @@ export function pendingElement(entry, me) {
   return node;
 }
 
+/** The inline box that edits a message: Enter saves, Escape cancels. */
+export function editorElement(text) {
+  const input = el('textarea', {
+    class: 'edit-input',
+    rows: 1,
+    maxlength: 4000,
+    dir: 'auto',
+    'aria-label': 'Edit message',
+    'aria-describedby': 'edit-hint',
+  });
+  input.value = text;
+  return el(
+    'form',
+    { class: 'edit-box', novalidate: true },
+    input,
+    el(
+      'div',
+      { class: 'edit-bar' },
+      el('span', { class: 'hint', id: 'edit-hint' }, 'Enter saves · Esc cancels'),
+      el('button', { type: 'button', 'data-action': 'cancel-edit' }, 'Cancel'),
+      el('button', { type: 'submit', class: 'primary' }, 'Save'),
+    ),
+    el('p', { class: 'form-error', role: 'alert' }),
+  );
+}
+
+/** Asks once more before a delete. */
+export function confirmDeleteElement() {
+  return el(
+    'span',
+    { class: 'confirm-delete', role: 'group', 'aria-label': 'Delete this message?' },
+    el('span', { class: 'question' }, 'Delete?'),
+    el('button', { type: 'button', class: 'action danger', 'data-action': 'confirm-delete' }, 'Delete'),
+    el('button', { type: 'button', class: 'action', 'data-action': 'cancel-delete' }, 'Cancel'),
+  );
+}
+
+/** Whether timestamp `a` is later than `b` (a missing `b` is earlier than any `a`). */
+function isLater(a, b) {
+  if (!a) return false;
+  if (!b) return true;
+  return Date.parse(a) > Date.parse(b);
+}
+
 export function noticeElement(text) {
   return el('div', { class: 'notice' }, text);
 }
@@ -63,6 +145,7 @@ export class Feed {
   constructor(root, isMine) {
     this.root = root;
     this.isMine = isMine; // (msg) => boolean
+    this.onDeleted = () => {}; // (id) => void, set by whoever edits messages
     this.clear();
   }
 
@@ -70,6 +153,7 @@ export class Feed {
     this.root.replaceChildren();
     this.ids = []; // sorted ascending
     this.nodes = new Map(); // id -> element
+    this.items = new Map(); // id -> {id, user, text, ts, edited_at, deleted, changeSeq}
   }
 
   get oldestId() {
@@ -78,6 +162,24 @@ export class Feed {
 
   has(id) {
     return this.nodes.has(id);
+  }
+
+  /** The message with this id as it is shown now, or undefined. */
+  item(id) {
+    return this.items.get(id);
+  }
+
+  node(id) {
+    return this.nodes.get(id);
+  }
+
+  /** The id of the newest of one's own messages that is not deleted, or undefined. */
+  lastOwnId() {
+    for (let i = this.ids.length - 1; i >= 0; i -= 1) {
+      const item = this.items.get(this.ids[i]);
+      if (!item.deleted && this.isMine(item)) return item.id;
+    }
+    return undefined;
   }
 
   nearBottom() {
@@ -89,15 +191,76 @@ export class Feed {
     this.root.scrollTop = this.root.scrollHeight;
   }
 
-  /** Adds messages in id order (skipping ids already shown); returns how many were new. */
+  /**
+   * Adds messages in id order; returns how many were new. A message already shown is
+   * brought up to date instead — a message list shows each one as it is now, so a newer
+   * edit or a delete wins, and a list older than what is shown changes nothing.
+   */
   add(messages) {
     let added = 0;
     for (const msg of messages) {
-      if (!Number.isFinite(msg.id) || this.nodes.has(msg.id)) continue;
-      this.insert(msg.id, messageElement(msg, this.isMine(msg)));
+      if (!Number.isFinite(msg.id)) continue;
+      if (this.items.has(msg.id)) {
+        this.update(msg);
+        continue;
+      }
+      const item = {
+        id: msg.id,
+        user: msg.user,
+        text: msg.text,
+        ts: msg.ts,
+        edited_at: msg.edited_at,
+        deleted: Boolean(msg.deleted),
+        changeSeq: 0,
+      };
+      this.items.set(msg.id, item);
+      this.insert(msg.id, messageElement(item, !item.deleted && this.isMine(item)));
       added += 1;
     }
     return added;
+  }
+
+  update(msg) {
+    const item = this.items.get(msg.id);
+    if (item.deleted) return;
+    if (msg.deleted) this.markDeleted(item);
+    else if (typeof msg.text === 'string' && isLater(msg.edited_at, item.edited_at)) {
+      this.setText(item, msg.text, msg.edited_at);
+    }
+  }
+
+  /**
+   * An `edited` or `deleted` event of a message that is shown (others are skipped: they
+   * come as they are now when loaded). Events of one message apply in seq order; an
+   * edit older than the text shown, or anything after a delete, changes nothing.
+   */
+  change(event) {
+    const item = this.items.get(event.id);
+    if (!item || item.deleted) return;
+    if (event.type === 'deleted') {
+      this.markDeleted(item);
+      return;
+    }
+    if (typeof event.text !== 'string' || !(event.seq > item.changeSeq)) return;
+    if (isLater(item.edited_at, event.edited_at)) return;
+    item.changeSeq = event.seq;
+    this.setText(item, event.text, event.edited_at);
+  }
+
+  setText(item, text, editedAt) {
+    item.text = text;
+    item.edited_at = editedAt;
+    showEdited(this.nodes.get(item.id), text, editedAt);
+  }
+
+  markDeleted(item) {
+    item.deleted = true;
+    delete item.user;
+    delete item.text;
+    const node = deletedElement(item.id);
+    this.nodes.get(item.id).replaceWith(node);
+    this.nodes.set(item.id, node);
+    this.onDeleted(item.id);
   }
 
   insert(id, node) {

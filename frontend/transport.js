@@ -3,9 +3,16 @@
 // If the socket never opens 3 times in a row (or ?transport=polling), it falls back to
 // polling the HTTP API and emits the same kind of events, so the page does not care which.
 //
-// Events given to onEvent: the server's frames ({type:'joined'|'message'|'presence'|
-// 'typing'|'error', ...}) plus, from polling, {type:'history', room, messages} (every
-// message after the last id seen) and {type:'posted', message} (the answer to our POST).
+// Every change to a room is an event with a per-room `seq` (a message's id is the seq of
+// its post). The page keeps the last seq it saw of each room (`rooms().lastSeq`); a
+// (re)join sends it as `after`, and a poll asks for the events after it, so edits and
+// deletes of old messages are neither missed nor fetched twice.
+//
+// Events given to onEvent: the server's frames ({type:'joined'|'message'|'edited'|
+// 'deleted'|'presence'|'typing'|'error', ...}) plus, from polling, {type:'history', room,
+// messages} (a room's latest messages as they are now, when no seq is known yet),
+// {type:'events', room, after, events, seq} (the room's events after `after`, as frames,
+// and the seq they reach) and {type:'posted', message} (the answer to our POST).
 import { api, roomPath } from './api.js';
 
 const FAILURES_BEFORE_POLLING = 3;
@@ -19,7 +26,7 @@ const SESSION_ENDED = 4401;
 
 export class Transport {
   /**
-   * rooms(): { open: string|null, all: string[], lastId(room): number|undefined }
+   * rooms(): { open: string|null, all: string[], lastSeq(room): number|undefined }
    * onState(state): 'connecting' | 'connected' | 'reconnecting' | 'polling' | 'offline'
    * onReady(): the link is (again) usable — the page re-sends its outbox.
    */
@@ -105,8 +112,8 @@ export class Transport {
     if (this.mode === 'polling') this.stopPolling();
     this.mode = 'ws';
     this.setState('connected');
-    const { all, lastId } = this.rooms();
-    for (const room of all) this.sendJoin(room, lastId(room));
+    const { all, lastSeq } = this.rooms();
+    for (const room of all) this.sendJoin(room, lastSeq(room));
     this.onReady();
   }
 
@@ -183,7 +190,7 @@ export class Transport {
 
   join(room) {
     if (this.mode === 'polling') this.pollRoom(room);
-    else this.sendJoin(room, this.rooms().lastId(room));
+    else this.sendJoin(room, this.rooms().lastSeq(room));
   }
 
   leave(room) {
@@ -244,17 +251,30 @@ export class Transport {
     }
   }
 
+  /**
+   * One poll of a room: the events after its last seq, page by page until caught up. A
+   * room with no known seq yet gets its latest messages instead (the page takes the
+   * highest id as its seq: the events after it, replayed, change nothing it shows).
+   */
   async pollRoom(room) {
     try {
       for (;;) {
-        const lastId = this.rooms().lastId(room);
-        const query = Number.isFinite(lastId) ? `after=${lastId}&limit=${POLL_PAGE}` : 'limit=50';
-        const data = await api('GET', `/api/rooms/${roomPath(room)}/messages?${query}`);
-        const messages = (data && data.messages) || [];
-        if (this.mode !== 'polling') return; // the socket came back meanwhile
+        const after = this.rooms().lastSeq(room);
+        if (!Number.isFinite(after)) {
+          const data = await api('GET', `/api/rooms/${roomPath(room)}/messages?limit=50`);
+          if (this.mode !== 'polling') return; // the socket came back meanwhile
+          this.pollSucceeded();
+          this.onEvent({ type: 'history', room, messages: (data && data.messages) || [] });
+          return;
+        }
+        const data = await api('GET', `/api/rooms/${roomPath(room)}/events?after=${after}&limit=${POLL_PAGE}`);
+        if (this.mode !== 'polling') return;
         this.pollSucceeded();
-        if (messages.length || !Number.isFinite(lastId)) this.onEvent({ type: 'history', room, messages });
-        if (!Number.isFinite(lastId) || messages.length < POLL_PAGE) return;
+        const events = (data && data.events) || [];
+        const seq = data && Number.isFinite(data.seq) ? data.seq : after;
+        if (events.length || seq !== after) this.onEvent({ type: 'events', room, after, events, seq });
+        // Stop unless there is more and the page moved the room's seq on.
+        if (!(data && data.has_more) || this.rooms().lastSeq(room) === after) return;
       }
     } catch (error) {
       if (error.status === 404) return; // room gone; nothing to poll

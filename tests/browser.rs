@@ -3,7 +3,9 @@
 //! page story (step 3) against an in-process server. A second story puts the two
 //! transports side by side — one user polling the HTTP API (`?transport=polling`), the
 //! other on the WebSocket — and then shrinks the WebSocket user's window to a phone's.
-//! The tests take turns (one pair of browsers at a time).
+//! Three more (step 6) edit and delete messages: live over the WebSocket and after a
+//! reload, to a polling page, and to a page that was away for more than one `joined` can
+//! carry. The tests take turns (one pair of browsers at a time).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the suite is skipped with a
 //! loud notice — except in CI (`CI=true`), where it is mandatory and fails instead.
@@ -55,15 +57,25 @@ async fn with_two_browsers(
     limit: Duration,
     story: impl AsyncFnOnce(&Browser, &Browser),
 ) {
+    with_two_browsers_on(|_| {}, names, limit, story).await;
+}
+
+/// [`with_two_browsers`] on a server whose settings `configure` changes first.
+async fn with_two_browsers_on(
+    configure: impl FnOnce(&mut Config),
+    names: [&'static str; 2],
+    limit: Duration,
+    story: impl AsyncFnOnce(&Browser, &Browser),
+) {
     let Some(programs) = Programs::or_skip() else {
         return;
     };
     let _machine = browser_support::one_at_a_time().await;
     let started = Instant::now();
     let data = tempfile::tempdir().expect("data dir");
-    let server = RunningServer::start(Config::for_data_dir(data.path()))
-        .await
-        .expect("server starts");
+    let mut config = Config::for_data_dir(data.path());
+    configure(&mut config);
+    let server = RunningServer::start(config).await.expect("server starts");
     let base = format!("http://{}", server.addr);
     let driver = Driver::spawn(&programs.chromedriver);
     let (first, second) = tokio::join!(
@@ -436,9 +448,10 @@ async fn second_user_signs_up_searches_and_subscribes(b: &Browser) {
     assert_eq!(room_list(b).await, json!(["general", "lobby", ROOM]));
 }
 
-/// Script: the messages in #messages as [class, user, text] (only stored ones: with an id).
+/// Script: the messages in #messages as [class, user, text] (only stored ones: with an id;
+/// not deleted ones).
 const FEED: &str =
-    "return [...document.querySelectorAll('#messages div.message[data-id]')].map(m => [
+    "return [...document.querySelectorAll('#messages div.message[data-id]:not(.deleted)')].map(m => [
     m.classList.contains('mine') ? 'mine' : m.classList.contains('theirs') ? 'theirs' : '?',
     m.querySelector('.meta > bdi.user').textContent,
     m.querySelector('div.text').textContent]);";
@@ -927,4 +940,598 @@ async fn phone_width(poller: &Browser, socket: &Browser) {
         );
     }
     socket.screenshot(&artifacts().join("home-phone.png")).await;
+}
+
+// ---- step 6: editing and deleting messages -------------------------------------------------
+
+const ANN: &str = "ann";
+const BOB: &str = "bob";
+const EDIT_ROOM: &str = "edits";
+/// A story of step 6 normally takes well under 15 s; this only guards against a hung browser.
+const EDIT_STORY_LIMIT: Duration = Duration::from_secs(90);
+
+/// Script: the feed as a reader sees it, one entry per stored message:
+/// `[id, "mine"|"theirs"|"deleted", user, text, edited mark]` (null where there is none).
+const SHOWN: &str =
+    "return [...document.querySelectorAll('#messages div.message[data-id]')].map(m => [
+    Number(m.dataset.id),
+    m.classList.contains('deleted') ? 'deleted' : m.classList.contains('mine') ? 'mine' : 'theirs',
+    m.querySelector('.meta > bdi.user')?.textContent ?? null,
+    m.querySelector('div.text').textContent,
+    m.querySelector('.meta > .edited')?.textContent ?? null]);";
+
+fn message_css(id: u64) -> String {
+    format!("#messages div.message[data-id=\"{id}\"]")
+}
+
+/// The id of the stored message showing `text` in `b`'s feed, once it shows.
+async fn message_id(b: &Browser, text: &str) -> u64 {
+    let id = b
+        .wait_js(
+            &format!("{text:?} shows, stored"),
+            STEP,
+            "const m = [...document.querySelectorAll('#messages div.message[data-id]:not(.deleted)')]
+                .find(m => m.querySelector('div.text').textContent === arguments[0]);
+             return m ? Number(m.dataset.id) : null;",
+            vec![json!(text)],
+        )
+        .await;
+    id.as_u64().expect("a message id")
+}
+
+async fn expect_focus(b: &Browser, css: &str, what: &str) {
+    b.wait_js(
+        &format!("the focus is on {what} ({css})"),
+        STEP,
+        "return !!document.activeElement && document.activeElement.matches(arguments[0])",
+        vec![json!(css)],
+    )
+    .await;
+}
+
+/// Waits until `b` shows message `id` with `text` and an "(edited)" mark whose title says
+/// when, and no edit box is open on it.
+async fn expect_edited(b: &Browser, id: u64, text: &str, within: Duration) {
+    let started = Instant::now();
+    b.wait_js(
+        &format!("message {id} shows {text:?} marked (edited)"),
+        within,
+        "const m = document.querySelector(arguments[0]);
+         const mark = m && m.querySelector('.meta > .edited');
+         return !!mark && m.querySelector('div.text').textContent === arguments[1]
+            && mark.textContent === '(edited)' && mark.title.startsWith('Edited ')
+            && !Number.isNaN(Date.parse(mark.getAttribute('datetime')))
+            && !m.querySelector('.edit-input');",
+        vec![json!(message_css(id)), json!(text)],
+    )
+    .await;
+    eprintln!(
+        "  [{}] message {id} edited: shown {:.0?} after the wait began",
+        b.name,
+        started.elapsed()
+    );
+}
+
+/// Waits until `b` shows message `id` as a greyed "message deleted" line, its text (`gone`)
+/// nowhere in the feed.
+async fn expect_deleted(b: &Browser, id: u64, gone: &str, within: Duration) {
+    b.wait_js(
+        &format!("message {id} ({gone:?}) shows as deleted"),
+        within,
+        "const m = document.querySelector(arguments[0]);
+         return !!m && m.classList.contains('deleted') && m.textContent === 'message deleted'
+            && !m.querySelector('.meta, [data-action]')
+            && ![...document.querySelectorAll('#messages div.text')].some(t => t.textContent === arguments[1]);",
+        vec![json!(message_css(id)), json!(gone)],
+    )
+    .await;
+}
+
+/// Reloads `b`'s page (at `path`) and opens `room` from the room list.
+async fn reload_into(b: &Browser, path: &str, room: &str) {
+    b.client.refresh().await.expect("reload");
+    b.wait_at(path).await;
+    b.wait_js(
+        &format!("#whoami shows {}", b.name),
+        STEP,
+        "return document.getElementById('whoami').textContent === arguments[0]",
+        vec![json!(b.name)],
+    )
+    .await;
+    b.click(&format!(
+        "#room-list button.open-room[data-room=\"{room}\"]"
+    ))
+    .await;
+    expect_open_room(b, room).await;
+}
+
+/// No edit box is open anywhere in `b`'s feed.
+async fn expect_no_edit_box(b: &Browser) {
+    b.wait_js(
+        "no edit box is open",
+        STEP,
+        "return document.querySelectorAll('#messages .edit-input').length === 0",
+        vec![],
+    )
+    .await;
+}
+
+/// Edits message `id` through its Edit button: the inline box opens with the focus, the
+/// old text is selected and typed over, Enter saves. Returns when the keys were pressed.
+async fn edit_with_button(b: &Browser, id: u64, text: &str) -> Instant {
+    let message = message_css(id);
+    let started = Instant::now();
+    b.click(&format!("{message} button[data-action=edit]"))
+        .await;
+    expect_focus(
+        b,
+        &format!("{message} textarea.edit-input"),
+        "the inline edit box",
+    )
+    .await;
+    b.type_here(&format!(
+        "{}a{}{text}{}",
+        Key::Control,
+        Key::Null,
+        Key::Enter
+    ))
+    .await;
+    started
+}
+
+/// ↑ in the empty compose box opens the edit box on message `id` (the last own one),
+/// holding its text, with the focus.
+async fn up_edits(b: &Browser, id: u64) {
+    let input = b
+        .js(
+            "return document.getElementById('message-input').value",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        input,
+        json!(""),
+        "[{}] ↑ edits only from an empty box",
+        b.name
+    );
+    b.type_into("#message-input", &Key::Up.to_string()).await;
+    let message = message_css(id);
+    expect_focus(
+        b,
+        &format!("{message} textarea.edit-input"),
+        "the edit box of the last own message",
+    )
+    .await;
+    let same = b
+        .js(
+            "const m = document.querySelector(arguments[0]);
+             return m.querySelector('.edit-input').value === m.querySelector('div.text').textContent;",
+            vec![json!(message)],
+        )
+        .await;
+    assert_eq!(
+        same,
+        json!(true),
+        "[{}] the edit box starts with the message's text",
+        b.name
+    );
+}
+
+/// Runs `fetch(path)` in `b`'s page as the page's user; returns `[status, body]`.
+async fn fetch_json(b: &Browser, method: &str, path: &str, body: Value) -> Value {
+    b.js_async(
+        "fetch(arguments[1], {
+            method: arguments[0], credentials: 'same-origin',
+            headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+            body: arguments[0] === 'GET' ? undefined : JSON.stringify(arguments[2]),
+         }).then(async r => done([r.status, await r.json().catch(() => null)]), e => done([0, String(e)]));",
+        vec![json!(method), json!(path), body],
+    )
+    .await
+}
+
+/// Enters `a` and `b` as guests into `room`, both on the WebSocket, each seeing the other online.
+async fn two_guests_in(a: &Browser, b: &Browser, room: &str) {
+    tokio::join!(enter_as_guest(a, room), enter_as_guest(b, room));
+    for (me, other) in [(a, b), (b, a)] {
+        me.wait_js(
+            &format!("{} is connected and sees {} online", me.name, other.name),
+            STEP,
+            "return document.getElementById('conn-state').dataset.state === 'connected'
+                && [...document.querySelectorAll('#online li')].some(e => e.textContent === arguments[0]);",
+            vec![json!(other.name)],
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_edit_and_delete_live_and_after_a_reload() {
+    with_two_browsers([ANN, BOB], EDIT_STORY_LIMIT, async |ann, bob| {
+        two_guests_in(ann, bob, EDIT_ROOM).await;
+        edit_and_delete_live(ann, bob).await;
+    })
+    .await;
+}
+
+async fn edit_and_delete_live(ann: &Browser, bob: &Browser) {
+    let first = "helo wrold";
+    let sent = send(ann, first).await;
+    expect_delivered(ann, bob, first, sent).await;
+    let second = "See you at 8";
+    let sent = send(ann, second).await;
+    expect_delivered(ann, bob, second, sent).await;
+    let first_id = message_id(ann, first).await;
+    let second_id = message_id(ann, second).await;
+
+    // Edit with the button: the text turns into a box; Enter saves; the focus goes back.
+    let fixed = "hello world";
+    let saved = edit_with_button(ann, first_id, fixed).await;
+    expect_edited(bob, first_id, fixed, left_of_live(saved)).await;
+    expect_edited(ann, first_id, fixed, left_of_live(saved)).await;
+    eprintln!(
+        "  edit of {first:?}: {ANN} → {BOB} in {:.0?}",
+        saved.elapsed()
+    );
+    expect_focus(
+        ann,
+        &format!("{} button[data-action=edit]", message_css(first_id)),
+        "the Edit button again",
+    )
+    .await;
+
+    // ↑ in the empty compose box edits the last own message; Escape cancels, changing nothing.
+    up_edits(ann, second_id).await;
+    ann.screenshot(&artifacts().join("home-editing.png")).await;
+    ann.type_here(&format!(" — or 9?{}", Key::Escape)).await;
+    expect_no_edit_box(ann).await;
+    expect_focus(ann, "#message-input", "the compose box after Escape").await;
+    for b in [ann, bob] {
+        let shown = b
+            .text(&format!("{} div.text", message_css(second_id)))
+            .await;
+        assert_eq!(shown, second, "[{}] Escape saved nothing", b.name);
+        assert!(
+            !b.is_visible(&format!("{} .edited", message_css(second_id)))
+                .await,
+            "[{}] no (edited) mark after Escape",
+            b.name
+        );
+    }
+    // ↑ again, type at the end, Enter: saved, and the focus is back in the compose box.
+    up_edits(ann, second_id).await;
+    let saved = Instant::now();
+    ann.type_here(&format!(", not 7{}", Key::Enter)).await;
+    let second_fixed = format!("{second}, not 7");
+    expect_edited(bob, second_id, &second_fixed, left_of_live(saved)).await;
+    expect_edited(ann, second_id, &second_fixed, left_of_live(saved)).await;
+    expect_focus(ann, "#message-input", "the compose box after saving").await;
+    // ↑ in a box with text is just a key of the text: no edit box.
+    ann.type_into("#message-input", &format!("draft{}", Key::Up))
+        .await;
+    assert!(
+        !ann.is_visible("#messages .edit-input").await,
+        "↑ with text in the box edits nothing"
+    );
+    ann.clear("#message-input").await;
+
+    // Bob: no edit or delete control on Ann's messages, only on his own; ↑ edits his own.
+    let his = "Looking forward to it";
+    let sent = send(bob, his).await;
+    expect_delivered(bob, ann, his, sent).await;
+    let his_id = message_id(bob, his).await;
+    let controls = bob
+        .js(
+            "return [...document.querySelectorAll('#messages div.message[data-id]')]
+                .map(m => [Number(m.dataset.id), m.querySelectorAll('[data-action]').length]);",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        controls,
+        json!([[first_id, 0], [second_id, 0], [his_id, 2]]),
+        "[{BOB}] Edit and Delete on his own message only"
+    );
+    up_edits(bob, his_id).await;
+    bob.type_here(&Key::Escape.to_string()).await;
+    expect_no_edit_box(bob).await;
+    // And the server refuses it anyway.
+    let refused = fetch_json(
+        bob,
+        "PATCH",
+        &format!("/api/rooms/{EDIT_ROOM}/messages/{first_id}"),
+        json!({"text": "mine now"}),
+    )
+    .await;
+    assert_eq!(
+        refused[0],
+        json!(403),
+        "[{BOB}] editing Ann's message: {refused}"
+    );
+    assert_eq!(refused[1]["error"]["code"], json!("forbidden"));
+
+    // Delete asks once more, inline: Escape keeps the message; Enter on "Delete" deletes it.
+    let oops = "oops, wrong room";
+    let sent = send(ann, oops).await;
+    expect_delivered(ann, bob, oops, sent).await;
+    let oops_id = message_id(ann, oops).await;
+    let delete = format!("{} button[data-action=delete]", message_css(oops_id));
+    let confirm = format!(
+        "{} button[data-action=confirm-delete]",
+        message_css(oops_id)
+    );
+    ann.click(&delete).await;
+    expect_focus(ann, &confirm, "the confirming Delete").await;
+    ann.type_here(&Key::Escape.to_string()).await;
+    expect_focus(ann, &delete, "the Delete button after Escape").await;
+    assert!(
+        !ann.is_visible(&confirm).await,
+        "Escape closed the question"
+    );
+    ann.click(&delete).await;
+    expect_focus(ann, &confirm, "the confirming Delete").await;
+    let deleted = Instant::now();
+    ann.type_here(&Key::Enter.to_string()).await;
+    expect_deleted(bob, oops_id, oops, left_of_live(deleted)).await;
+    expect_deleted(ann, oops_id, oops, left_of_live(deleted)).await;
+    eprintln!(
+        "  delete of {oops:?}: {ANN} → {BOB} in {:.0?}",
+        deleted.elapsed()
+    );
+    expect_focus(ann, "#message-input", "the compose box after deleting").await;
+    // ↑ skips a deleted message: the last own one left is the second.
+    up_edits(ann, second_id).await;
+    ann.type_here(&Key::Escape.to_string()).await;
+
+    // After a reload, history shows the same: edited texts with their mark, the deleted line.
+    let before = bob.js(SHOWN, vec![]).await;
+    assert_eq!(
+        before,
+        json!([
+            [first_id, "theirs", ANN, fixed, "(edited)"],
+            [second_id, "theirs", ANN, second_fixed, "(edited)"],
+            [his_id, "mine", BOB, his, null],
+            [oops_id, "deleted", null, "message deleted", null],
+        ]),
+        "[{BOB}] the feed before the reload"
+    );
+    reload_into(bob, "/home", EDIT_ROOM).await;
+    bob.wait_js(
+        "the reloaded feed shows what it showed before",
+        STEP,
+        &format!("return JSON.stringify((function () {{ {SHOWN} }})()) === arguments[0];"),
+        vec![json!(before.to_string())],
+    )
+    .await;
+    expect_edited(bob, first_id, fixed, STEP).await;
+    expect_no_repeats(bob).await;
+    bob.screenshot(&artifacts().join("home-edited.png")).await;
+}
+
+// ---- step 6: the same to a polling page ---------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_and_deletes_reach_a_polling_page() {
+    const ROOM: &str = "polled-edits";
+    with_two_browsers([ANN, POLLER], EDIT_STORY_LIMIT, async |ann, poller| {
+        tokio::join!(enter_as_guest(ann, ROOM), enter_as_guest(poller, ROOM));
+        poller
+            .js(
+                "location.assign(arguments[0])",
+                vec![json!(format!("/home?transport=polling&room={ROOM}"))],
+            )
+            .await;
+        poller.wait_at("/home?transport=polling").await;
+        expect_open_room(poller, ROOM).await;
+        poller
+            .wait_js(
+                "#conn-state shows polling",
+                STEP,
+                "return document.getElementById('conn-state').dataset.state === 'polling'",
+                vec![],
+            )
+            .await;
+
+        let first = "first draft";
+        let second = "this one goes";
+        for text in [first, second] {
+            send(ann, text).await;
+            expect_message(poller, "theirs", ANN, text, POLLED).await;
+        }
+        let first_id = message_id(ann, first).await;
+        let second_id = message_id(ann, second).await;
+
+        // Ann (WebSocket) edits and deletes; the polling page sees both at its next poll.
+        let saved = edit_with_button(ann, first_id, "final draft").await;
+        expect_edited(poller, first_id, "final draft", POLLED).await;
+        eprintln!(
+            "  edit: {ANN} (WebSocket) → {POLLER} (polling) in {:.1?}",
+            saved.elapsed()
+        );
+        ann.click(&format!(
+            "{} button[data-action=delete]",
+            message_css(second_id)
+        ))
+        .await;
+        ann.click(&format!(
+            "{} button[data-action=confirm-delete]",
+            message_css(second_id)
+        ))
+        .await;
+        let deleted = Instant::now();
+        expect_deleted(ann, second_id, second, LIVE).await;
+        expect_deleted(poller, second_id, second, POLLED).await;
+        eprintln!(
+            "  delete: {ANN} (WebSocket) → {POLLER} (polling) in {:.1?}",
+            deleted.elapsed()
+        );
+
+        // The polling page edits too (over HTTP): the WebSocket page sees it at once.
+        let mine = "polled and edited";
+        send(poller, mine).await;
+        expect_message(ann, "theirs", POLLER, mine, POLLED).await;
+        let mine_id = message_id(poller, mine).await;
+        up_edits(poller, mine_id).await;
+        let saved = Instant::now();
+        poller.type_here(&format!("!{}", Key::Enter)).await;
+        let edited = format!("{mine}!");
+        expect_edited(ann, mine_id, &edited, left_of_live(saved)).await;
+        expect_edited(poller, mine_id, &edited, LIVE).await;
+
+        // Each shows every message once, and a reload of the polling page shows the same.
+        let before = poller.js(SHOWN, vec![]).await;
+        assert_eq!(
+            before,
+            json!([
+                [first_id, "theirs", ANN, "final draft", "(edited)"],
+                [second_id, "deleted", null, "message deleted", null],
+                [mine_id, "mine", POLLER, edited, "(edited)"],
+            ]),
+            "[{POLLER}] the feed"
+        );
+        for b in [ann, poller] {
+            expect_no_repeats(b).await;
+        }
+        reload_into(poller, "/home?transport=polling", ROOM).await;
+        poller
+            .wait_js(
+                "the reloaded polling page shows what it showed before",
+                STEP,
+                &format!("return JSON.stringify((function () {{ {SHOWN} }})()) === arguments[0];"),
+                vec![json!(before.to_string())],
+            )
+            .await;
+        poller
+            .screenshot(&artifacts().join("home-polling-edited.png"))
+            .await;
+    })
+    .await;
+}
+
+// ---- step 6: back from away, by seq ------------------------------------------------------
+
+/// More events than one `joined` carries (its history holds at most 500).
+const AWAY_POSTS: usize = 520;
+
+/// Script for `b`'s page: record every `join` frame the page sends from now on.
+const SPY_ON_JOINS: &str = "window.joinsSent = [];
+    const send = WebSocket.prototype.send;
+    WebSocket.prototype.send = function (data) {
+        try { const frame = JSON.parse(data); if (frame.type === 'join') window.joinsSent.push(frame); } catch {}
+        return send.call(this, data);
+    };";
+
+/// As the browser does with a page it keeps in its back/forward cache: `pagehide` (the page
+/// closes its socket), and later `pageshow` (it reconnects and resumes).
+async fn page_hidden(b: &Browser) {
+    b.js(
+        "window.dispatchEvent(new PageTransitionEvent('pagehide', { persisted: true }))",
+        vec![],
+    )
+    .await;
+}
+
+async fn page_shown(b: &Browser) {
+    b.js(
+        "window.dispatchEvent(new PageTransitionEvent('pageshow', { persisted: true }))",
+        vec![],
+    )
+    .await;
+}
+
+/// The `join` frames of `room` that `b` sent since [`SPY_ON_JOINS`], once there are `count`.
+async fn joins_sent(b: &Browser, room: &str, count: usize) -> Value {
+    b.wait_js(
+        &format!("{count} join frame(s) of {room} were sent"),
+        STEP,
+        "const joins = window.joinsSent.filter(f => f.room === arguments[0]);
+         return joins.length >= arguments[1] && joins;",
+        vec![json!(room), json!(count)],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_back_from_away_resumes_by_seq_and_fetches_what_one_join_cannot_carry() {
+    const ROOM: &str = "back-from-away";
+    // Ann's page posts hundreds of messages in a row: no send rate for this story.
+    with_two_browsers_on(|config| config.send_rate = None, [ANN, BOB], EDIT_STORY_LIMIT, async |ann, bob| {
+        two_guests_in(ann, bob, ROOM).await;
+        let before = "before the break";
+        let sent = send(ann, before).await;
+        expect_delivered(ann, bob, before, sent).await;
+        let before_id = message_id(bob, before).await;
+        // An edit Bob sees live: the last seq he saw is now the edit's, past the last message id.
+        let path = |id: u64| format!("/api/rooms/{ROOM}/messages/{id}");
+        let edit = fetch_json(ann, "PATCH", &path(before_id), json!({"text": "before the break (1)"})).await;
+        assert_eq!(edit[0], json!(200), "{edit}");
+        let seen = edit[1]["seq"].as_u64().expect("the edit's seq");
+        assert!(seen > before_id);
+        expect_edited(bob, before_id, "before the break (1)", LIVE).await;
+
+        // Bob's page goes away; Ann edits, posts more than a page, deletes, edits again.
+        bob.js(SPY_ON_JOINS, vec![]).await;
+        page_hidden(bob).await;
+        ann.wait_js(
+            "Ann sees Bob go offline",
+            STEP,
+            "return [...document.querySelectorAll('#online li')].map(e => e.textContent).join() === arguments[0]",
+            vec![json!(ANN)],
+        )
+        .await;
+        let head = ann
+            .js_async(
+                "(async () => {
+                    const call = async (method, path, body) => {
+                        const r = await fetch(path, { method, credentials: 'same-origin',
+                            headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+                            body: JSON.stringify(body) });
+                        if (!r.ok) throw new Error(method + ' ' + path + ': ' + r.status);
+                        return r.json();
+                    };
+                    const [room, before, posts] = arguments;
+                    const messages = `/api/rooms/${room}/messages`;
+                    await call('PATCH', `${messages}/${before}`, { text: 'before the break (2)' });
+                    const ids = [];
+                    for (let i = 1; i <= posts; i += 1) {
+                        ids.push((await call('POST', messages, { text: `away ${i}`, client_id: `away-${i}` })).id);
+                    }
+                    await call('DELETE', `${messages}/${ids[2]}`, {});
+                    const last = await call('PATCH', `${messages}/${ids[posts - 1]}`, { text: 'the last one, edited' });
+                    return [ids, last.seq];
+                })().then(done, (e) => done(String(e)));",
+                vec![json!(ROOM), json!(before_id), json!(AWAY_POSTS)],
+            )
+            .await;
+        let ids: Vec<u64> = head[0]
+            .as_array()
+            .unwrap_or_else(|| panic!("Ann's changes failed: {head}"))
+            .iter()
+            .map(|id| id.as_u64().unwrap())
+            .collect();
+        let head = head[1].as_u64().expect("the last seq");
+
+        // Back: the page resumes after the last seq it saw — the edit's, not message 1's —
+        // gets one page in `joined` and fetches the rest from /events, edits and deletes included.
+        let back = Instant::now();
+        page_shown(bob).await;
+        let joins = joins_sent(bob, ROOM, 1).await;
+        assert_eq!(joins[0], json!({"type": "join", "room": ROOM, "after": seen}), "[{BOB}] resumed by seq");
+        expect_edited(bob, ids[AWAY_POSTS - 1], "the last one, edited", STEP).await;
+        expect_edited(bob, before_id, "before the break (2)", STEP).await;
+        expect_deleted(bob, ids[2], "away 3", STEP).await;
+        eprintln!("  back from away: {} events caught up in {:.1?}", head - seen, back.elapsed());
+        assert_eq!(expect_no_repeats(bob).await, 1 + AWAY_POSTS, "[{BOB}] every message once");
+
+        // Away and back once more: it now resumes from the room's head.
+        page_hidden(bob).await;
+        page_shown(bob).await;
+        let joins = joins_sent(bob, ROOM, 2).await;
+        assert_eq!(joins[1]["after"], json!(head), "[{BOB}] caught up to the room's last seq");
+        // And it is live again.
+        let after = "welcome back";
+        let sent = send(ann, after).await;
+        expect_delivered(ann, bob, after, sent).await;
+    })
+    .await;
 }

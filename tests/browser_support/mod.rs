@@ -315,6 +315,20 @@ impl Browser {
             .unwrap_or_else(|e| panic!("[{}] type into {css}: {e}", self.name));
     }
 
+    /// Types `text` as key presses into whatever has the focus now, as a user at the keyboard
+    /// would (nothing is focused first).
+    pub async fn type_here(&self, text: &str) {
+        let focused = self
+            .client
+            .active_element()
+            .await
+            .unwrap_or_else(|e| panic!("[{}] the focused element: {e}", self.name));
+        focused
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("[{}] type into the focused element: {e}", self.name));
+    }
+
     pub async fn clear(&self, css: &str) {
         self.find(css)
             .await
