@@ -398,7 +398,7 @@ async fn appended_ids_increase_and_a_repeated_client_id_answers_the_stored_copy<
     let general = room("general");
     let first = ok(messages.append(&general, vec![send("ann", "one", "a"), send("bob", "two", "b")]).await.unwrap());
     assert!(matches!(first.as_slice(), [Appended::New(_), Appended::New(_)]));
-    assert_eq!(first.iter().map(|a| msg(&a).id).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(first.iter().map(|a| msg(a).id).collect::<Vec<_>>(), [1, 2]);
     let one = msg(&first[0]).clone();
     assert_eq!((one.room.as_str(), one.user.as_str(), one.text.as_str(), one.client_id.as_str()), ("general", "ann", "one", "a"));
 

@@ -226,8 +226,7 @@ impl RoomLog {
         let file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(file_error("open", &path))?;
         let len = repair_torn_tail(&file, &path).map_err(file_error("repair", &path))?;
         let hint = path.display().to_string();
-        let mut state = State::default();
-        state.changes = scan_changes(&file, len, &hint).map_err(file_error("read", &path))?;
+        let mut state = State { changes: scan_changes(&file, len, &hint).map_err(file_error("read", &path))?, ..State::default() };
         let tail = lines::read_backward(&file, len, DEDUP_WINDOW, &StoredEvent::is_post, &hint).map_err(file_error("read", &path))?;
         for event in tail {
             let shown = state.changes.shown(event);
@@ -521,7 +520,7 @@ impl Plan {
 /// byte search.
 fn scan_changes(file: &File, len: u64, hint: &str) -> io::Result<Changes> {
     let mut changes = Changes::default();
-    let finders: Vec<memchr::memmem::Finder> = CHANGE_MARKERS.iter().map(|m| memchr::memmem::Finder::new(m)).collect();
+    let finders: Vec<memchr::memmem::Finder> = CHANGE_MARKERS.iter().map(memchr::memmem::Finder::new).collect();
     let mut pos = 0;
     let mut pending: Vec<u8> = Vec::new();
     while pos < len {

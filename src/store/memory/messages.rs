@@ -41,7 +41,7 @@ fn sent_before(events: &[StoredEvent], batch_start: usize, user: &Username, clie
     let before: Vec<&Message> = events[..batch_start].iter().filter_map(StoredEvent::as_post).collect();
     let window = before[before.len().saturating_sub(DEDUP_WINDOW)..].iter().copied();
     let batch = events[batch_start..].iter().filter_map(StoredEvent::as_post);
-    let id = window.chain(batch).filter(|m| m.client_id == client_id && m.user.to_lowercase() == user.key()).last()?.id;
+    let id = window.chain(batch).rfind(|m| m.client_id == client_id && m.user.to_lowercase() == user.key())?.id;
     messages_now(events).into_iter().find(|m| m.id == id)
 }
 
