@@ -64,6 +64,8 @@ const CATCH_UP_PAGE: usize = 100;
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Typing events relayed per user and room, at most one per this period.
 const TYPING_PERIOD: Duration = Duration::from_secs(1);
+/// Numbers each connection, so its own news is not echoed back to it.
+static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 /// Close code for "your session ended" (application range 4000–4999).
 pub const CLOSE_SESSION_ENDED: u16 = 4401;
 
@@ -98,6 +100,8 @@ where
 {
     let _counted = ctx.session.socket_opened();
     let mut conn = Connection::new(&ctx);
+    // The user's own news (a read marker moved on another device).
+    let mut user_events = BroadcastStream::new(conn.chat.user_events(&conn.actor));
     let mut session_ended = ctx.session.ended();
     let mut shutdown = ctx.shutdown.clone();
     let mut pending: FuturesUnordered<PendingSend> = FuturesUnordered::new();
@@ -123,6 +127,15 @@ where
                 None => break None, // silent for a whole interval
             },
             Some(done) = pending.next(), if !pending.is_empty() => conn.on_send_done(done, &mut out),
+            Some(news) = user_events.next() => {
+                // A lagged user channel loses only read hints: the next
+                // `joined` or GET /api/subscriptions has the markers.
+                if let Ok(news) = news
+                    && news.from_connection != conn.actor.connection
+                {
+                    out.push(WsMessage::Text(news.frame.clone()));
+                }
+            }
             frame = socket.next(), if pending.len() < MAX_PENDING_SENDS => match frame {
                 Some(Ok(frame)) => {
                     pings.heard();
@@ -291,7 +304,11 @@ impl Connection {
     fn new(ctx: &ConnectionContext) -> Self {
         Self {
             chat: ctx.chat.clone(),
-            actor: Actor { session: ctx.session.clone(), pace: ctx.chat.connection_pace() },
+            actor: Actor {
+                session: ctx.session.clone(),
+                pace: ctx.chat.connection_pace(),
+                connection: Some(NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+            },
             user: ctx.session.user.clone(),
             user_key: ctx.session.user.key(),
             feeds: Feeds::default(),
@@ -337,6 +354,12 @@ impl Connection {
             ClientEvent::Send { room, text, client_id } => self.send(room, text, client_id, out),
             ClientEvent::Edit { room, id, text } => self.change(room, Change::Edit(id, text), out),
             ClientEvent::Delete { room, id } => self.change(room, Change::Delete(id), out),
+            ClientEvent::Read { room, id } => {
+                if let Err(err) = self.chat.mark_read(&self.actor, &room, id).await {
+                    out.push(event_frame(&ServerEvent::error_for(&err, Some(&room), None)));
+                }
+                None
+            }
             ClientEvent::Typing { room } => {
                 self.typing(&room, out).await;
                 None
@@ -384,6 +407,7 @@ impl Connection {
             history: opened.history.into_iter().map(HistoryItem::from_stored).collect(),
             has_more: opened.has_more,
             seq: opened.seq,
+            read: self.chat.read_marker(&self.actor, &room).await?,
         })
     }
 

@@ -89,13 +89,14 @@ impl App {
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ChatError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let connections = TaskTracker::new();
+        let fanout: Arc<dyn crate::fanout::Fanout> = Arc::new(LocalFanout::default());
         let hub = Hub::new(
             self.store.clone(),
-            Arc::new(LocalFanout::default()),
+            fanout.clone(),
             HubSettings { room_create_rate: self.config.room_create_rate, room_idle: self.config.room_idle },
         );
         let state = http::State {
-            chat: Chat::new(hub, self.auth.clone(), self.config.send_rate),
+            chat: Chat::new(hub, self.auth.clone(), fanout, self.config.send_rate),
             auth: self.auth.clone(),
             config: self.config.clone(),
             shutdown: stop_rx.clone(),

@@ -24,6 +24,8 @@ pub enum ClientEvent {
     Edit { room: String, id: u64, text: String },
     /// Delete one's own message.
     Delete { room: String, id: u64 },
+    /// "I have read up to message `id`" (moves the marker forward only).
+    Read { room: String, id: u64 },
 }
 
 /// A frame to a client.
@@ -35,7 +37,8 @@ pub enum ServerEvent {
     /// the rest with `GET /api/rooms/{room}/messages?after=`.
     /// `seq`: the room's position the client is now at (live events
     /// follow from there).
-    Joined { room: String, history: Vec<HistoryItem>, online: Vec<String>, has_more: bool, seq: u64 },
+    /// `read`: the user's read marker in the room (0: none).
+    Joined { room: String, history: Vec<HistoryItem>, online: Vec<String>, has_more: bool, seq: u64, read: u64 },
     /// Answer to `leave`.
     Left { room: String },
     /// A stored message (also the sender's acknowledgement).
@@ -51,6 +54,8 @@ pub enum ServerEvent {
     },
     /// A message was deleted.
     Deleted { room: String, id: u64, seq: u64 },
+    /// The user's read marker moved (sent to the user's other sockets).
+    Read { room: String, id: u64 },
     /// Someone came online in / left a room.
     Presence { room: String, user: String, online: bool },
     /// Someone is typing in a room.

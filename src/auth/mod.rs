@@ -36,7 +36,7 @@ pub struct AuthStores {
     pub users: Arc<dyn UserStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub subscriptions: Arc<dyn SubscriptionStore>,
-    /// Only to forget a guest's markers with its session.
+    /// Read markers, per subscriber (forgotten with a guest's session).
     pub read_markers: Arc<dyn ReadMarkerStore>,
 }
 
@@ -339,6 +339,27 @@ impl Auth {
 
     pub async fn unsubscribe(&self, session: &Session, room: &RoomName) -> Result<(), ChatError> {
         Ok(self.stores.subscriptions.unsubscribe(&subscriber_key(session), room).await?)
+    }
+
+    /// The last message id the session's user has read in `room` (0: none).
+    pub async fn read_marker(&self, session: &Session, room: &RoomName) -> Result<u64, ChatError> {
+        Ok(self.stores.read_markers.read_marker(&subscriber_key(session), room).await?.unwrap_or(0))
+    }
+
+    /// Every read marker of the session's user: room → last read id.
+    pub async fn read_markers(&self, session: &Session) -> Result<std::collections::BTreeMap<String, u64>, ChatError> {
+        Ok(self.stores.read_markers.markers(&subscriber_key(session)).await?)
+    }
+
+    /// Moves the user's marker in `room` forward to `id`; whether it moved.
+    pub async fn advance_read_marker(&self, session: &Session, room: &RoomName, id: u64) -> Result<bool, ChatError> {
+        Ok(self.stores.read_markers.advance_marker(&subscriber_key(session), room, id).await?)
+    }
+
+    /// Who a session's per-user state belongs to: an account (all its
+    /// sessions and devices share it) or one guest session.
+    pub fn subscriber(&self, session: &Session) -> String {
+        subscriber_key(session)
     }
 }
 

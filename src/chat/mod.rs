@@ -10,14 +10,17 @@
 //! - `rooms`: create, list, subscriptions, presence and typing.
 
 mod messages;
+mod reading;
 mod rooms;
 
 use std::sync::{Arc, Mutex};
 
 pub use self::messages::{EventsPage, OpenedRoom};
+pub use self::reading::{MAX_UNREAD_COUNTED, RoomReadState};
 pub use self::rooms::MAX_ROOM_RESULTS;
 use crate::auth::Auth;
 use crate::auth::sessions::Session;
+use crate::fanout::Fanout;
 use crate::hub::Hub;
 use crate::rate::{RateLimiter, SendRate};
 
@@ -26,12 +29,13 @@ use crate::rate::{RateLimiter, SendRate};
 pub struct Chat {
     hub: Hub,
     auth: Arc<Auth>,
+    fanout: Arc<dyn Fanout>,
     send_rate: Option<SendRate>,
 }
 
 impl Chat {
-    pub fn new(hub: Hub, auth: Arc<Auth>, send_rate: Option<SendRate>) -> Self {
-        Self { hub, auth, send_rate }
+    pub fn new(hub: Hub, auth: Arc<Auth>, fanout: Arc<dyn Fanout>, send_rate: Option<SendRate>) -> Self {
+        Self { hub, auth, fanout, send_rate }
     }
 
     /// The pace for one socket: its own bucket of the send rate.
@@ -54,12 +58,14 @@ impl Chat {
 pub struct Actor {
     pub session: Arc<Session>,
     pub pace: Pace,
+    /// The socket acting, if any (it does not need its own news back).
+    pub connection: Option<u64>,
 }
 
 impl Actor {
     /// An HTTP caller: posts, edits and deletes share one bucket per session.
     pub fn http(session: Arc<Session>) -> Self {
-        Self { session, pace: Pace::Session }
+        Self { session, pace: Pace::Session, connection: None }
     }
 }
 

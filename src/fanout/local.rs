@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
-use super::{Fanout, ROOM_CHANNEL_CAPACITY, RoomEvent};
+use super::{Fanout, ROOM_CHANNEL_CAPACITY, RoomEvent, USER_CHANNEL_CAPACITY, UserEvent};
 use crate::model::RoomName;
 
 #[derive(Default)]
 pub struct LocalFanout {
     rooms: Mutex<HashMap<RoomName, broadcast::Sender<Arc<RoomEvent>>>>,
+    /// Per subscriber; a channel nobody receives is dropped at the next publish.
+    users: Mutex<HashMap<String, broadcast::Sender<Arc<UserEvent>>>>,
 }
 
 impl Fanout for LocalFanout {
@@ -30,6 +32,19 @@ impl Fanout for LocalFanout {
 
     fn has_subscribers(&self, room: &RoomName) -> bool {
         self.rooms.lock().expect("fan-out rooms").get(room).is_some_and(|s| s.receiver_count() > 0)
+    }
+
+    fn publish_to_user(&self, subscriber: &str, event: Arc<UserEvent>) {
+        let mut users = self.users.lock().expect("fan-out users");
+        let Some(sender) = users.get(subscriber) else { return };
+        if sender.send(event).is_err() {
+            users.remove(subscriber);
+        }
+    }
+
+    fn subscribe_user(&self, subscriber: &str) -> broadcast::Receiver<Arc<UserEvent>> {
+        let mut users = self.users.lock().expect("fan-out users");
+        users.entry(subscriber.to_string()).or_insert_with(|| broadcast::channel(USER_CHANNEL_CAPACITY).0).subscribe()
     }
 
     fn release(&self, room: &RoomName) -> bool {

@@ -55,4 +55,26 @@ pub trait Fanout: Send + Sync + 'static {
     /// Forgets a room nobody receives (its channel's memory); `false` if
     /// someone does.
     fn release(&self, room: &RoomName) -> bool;
+    /// Sends an event to every socket of one subscriber (an account's
+    /// devices, or one guest session), e.g. "read up to here".
+    fn publish_to_user(&self, subscriber: &str, event: Arc<UserEvent>);
+    /// Starts receiving a subscriber's own events.
+    fn subscribe_user(&self, subscriber: &str) -> broadcast::Receiver<Arc<UserEvent>>;
 }
+
+/// An event for one subscriber's sockets, serialised once.
+#[derive(Debug)]
+pub struct UserEvent {
+    pub frame: Utf8Bytes,
+    /// The connection it came from, which does not need it back.
+    pub from_connection: Option<u64>,
+}
+
+impl UserEvent {
+    pub fn new(event: &ServerEvent, from_connection: Option<u64>) -> Arc<Self> {
+        Arc::new(Self { frame: event.to_json().into(), from_connection })
+    }
+}
+
+/// Events a subscriber's channel holds (read markers: few and small).
+pub const USER_CHANNEL_CAPACITY: usize = 64;

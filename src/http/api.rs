@@ -31,6 +31,11 @@ pub struct RoomBody {
 }
 
 #[derive(Debug, Deserialize)]
+pub struct ReadBody {
+    pub id: u64,
+}
+
+#[derive(Debug, Deserialize)]
 pub struct EditBody {
     pub text: String,
 }
@@ -169,10 +174,18 @@ pub async fn get_events(state: State, room: String, session: Arc<Session>, query
     }.await))
 }
 
+/// PUT /api/rooms/{room}/read {"id"}
+pub async fn mark_read(state: State, room: String, session: Arc<Session>, body: ReadBody) -> Result<HttpResponse, warp::Rejection> {
+    Ok(reply::or_error(async {
+        let id = state.chat.mark_read(&Actor::http(session), &room, body.id).await?;
+        Ok(reply::json(StatusCode::OK, &serde_json::json!({ "room": room, "id": id })))
+    }.await))
+}
+
 /// GET /api/subscriptions
 pub async fn subscriptions(state: State, session: Arc<Session>) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
-        let rooms = state.chat.subscriptions(&Actor::http(session)).await?;
+        let rooms = state.chat.subscriptions_read(&Actor::http(session)).await?;
         Ok(reply::json(StatusCode::OK, &rooms))
     }.await))
 }

@@ -18,6 +18,7 @@
 //! PATCH /api/rooms/{room}/messages/{id} {"text"}
 //! DELETE /api/rooms/{room}/messages/{id}
 //! GET  /api/rooms/{room}/events?after=&limit=
+//! PUT  /api/rooms/{room}/read {"id"}
 //! GET  /api/subscriptions
 //! PUT  /api/subscriptions/{room}
 //! DELETE /api/subscriptions/{room}
@@ -132,6 +133,8 @@ pub fn routes(state: State) -> BoxedFilter<(HttpResponse,)> {
         .or(delete_message(state.clone()))
         .unify()
         .or(get_events(state.clone()))
+        .unify()
+        .or(mark_read(state.clone()))
         .unify()
         .or(subscriptions(state.clone()))
         .unify()
@@ -326,6 +329,18 @@ fn delete_message(state: State) -> BoxedFilter<(HttpResponse,)> {
         .and(with_state(state.clone()))
         .and(session(state))
         .and_then(|room, id, state, session| api::delete_message(state, room, id, session))
+        .boxed()
+}
+
+/// PUT /api/rooms/{room}/read {"id"}
+fn mark_read(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "rooms" / String / "read")
+        .and(warp::put())
+        .and(allowed_origin(state.clone()))
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and(json_body())
+        .and_then(|room, state, session, body| api::mark_read(state, room, session, body))
         .boxed()
 }
 

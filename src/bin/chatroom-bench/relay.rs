@@ -109,7 +109,7 @@ fn on_text(
             let room = room(rooms, &name);
             let events = room.events.subscribe();
             *joined = Some((room, name.clone(), events));
-            let reply = ServerEvent::Joined { room: name, history: Vec::new(), online: Vec::new(), has_more: false, seq: 0 };
+            let reply = ServerEvent::Joined { room: name, history: Vec::new(), online: Vec::new(), has_more: false, seq: 0, read: 0 };
             Some(reply.to_json().into())
         }
         ClientEvent::Send { room: name, text, client_id } => {
@@ -123,7 +123,7 @@ fn on_text(
             let _ = room.events.send(ServerEvent::Message(message).to_json().into());
             None
         }
-        ClientEvent::Leave { .. } | ClientEvent::Typing { .. } | ClientEvent::Edit { .. } | ClientEvent::Delete { .. } => None,
+        ClientEvent::Leave { .. } | ClientEvent::Typing { .. } | ClientEvent::Edit { .. } | ClientEvent::Delete { .. } | ClientEvent::Read { .. } => None,
     }
 }
 
