@@ -316,7 +316,8 @@ async fn run_writer(store: Arc<dyn MessageStore>, fanout: Arc<dyn Fanout>, room:
                 }
             }
             Err(err) => {
-                tracing::error!(room = %room, error = %err, "could not store events");
+                // Each sender reports it once, where it is given up (the
+                // HTTP answer or the socket's error frame).
                 for reply in replies {
                     let _ = reply.send(Err(ChatError::Internal(err.to_string())));
                 }

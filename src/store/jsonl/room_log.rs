@@ -376,7 +376,6 @@ impl RoomLog {
         });
         if let Err(e) = written {
             let e = file_error("append to", &self.path)(e);
-            tracing::error!(error = %e, "append failed; rolling back");
             if let Err(e2) = self.file.set_len(before) {
                 tracing::error!(file = %self.path.display(), error = %e2, "could not roll back a failed append");
             }
