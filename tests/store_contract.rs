@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chatroom::error::ChatError;
 use chatroom::model::{EventKind, Message, NewEvent, RoomName, StoredEvent, Username};
 use chatroom::store::jsonl::{JsonlAccounts, JsonlStore};
 use chatroom::store::memory::MemoryStore;
@@ -166,7 +165,7 @@ fn send(user: &str, text: &str, client_id: &str) -> NewEvent {
 }
 
 /// Each item's answer of an append, asserting none was refused.
-fn ok(answers: Vec<Result<Appended, ChatError>>) -> Vec<Appended> {
+fn ok(answers: Vec<Result<Appended, StoreError>>) -> Vec<Appended> {
     answers.into_iter().map(|a| a.expect("an item of the batch was refused")).collect()
 }
 
@@ -377,7 +376,7 @@ async fn a_new_store_has_the_default_room_and_rooms_are_created_once<B: Backend>
     assert_eq!(messages.create_room(&room("rust"), "ann").await.unwrap().name, "rust");
     assert!(messages.room_exists(&room("rust")).await.unwrap());
     let again = messages.create_room(&room("rust"), "bob").await;
-    assert!(matches!(again, Err(ChatError::RoomExists(ref r)) if r == "rust"), "{again:?}");
+    assert!(matches!(again, Err(StoreError::RoomExists(ref r)) if r == "rust"), "{again:?}");
 }
 
 async fn rooms_are_listed_exact_then_prefix_then_the_rest<B: Backend>() {
@@ -419,7 +418,7 @@ async fn appended_ids_increase_and_a_repeated_client_id_answers_the_stored_copy<
     assert_eq!(ids(&messages.history(&general, HistoryQuery::latest(10)).await.unwrap()), [1, 2, 3, 4], "duplicates are not stored");
 
     let elsewhere = messages.append(&room("nowhere"), vec![send("ann", "x", "x")]).await;
-    assert!(matches!(elsewhere, Err(ChatError::RoomNotFound(_))), "{elsewhere:?}");
+    assert!(matches!(elsewhere, Err(StoreError::RoomNotFound(_))), "{elsewhere:?}");
     messages.create_room(&room("rust"), "ann").await.unwrap();
     let own = ok(messages.append(&room("rust"), vec![send("ann", "x", "a")]).await.unwrap());
     assert!(matches!(&own[0], Appended::New(e) if e.seq == 1), "ids and client_ids are per room");
@@ -463,7 +462,7 @@ async fn history_reads_after_before_and_limit_oldest_first<B: Backend>() {
     let texts: Vec<String> = messages.history(&general, HistoryQuery::latest(2)).await.unwrap().into_iter().map(|m| m.text).collect();
     assert_eq!(texts, ["m9", "m10"]);
     let unknown = messages.history(&room("nowhere"), HistoryQuery::latest(5)).await;
-    assert!(matches!(unknown, Err(ChatError::RoomNotFound(_))), "{unknown:?}");
+    assert!(matches!(unknown, Err(StoreError::RoomNotFound(_))), "{unknown:?}");
 }
 
 async fn messages_survive_a_reopen<B: Backend>() {
@@ -515,10 +514,10 @@ async fn edits_and_deletes_are_checked_and_logged_as_events<B: Backend>() {
         .await
         .unwrap();
     assert!(matches!(&answers[0], Ok(Appended::New(e)) if e.seq == 4 && e.message_id() == 1), "{answers:?}");
-    assert!(matches!(answers[1], Err(ChatError::Forbidden(_))), "another user's message: {:?}", answers[1]);
-    assert!(matches!(answers[2], Err(ChatError::MessageNotFound(9))), "{:?}", answers[2]);
+    assert!(matches!(answers[1], Err(StoreError::NotAuthor)), "another user's message: {:?}", answers[1]);
+    assert!(matches!(answers[2], Err(StoreError::MessageNotFound(9))), "{:?}", answers[2]);
     assert!(matches!(&answers[3], Ok(Appended::New(e)) if e.seq == 5), "{:?}", answers[3]);
-    assert!(matches!(answers[4], Err(ChatError::MessageNotFound(2))), "a deleted message: {:?}", answers[4]);
+    assert!(matches!(answers[4], Err(StoreError::MessageNotFound(2))), "a deleted message: {:?}", answers[4]);
     assert_eq!(messages.last_seq(&general).await.unwrap(), 5);
 
     // History: as they are now.
@@ -554,5 +553,5 @@ async fn edits_and_deletes_survive_a_reopen<B: Backend>() {
     assert!(now[1].deleted);
     assert_eq!(messages.last_seq(&general).await.unwrap(), 4);
     let answers = messages.append(&general, vec![edit("ann", 2, "back")]).await.unwrap();
-    assert!(matches!(answers[0], Err(ChatError::MessageNotFound(2))), "still deleted after a reopen");
+    assert!(matches!(answers[0], Err(StoreError::MessageNotFound(2))), "still deleted after a reopen");
 }

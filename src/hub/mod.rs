@@ -127,7 +127,7 @@ impl Hub {
 
     /// Rooms whose name contains `filter` (see `MessageStore::list_rooms`).
     pub async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, ChatError> {
-        self.inner.store.list_rooms(filter, limit).await
+        Ok(self.inner.store.list_rooms(filter, limit).await?)
     }
 
     /// The room, if it exists; `RoomNotFound` otherwise.
@@ -194,12 +194,12 @@ impl Hub {
 
     /// Up to `limit` events of the room after `after` (the log).
     pub async fn events(&self, room: &RoomName, after: u64, limit: usize) -> Result<Vec<StoredEvent>, ChatError> {
-        self.inner.store.events(room, after, limit).await
+        Ok(self.inner.store.events(room, after, limit).await?)
     }
 
     /// The room's newest seq.
     pub async fn last_seq(&self, room: &RoomName) -> Result<u64, ChatError> {
-        self.inner.store.last_seq(room).await
+        Ok(self.inner.store.last_seq(room).await?)
     }
 
     /// Creates a room for `creator` (connected from `from`), within the
@@ -221,11 +221,11 @@ impl Hub {
                 pace.addresses.take(address);
             }
         }
-        self.inner.store.create_room(room, creator.as_str()).await
+        Ok(self.inner.store.create_room(room, creator.as_str()).await?)
     }
 
     pub async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {
-        self.inner.store.history(room, query).await
+        Ok(self.inner.store.history(room, query).await?)
     }
 
     /// Marks `user` present in `room`; announces it when this is the user's
@@ -312,7 +312,7 @@ async fn run_writer(store: Arc<dyn MessageStore>, fanout: Arc<dyn Fanout>, room:
                     if let Ok(Appended::New(stored)) = &result {
                         fanout.publish(&room, &|| RoomEvent::new(&ServerEvent::from_stored(stored.clone()), Some(stored.seq), None));
                     }
-                    let _ = reply.send(result);
+                    let _ = reply.send(result.map_err(ChatError::from));
                 }
             }
             Err(err) => {

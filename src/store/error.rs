@@ -29,6 +29,18 @@ pub enum StoreError {
     /// `create_user`: the name, or one that looks like it, is an account.
     #[error("the name '{0}' is taken")]
     NameTaken(String),
+    /// No room with that name.
+    #[error("no room named '{0}'")]
+    RoomNotFound(String),
+    /// `create_room`: the room is there already.
+    #[error("a room named '{0}' already exists")]
+    RoomExists(String),
+    /// An edit or delete of a message that does not exist (or is deleted).
+    #[error("no message {0} in this room")]
+    MessageNotFound(u64),
+    /// An edit or delete of someone else's message.
+    #[error("only its author may change a message")]
+    NotAuthor,
 }
 
 /// The JSON-lines backend wraps its I/O errors in a `FileError` that names
@@ -52,11 +64,16 @@ impl From<tokio::task::JoinError> for StoreError {
     }
 }
 
-/// Conflicts become the answer they are; failures become `Storage`.
+/// Answers (taken, not found, not yours) become the answer they are;
+/// failures become `Storage`.
 impl From<StoreError> for ChatError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::NameTaken(name) => ChatError::NameTaken(name),
+            StoreError::RoomNotFound(room) => ChatError::RoomNotFound(room),
+            StoreError::RoomExists(room) => ChatError::RoomExists(room),
+            StoreError::MessageNotFound(id) => ChatError::MessageNotFound(id),
+            StoreError::NotAuthor => ChatError::Forbidden("only its author may change a message".into()),
             failure => ChatError::Storage(failure),
         }
     }

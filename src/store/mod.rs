@@ -35,7 +35,6 @@ pub use self::error::StoreError;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ChatError;
 use crate::model::{Message, NewEvent, RoomName, StoredEvent, Username};
 
 /// How many of a room's latest messages are checked for a repeated
@@ -95,32 +94,32 @@ pub enum Appended {
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
     /// Creates a room; `RoomExists` if it is already there.
-    async fn create_room(&self, room: &RoomName, created_by: &str) -> Result<RoomInfo, ChatError>;
+    async fn create_room(&self, room: &RoomName, created_by: &str) -> Result<RoomInfo, StoreError>;
     /// Whether the room exists.
-    async fn room_exists(&self, room: &RoomName) -> Result<bool, ChatError>;
+    async fn room_exists(&self, room: &RoomName) -> Result<bool, StoreError>;
     /// Rooms whose name contains `filter` (case-insensitive); exact match
     /// first, then prefix matches, then the rest, each alphabetically.
-    async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, ChatError>;
+    async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, StoreError>;
     /// Stores a batch of events in order (see the module doc); one answer
     /// per item. `Err` only when the batch could not be written at all.
-    async fn append(&self, room: &RoomName, batch: Vec<NewEvent>) -> Result<Vec<Result<Appended, ChatError>>, ChatError>;
+    async fn append(&self, room: &RoomName, batch: Vec<NewEvent>) -> Result<Vec<Result<Appended, StoreError>>, StoreError>;
     /// The message `user` already stored with `client_id`, if it is among
     /// the room's last [`DEDUP_WINDOW`] messages (what `append` would answer
     /// as a duplicate).
-    async fn find_sent(&self, room: &RoomName, user: &Username, client_id: &str) -> Result<Option<Message>, ChatError>;
+    async fn find_sent(&self, room: &RoomName, user: &Username, client_id: &str) -> Result<Option<Message>, StoreError>;
     /// Reads a slice of history (messages as they are now), oldest first.
-    async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, ChatError>;
+    async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, StoreError>;
     /// Up to `limit` events with `seq > after`, in seq order (a deleted
     /// message's text taken out of its post and edits).
-    async fn events(&self, room: &RoomName, after: u64, limit: usize) -> Result<Vec<StoredEvent>, ChatError>;
+    async fn events(&self, room: &RoomName, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
     /// The room's newest seq (0 when it has no events).
-    async fn last_seq(&self, room: &RoomName) -> Result<u64, ChatError>;
+    async fn last_seq(&self, room: &RoomName) -> Result<u64, StoreError>;
     /// Makes everything written so far durable (called at shutdown).
-    async fn flush(&self) -> Result<(), ChatError>;
+    async fn flush(&self) -> Result<(), StoreError>;
     /// Closes rooms that no one has read or written for `idle` (their
     /// files and caches), after making them durable; how many. A closed
     /// room opens again on its next use.
-    async fn release_idle(&self, idle: std::time::Duration) -> Result<usize, ChatError>;
+    async fn release_idle(&self, idle: std::time::Duration) -> Result<usize, StoreError>;
 }
 
 /// Orders room names for a search: exact match, prefix matches, then other

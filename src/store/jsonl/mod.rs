@@ -36,7 +36,7 @@ use tokio::sync::OnceCell;
 use self::log_file::LogFile;
 use self::room_log::{RoomLog, SharedRoomLog};
 use super::{Appended, HistoryQuery, MessageStore, RoomInfo, rank_rooms};
-use crate::error::ChatError;
+use crate::store::StoreError;
 use crate::model::{DEFAULT_ROOM, Message, NewEvent, RoomName, StoredEvent, Username, now_rfc3339};
 
 /// `created_by` of the rooms the server records itself: the default room,
@@ -156,9 +156,9 @@ impl JsonlStore {
     }
 
     /// The open log of an existing room, opening it on first use.
-    async fn log(&self, room: &RoomName) -> Result<SharedRoomLog, ChatError> {
+    async fn log(&self, room: &RoomName) -> Result<SharedRoomLog, StoreError> {
         if !self.knows(room) {
-            return Err(ChatError::RoomNotFound(room.to_string()));
+            return Err(StoreError::RoomNotFound(room.to_string()));
         }
         let slot = {
             let mut open = self.open_rooms.lock().expect("open rooms lock");
@@ -174,9 +174,9 @@ impl JsonlStore {
                 async move {
                     tokio::task::spawn_blocking(move || RoomLog::open(&dir, &room, sync))
                         .await
-                        .map_err(|e| ChatError::Internal(e.to_string()))?
+                        .map_err(StoreError::from)?
                         .map(Arc::new)
-                        .map_err(ChatError::from)
+                        .map_err(StoreError::from)
                 }
             })
             .await?;
@@ -227,26 +227,26 @@ fn check_writable(path: &Path) -> io::Result<()> {
 
 #[async_trait]
 impl MessageStore for JsonlStore {
-    async fn create_room(&self, room: &RoomName, created_by: &str) -> Result<RoomInfo, ChatError> {
+    async fn create_room(&self, room: &RoomName, created_by: &str) -> Result<RoomInfo, StoreError> {
         // One lock around check-and-insert so two creators cannot both win.
         let mut file = self.rooms_file.lock().expect("rooms file lock");
         if self.knows(room) {
-            return Err(ChatError::RoomExists(room.to_string()));
+            return Err(StoreError::RoomExists(room.to_string()));
         }
         let record = self.record_room(&mut file, room, created_by)?;
         Ok(RoomInfo { name: record.name })
     }
 
-    async fn room_exists(&self, room: &RoomName) -> Result<bool, ChatError> {
+    async fn room_exists(&self, room: &RoomName) -> Result<bool, StoreError> {
         Ok(self.knows(room))
     }
 
-    async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, ChatError> {
+    async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
         let rooms = self.rooms.lock().expect("rooms lock");
         Ok(rank_rooms(rooms.keys().map(String::as_str), filter, limit))
     }
 
-    async fn append(&self, room: &RoomName, batch: Vec<NewEvent>) -> Result<Vec<Result<Appended, ChatError>>, ChatError> {
+    async fn append(&self, room: &RoomName, batch: Vec<NewEvent>) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
         let log = self.log(room).await?;
         let _serial = log.write_lock().lock().await;
         if !self.sync_writes {
@@ -259,55 +259,55 @@ impl MessageStore for JsonlStore {
         let writer = log.clone();
         let result = tokio::task::spawn_blocking(move || writer.append_blocking(batch))
             .await
-            .map_err(|e| ChatError::Internal(e.to_string()))?;
+            .map_err(StoreError::from)?;
         Ok(result?)
     }
 
-    async fn find_sent(&self, room: &RoomName, user: &Username, client_id: &str) -> Result<Option<Message>, ChatError> {
+    async fn find_sent(&self, room: &RoomName, user: &Username, client_id: &str) -> Result<Option<Message>, StoreError> {
         Ok(self.log(room).await?.find_sent(user.as_str(), client_id))
     }
 
-    async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {
+    async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, StoreError> {
         let log = self.log(room).await?;
         tokio::task::spawn_blocking(move || log.history_blocking(query))
             .await
-            .map_err(|e| ChatError::Internal(e.to_string()))?
-            .map_err(ChatError::from)
+            .map_err(StoreError::from)?
+            .map_err(StoreError::from)
     }
 
-    async fn events(&self, room: &RoomName, after: u64, limit: usize) -> Result<Vec<StoredEvent>, ChatError> {
+    async fn events(&self, room: &RoomName, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let log = self.log(room).await?;
         tokio::task::spawn_blocking(move || log.events_blocking(after, limit))
             .await
-            .map_err(|e| ChatError::Internal(e.to_string()))?
-            .map_err(ChatError::from)
+            .map_err(StoreError::from)?
+            .map_err(StoreError::from)
     }
 
-    async fn last_seq(&self, room: &RoomName) -> Result<u64, ChatError> {
+    async fn last_seq(&self, room: &RoomName) -> Result<u64, StoreError> {
         Ok(self.log(room).await?.last_seq())
     }
 
-    async fn flush(&self) -> Result<(), ChatError> {
+    async fn flush(&self) -> Result<(), StoreError> {
         let logs: Vec<RoomSlot> = self.open_rooms.lock().expect("open rooms lock").values().map(|(slot, _)| slot.clone()).collect();
         for slot in logs {
             if let Some(log) = slot.get() {
                 let log = log.clone();
                 tokio::task::spawn_blocking(move || log.sync())
                     .await
-                    .map_err(|e| ChatError::Internal(e.to_string()))??;
+                    .map_err(StoreError::from)??;
             }
         }
         self.rooms_file.lock().expect("rooms file lock").sync()?;
         Ok(())
     }
 
-    async fn release_idle(&self, idle: Duration) -> Result<usize, ChatError> {
+    async fn release_idle(&self, idle: Duration) -> Result<usize, StoreError> {
         let closing = self.take_idle_logs(idle);
         let count = closing.len();
         if count > 0 {
             tokio::task::spawn_blocking(move || closing.iter().try_for_each(|log| log.sync()))
                 .await
-                .map_err(|e| ChatError::Internal(e.to_string()))??;
+                .map_err(StoreError::from)??;
         }
         Ok(count)
     }

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::{event_line, file_error, lines};
-use crate::error::ChatError;
+use crate::store::StoreError;
 use crate::model::{EventKind, Message, NewEvent, RoomName, StoredEvent, now_rfc3339};
 use crate::store::{Appended, DEDUP_WINDOW, HistoryQuery};
 
@@ -252,7 +252,7 @@ impl RoomLog {
     /// Stores a batch in order (see `MessageStore::append`): each item gets
     /// its own answer; the batch is one write. Blocking: call from a
     /// blocking-friendly context.
-    pub fn append_blocking(&self, batch: Vec<NewEvent>) -> io::Result<Vec<Result<Appended, ChatError>>> {
+    pub fn append_blocking(&self, batch: Vec<NewEvent>) -> io::Result<Vec<Result<Appended, StoreError>>> {
         let mut state = self.state.lock().expect("room state");
         let mut plan = Plan::new(state.recent.last_seq() + 1, self.room.as_str());
         for new in batch {
@@ -283,7 +283,7 @@ impl RoomLog {
 
     /// Checks one new event against what is stored and what the batch
     /// already holds; queues it in `plan` if it is to be stored.
-    fn plan_one(&self, state: &State, plan: &mut Plan, new: NewEvent) -> io::Result<Result<Appended, ChatError>> {
+    fn plan_one(&self, state: &State, plan: &mut Plan, new: NewEvent) -> io::Result<Result<Appended, StoreError>> {
         match new {
             NewEvent::Post { user, text, client_id } => {
                 let key = dedup_key(user.as_str(), &client_id);
@@ -315,16 +315,16 @@ impl RoomLog {
 
     /// `Ok(Ok(()))` when message `id` exists, is not deleted and `user`
     /// wrote it; `NotFound` / `Forbidden` otherwise.
-    fn check_author(&self, state: &State, plan: &Plan, id: u64, user: &str) -> io::Result<Result<(), ChatError>> {
+    fn check_author(&self, state: &State, plan: &Plan, id: u64, user: &str) -> io::Result<Result<(), StoreError>> {
         let author = match plan.post_with_id(id) {
             Some(m) => Some(m.user.clone()),
             None => self.stored_post(state, id)?.map(|m| m.user),
         };
         let gone = state.changes.is_deleted(id) || plan.deleted.contains(&id);
         Ok(match author {
-            None => Err(ChatError::MessageNotFound(id)),
-            Some(_) if gone => Err(ChatError::MessageNotFound(id)),
-            Some(author) if author.to_lowercase() != user.to_lowercase() => Err(ChatError::Forbidden("only its author may change a message".into())),
+            None => Err(StoreError::MessageNotFound(id)),
+            Some(_) if gone => Err(StoreError::MessageNotFound(id)),
+            Some(author) if author.to_lowercase() != user.to_lowercase() => Err(StoreError::NotAuthor),
             Some(_) => Ok(()),
         })
     }
@@ -457,7 +457,7 @@ struct Plan {
     room: String,
     ts: String,
     fresh: Vec<StoredEvent>,
-    answers: Vec<Result<Appended, ChatError>>,
+    answers: Vec<Result<Appended, StoreError>>,
     /// (lower-cased user, client_id) → id, for posts in `fresh`.
     by_client: HashMap<(String, String), u64>,
     deleted: Vec<u64>,

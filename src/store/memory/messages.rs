@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{MemoryStore, lock};
-use crate::error::ChatError;
+use crate::store::StoreError;
 use crate::model::{EventKind, Message, NewEvent, RoomName, StoredEvent, Username, now_rfc3339};
 use crate::store::{Appended, DEDUP_WINDOW, HistoryQuery, MessageStore, RoomInfo, rank_rooms};
 
@@ -58,9 +58,9 @@ fn slice(messages: &[Message], query: HistoryQuery) -> Vec<Message> {
 
 impl MemoryStore {
     /// Runs `use_room` on the events of an existing room.
-    fn with_room<T>(&self, room: &RoomName, use_room: impl FnOnce(&mut Vec<StoredEvent>) -> T) -> Result<T, ChatError> {
+    fn with_room<T>(&self, room: &RoomName, use_room: impl FnOnce(&mut Vec<StoredEvent>) -> T) -> Result<T, StoreError> {
         let mut rooms = lock(&self.rooms);
-        let events = rooms.get_mut(room.as_str()).ok_or_else(|| ChatError::RoomNotFound(room.to_string()))?;
+        let events = rooms.get_mut(room.as_str()).ok_or_else(|| StoreError::RoomNotFound(room.to_string()))?;
         Ok(use_room(events))
     }
 }
@@ -68,7 +68,7 @@ impl MemoryStore {
 /// Checks one new event against the room and stores it: a post's repeat
 /// is found among the last posts before the batch plus the batch so far;
 /// an edit or delete needs a live message by the same author.
-fn append_one(events: &mut Vec<StoredEvent>, batch_start: usize, room: &RoomName, new: NewEvent, ts: &str) -> Result<Appended, ChatError> {
+fn append_one(events: &mut Vec<StoredEvent>, batch_start: usize, room: &RoomName, new: NewEvent, ts: &str) -> Result<Appended, StoreError> {
     let seq = events.last().map_or(1, |e| e.seq + 1);
     let kind = match new {
         NewEvent::Post { user, text, client_id } => {
@@ -102,10 +102,10 @@ fn append_one(events: &mut Vec<StoredEvent>, batch_start: usize, room: &RoomName
 }
 
 /// `NotFound` unless message `id` is live; `Forbidden` unless `user` wrote it.
-fn check_author(events: &[StoredEvent], id: u64, user: &Username) -> Result<(), ChatError> {
-    let message = messages_now(events).into_iter().find(|m| m.id == id && !m.deleted).ok_or(ChatError::MessageNotFound(id))?;
+fn check_author(events: &[StoredEvent], id: u64, user: &Username) -> Result<(), StoreError> {
+    let message = messages_now(events).into_iter().find(|m| m.id == id && !m.deleted).ok_or(StoreError::MessageNotFound(id))?;
     if message.user.to_lowercase() != user.key() {
-        return Err(ChatError::Forbidden("only its author may change a message".into()));
+        return Err(StoreError::NotAuthor);
     }
     Ok(())
 }
@@ -133,24 +133,24 @@ fn shown(events: &[StoredEvent]) -> Vec<StoredEvent> {
 
 #[async_trait]
 impl MessageStore for MemoryStore {
-    async fn create_room(&self, room: &RoomName, _created_by: &str) -> Result<RoomInfo, ChatError> {
+    async fn create_room(&self, room: &RoomName, _created_by: &str) -> Result<RoomInfo, StoreError> {
         let mut rooms = lock(&self.rooms);
         if rooms.contains_key(room.as_str()) {
-            return Err(ChatError::RoomExists(room.to_string()));
+            return Err(StoreError::RoomExists(room.to_string()));
         }
         rooms.insert(room.to_string(), Vec::new());
         Ok(RoomInfo { name: room.to_string() })
     }
 
-    async fn room_exists(&self, room: &RoomName) -> Result<bool, ChatError> {
+    async fn room_exists(&self, room: &RoomName) -> Result<bool, StoreError> {
         Ok(lock(&self.rooms).contains_key(room.as_str()))
     }
 
-    async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, ChatError> {
+    async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
         Ok(rank_rooms(lock(&self.rooms).keys().map(String::as_str), filter, limit))
     }
 
-    async fn append(&self, room: &RoomName, batch: Vec<NewEvent>) -> Result<Vec<Result<Appended, ChatError>>, ChatError> {
+    async fn append(&self, room: &RoomName, batch: Vec<NewEvent>) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
         let ts = now_rfc3339();
         self.with_room(room, |events| {
             let batch_start = events.len();
@@ -158,29 +158,29 @@ impl MessageStore for MemoryStore {
         })
     }
 
-    async fn find_sent(&self, room: &RoomName, user: &Username, client_id: &str) -> Result<Option<Message>, ChatError> {
+    async fn find_sent(&self, room: &RoomName, user: &Username, client_id: &str) -> Result<Option<Message>, StoreError> {
         self.with_room(room, |events| sent_before(events, events.len(), user, client_id))
     }
 
-    async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {
+    async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, StoreError> {
         self.with_room(room, |events| slice(&messages_now(events), query))
     }
 
-    async fn events(&self, room: &RoomName, after: u64, limit: usize) -> Result<Vec<StoredEvent>, ChatError> {
+    async fn events(&self, room: &RoomName, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         self.with_room(room, |events| shown(events).into_iter().filter(|e| e.seq > after).take(limit).collect())
     }
 
-    async fn last_seq(&self, room: &RoomName) -> Result<u64, ChatError> {
+    async fn last_seq(&self, room: &RoomName) -> Result<u64, StoreError> {
         self.with_room(room, |events| events.last().map_or(0, |e| e.seq))
     }
 
     /// Nothing to make durable.
-    async fn flush(&self) -> Result<(), ChatError> {
+    async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
 
     /// Nothing to close: every room stays in memory.
-    async fn release_idle(&self, _idle: Duration) -> Result<usize, ChatError> {
+    async fn release_idle(&self, _idle: Duration) -> Result<usize, StoreError> {
         Ok(0)
     }
 }
