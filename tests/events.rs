@@ -263,11 +263,15 @@ async fn step_one_room_files_load_unchanged_and_their_messages_can_be_edited() {
 async fn an_edit_of_a_message_far_back_shows_in_its_page_after_a_restart() {
     let mut server = TestServer::start_unthrottled().await;
     let ann = server.guest("ann").await;
-    for i in 1..=1100 {
+    for i in 1..=5 {
         ann.send_http("general", &format!("m{i}"), &format!("c{i}")).await;
     }
+    // The edit and the delete are far back too: outside the tail read at open.
     patch(&ann, "general", 3, "m3, edited").await;
     delete(&ann, "general", 4).await;
+    for i in 6..=1100 {
+        ann.send_http("general", &format!("m{i}"), &format!("c{i}")).await;
+    }
     server.restart().await;
     let ann = ann.back_at(&server, "ann").await;
     // Message 3 is far outside the tail kept in memory: read from the file.
@@ -275,7 +279,13 @@ async fn an_edit_of_a_message_far_back_shows_in_its_page_after_a_restart() {
     assert_eq!(page[0]["text"], "m3, edited");
     assert_eq!(page[1], json!({"id": 4, "room": "general", "deleted": true}));
     assert_eq!(page[2]["text"], "m5");
-    // And a retry of its client_id is still known as a repeat only while recent.
+    // A retry of a recent client_id is still a repeat.
     let (status, again) = ann.post_message("general", "m1100", "c1100").await;
-    assert_eq!((status, id(&again)), (200, 1100));
+    assert_eq!((status, id(&again)), (200, 1102), "m1100 is seq 1102 (after the edit and the delete)");
+    // The old deleted message stays deleted; an old live one can be edited.
+    let mut server = server;
+    server.restart().await;
+    let ann = ann.back_at(&server, "ann").await;
+    assert_eq!(patch(&ann, "general", 4, "back").await.0, 404, "deleted long ago, known after a restart");
+    assert_eq!(patch(&ann, "general", 5, "m5, edited").await.0, 200);
 }

@@ -5,10 +5,12 @@
 //! hold the last [`DEDUP_WINDOW`] posts) are kept in memory — they answer
 //! "the latest 50", resumes from a recent `seq` and repeated `client_id`s
 //! without touching the disk; older pages are found by binary search on
-//! `seq` in the file itself (see `lines`). It also finds every edit and
-//! delete in the file once (lines are checked for `"op":"edit"` /
-//! `"op":"delete"` before any is parsed), so that history shows each
-//! message as it is now.
+//! `seq` in the file itself (see `lines`). The first read (or edit) that
+//! reaches past the tail finds every edit and delete in the file once
+//! (lines are checked for `"op":"edit"` / `"op":"delete"` before any is
+//! parsed), so that history shows each message as it is now; until then the
+//! tail's own edits and deletes are all that is needed (a message's edits
+//! and delete come after it, so a message in the tail has them there too).
 //!
 //! A torn last line — the process died in the middle of a write — is moved
 //! to `<room>.jsonl.torn` and cut off, with a warning.
@@ -192,11 +194,19 @@ fn dedup_key(user: &str, client_id: &str) -> (String, String) {
     (user.to_lowercase(), client_id.to_string())
 }
 
-/// A room's state in memory: its latest events and every change.
+/// A room's state in memory: its latest events and the changes known.
+///
+/// At open only the tail's edits and deletes are known. That is enough for
+/// everything the tail answers (a message's edits and delete come after it,
+/// so a message in the tail has them in the tail too) and for deletes of
+/// older messages made recently. The rest of the file is scanned once, the
+/// first time a read or a change reaches past the tail (`complete`).
 #[derive(Default)]
 struct State {
     recent: Recent,
     changes: Changes,
+    /// Whether `changes` covers the whole file.
+    complete: bool,
 }
 
 /// An open room file. Appends must be serialised by the caller.
@@ -219,15 +229,16 @@ pub struct RoomLog {
 const CHANGE_MARKERS: [&[u8]; 2] = [br#""op":"edit""#, br#""op":"delete""#];
 
 impl RoomLog {
-    /// Opens (creating if needed) a room's file and loads its tail and its
-    /// edits and deletes.
+    /// Opens (creating if needed) a room's file and loads its tail (and the
+    /// tail's edits and deletes).
     pub fn open(rooms_dir: &Path, room: &RoomName, sync_writes: bool) -> io::Result<Self> {
         let path = rooms_dir.join(format!("{room}.jsonl"));
         let file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(file_error("open", &path))?;
         let len = repair_torn_tail(&file, &path).map_err(file_error("repair", &path))?;
         let hint = path.display().to_string();
-        let mut state = State { changes: scan_changes(&file, len, &hint).map_err(file_error("read", &path))?, ..State::default() };
         let tail = lines::read_backward(&file, len, DEDUP_WINDOW, &StoredEvent::is_post, &hint).map_err(file_error("read", &path))?;
+        let mut state = State { complete: tail.iter().filter(|e| e.is_post()).count() < DEDUP_WINDOW, ..State::default() };
+        tail.iter().for_each(|event| state.changes.apply(event));
         for event in tail {
             let shown = state.changes.shown(event);
             state.recent.push(shown);
@@ -256,7 +267,7 @@ impl RoomLog {
         let mut state = self.state.lock().expect("room state");
         let mut plan = Plan::new(state.recent.last_seq() + 1, self.room.as_str());
         for new in batch {
-            let answer = self.plan_one(&state, &mut plan, new)?;
+            let answer = self.plan_one(&mut state, &mut plan, new)?;
             plan.answers.push(answer);
         }
         if plan.fresh.is_empty() {
@@ -283,7 +294,7 @@ impl RoomLog {
 
     /// Checks one new event against what is stored and what the batch
     /// already holds; queues it in `plan` if it is to be stored.
-    fn plan_one(&self, state: &State, plan: &mut Plan, new: NewEvent) -> io::Result<Result<Appended, StoreError>> {
+    fn plan_one(&self, state: &mut State, plan: &mut Plan, new: NewEvent) -> io::Result<Result<Appended, StoreError>> {
         match new {
             NewEvent::Post { user, text, client_id } => {
                 let key = dedup_key(user.as_str(), &client_id);
@@ -315,10 +326,15 @@ impl RoomLog {
 
     /// `Ok(Ok(()))` when message `id` exists, is not deleted and `user`
     /// wrote it; `NotFound` / `Forbidden` otherwise.
-    fn check_author(&self, state: &State, plan: &Plan, id: u64, user: &str) -> io::Result<Result<(), StoreError>> {
+    fn check_author(&self, state: &mut State, plan: &Plan, id: u64, user: &str) -> io::Result<Result<(), StoreError>> {
         let author = match plan.post_with_id(id) {
             Some(m) => Some(m.user.clone()),
-            None => self.stored_post(state, id)?.map(|m| m.user),
+            None if state.recent.get(id).is_some() => state.recent.get(id).and_then(StoredEvent::as_post).map(|m| m.user.clone()),
+            None => {
+                // Older than the tail: whether it was deleted may be older too.
+                self.complete_changes(state)?;
+                self.stored_post(state, id)?.map(|m| m.user)
+            }
         };
         let gone = state.changes.is_deleted(id) || plan.deleted.contains(&id);
         Ok(match author {
@@ -341,6 +357,16 @@ impl RoomLog {
         let _reading = self.rewriting.read().expect("rewrite lock");
         let found = lines::line_with_seq(&self.file, len, id)?;
         Ok(found.and_then(|(_, line)| event_line::parse(&line, &self.path.display().to_string())).and_then(|e| e.as_post().cloned()))
+    }
+
+    /// Makes `state.changes` cover the whole file (once per open room).
+    fn complete_changes(&self, state: &mut State) -> io::Result<()> {
+        if !state.complete {
+            let len = self.committed.load(Ordering::Acquire);
+            state.changes = scan_changes(&self.file, len, &self.path.display().to_string()).map_err(file_error("read", &self.path))?;
+            state.complete = true;
+        }
+        Ok(())
     }
 
     /// Rewrites the lines with these seqs as redacted lines of the same
@@ -418,7 +444,8 @@ impl RoomLog {
                 }
             }
         };
-        let state = self.state.lock().expect("room state");
+        let mut state = self.state.lock().expect("room state");
+        self.complete_changes(&mut state)?;
         Ok(events.iter().filter_map(StoredEvent::as_post).map(|m| state.changes.current(m)).collect())
     }
 
@@ -438,7 +465,8 @@ impl RoomLog {
             let start = lines::offset_of_first_seq_at_least(&self.file, len, after + 1)?;
             lines::read_forward(&self.file, start, len, limit, None, &|_| true, &hint)?
         };
-        let state = self.state.lock().expect("room state");
+        let mut state = self.state.lock().expect("room state");
+        self.complete_changes(&mut state)?;
         Ok(events.into_iter().map(|e| state.changes.shown(e)).collect())
     }
 
