@@ -1,22 +1,27 @@
 //! `chatroom-bench`: the load benchmark (see docs/BENCHMARKS.md).
 //!
 //! ```text
-//! cargo build --release --bin chatroom --bin chatroom-bench
+//! cargo build --release -p chatroom -p chatroom-bench
 //! target/release/chatroom-bench fanout --find-max   # chatroom, then the relay
 //! target/release/chatroom-bench all                 # a quick run of everything
 //! target/release/chatroom-bench room --compare-bin OLD   # TCP_NODELAY before/after
 //! target/release/chatroom-bench slow-readers        # peak RSS with paused readers
 //! ```
 //!
+//! A workspace member of its own (`bench/`, with its own dependencies): it
+//! measures chatroom only through the public protocol (HTTP and WebSocket,
+//! with the library's `protocol` types).
+//!
 //! Each scenario starts what it measures as a child process —
-//! `target/release/chatroom` on a fresh temporary data directory, or the
-//! minimal relay (`chatroom-bench relay`) — so server CPU time and memory
-//! come from `/proc/<pid>`, apart from the generator's. `--url` points the
-//! fan-out, connections, persist and room scenarios at a server already
-//! running (no CPU or memory figures then). `--compare-bin` starts a second
-//! chatroom binary for fan-out, room and slow-readers (before/after in one
-//! run); flags an older binary does not know are passed only to binaries
-//! whose `--help` lists them.
+//! `target/release/chatroom` (the workspace has one `target/`, so it is next
+//! to this binary; `--server-bin` picks another) on a fresh temporary data
+//! directory, or the minimal relay (`chatroom-bench relay`) — so server
+//! CPU time and memory come from `/proc/<pid>`, apart from the generator's.
+//! `--url` points the fan-out, connections, persist and room scenarios at a
+//! server already running (no CPU or memory figures then). `--compare-bin`
+//! starts a second chatroom binary for fan-out, room and slow-readers
+//! (before/after in one run); flags an older binary does not know are
+//! passed only to binaries whose `--help` lists them.
 //!
 //! Scenarios: `fanout` (N clients in M rooms at a rate, against the relays),
 //! `connections` (idle sockets: memory each), `history` (a 1,000,000-message

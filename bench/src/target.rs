@@ -161,7 +161,7 @@ impl Target {
 fn spawn_chatroom(opts: &ServerOpts, bin: &Path, data_dir: &Path) -> Result<ServerProcess, String> {
     if !bin.exists() {
         return Err(format!(
-            "{} not found: build it with `cargo build --release --bin chatroom` (or pass --server-bin)",
+            "{} not found: build it with `cargo build --release -p chatroom` (or pass --server-bin)",
             bin.display()
         ));
     }
