@@ -1,18 +1,17 @@
-//! History: a room with a million messages on disk. Writes the data
-//! directory in chatroom's own format, starts the server on it (start-up
-//! time: spawn → "listening"), then times pages over HTTP.
+//! History: a room with a million messages. Builds the data directory
+//! through the library's store API (`JsonlStore`, the code the server
+//! itself stores with: no data file is written here), starts the server on
+//! it (start-up time: spawn → "listening"), then times pages over HTTP.
 //!
-//! The file was just written, so it sits in the page cache: these are
+//! The files were just written, so they sit in the page cache: these are
 //! warm-disk figures.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chatroom::model::Message;
-use time::format_description::well_known::Rfc3339;
-use time::macros::datetime;
+use chatroom::model::{NewEvent, RoomName, Username};
+use chatroom::store::jsonl::JsonlStore;
+use chatroom::store::{Appended, MessageStore};
 
 use crate::client::HttpConn;
 use crate::stats::Percentiles;
@@ -20,9 +19,16 @@ use crate::target::{ServerOpts, Target};
 
 pub const ROOM: &str = "big";
 
+/// Posts per `append`: each batch is one write of ~250 KiB.
+pub const BATCH: u64 = 1024;
+/// Distinct authors of the posts.
+const AUTHORS: u64 = 97;
+
 pub struct HistoryResult {
     pub messages: u64,
-    pub file_bytes: u64,
+    /// Bytes in the data directory once the room is stored.
+    pub data_bytes: u64,
+    /// Building the room through the store API.
     pub write_time: Duration,
     pub startup: Duration,
     /// The first "latest 50": opens the room (reads its tail).
@@ -33,36 +39,52 @@ pub struct HistoryResult {
     pub random: Percentiles,
 }
 
-/// Writes `rooms.jsonl` and `rooms/big.jsonl` with ids 1..=count.
-pub fn write_data_dir(dir: &Path, count: u64) -> std::io::Result<u64> {
-    std::fs::create_dir_all(dir.join("rooms"))?;
-    let record = serde_json::json!({ "name": ROOM, "created_by": "bench", "created_at": "2026-01-01T00:00:00.000Z" });
-    std::fs::write(dir.join("rooms.jsonl"), format!("{record}\n"))?;
-    let path = dir.join("rooms").join(format!("{ROOM}.jsonl"));
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(&path)?);
-    let base = datetime!(2026-01-01 0:00 UTC);
-    for id in 1..=count {
-        let ts = (base + time::Duration::seconds(id as i64)).format(&Rfc3339).expect("formats");
-        let message = Message {
-            id,
-            room: ROOM.into(),
-            user: format!("user{}", id % 97),
-            text: format!("message number {id} of the big room, long enough to look like a real line of chat text."),
-            ts,
-            client_id: format!("seed-{id}"),
-            edited_at: None,
-            deleted: false,
-        };
-        serde_json::to_writer(&mut out, &message)?;
-        out.write_all(b"\n")?;
+/// Creates the room in a data directory and posts `count` messages to it
+/// through `JsonlStore`, in batches; they get ids 1..=count. Returns the
+/// directory's size on disk.
+pub async fn build_data_dir(dir: &Path, count: u64) -> Result<u64, String> {
+    let store = JsonlStore::open(dir, false).map_err(|e| format!("opening the store: {e}"))?;
+    let room = RoomName::parse(ROOM).map_err(|e| e.to_string())?;
+    store.create_room(&room, "bench").await.map_err(|e| format!("creating room {ROOM}: {e}"))?;
+    let authors = (0..AUTHORS).map(|n| Username::parse(&format!("user{n}"))).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+    let mut next = 1;
+    while next <= count {
+        let last = (next + BATCH - 1).min(count);
+        let batch = (next..=last)
+            .map(|id| NewEvent::Post {
+                user: authors[(id % AUTHORS) as usize].clone(),
+                text: format!("message number {id} of the big room, long enough to look like a real line of chat text."),
+                client_id: format!("seed-{id}"),
+            })
+            .collect();
+        let answers = store.append(&room, batch).await.map_err(|e| format!("storing messages {next}..={last}: {e}"))?;
+        for (id, answer) in (next..=last).zip(answers) {
+            match answer {
+                Ok(Appended::New(event)) if event.seq == id => {}
+                other => return Err(format!("storing message {id}: expected seq {id}, got {other:?}")),
+            }
+        }
+        next = last + 1;
     }
-    out.flush()?;
-    Ok(std::fs::metadata(&path)?.len())
+    store.flush().await.map_err(|e| format!("flushing the store: {e}"))?;
+    drop(store);
+    dir_bytes(dir).map_err(|e| format!("measuring {}: {e}", dir.display()))
+}
+
+/// Bytes in the files under `dir`, whatever their layout.
+fn dir_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() { dir_bytes(&entry.path())? } else { meta.len() };
+    }
+    Ok(total)
 }
 
 pub async fn run(opts: &ServerOpts, dir: &Path, count: u64, samples: usize, tag: &str) -> Result<HistoryResult, String> {
     let started = Instant::now();
-    let file_bytes = write_data_dir(dir, count).map_err(|e| format!("writing the data directory: {e}"))?;
+    let data_bytes = build_data_dir(dir, count).await.map_err(|e| format!("building the data directory: {e}"))?;
     let write_time = started.elapsed();
     let target = Target::chatroom_on(opts, dir)?;
     let startup = target.process.as_ref().map(|p| p.startup).unwrap_or_default();
@@ -102,7 +124,7 @@ pub async fn run(opts: &ServerOpts, dir: &Path, count: u64, samples: usize, tag:
     let micros = |v: Vec<Duration>| Percentiles::of(v.into_iter().map(|d| d.as_micros() as u32).collect());
     Ok(HistoryResult {
         messages: count,
-        file_bytes,
+        data_bytes,
         write_time,
         startup,
         first_latest,
@@ -131,5 +153,27 @@ fn expect_ids(ids: &[u64], first: u64, last: u64) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("expected ids {first}..={last}, got {} ids starting {:?}", ids.len(), ids.first()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatroom::store::HistoryQuery;
+
+    #[tokio::test]
+    async fn the_room_is_built_through_the_store_with_ids_in_order() {
+        let dir = crate::process::TempDir::new("history-test").unwrap();
+        let count = 2 * BATCH + 7;
+        let bytes = build_data_dir(&dir.0, count).await.unwrap();
+        assert!(bytes > count * 100, "{bytes} bytes");
+        // What the server will find there: the room, with ids 1..=count.
+        let store = JsonlStore::open(&dir.0, false).unwrap();
+        let room = RoomName::parse(ROOM).unwrap();
+        assert_eq!(store.last_seq(&room).await.unwrap(), count);
+        let page = store.history(&room, HistoryQuery { before: Some(BATCH + 2), ..HistoryQuery::latest(3) }).await.unwrap();
+        let ids: Vec<u64> = page.iter().map(|m| m.id).collect();
+        assert_eq!(ids, [BATCH - 1, BATCH, BATCH + 1]);
+        assert_eq!(page[1].client_id, format!("seed-{BATCH}"));
     }
 }

@@ -10,7 +10,9 @@
 //!
 //! A workspace member of its own (`bench/`, with its own dependencies): it
 //! measures chatroom only through the public protocol (HTTP and WebSocket,
-//! with the library's `protocol` types).
+//! with the library's `protocol` types). Fixtures (the history scenario's
+//! big room) are built through the library's store API, never by writing
+//! a data file here.
 //!
 //! Each scenario starts what it measures as a child process —
 //! `target/release/chatroom` (the workspace has one `target/`, so it is next
@@ -364,10 +366,12 @@ async fn connections_scenario(args: &Args, server: &ServerOpts, report: &mut Rep
 
 async fn history_scenario(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<(), String> {
     let dir = process::TempDir::new("history").map_err(|e| e.to_string())?;
-    eprintln!("history: writing {} messages to {}", thousands(args.messages as f64), dir.0.display());
+    eprintln!("history: storing {} messages in {} through the store API", thousands(args.messages as f64), dir.0.display());
     let r = history::run(server, &dir.0, args.messages, args.samples, &run_tag()).await?;
-    let scenario = format!("history {} msgs ({} MiB)", thousands(r.messages as f64), r.file_bytes >> 20);
-    eprintln!("  data written in {}", dur_ms(r.write_time));
+    let scenario = format!("history {} msgs ({} MiB)", thousands(r.messages as f64), r.data_bytes >> 20);
+    eprintln!("  data stored in {}", dur_ms(r.write_time));
+    let fixture = format!("fixture built (JsonlStore, batches of {})", thousands(history::BATCH as f64));
+    report.info(&scenario, &fixture, dur_ms(r.write_time));
     report.check(&scenario, "start-up (spawn → listening)", dur_ms(r.startup), "≤ 1 s", r.startup <= Duration::from_secs(1));
     report.info(&scenario, "first latest 50 (opens the room)", dur_ms(r.first_latest));
     let page = |p: &stats::Percentiles| format!("p50 {} / p99 {} / max {}", ms(p.p50), ms(p.p99), ms(p.max));
