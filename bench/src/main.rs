@@ -387,7 +387,7 @@ async fn persist_scenario(args: &Args, server: &ServerOpts, report: &mut Report)
         // A fresh server (and data directory) per run.
         let target = Target::chatroom(server)?;
         eprintln!("persist: {} writers into one room for {} s", args.writers, args.persist_secs);
-        let r = persist::run(&target, target.data_dir(), args.writers, args.persist_secs, args.text_bytes, &run_tag()).await?;
+        let r = persist::run(&target, args.writers, args.persist_secs, args.text_bytes, &run_tag()).await?;
         eprintln!("  {} stored/s", thousands(r.per_sec()));
         runs.push(r);
     }
@@ -398,8 +398,9 @@ async fn persist_scenario(args: &Args, server: &ServerOpts, report: &mut Report)
     let value = if all.len() > 1 { format!("{} (median of {})", thousands(r.per_sec()), all.join(", ")) } else { thousands(r.per_sec()) };
     report.check(&scenario, "stored msg/s", value, "≥ 50,000", r.per_sec() >= 50_000.0);
     report.info(&scenario, "ack latency p50 / p99 / p99.9 / max", r.latency.summary());
-    if let Some(lines) = r.lines_on_disk {
-        report.check(&scenario, "lines in the room file", thousands(lines as f64), &format!("= acknowledged ({})", thousands(r.stored as f64)), lines == r.stored);
+    if let Some(last) = r.last_id {
+        let target = format!("= acknowledged ({})", thousands(r.stored as f64));
+        report.check(&scenario, "messages in the room (last id, over HTTP)", thousands(last as f64), &target, last == r.stored);
     }
     if let Some(cpu) = r.server_cpu {
         report.info(&scenario, "server CPU per stored msg", format!("{:.2} µs", stats::cpu_per(cpu, r.stored)));
