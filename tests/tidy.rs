@@ -11,8 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// Every `.rs` file under `src/`, except the load generator (its own
-/// program, with its own rules).
+/// Every `.rs` file under `src/`: the server crate. (The load generator is
+/// its own workspace member, `bench/`, with its own rules, so it is not
+/// here.)
 fn source_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
@@ -20,9 +21,7 @@ fn source_files() -> Vec<PathBuf> {
         for entry in std::fs::read_dir(&dir).expect("src/ is readable") {
             let path = entry.expect("a directory entry").path();
             if path.is_dir() {
-                if path.file_name().is_some_and(|n| n != "bin") {
-                    dirs.push(path);
-                }
+                dirs.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
                 files.push(path);
             }

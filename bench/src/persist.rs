@@ -8,11 +8,12 @@
 //! would then receive every other sender's message: that measures fan-out,
 //! not storage (and chatroom caps a socket at 100 frames/s).
 //!
-//! When the server is our child, the room file is counted afterwards: it
-//! must hold exactly the acknowledged messages.
+//! When the server is our child (a fresh data directory), the room's last
+//! message id is read afterwards over HTTP: the room must hold exactly the
+//! acknowledged messages (ids are 1, 2, 3, … with no gaps). The benchmark
+//! does not read the server's files.
 
 use std::cell::Cell;
-use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -27,8 +28,9 @@ pub struct PersistResult {
     pub secs: f64,
     pub stored: u64,
     pub latency: Percentiles,
-    /// Lines in the room file, when we can read it.
-    pub lines_on_disk: Option<u64>,
+    /// The room's last message id afterwards, when the server is our child
+    /// (with `--url` the room may hold earlier runs' messages).
+    pub last_id: Option<u64>,
     pub server_cpu: Option<Duration>,
     pub gen_cpu: f64,
 }
@@ -39,7 +41,7 @@ impl PersistResult {
     }
 }
 
-pub async fn run(target: &Target, data_dir: Option<&Path>, writers: usize, secs: f64, text_bytes: usize, tag: &str) -> Result<PersistResult, String> {
+pub async fn run(target: &Target, writers: usize, secs: f64, text_bytes: usize, tag: &str) -> Result<PersistResult, String> {
     let mut admin = target.api(&format!("{tag}padmin")).await?;
     client::create_room(&mut admin, ROOM).await?;
     let mut conns = Vec::with_capacity(writers);
@@ -67,13 +69,16 @@ pub async fn run(target: &Target, data_dir: Option<&Path>, writers: usize, secs:
     let elapsed = started.elapsed().as_secs_f64();
     let server_after = target.usage();
     let gen_after = crate::process::Usage::of_self();
-    let lines_on_disk = data_dir.and_then(|d| count_lines(&d.join("rooms").join(format!("{ROOM}.jsonl"))));
+    let last_id = match target.process {
+        Some(_) => Some(last_message_id(&mut target.api(&format!("{tag}pcheck")).await?).await?),
+        None => None,
+    };
     Ok(PersistResult {
         writers,
         secs: elapsed,
         stored,
         latency: Percentiles::of(latencies),
-        lines_on_disk,
+        last_id,
         server_cpu: server_before.zip(server_after).map(|(b, a)| a.cpu_since(&b).0),
         gen_cpu: gen_after.cpu_since(&gen_before).1,
     })
@@ -98,7 +103,14 @@ async fn write_loop(mut conn: HttpConn, writer: usize, text: String, deadline: I
     Ok((stored, latencies))
 }
 
-fn count_lines(path: &Path) -> Option<u64> {
-    let bytes = std::fs::read(path).ok()?;
-    Some(bytes.iter().filter(|&&b| b == b'\n').count() as u64)
+/// The id of the room's newest message (0 when it has none), from
+/// `GET /api/rooms/{room}/messages?limit=1`.
+async fn last_message_id(conn: &mut HttpConn) -> Result<u64, String> {
+    let path = format!("/api/rooms/{ROOM}/messages?limit=1");
+    let res = conn.get(&path).await.map_err(|e| format!("GET {path}: {e}"))?;
+    if res.status != 200 {
+        return Err(format!("GET {path}: HTTP {} {}", res.status, String::from_utf8_lossy(&res.body)));
+    }
+    let body: serde_json::Value = serde_json::from_slice(&res.body).map_err(|e| format!("GET {path}: {e}"))?;
+    Ok(body["messages"].as_array().and_then(|ms| ms.last()).and_then(|m| m["id"].as_u64()).unwrap_or(0))
 }

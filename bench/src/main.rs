@@ -1,22 +1,29 @@
 //! `chatroom-bench`: the load benchmark (see docs/BENCHMARKS.md).
 //!
 //! ```text
-//! cargo build --release --bin chatroom --bin chatroom-bench
+//! cargo build --release -p chatroom -p chatroom-bench
 //! target/release/chatroom-bench fanout --find-max   # chatroom, then the relay
 //! target/release/chatroom-bench all                 # a quick run of everything
 //! target/release/chatroom-bench room --compare-bin OLD   # TCP_NODELAY before/after
 //! target/release/chatroom-bench slow-readers        # peak RSS with paused readers
 //! ```
 //!
+//! A workspace member of its own (`bench/`, with its own dependencies): it
+//! measures chatroom only through the public protocol (HTTP and WebSocket,
+//! with the library's `protocol` types). Fixtures (the history scenario's
+//! big room) are built through the library's store API, never by writing
+//! a data file here.
+//!
 //! Each scenario starts what it measures as a child process —
-//! `target/release/chatroom` on a fresh temporary data directory, or the
-//! minimal relay (`chatroom-bench relay`) — so server CPU time and memory
-//! come from `/proc/<pid>`, apart from the generator's. `--url` points the
-//! fan-out, connections, persist and room scenarios at a server already
-//! running (no CPU or memory figures then). `--compare-bin` starts a second
-//! chatroom binary for fan-out, room and slow-readers (before/after in one
-//! run); flags an older binary does not know are passed only to binaries
-//! whose `--help` lists them.
+//! `target/release/chatroom` (the workspace has one `target/`, so it is next
+//! to this binary; `--server-bin` picks another) on a fresh temporary data
+//! directory, or the minimal relay (`chatroom-bench relay`) — so server
+//! CPU time and memory come from `/proc/<pid>`, apart from the generator's.
+//! `--url` points the fan-out, connections, persist and room scenarios at a
+//! server already running (no CPU or memory figures then). `--compare-bin`
+//! starts a second chatroom binary for fan-out, room and slow-readers
+//! (before/after in one run); flags an older binary does not know are
+//! passed only to binaries whose `--help` lists them.
 //!
 //! Scenarios: `fanout` (N clients in M rooms at a rate, against the relays),
 //! `connections` (idle sockets: memory each), `history` (a 1,000,000-message
@@ -359,10 +366,12 @@ async fn connections_scenario(args: &Args, server: &ServerOpts, report: &mut Rep
 
 async fn history_scenario(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<(), String> {
     let dir = process::TempDir::new("history").map_err(|e| e.to_string())?;
-    eprintln!("history: writing {} messages to {}", thousands(args.messages as f64), dir.0.display());
+    eprintln!("history: storing {} messages in {} through the store API", thousands(args.messages as f64), dir.0.display());
     let r = history::run(server, &dir.0, args.messages, args.samples, &run_tag()).await?;
-    let scenario = format!("history {} msgs ({} MiB)", thousands(r.messages as f64), r.file_bytes >> 20);
-    eprintln!("  data written in {}", dur_ms(r.write_time));
+    let scenario = format!("history {} msgs ({} MiB)", thousands(r.messages as f64), r.data_bytes >> 20);
+    eprintln!("  data stored in {}", dur_ms(r.write_time));
+    let fixture = format!("fixture built (JsonlStore, batches of {})", thousands(history::BATCH as f64));
+    report.info(&scenario, &fixture, dur_ms(r.write_time));
     report.check(&scenario, "start-up (spawn → listening)", dur_ms(r.startup), "≤ 1 s", r.startup <= Duration::from_secs(1));
     report.info(&scenario, "first latest 50 (opens the room)", dur_ms(r.first_latest));
     let page = |p: &stats::Percentiles| format!("p50 {} / p99 {} / max {}", ms(p.p50), ms(p.p99), ms(p.max));
@@ -378,7 +387,7 @@ async fn persist_scenario(args: &Args, server: &ServerOpts, report: &mut Report)
         // A fresh server (and data directory) per run.
         let target = Target::chatroom(server)?;
         eprintln!("persist: {} writers into one room for {} s", args.writers, args.persist_secs);
-        let r = persist::run(&target, target.data_dir(), args.writers, args.persist_secs, args.text_bytes, &run_tag()).await?;
+        let r = persist::run(&target, args.writers, args.persist_secs, args.text_bytes, &run_tag()).await?;
         eprintln!("  {} stored/s", thousands(r.per_sec()));
         runs.push(r);
     }
@@ -389,8 +398,9 @@ async fn persist_scenario(args: &Args, server: &ServerOpts, report: &mut Report)
     let value = if all.len() > 1 { format!("{} (median of {})", thousands(r.per_sec()), all.join(", ")) } else { thousands(r.per_sec()) };
     report.check(&scenario, "stored msg/s", value, "≥ 50,000", r.per_sec() >= 50_000.0);
     report.info(&scenario, "ack latency p50 / p99 / p99.9 / max", r.latency.summary());
-    if let Some(lines) = r.lines_on_disk {
-        report.check(&scenario, "lines in the room file", thousands(lines as f64), &format!("= acknowledged ({})", thousands(r.stored as f64)), lines == r.stored);
+    if let Some(last) = r.last_id {
+        let target = format!("= acknowledged ({})", thousands(r.stored as f64));
+        report.check(&scenario, "messages in the room (last id, over HTTP)", thousands(last as f64), &target, last == r.stored);
     }
     if let Some(cpu) = r.server_cpu {
         report.info(&scenario, "server CPU per stored msg", format!("{:.2} µs", stats::cpu_per(cpu, r.stored)));

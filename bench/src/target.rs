@@ -64,15 +64,16 @@ pub struct Target {
     pub addr: SocketAddr,
     pub process: Option<ServerProcess>,
     /// The temporary data directory, removed when the target is dropped
-    /// (after the process: fields drop in order).
-    data: Option<TempDir>,
+    /// (after the process: fields drop in order). Held only for that: the
+    /// benchmark never reads the server's files.
+    _data: Option<TempDir>,
 }
 
 impl Target {
     /// Starts chatroom on a fresh temporary data directory (or uses `--url`).
     pub fn chatroom(opts: &ServerOpts) -> Result<Self, String> {
         if let Some(addr) = opts.url {
-            return Ok(Self { kind: Kind::Chatroom, addr, process: None, data: None });
+            return Ok(Self { kind: Kind::Chatroom, addr, process: None, _data: None });
         }
         Self::chatroom_from(opts, &opts.server_bin, Kind::Chatroom)
     }
@@ -80,13 +81,13 @@ impl Target {
     fn chatroom_from(opts: &ServerOpts, bin: &Path, kind: Kind) -> Result<Self, String> {
         let data = TempDir::new("data").map_err(|e| format!("temp dir: {e}"))?;
         let process = spawn_chatroom(opts, bin, &data.0)?;
-        Ok(Self { kind, addr: process.addr, process: Some(process), data: Some(data) })
+        Ok(Self { kind, addr: process.addr, process: Some(process), _data: Some(data) })
     }
 
     /// Starts chatroom on an existing data directory (kept afterwards).
     pub fn chatroom_on(opts: &ServerOpts, data_dir: &Path) -> Result<Self, String> {
         let process = spawn_chatroom(opts, &opts.server_bin, data_dir)?;
-        Ok(Self { kind: Kind::Chatroom, addr: process.addr, process: Some(process), data: None })
+        Ok(Self { kind: Kind::Chatroom, addr: process.addr, process: Some(process), _data: None })
     }
 
     /// Starts a baseline relay (this binary, `relay` subcommand).
@@ -98,7 +99,7 @@ impl Target {
             command.arg("--relay-read-buffer").arg(TUNED_RELAY_READ_BUFFER.to_string());
         }
         let process = ServerProcess::spawn("relay", command, relay::LISTENING)?;
-        Ok(Self { kind, addr: process.addr, process: Some(process), data: None })
+        Ok(Self { kind, addr: process.addr, process: Some(process), _data: None })
     }
 
     /// Starts whichever `kind` is.
@@ -111,11 +112,6 @@ impl Target {
             }
             relay => Self::relay(opts, relay),
         }
-    }
-
-    /// The data directory this run created (not with `--url`).
-    pub fn data_dir(&self) -> Option<&Path> {
-        self.data.as_ref().map(|d| d.0.as_path())
     }
 
     pub fn label(&self) -> &'static str {
@@ -161,7 +157,7 @@ impl Target {
 fn spawn_chatroom(opts: &ServerOpts, bin: &Path, data_dir: &Path) -> Result<ServerProcess, String> {
     if !bin.exists() {
         return Err(format!(
-            "{} not found: build it with `cargo build --release --bin chatroom` (or pass --server-bin)",
+            "{} not found: build it with `cargo build --release -p chatroom` (or pass --server-bin)",
             bin.display()
         ));
     }
