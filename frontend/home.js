@@ -1,8 +1,14 @@
 // home.js — the chat app at /home. Holds the page state (who I am, subscribed rooms,
-// the open room, last seq seen per room, unread counts, the outbox of unacknowledged
-// sends) and turns server events into DOM updates via render.js / sidebar.js.
-// The connection itself (WebSocket or polling) lives in transport.js; editing and
-// deleting one's own messages in editing.js.
+// the open room, last seq seen per room, read markers and unread counts, the outbox of
+// unacknowledged sends) and turns server events into DOM updates via render.js /
+// sidebar.js. The connection itself (WebSocket or polling) lives in transport.js; editing
+// and deleting one's own messages in editing.js; the read-marker bookkeeping in unread.js.
+//
+// Reading: while the tab is visible, the open room is being read. Whatever it shows is
+// then read, and the page moves the user's read marker to its newest message (at most
+// once a second per room); the user's other pages hear of it and clear their counts. A
+// room opened with messages after the marker shows a "New messages" line before the
+// first of them until another room is opened.
 import { api, roomPath } from './api.js';
 import { MessageActions } from './editing.js';
 import { Feed, el, onlineItem } from './render.js';
@@ -11,12 +17,15 @@ import { Outbox } from './outbox.js';
 import { RoomList, setupNewRoomForm } from './sidebar.js';
 import { Transport } from './transport.js';
 import { TypingIndicator } from './typing.js';
+import { ReadState } from './unread.js';
 
 const PAGE = 50;
 const GAP_PAGE = 500;
 const TYPING_SEND_EVERY_MS = 2_000;
 const TYPING_SHOWN_FOR_MS = 3_000;
 const ERROR_SHOWN_FOR_MS = 8_000;
+const READ_SEND_EVERY_MS = 1_000;
+const RECOUNT_AFTER_MS = 300;
 const STATE_LABELS = {
   connecting: 'connecting…',
   connected: 'connected',
@@ -49,10 +58,13 @@ const state = {
   current: null, // the open room
   lastSeq: new Map(), // room -> the seq up to which every event of the room was seen
   gaps: new Map(), // room -> {liveFrom, liveMax} while missed events are fetched over HTTP
-  unread: new Map(), // room -> count
+  readSends: new Map(), // room -> {at, id, timer}: read markers on their way (throttled)
+  recount: null, // {timer, again}: unread counts being asked of the server again
   online: new Map(), // room -> Set of usernames (unknown while polling)
   outbox: null, // Outbox, once we know who we are
   openSeq: 0, // bumps on every room switch; stale async results are dropped
+  shown: false, // the open room's first page is shown (marking it read may begin)
+  unreadLinePending: false, // its read marker comes with `joined` (a room not subscribed)
   hasOlder: false,
   loadingOlder: false,
   lastTypingSent: 0,
@@ -71,6 +83,10 @@ const roomList = new RoomList($('room-list'), $('room-list-empty'), {
   onUnsubscribe: (room) => unsubscribe(room),
 });
 const typing = new TypingIndicator(ui.typing, TYPING_SHOWN_FOR_MS);
+const reads = new ReadState((room) => {
+  roomList.setUnread(room, reads.count(room));
+  updateDocumentTitle();
+});
 let transport = null;
 let errorTimer = null;
 
@@ -102,8 +118,7 @@ function failed(error) {
 }
 
 function updateDocumentTitle() {
-  let total = 0;
-  for (const count of state.unread.values()) total += count;
+  const total = reads.total(state.subscribed);
   const room = state.current ? `#${state.current} · ` : '';
   document.title = `${total ? `(${total}) ` : ''}${room}chatroom`;
 }
@@ -176,6 +191,9 @@ function onEvent(event) {
     case 'posted': // our own message, stored; earlier ones may still be unpolled
       apply(event.message.room, [event.message], true);
       break;
+    case 'read': // the marker moved: on another of the user's pages, or our PUT's answer
+      markerMoved(event.room, event.id);
+      break;
     case 'presence':
       onPresence(event);
       break;
@@ -196,9 +214,15 @@ function onEvent(event) {
  */
 function onJoined(event) {
   const { room } = event;
+  const first = !state.lastSeq.has(room); // then the history is the room's latest messages
   setOnline(room, event.online);
   state.gaps.delete(room); // a fetch still running for an earlier join stops
+  if (Number.isFinite(event.read)) {
+    if (room === state.current && state.unreadLinePending) showUnreadLine(room, event.read);
+    markerMoved(room, event.read);
+  }
   apply(room, event.history || [], false);
+  if (first) countLatest(room, event.history || []);
   if (Number.isFinite(event.seq)) state.lastSeq.set(room, event.seq);
   if (event.has_more && Number.isFinite(event.seq)) fillGap(room, event.seq);
 }
@@ -254,6 +278,7 @@ async function fillGap(room, after) {
 function ingestLatest(room, messages) {
   apply(room, messages, false);
   if (state.lastSeq.has(room)) return;
+  countLatest(room, messages);
   let highest = 0;
   for (const msg of messages) if (Number.isFinite(msg.id)) highest = Math.max(highest, msg.id);
   state.lastSeq.set(room, highest);
@@ -261,19 +286,21 @@ function ingestLatest(room, messages) {
 
 /**
  * Takes one room's items from any source, in seq order: messages (with or without
- * `type: 'message'`) and `edited`/`deleted` events. Acknowledges our own sends, draws
- * them if the room is open, and otherwise counts new messages from others as unread:
- * live ones always, others only when they fill a gap (the room's seq was known). Keeping
- * the room's seq is up to the caller, which knows whether its source has holes.
+ * `type: 'message'`) and `edited`/`deleted` events. Acknowledges our own sends and draws
+ * them if the room is open. In a subscribed room not being read, new messages from
+ * others count as unread — live ones always, others only when they fill a gap (the
+ * room's seq was known) — and deletes take them off the count again. Keeping the room's
+ * seq is up to the caller, which knows whether its source has holes.
  */
 function apply(room, items, live) {
   const known = state.lastSeq.get(room);
   const open = room === state.current;
+  const counting = isSubscribed(room) && !isReading(room) && (live || known !== undefined);
   const stick = open && feed.nearBottom();
-  let unread = 0;
   for (const item of items) {
     if (isChange(item)) {
       if (open) feed.change(item);
+      if (item.type === 'deleted' && !reads.remove(room, item.id)) recount();
       continue;
     }
     const { type, ...msg } = item;
@@ -283,20 +310,119 @@ function apply(room, items, live) {
     if (open) {
       feed.add([msg]);
       if (fresh && msg.user) typing.stop(msg.user);
-    } else if (fresh && !msg.deleted && msg.user && !sameUser(msg.user, state.me.username)) {
-      unread += 1;
     }
+    if (counting && fresh && isOthers(msg)) reads.add(room, msg.id);
   }
   if (stick) feed.scrollToBottom();
-  if (unread && isSubscribed(room) && (live || known !== undefined)) {
-    setUnread(room, (state.unread.get(room) || 0) + unread);
-  }
+  if (open && items.length) readShown(room);
 }
 
-function setUnread(room, count) {
-  state.unread.set(room, count);
-  roomList.setUnread(room, count);
-  updateDocumentTitle();
+/** A stored message someone else wrote, not deleted. */
+const isOthers = (msg) => !msg.deleted && msg.user != null && !sameUser(msg.user, state.me.username);
+
+// ---- reading: read markers and unread counts ----------------------------------------------
+
+/** The user is reading `room`: it is open and the tab is visible. */
+function isReading(room) {
+  return room === state.current && document.visibilityState === 'visible';
+}
+
+/**
+ * A room's latest messages, seen for the first time (a first `joined`, polling's first
+ * look): if they reach back to the read marker they say exactly which messages are
+ * unread, which keeps the count right from here on; if not, the server's count stands.
+ */
+function countLatest(room, messages) {
+  const read = reads.marker(room);
+  if (!isSubscribed(room) || isReading(room) || read === undefined) return;
+  const ids = messages.map((msg) => msg.id).filter(Number.isFinite);
+  if (ids.length && Math.min(...ids) > read + 1) return;
+  reads.setExact(room, messages.filter((msg) => msg.id > read && isOthers(msg)).map((msg) => msg.id));
+}
+
+/** The user's read marker in `room` is now `id` (it only moves forward). */
+function markerMoved(room, id) {
+  if (!Number.isFinite(id)) return;
+  const pending = state.readSends.get(room);
+  if (pending && pending.id <= id) pending.id = 0; // nothing left to say
+  if (isReading(room)) reads.readUpTo(room, id);
+  else if (!reads.advance(room, id, state.lastSeq.get(room)) && isSubscribed(room)) recount();
+}
+
+/**
+ * Asks the server for the unread counts again (soon, once for many calls): when a
+ * delete or a marker move touched messages counted before the page saw them.
+ */
+function recount() {
+  if (state.recount) {
+    state.recount.again = true;
+    return;
+  }
+  const run = { again: false };
+  state.recount = run;
+  run.timer = setTimeout(async () => {
+    try {
+      const rooms = await api('GET', '/api/subscriptions');
+      for (const { name, read, unread } of rooms || []) {
+        if (!isSubscribed(name)) continue;
+        if (isReading(name)) reads.readUpTo(name, read);
+        else reads.setCounted(name, read, unread);
+      }
+    } catch (error) {
+      if (error.status === 401) sessionEnded();
+    }
+    state.recount = null;
+    if (run.again) recount();
+  }, RECOUNT_AFTER_MS);
+}
+
+/**
+ * Whatever the open room shows is read if the user is looking at it: its count goes to
+ * 0 and the user's marker moves to its newest message — at most once a second per room,
+ * the newest one then.
+ */
+function readShown(room) {
+  if (!isReading(room) || !state.shown) return;
+  const newest = feed.newestId;
+  const before = reads.marker(room) ?? 0;
+  reads.readUpTo(room, newest);
+  if (newest === undefined || newest <= before) return;
+  const send = state.readSends.get(room) || { at: 0, id: 0, timer: null };
+  state.readSends.set(room, send);
+  send.id = Math.max(send.id, newest);
+  if (send.timer) return;
+  const wait = send.at + READ_SEND_EVERY_MS - Date.now();
+  if (wait <= 0) sendRead(room);
+  else send.timer = setTimeout(() => sendRead(room), wait);
+}
+
+function sendRead(room) {
+  const send = state.readSends.get(room);
+  clearTimeout(send.timer);
+  send.timer = null;
+  if (!send.id || !transport) return;
+  send.at = Date.now();
+  transport.read(room, send.id);
+  send.id = 0;
+}
+
+/** Markers still waiting for their second go out now (the page is going away). */
+function sendPendingReads() {
+  for (const [room, send] of state.readSends) if (send.timer) sendRead(room);
+}
+
+/**
+ * The "New messages" line of the open room: before the first message after `read` (the
+ * marker as it was when the room was opened) that is not one's own. When the unread
+ * messages run past the feed's height, the line stays in view.
+ */
+function showUnreadLine(room, read) {
+  state.unreadLinePending = false;
+  const line = feed.markUnreadFrom(read, feed.newestId ?? 0);
+  if (!line) return;
+  const box = ui.messages;
+  const top = line.getBoundingClientRect().top - box.getBoundingClientRect().top + box.scrollTop;
+  if (top < box.scrollTop) box.scrollTop = Math.max(0, top - 8);
 }
 
 function setOnline(room, users) {
@@ -376,7 +502,9 @@ async function openRoom(room) {
   state.current = room;
   state.hasOlder = false;
   state.loadingOlder = false;
-  setUnread(room, 0);
+  state.shown = false;
+  state.unreadLinePending = false;
+  if (isReading(room)) reads.clear(room);
   roomList.setActive(room);
   showRoomHeader();
   typing.clear();
@@ -398,12 +526,19 @@ async function loadLatest(room, seq) {
     const messages = (data && data.messages) || [];
     ingestLatest(room, messages);
     feed.scrollToBottom();
+    // Where the unread messages begin: known now, or (a room not subscribed) once joined.
+    const read = reads.marker(room);
+    if (read !== undefined) showUnreadLine(room, read);
+    else state.unreadLinePending = true;
+    state.shown = true;
+    readShown(room);
     state.hasOlder = messages.length >= PAGE;
     showHistoryStatus();
     fillViewport();
   } catch (error) {
     if (seq !== state.openSeq) return;
     ui.historyStatus.textContent = '';
+    state.shown = true;
     failed(error);
   }
 }
@@ -468,7 +603,7 @@ async function unsubscribe(room) {
     return;
   }
   state.subscribed = state.subscribed.filter((name) => name !== room);
-  state.unread.delete(room);
+  reads.clear(room);
   updateDocumentTitle();
   const next = roomList.remove(room);
   if (room !== state.current) transport?.leave(room);
@@ -587,11 +722,20 @@ async function start() {
 
   try {
     const subscriptions = await api('GET', '/api/subscriptions');
-    for (const { name } of subscriptions || []) addSubscription(name);
+    for (const { name, read, unread } of subscriptions || []) {
+      addSubscription(name);
+      reads.setCounted(name, read, unread);
+    }
   } catch (error) {
     failed(error);
   }
   roomList.updateEmpty();
+
+  // Before the transport's own `pagehide` closes the socket: what was read is said first.
+  window.addEventListener('pagehide', sendPendingReads);
+  document.addEventListener('visibilitychange', () => {
+    if (state.current) readShown(state.current);
+  });
 
   const params = new URLSearchParams(location.search);
   transport = new Transport({

@@ -4,7 +4,7 @@
 // kept as it is now (edited text with an "(edited)" mark; a deleted message as a greyed
 // "message deleted" line), pending (unacknowledged) sends at the bottom, and scroll
 // position handled. One's own stored messages carry Edit and Delete buttons (the clicks
-// are handled in editing.js).
+// are handled in editing.js). A "New messages" line can mark where the unread ones begin.
 
 /** createElement with attributes; string children become text nodes. */
 export function el(tag, attrs = {}, ...children) {
@@ -141,6 +141,15 @@ export function noticeElement(text) {
   return el('div', { class: 'notice' }, text);
 }
 
+/** The line before the first unread message. */
+export function newMessagesElement() {
+  return el(
+    'div',
+    { class: 'new-messages', role: 'separator', 'aria-label': 'New messages' },
+    el('span', {}, 'New messages'),
+  );
+}
+
 export class Feed {
   constructor(root, isMine) {
     this.root = root;
@@ -154,10 +163,42 @@ export class Feed {
     this.ids = []; // sorted ascending
     this.nodes = new Map(); // id -> element
     this.items = new Map(); // id -> {id, user, text, ts, edited_at, deleted, changeSeq}
+    this.unreadFrom = null; // {after, until}: where the "New messages" line may go
+    this.divider = null; // {node, before: id}, once drawn
   }
 
   get oldestId() {
     return this.ids.length ? this.ids[0] : undefined;
+  }
+
+  get newestId() {
+    return this.ids.length ? this.ids[this.ids.length - 1] : undefined;
+  }
+
+  /**
+   * Draws the "New messages" line before the first message after `after` (the read
+   * marker) that is not one's own nor deleted, among those up to `until` (what was there
+   * when the room was opened). It stays until the feed is cleared; older pages loaded
+   * later may move it up. Returns the line, if there is one.
+   */
+  markUnreadFrom(after, until) {
+    this.unreadFrom = { after, until };
+    return this.placeDivider();
+  }
+
+  placeDivider() {
+    if (!this.unreadFrom) return null;
+    const { after, until } = this.unreadFrom;
+    const first = this.ids.find((id) => {
+      const item = this.items.get(id);
+      return id > after && id <= until && !item.deleted && !this.isMine(item);
+    });
+    if (first !== undefined && (!this.divider || first < this.divider.before)) {
+      this.divider ??= { node: newMessagesElement(), before: first };
+      this.divider.before = first;
+      this.root.insertBefore(this.divider.node, this.nodes.get(first));
+    }
+    return this.divider && this.divider.node;
   }
 
   has(id) {
@@ -266,7 +307,10 @@ export class Feed {
   insert(id, node) {
     const index = this.insertIndex(id);
     if (index < this.ids.length) {
-      this.root.insertBefore(node, this.nodes.get(this.ids[index]));
+      const next = this.ids[index];
+      // An older message goes above the "New messages" line of the next one.
+      const above = this.divider && this.divider.before === next ? this.divider.node : this.nodes.get(next);
+      this.root.insertBefore(node, above);
     } else {
       // Newest so far: after notices, before the pending sends.
       this.root.insertBefore(node, this.root.querySelector('.pending'));
@@ -290,6 +334,7 @@ export class Feed {
   prepend(messages) {
     const fromBottom = this.root.scrollHeight - this.root.scrollTop;
     const added = this.add(messages);
+    this.placeDivider();
     this.root.scrollTop = this.root.scrollHeight - fromBottom;
     return added;
   }
@@ -333,12 +378,16 @@ export function roomListItem(room) {
   return el('li', { class: 'room-item' }, open, unsubscribe);
 }
 
+/** Counts above this show as "999+" (the server counts up to 1,000). */
+const MOST_UNREAD_SHOWN = 999;
+
 export function setUnreadBadge(item, room, count) {
   const badge = item.querySelector('.unread');
-  badge.textContent = String(count);
+  const shown = count > MOST_UNREAD_SHOWN ? `${MOST_UNREAD_SHOWN}+` : String(count);
+  badge.textContent = shown;
   badge.hidden = count === 0;
   const open = item.querySelector('.open-room');
-  if (count) open.setAttribute('aria-label', `${room}, ${count} unread`);
+  if (count) open.setAttribute('aria-label', `${room}, ${shown} unread`);
   else open.removeAttribute('aria-label');
 }
 

@@ -9,10 +9,12 @@
 // deletes of old messages are neither missed nor fetched twice.
 //
 // Events given to onEvent: the server's frames ({type:'joined'|'message'|'edited'|
-// 'deleted'|'presence'|'typing'|'error', ...}) plus, from polling, {type:'history', room,
-// messages} (a room's latest messages as they are now, when no seq is known yet),
-// {type:'events', room, after, events, seq} (the room's events after `after`, as frames,
-// and the seq they reach) and {type:'posted', message} (the answer to our POST).
+// 'deleted'|'read'|'presence'|'typing'|'error', ...}) plus, from polling,
+// {type:'history', room, messages} (a room's latest messages as they are now, when no
+// seq is known yet), {type:'events', room, after, events, seq} (the room's events after
+// `after`, as frames, and the seq they reach) and {type:'posted', message} (the answer to
+// our POST). A read marker put over HTTP (polling, or no socket open) is answered by a
+// {type:'read', room, id} as well.
 import { api, roomPath } from './api.js';
 
 const FAILURES_BEFORE_POLLING = 3;
@@ -199,6 +201,26 @@ export class Transport {
 
   typing(room) {
     this.sendFrame({ type: 'typing', room });
+  }
+
+  /**
+   * Moves the user's read marker in `room` to message `id`: a `read` frame, or without an
+   * open socket PUT /api/rooms/{room}/read, whose answer (the marker as it is now) comes
+   * back as a `read` event.
+   */
+  read(room, id) {
+    if (this.mode === 'ws' && this.sendFrame({ type: 'read', room, id })) return;
+    this.putRead(room, id);
+  }
+
+  async putRead(room, id) {
+    try {
+      const marker = await api('PUT', `/api/rooms/${roomPath(room)}/read`, { id });
+      if (marker && Number.isFinite(marker.id)) this.onEvent({ type: 'read', room, id: marker.id });
+    } catch (error) {
+      if (error.status === 401) this.onSessionEnded();
+      // Otherwise the marker stays behind until the next read moves it.
+    }
   }
 
   /** Sends (or re-sends) an outbox entry; returns false if it has to wait for onReady. */

@@ -5,7 +5,10 @@
 //! other on the WebSocket — and then shrinks the WebSocket user's window to a phone's.
 //! Three more (step 6) edit and delete messages: live over the WebSocket and after a
 //! reload, to a polling page, and to a page that was away for more than one `joined` can
-//! carry. The tests take turns (one pair of browsers at a time).
+//! carry. Two more follow the read markers: a room's unread badge (the server's count,
+//! kept live) and the "New messages" line when the room is opened; and one account in two
+//! browsers, where reading in one clears the badge in the other, also after a reload. The
+//! tests take turns (one pair of browsers at a time).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the suite is skipped with a
 //! loud notice — except in CI (`CI=true`), where it is mandatory and fails instead.
@@ -14,6 +17,7 @@
 //! Every wait polls the page for a condition with a deadline; nothing sleeps a fixed time.
 
 mod browser_support;
+mod common;
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -1340,6 +1344,8 @@ async fn edits_and_deletes_reach_a_polling_page() {
         }
         let first_id = message_id(ann, first).await;
         let second_id = message_id(ann, second).await;
+        // The polling page reads what it shows: its marker moves over HTTP (PUT …/read).
+        expect_read_state(poller, ROOM, second_id, 0).await;
 
         // Ann (WebSocket) edits and deletes; the polling page sees both at its next poll.
         let saved = edit_with_button(ann, first_id, "final draft").await;
@@ -1533,5 +1539,273 @@ async fn a_page_back_from_away_resumes_by_seq_and_fetches_what_one_join_cannot_c
         let sent = send(ann, after).await;
         expect_delivered(ann, bob, after, sent).await;
     })
+    .await;
+}
+
+// ---- step 6: read markers — unread counts, the "New messages" line, two windows -----------
+
+/// A read story normally takes well under 15 s; this only guards against a hung browser.
+const READ_STORY_LIMIT: Duration = Duration::from_secs(90);
+
+fn room_button(room: &str) -> String {
+    format!("#room-list button.open-room[data-room=\"{room}\"]")
+}
+
+/// Waits until `b`'s unread badge of `room` shows `count` (0: no badge shown).
+async fn expect_badge(b: &Browser, room: &str, count: u64, within: Duration) {
+    b.wait_js(
+        &format!("the unread badge of {room} shows {count}"),
+        within,
+        "const e = document.querySelector(`#room-list button.open-room[data-room=\"${arguments[0]}\"] span.unread`);
+         if (!e) return false;
+         const shown = !e.hidden && e.getClientRects().length > 0;
+         return arguments[1] === 0 ? !shown : shown && e.textContent === String(arguments[1]);",
+        vec![json!(room), json!(count)],
+    )
+    .await;
+}
+
+/// Waits until the server has `b`'s user in `room` read up to `read` with `unread` unread
+/// (GET /api/subscriptions, asked from the page).
+async fn expect_read_state(b: &Browser, room: &str, read: u64, unread: u64) {
+    let mut last = Value::Null;
+    let reached = browser_support::poll(STEP, async || {
+        last = fetch_json(b, "GET", "/api/subscriptions", Value::Null).await;
+        let state = last[1].as_array()?.iter().find(|r| r["name"] == room)?;
+        (state["read"] == read && state["unread"] == unread).then_some(())
+    })
+    .await;
+    assert!(
+        reached.is_some(),
+        "[{}] the server should have {room} read up to {read} with {unread} unread: {last}",
+        b.name
+    );
+}
+
+/// Waits until `b`'s feed shows one "New messages" line, right before message `id`;
+/// returns the id of the message above it (null if none).
+async fn expect_new_messages_line(b: &Browser, id: u64) -> Value {
+    b.wait_js(
+        &format!("one \"New messages\" line shows, before message {id}"),
+        STEP,
+        "const lines = document.querySelectorAll('#messages .new-messages');
+         if (lines.length !== 1) return false;
+         const line = lines[0];
+         const next = line.nextElementSibling;
+         if (line.textContent !== 'New messages' || line.getClientRects().length === 0
+             || !next || !next.matches('div.message[data-id]') || Number(next.dataset.id) !== arguments[0]) return false;
+         const above = line.previousElementSibling;
+         return [above && above.dataset.id ? Number(above.dataset.id) : null];",
+        vec![json!(id)],
+    )
+    .await[0]
+        .clone()
+}
+
+async fn new_messages_lines(b: &Browser) -> Value {
+    b.js(
+        "return document.querySelectorAll('#messages .new-messages').length",
+        vec![],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_badge_comes_from_the_marker_and_opening_the_room_draws_the_new_messages_line() {
+    const ROOM: &str = "catch-up";
+    with_two_browsers([ANN, BOB], READ_STORY_LIMIT, async |ann, bob| {
+        two_guests_in(ann, bob, ROOM).await;
+        // Ann has the room open: Bob's message is read as it comes, and her marker moves to it.
+        let seen = "first, read at once";
+        let sent = send(bob, seen).await;
+        expect_delivered(bob, ann, seen, sent).await;
+        let seen_id = message_id(ann, seen).await;
+        expect_read_state(ann, ROOM, seen_id, 0).await;
+
+        // Ann goes to general. In the room she posts (from there, over HTTP): her own
+        // message is not unread. Bob posts three; the third he deletes again.
+        ann.click(&room_button("general")).await;
+        expect_open_room(ann, "general").await;
+        let own = fetch_json(
+            ann,
+            "POST",
+            &format!("/api/rooms/{ROOM}/messages"),
+            json!({"text": "mine: not unread", "client_id": "ann-own-1"}),
+        )
+        .await;
+        assert_eq!(own[0], json!(201), "[{ANN}] posting over HTTP: {own}");
+        let own_id = own[1]["id"].as_u64().expect("the message id");
+        expect_message(bob, "theirs", ANN, "mine: not unread", LIVE).await;
+        let texts = ["are you there?", "hello?", "never mind"];
+        let mut ids = Vec::new();
+        let mut sent = Instant::now();
+        for text in texts {
+            sent = send(bob, text).await;
+            expect_message(bob, "mine", BOB, text, LIVE).await;
+            ids.push(message_id(bob, text).await);
+        }
+        expect_badge(ann, ROOM, 3, left_of_live(sent)).await;
+        eprintln!(
+            "  [{ANN}] badge of {ROOM} shows 3 {:.0?} after Bob's last send",
+            sent.elapsed()
+        );
+        let title = ann.js("return document.title", vec![]).await;
+        assert!(
+            title.as_str().unwrap().starts_with("(3)"),
+            "[{ANN}] the tab title counts unread: {title}"
+        );
+        expect_read_state(ann, ROOM, seen_id, 3).await;
+
+        // A deleted message is no longer unread: the badge goes down, live.
+        bob.click(&format!(
+            "{} button[data-action=delete]",
+            message_css(ids[2])
+        ))
+        .await;
+        let deleted = Instant::now();
+        bob.click(&format!(
+            "{} button[data-action=confirm-delete]",
+            message_css(ids[2])
+        ))
+        .await;
+        expect_badge(ann, ROOM, 2, left_of_live(deleted)).await;
+        expect_read_state(ann, ROOM, seen_id, 2).await;
+
+        // Ann opens the room: the line sits before Bob's first unread message (after her own),
+        // the badge clears, and the server has her marker at the newest message.
+        ann.click(&room_button(ROOM)).await;
+        expect_open_room(ann, ROOM).await;
+        let above = expect_new_messages_line(ann, ids[0]).await;
+        assert_eq!(
+            above,
+            json!(own_id),
+            "[{ANN}] her own message stays above the line"
+        );
+        expect_badge(ann, ROOM, 0, STEP).await;
+        expect_read_state(ann, ROOM, ids[2], 0).await;
+        let title = ann.js("return document.title", vec![]).await;
+        assert!(
+            !title.as_str().unwrap().starts_with('('),
+            "[{ANN}] nothing unread in the title: {title}"
+        );
+
+        // While she reads, a new message is read at once: no badge, and the line stays put.
+        let more = "oh, there you are";
+        let sent = send(bob, more).await;
+        expect_delivered(bob, ann, more, sent).await;
+        let more_id = message_id(ann, more).await;
+        expect_read_state(ann, ROOM, more_id, 0).await;
+        expect_badge(ann, ROOM, 0, STEP).await;
+        expect_new_messages_line(ann, ids[0]).await;
+        ann.screenshot(&artifacts().join("home-new-messages.png"))
+            .await;
+
+        // Left and opened again: everything is read, so no line.
+        ann.click(&room_button("general")).await;
+        expect_open_room(ann, "general").await;
+        ann.click(&room_button(ROOM)).await;
+        expect_open_room(ann, ROOM).await;
+        message_id(ann, more).await;
+        assert_eq!(
+            new_messages_lines(ann).await,
+            json!(0),
+            "[{ANN}] no line once all is read"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_in_one_window_clears_the_badge_in_the_other_also_after_a_reload() {
+    const DANA: &str = "dana";
+    const DANA_PASSWORD: &str = "dana-Secret-333";
+    const ELSEWHERE: &str = "elsewhere";
+    // Two browsers (two devices), one account: window 1 signs up, window 2 logs in.
+    with_two_browsers(
+        [DANA, "dana-window-2"],
+        READ_STORY_LIMIT,
+        async |one, two| {
+            one.goto("/").await;
+            one.wait_at("/").await;
+            one.click("#show-signup").await;
+            fill(one, "#signup-form", DANA, DANA_PASSWORD).await;
+            one.click("#signup-form button[type=submit]").await;
+            expect_home_as(one, DANA).await;
+            one.click("#new-room").await;
+            one.type_into("#new-room-name", &format!("{ELSEWHERE}{}", Key::Enter))
+                .await;
+            expect_open_room(one, ELSEWHERE).await;
+
+            two.goto("/").await;
+            two.wait_at("/").await;
+            two.click("#show-login").await;
+            fill(two, "#login-form", DANA, DANA_PASSWORD).await;
+            two.click("#login-form button[type=submit]").await;
+            expect_home_as(two, DANA).await;
+            two.click(&room_button(ELSEWHERE)).await;
+            expect_open_room(two, ELSEWHERE).await;
+
+            // Someone else posts in general, where neither window is.
+            let addr = one
+                .origin()
+                .trim_start_matches("http://")
+                .parse()
+                .expect("the server's address");
+            let eve = common::Endpoint { addr }.guest("eve").await;
+            let sent = Instant::now();
+            let first = eve.send_http("general", "news for dana", "eve-1").await;
+            eve.send_http("general", "more news", "eve-2").await;
+            let last = eve.send_http("general", "and that's all", "eve-3").await;
+            for window in [one, two] {
+                expect_badge(window, "general", 3, left_of_live(sent)).await;
+            }
+
+            // Window 1 reads general: window 2's badge clears, live.
+            let opened = Instant::now();
+            one.click(&room_button("general")).await;
+            expect_open_room(one, "general").await;
+            expect_badge(one, "general", 0, STEP).await;
+            expect_badge(two, "general", 0, left_of_live(opened)).await;
+            eprintln!(
+                "  read in window 1, badge cleared in window 2 {:.0?} after the click",
+                opened.elapsed()
+            );
+            expect_new_messages_line(one, common::id(&first)).await;
+            one.screenshot(&artifacts().join("home-two-windows.png"))
+                .await;
+            expect_read_state(two, "general", common::id(&last), 0).await;
+
+            // Window 2 reloads (into the other room, so it does not read general itself): still 0.
+            two.goto(&format!("/home?room={ELSEWHERE}")).await;
+            expect_home_as(two, DANA).await;
+            expect_open_room(two, ELSEWHERE).await;
+            expect_in_list(two, "general", true).await;
+            assert_eq!(
+                unread_badge(two, "general").await,
+                json!(["hidden", "0"]),
+                "[window 2] nothing unread after the reload"
+            );
+            let title = two.js("return document.title", vec![]).await;
+            assert!(
+                !title.as_str().unwrap().starts_with('('),
+                "[window 2] nothing unread in the title: {title}"
+            );
+
+            // And the other way round after the reload: window 2 reads, window 1's badge clears.
+            one.click(&room_button(ELSEWHERE)).await;
+            expect_open_room(one, ELSEWHERE).await;
+            let sent = Instant::now();
+            let again = eve.send_http("general", "one more thing", "eve-4").await;
+            for window in [one, two] {
+                expect_badge(window, "general", 1, left_of_live(sent)).await;
+            }
+            let opened = Instant::now();
+            two.click(&room_button("general")).await;
+            expect_open_room(two, "general").await;
+            expect_badge(one, "general", 0, left_of_live(opened)).await;
+            expect_new_messages_line(two, common::id(&again)).await;
+            expect_read_state(one, "general", common::id(&again), 0).await;
+        },
+    )
     .await;
 }

@@ -178,6 +178,11 @@ impl Browser {
         }
     }
 
+    /// The server's origin this browser talks to, e.g. `http://127.0.0.1:4321`.
+    pub fn origin(&self) -> &str {
+        &self.base
+    }
+
     pub async fn close(self) {
         let _ = self.client.close().await;
     }
