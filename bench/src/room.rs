@@ -305,6 +305,24 @@ pub fn median_text<T: Copy + PartialOrd>(values: &[T], show: impl Fn(T) -> Strin
     format!("{} (median of {})", show(median), all.join(", "))
 }
 
+/// `setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, 0)`: Linux then delays the
+/// ACKs of what arrives (until its delayed-ACK timer, or a reply to carry
+/// them) instead of sending them at once. It does not stick, so it is set
+/// again after each read.
+fn no_quick_ack(fd: i32) {
+    const IPPROTO_TCP: i32 = 6;
+    const TCP_QUICKACK: i32 = 12;
+    unsafe extern "C" {
+        fn setsockopt(fd: i32, level: i32, name: i32, value: *const std::ffi::c_void, len: u32) -> i32;
+    }
+    let off: i32 = 0;
+    // SAFETY: `fd` is an open socket owned by a live WebSocket; the value
+    // is a 4-byte int that outlives the call.
+    unsafe {
+        setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, (&raw const off).cast(), 4);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,23 +356,5 @@ mod tests {
     fn gaps_stay_in_range() {
         let mut g = Gaps(42);
         assert!((0..1000).map(|_| g.unit()).all(|u| (0.0..1.0).contains(&u)));
-    }
-}
-
-/// `setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, 0)`: Linux then delays the
-/// ACKs of what arrives (until its delayed-ACK timer, or a reply to carry
-/// them) instead of sending them at once. It does not stick, so it is set
-/// again after each read.
-fn no_quick_ack(fd: i32) {
-    const IPPROTO_TCP: i32 = 6;
-    const TCP_QUICKACK: i32 = 12;
-    unsafe extern "C" {
-        fn setsockopt(fd: i32, level: i32, name: i32, value: *const std::ffi::c_void, len: u32) -> i32;
-    }
-    let off: i32 = 0;
-    // SAFETY: `fd` is an open socket owned by a live WebSocket; the value
-    // is a 4-byte int that outlives the call.
-    unsafe {
-        setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, (&raw const off).cast(), 4);
     }
 }

@@ -163,7 +163,9 @@ fn spawn_chatroom(opts: &ServerOpts, bin: &Path, data_dir: &Path) -> Result<Serv
     }
     let mut command = process::command(bin, opts.server_cpus.as_deref());
     command.args(["--addr", "127.0.0.1:0", "--send-rate", "0", "--frame-rate", "0", "--data-dir"]).arg(data_dir);
-    for (flag, value) in &opts.flags_if_supported {
+    // The generator creates its rooms from one guest: no creation pace.
+    let always = [("--room-create-burst".to_string(), "0".to_string())];
+    for (flag, value) in always.iter().chain(&opts.flags_if_supported) {
         if supports(bin, flag) {
             command.arg(flag).arg(value);
         } else {

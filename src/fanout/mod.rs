@@ -76,5 +76,6 @@ impl UserEvent {
     }
 }
 
-/// Events a subscriber's channel holds (read markers: few and small).
-pub const USER_CHANNEL_CAPACITY: usize = 64;
+/// Events a subscriber's channel holds (read markers: rare, and a lagged
+/// receiver loses only hints). Small, because every socket holds one.
+pub const USER_CHANNEL_CAPACITY: usize = 8;

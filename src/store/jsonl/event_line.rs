@@ -87,41 +87,41 @@ fn event_of(line: Line) -> Result<StoredEvent, String> {
     Ok(StoredEvent { seq, room: line.room, kind })
 }
 
+/// A line being written: the same fields as [`Line`], borrowed, so a
+/// batch is serialised without copying every message's text.
+#[derive(Serialize)]
+struct LineOut<'a> {
+    seq: u64,
+    op: &'a str,
+    id: u64,
+    room: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ts: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+}
+
 /// The line for an event (without the newline).
 pub fn line_of(event: &StoredEvent) -> Vec<u8> {
+    let base = |op, id| LineOut { seq: event.seq, op, id, room: &event.room, user: None, text: None, ts: None, client_id: None, deleted: false };
     let line = match &event.kind {
-        EventKind::Post(m) if m.deleted => redacted(event.seq, "post", m.id, &event.room),
-        EventKind::Post(m) => Line {
-            seq: Some(event.seq),
-            op: Some("post".into()),
-            id: Some(m.id),
-            room: event.room.clone(),
-            user: Some(m.user.clone()),
-            text: Some(m.text.clone()),
-            ts: Some(m.ts.clone()),
-            client_id: Some(m.client_id.clone()),
-            deleted: false,
+        EventKind::Post(m) if m.deleted => LineOut { deleted: true, ..base("post", m.id) },
+        EventKind::Post(m) => LineOut {
+            user: Some(&m.user),
+            text: Some(&m.text),
+            ts: Some(&m.ts),
+            client_id: Some(&m.client_id),
+            ..base("post", m.id)
         },
-        EventKind::Edit { id, text: None, .. } => redacted(event.seq, "edit", *id, &event.room),
-        EventKind::Edit { id, user, text: Some(text), ts } => Line {
-            seq: Some(event.seq),
-            op: Some("edit".into()),
-            id: Some(*id),
-            room: event.room.clone(),
-            user: Some(user.clone()),
-            text: Some(text.clone()),
-            ts: Some(ts.clone()),
-            ..Line::default()
-        },
-        EventKind::Delete { id, user, ts } => Line {
-            seq: Some(event.seq),
-            op: Some("delete".into()),
-            id: Some(*id),
-            room: event.room.clone(),
-            user: Some(user.clone()),
-            ts: Some(ts.clone()),
-            ..Line::default()
-        },
+        EventKind::Edit { id, text: None, .. } => LineOut { deleted: true, ..base("edit", *id) },
+        EventKind::Edit { id, user, text: Some(text), ts } => LineOut { user: Some(user), text: Some(text), ts: Some(ts), ..base("edit", *id) },
+        EventKind::Delete { id, user, ts } => LineOut { user: Some(user), ts: Some(ts), ..base("delete", *id) },
     };
     serde_json::to_vec(&line).expect("a line always serialises")
 }
