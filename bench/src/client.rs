@@ -168,3 +168,20 @@ pub async fn ws_connect_with(addr: SocketAddr, cookie: Option<&str>, read_buffer
         .map_err(|e| format!("WebSocket handshake: {e}"))?;
     Ok(ws)
 }
+
+/// Sends `join` for `room` and waits for `joined` (an error frame or the
+/// socket's end is an error).
+pub async fn join(ws: &mut Ws, room: &str) -> Result<(), String> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let join = serde_json::json!({ "type": "join", "room": room }).to_string();
+    ws.send(Message::Text(join.into())).await.map_err(|e| e.to_string())?;
+    while let Some(frame) = ws.next().await {
+        match frame.map_err(|e| e.to_string())? {
+            Message::Text(t) if t.starts_with(r#"{"type":"joined""#) => return Ok(()),
+            Message::Text(t) if t.starts_with(r#"{"type":"error""#) => return Err(format!("join: {t}")),
+            _ => {}
+        }
+    }
+    Err("closed before joining".into())
+}

@@ -422,17 +422,9 @@ impl Fleet {
 async fn connect_client(target: &Target, opts: &FanoutOpts, i: usize) -> Result<(usize, Ws), String> {
     let cookie = target.login(&format!("{}c{i}", opts.tag)).await?;
     let mut ws = client::ws_connect(target.addr, cookie.as_deref(), CLIENT_READ_BUFFER).await?;
-    let join = serde_json::json!({ "type": "join", "room": room_name(i % opts.rooms) }).to_string();
-    ws.send(WsMessage::Text(join.into())).await.map_err(|e| e.to_string())?;
     // Wait for `joined` so no message of the first phase can be missed.
-    while let Some(frame) = ws.next().await {
-        match frame.map_err(|e| e.to_string())? {
-            WsMessage::Text(t) if t.starts_with(r#"{"type":"joined""#) => return Ok((i, ws)),
-            WsMessage::Text(t) if t.starts_with(r#"{"type":"error""#) => return Err(format!("join: {t}")),
-            _ => {}
-        }
-    }
-    Err("closed before joining".into())
+    client::join(&mut ws, &room_name(i % opts.rooms)).await?;
+    Ok((i, ws))
 }
 
 async fn read_loop(receiver: u32, mut stream: SplitStream<Ws>, recorder: Rc<RefCell<Recorder>>, t0: Instant) {

@@ -212,16 +212,8 @@ pub async fn run(target: &Target, opts: &RoomOpts, run: u32) -> Result<RoomResul
 async fn connect(target: &Target, opts: &RoomOpts, i: usize) -> Result<(usize, Ws), String> {
     let cookie = target.login(&format!("{}g{i}", opts.tag)).await?;
     let mut ws = client::ws_connect_with(target.addr, cookie.as_deref(), READ_BUFFER, opts.client_nodelay).await?;
-    let join = serde_json::json!({ "type": "join", "room": ROOM }).to_string();
-    ws.send(WsMessage::Text(join.into())).await.map_err(|e| e.to_string())?;
-    while let Some(frame) = ws.next().await {
-        match frame.map_err(|e| e.to_string())? {
-            WsMessage::Text(t) if t.starts_with(r#"{"type":"joined""#) => return Ok((i, ws)),
-            WsMessage::Text(t) if t.starts_with(r#"{"type":"error""#) => return Err(format!("join: {t}")),
-            _ => {}
-        }
-    }
-    Err("closed before joining".into())
+    client::join(&mut ws, ROOM).await?;
+    Ok((i, ws))
 }
 
 async fn read_loop(receiver: u32, mut stream: SplitStream<Ws>, recorder: Rc<RefCell<Recorder>>, t0: Instant, delayed_ack: Option<i32>) {
