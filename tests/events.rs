@@ -216,6 +216,10 @@ async fn a_deleted_messages_text_is_gone_from_the_api_and_the_files_at_once() {
     assert!(String::from_utf8_lossy(&before).contains("secret-two"));
 
     assert_eq!(delete(&ann, "general", 2).await.0, 200);
+    for file in common::list_files(server.data_dir()) {
+        let bytes = std::fs::read(server.data_dir().join(&file)).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&bytes).contains("secret"), "{file} still holds the deleted text");
+    }
     let after = std::fs::read(&path).unwrap();
     let text = String::from_utf8_lossy(&after);
     assert!(!text.contains("secret"), "the file still holds the text:\n{text}");
@@ -288,4 +292,33 @@ async fn an_edit_of_a_message_far_back_shows_in_its_page_after_a_restart() {
     let ann = ann.back_at(&server, "ann").await;
     assert_eq!(patch(&ann, "general", 4, "back").await.0, 404, "deleted long ago, known after a restart");
     assert_eq!(patch(&ann, "general", 5, "m5, edited").await.0, 200);
+}
+
+#[tokio::test]
+async fn the_change_index_is_derived_rebuilt_when_missing_and_never_needed_for_the_tail() {
+    let mut server = TestServer::start_unthrottled().await;
+    let ann = server.guest("ann").await;
+    for i in 1..=3 {
+        ann.send_http("general", &format!("m{i}"), &format!("c{i}")).await;
+    }
+    patch(&ann, "general", 1, "m1, edited").await;
+    delete(&ann, "general", 2).await;
+    for i in 4..=1100 {
+        ann.send_http("general", &format!("m{i}"), &format!("c{i}")).await;
+    }
+    let index = server.room_file("general").with_extension("jsonl.changes");
+    let lines = std::fs::read_to_string(&index).expect("the index beside the room file");
+    assert_eq!(lines.lines().count(), 2, "one line per edit or delete:\n{lines}");
+    assert!(!lines.contains("m2"), "the deleted message's text is not in the index");
+
+    // Without its index, a room still shows every change: the first read
+    // past the tail rebuilds it from the log.
+    server.stop().await;
+    std::fs::remove_file(&index).unwrap();
+    server.start_again().await;
+    let ann = ann.back_at(&server, "ann").await;
+    assert_eq!(ann.messages("general", "").await.len(), 50, "the latest page comes from the tail");
+    let page = ann.messages("general", "after=0&limit=2").await;
+    assert_eq!((page[0]["text"].as_str(), page[1]["deleted"].as_bool()), (Some("m1, edited"), Some(true)));
+    assert_eq!(std::fs::read_to_string(&index).expect("rebuilt").lines().count(), 2);
 }

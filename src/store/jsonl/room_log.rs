@@ -207,6 +207,20 @@ struct State {
     changes: Changes,
     /// Whether `changes` covers the whole file.
     complete: bool,
+    /// Every edit and delete of the room, once `complete` (what the change
+    /// index holds).
+    change_log: Vec<StoredEvent>,
+}
+
+impl State {
+    /// Knows these changes (the whole file's, when `complete`).
+    fn adopt(&mut self, change_log: Vec<StoredEvent>) {
+        let mut changes = Changes::default();
+        change_log.iter().for_each(|e| changes.apply(e));
+        self.changes = changes;
+        self.change_log = change_log;
+        self.complete = true;
+    }
 }
 
 /// An open room file. Appends must be serialised by the caller.
@@ -216,6 +230,7 @@ pub struct RoomLog {
     file: File,
     committed: AtomicU64,
     state: Mutex<State>,
+    index: ChangeIndex,
     /// Held for reading while the file is read, for writing while a delete
     /// rewrites lines in place.
     rewriting: RwLock<()>,
@@ -237,8 +252,25 @@ impl RoomLog {
         let len = repair_torn_tail(&file, &path).map_err(file_error("repair", &path))?;
         let hint = path.display().to_string();
         let tail = lines::read_backward(&file, len, DEDUP_WINDOW, &StoredEvent::is_post, &hint).map_err(file_error("read", &path))?;
-        let mut state = State { complete: tail.iter().filter(|e| e.is_post()).count() < DEDUP_WINDOW, ..State::default() };
-        tail.iter().for_each(|event| state.changes.apply(event));
+        let index = ChangeIndex::beside(&path);
+        let mut state = State::default();
+        let whole_file = tail.iter().filter(|e| e.is_post()).count() < DEDUP_WINDOW;
+        let last_seq = tail.last().map_or(0, |e| e.seq);
+        match index.read().map_err(file_error("read", &index.path))? {
+            Some(indexed) => {
+                // The index may lack the last batch's changes (a crash
+                // between the two writes) or hold ones the log lost.
+                let known = indexed.last().map_or(0, |e| e.seq);
+                let mut log: Vec<StoredEvent> = indexed.into_iter().filter(|e| e.seq <= last_seq).collect();
+                log.extend(tail.iter().filter(|e| !e.is_post() && e.seq > known).cloned());
+                state.adopt(log);
+            }
+            None if whole_file => state.adopt(tail.iter().filter(|e| !e.is_post()).cloned().collect()),
+            None => tail.iter().for_each(|event| state.changes.apply(event)),
+        }
+        if state.complete && let Err(e) = index.rewrite(&state.change_log) {
+            index.forget(&e);
+        }
         for event in tail {
             let shown = state.changes.shown(event);
             state.recent.push(shown);
@@ -249,6 +281,7 @@ impl RoomLog {
             file,
             committed: AtomicU64::new(len),
             state: Mutex::new(state),
+            index,
             rewriting: RwLock::new(()),
             write_lock: tokio::sync::Mutex::new(()),
             sync_writes,
@@ -280,10 +313,12 @@ impl RoomLog {
         }
         self.write_whole(&buf)?;
         let deleted: Vec<u64> = plan.fresh.iter().filter(|e| matches!(e.kind, EventKind::Delete { .. })).map(StoredEvent::message_id).collect();
+        let changed: Vec<StoredEvent> = plan.fresh.iter().filter(|e| !e.is_post()).cloned().collect();
         for event in plan.fresh {
             state.changes.apply(&event);
             state.recent.push(event);
         }
+        self.record_changes(&mut state, changed, !deleted.is_empty());
         for id in deleted {
             state.recent.redact(id);
             let edit_seqs = state.changes.0.get(&id).map(|c| c.edit_seqs.clone()).unwrap_or_default();
@@ -359,12 +394,35 @@ impl RoomLog {
         Ok(found.and_then(|(_, line)| event_line::parse(&line, &self.path.display().to_string())).and_then(|e| e.as_post().cloned()))
     }
 
+    /// Keeps the change index up to date with a batch's edits and deletes
+    /// (only once it covers the whole file; before, it is built then). A
+    /// delete rewrites it, so a deleted message's edits leave it too.
+    fn record_changes(&self, state: &mut State, changed: Vec<StoredEvent>, deleted: bool) {
+        if !state.complete || changed.is_empty() {
+            return;
+        }
+        state.change_log.extend(changed.iter().cloned());
+        let written = if deleted {
+            let shown: Vec<StoredEvent> = state.change_log.iter().cloned().map(|e| state.changes.shown(e)).collect();
+            state.change_log = shown;
+            self.index.rewrite(&state.change_log)
+        } else {
+            self.index.append(&changed)
+        };
+        if let Err(e) = written {
+            self.index.forget(&e);
+        }
+    }
+
     /// Makes `state.changes` cover the whole file (once per open room).
     fn complete_changes(&self, state: &mut State) -> io::Result<()> {
         if !state.complete {
             let len = self.committed.load(Ordering::Acquire);
-            state.changes = scan_changes(&self.file, len, &self.path.display().to_string()).map_err(file_error("read", &self.path))?;
-            state.complete = true;
+            let found = scan_changes(&self.file, len, &self.path.display().to_string()).map_err(file_error("read", &self.path))?;
+            state.adopt(found);
+            if let Err(e) = self.index.rewrite(&state.change_log) {
+                self.index.forget(&e);
+            }
         }
         Ok(())
     }
@@ -545,8 +603,8 @@ impl Plan {
 /// Every edit and delete in the file's first `len` bytes. Lines without an
 /// edit or delete marker are not parsed, so a file of posts is one pass of
 /// byte search.
-fn scan_changes(file: &File, len: u64, hint: &str) -> io::Result<Changes> {
-    let mut changes = Changes::default();
+fn scan_changes(file: &File, len: u64, hint: &str) -> io::Result<Vec<StoredEvent>> {
+    let mut changes = Vec::new();
     let finders: Vec<memchr::memmem::Finder> = CHANGE_MARKERS.iter().map(memchr::memmem::Finder::new).collect();
     let mut pos = 0;
     let mut pending: Vec<u8> = Vec::new();
@@ -561,12 +619,65 @@ fn scan_changes(file: &File, len: u64, hint: &str) -> io::Result<Changes> {
             if finders.iter().any(|f| f.find(line).is_some())
                 && let Some(event) = event_line::parse(line, hint)
             {
-                changes.apply(&event);
+                changes.push(event);
             }
         }
         pending.drain(..=last_nl);
     }
     Ok(changes)
+}
+
+/// The change index beside a room file (`<room>.jsonl.changes`): a copy of
+/// every edit and delete line of the room, so that opening a room never has
+/// to read the whole log to know them. It is derived: rebuilt from the log
+/// when missing, and a deleted message's edits are redacted in it too.
+struct ChangeIndex {
+    path: PathBuf,
+}
+
+impl ChangeIndex {
+    fn beside(room_file: &Path) -> Self {
+        Self { path: room_file.with_extension("jsonl.changes") }
+    }
+
+    /// The events in the index, if there is one (damaged lines skipped).
+    fn read(&self) -> io::Result<Option<Vec<StoredEvent>>> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let hint = self.path.display().to_string();
+        Ok(Some(bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).filter_map(|l| event_line::parse(l, &hint)).collect()))
+    }
+
+    /// Adds events at the end.
+    fn append(&self, events: &[StoredEvent]) -> io::Result<()> {
+        let mut file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        file.write_all(&lines_of(events))
+    }
+
+    /// Replaces the whole index (temporary file, then rename).
+    fn rewrite(&self, events: &[StoredEvent]) -> io::Result<()> {
+        let tmp = self.path.with_extension("changes.tmp");
+        std::fs::write(&tmp, lines_of(events))?;
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    /// Drops the index (it is rebuilt from the log when next needed).
+    fn forget(&self, why: &io::Error) {
+        tracing::warn!(file = %self.path.display(), error = %why, "dropping the change index; it is rebuilt from the room file when needed");
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn lines_of(events: &[StoredEvent]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for event in events {
+        buf.extend_from_slice(&event_line::line_of(event));
+        buf.push(b'\n');
+    }
+    buf
 }
 
 /// Shared handle to an open room.
