@@ -5,12 +5,14 @@
 //! hold the last [`DEDUP_WINDOW`] posts) are kept in memory — they answer
 //! "the latest 50", resumes from a recent `seq` and repeated `client_id`s
 //! without touching the disk; older pages are found by binary search on
-//! `seq` in the file itself (see `lines`). The first read (or edit) that
-//! reaches past the tail finds every edit and delete in the file once
-//! (lines are checked for `"op":"edit"` / `"op":"delete"` before any is
-//! parsed), so that history shows each message as it is now; until then the
-//! tail's own edits and deletes are all that is needed (a message's edits
-//! and delete come after it, so a message in the tail has them there too).
+//! `seq` in the file itself (see `lines`). Every edit and delete of the
+//! room is known from its change index (`<room>.jsonl.changes`, see
+//! [`ChangeIndex`]), so history shows each message as it is now without
+//! reading the log. Without an index, the tail's own edits and deletes are
+//! all that is needed until a read reaches past the tail (a message's edits
+//! and delete come after it); then the log is scanned once (lines are
+//! checked for `"op":"edit"` / `"op":"delete"` before any is parsed) and
+//! the index written.
 //!
 //! A torn last line — the process died in the middle of a write — is moved
 //! to `<room>.jsonl.torn` and cut off, with a warning.
