@@ -55,7 +55,8 @@ pub use crate::config::Config;
 use crate::auth::{Auth, AuthStores};
 use crate::error::ChatError;
 use crate::chat::Chat;
-use crate::fanout::LocalFanout;
+use crate::auth::sessions::EndReason;
+use crate::fanout::{Fanout, LocalFanout, SessionEnd};
 use crate::hub::{Hub, HubSettings};
 use crate::store::MessageStore;
 use crate::store::jsonl::{JsonlAccounts, JsonlStore};
@@ -89,19 +90,21 @@ impl App {
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ChatError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let connections = TaskTracker::new();
-        let fanout: Arc<dyn crate::fanout::Fanout> = Arc::new(LocalFanout::default());
+        let fanout: Arc<dyn Fanout> = Arc::new(LocalFanout::default());
         let hub = Hub::new(
             self.store.clone(),
             fanout.clone(),
             HubSettings { room_create_rate: self.config.room_create_rate, room_idle: self.config.room_idle },
         );
+        let fanout_for_sessions = fanout.clone();
         let state = http::State {
-            chat: Chat::new(hub, self.auth.clone(), fanout, self.config.send_rate),
+            chat: Chat::new(hub, self.auth.clone(), fanout.clone(), self.config.send_rate),
             auth: self.auth.clone(),
             config: self.config.clone(),
             shutdown: stop_rx.clone(),
             connections: connections.clone(),
         };
+        tokio::spawn(relay_session_ends(self.auth.clone(), fanout_for_sessions, rand::random(), stop_rx.clone()));
         tokio::spawn(session_upkeep(self.auth.clone(), stop_rx));
         let signal = async move {
             shutdown.await;
@@ -143,6 +146,30 @@ async fn session_upkeep(auth: Arc<Auth>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Carries session ends between this node's [`Auth`] and the fan-out: an
+/// end made here (log-out, replaced, expired) is published for the other
+/// nodes; an end another node published ends the session here too, so its
+/// sockets on this node close with 4401. Connections only ever watch their
+/// own session. Subscribes at once (before the returned future first
+/// runs), so no end made after this call is missed.
+fn relay_session_ends(auth: Arc<Auth>, fanout: Arc<dyn Fanout>, node: u64, mut stop: watch::Receiver<bool>) -> impl Future<Output = ()> {
+    let mut here = auth.sessions_ended_here();
+    let mut everywhere = fanout.subscribe_session_ends();
+    async move {
+        loop {
+            tokio::select! {
+                Ok((id_hash, reason)) = here.recv() => fanout.publish_session_end(SessionEnd { id_hash, reason: reason.name(), node }),
+                Ok(end) = everywhere.recv() => {
+                    if end.node != node {
+                        auth.end_elsewhere(&end.id_hash, EndReason::from_name(end.reason));
+                    }
+                }
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
 /// A server running in the background: for tests, benchmarks and embedding.
 pub struct RunningServer {
     pub addr: SocketAddr,
@@ -170,5 +197,35 @@ impl RunningServer {
             let _ = stop.send(());
         }
         (&mut self.task).await.map_err(|e| ChatError::Internal(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod session_end_tests {
+    use super::*;
+    use crate::auth::AuthStores;
+    use crate::auth::sessions::SessionLimits;
+    use crate::store::memory::MemoryStore;
+
+    /// Two nodes over one store and one fan-out (what a shared database and
+    /// broker give): a log-out on node A ends the session on node B too.
+    #[tokio::test]
+    async fn a_session_ended_on_one_node_ends_on_the_others() {
+        let store = Arc::new(MemoryStore::new());
+        let limits = SessionLimits { idle: Duration::from_secs(60), absolute: Duration::from_secs(600) };
+        let node_a = Arc::new(Auth::open(AuthStores::of(store.clone()), limits, true).await.unwrap());
+        let node_b = Arc::new(Auth::open(AuthStores::of(store), limits, true).await.unwrap());
+        let fanout: Arc<dyn Fanout> = Arc::new(LocalFanout::default());
+        let (_stop, stopping) = watch::channel(false);
+        tokio::spawn(relay_session_ends(node_a.clone(), fanout.clone(), 1, stopping.clone()));
+        tokio::spawn(relay_session_ends(node_b.clone(), fanout, 2, stopping));
+
+        let (raw, on_a) = node_a.guest_login("ann", None).await.unwrap();
+        let on_b = node_b.session(&raw).await.unwrap().expect("node B finds the session in the store");
+        let mut ended_on_b = on_b.ended();
+        node_a.log_out(&on_a).await.unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(5), ended_on_b.wait_for(Option::is_some)).await;
+        assert_eq!(*reason.expect("the end reached node B").unwrap(), Some(EndReason::LoggedOut));
+        assert!(node_b.session(&raw).await.unwrap().is_none(), "the cookie no longer works on node B");
     }
 }

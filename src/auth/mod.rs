@@ -47,6 +47,9 @@ impl AuthStores {
     }
 }
 
+/// Ends announced before a slow listener loses the oldest.
+const ENDED_HERE_CAPACITY: usize = 1024;
+
 pub struct Auth {
     stores: AuthStores,
     sessions: SessionTable,
@@ -60,6 +63,9 @@ pub struct Auth {
     /// Sessions ended in memory whose end could not be written yet (a full
     /// disk); [`Auth::upkeep`] writes them, so a restart cannot revive them.
     unwritten_ends: std::sync::Mutex<Vec<Arc<Session>>>,
+    /// Sessions ended here (log-out, replaced, expired), for the fan-out to
+    /// tell the other nodes (see [`Auth::sessions_ended_here`]).
+    ended_here: tokio::sync::broadcast::Sender<(String, EndReason)>,
 }
 
 impl Auth {
@@ -74,6 +80,7 @@ impl Auth {
             throttle: Throttle::default(),
             name_claims: tokio::sync::Mutex::new(()),
             unwritten_ends: std::sync::Mutex::new(Vec::new()),
+            ended_here: tokio::sync::broadcast::channel(ENDED_HERE_CAPACITY).0,
         };
         let mut unreadable = Vec::new();
         for record in auth.stores.sessions.load_sessions().await? {
@@ -266,7 +273,29 @@ impl Auth {
 
     async fn end_sessions(&self, id_hashes: Vec<String>, reason: EndReason) -> Result<(), ChatError> {
         let ended: Vec<Arc<Session>> = id_hashes.iter().filter_map(|hash| self.sessions.end(hash, reason)).collect();
+        self.announce(&ended, reason);
         self.forget(ended).await
+    }
+
+    /// Tells whoever listens (the fan-out, for the other nodes) which
+    /// sessions ended here.
+    fn announce(&self, ended: &[Arc<Session>], reason: EndReason) {
+        for session in ended {
+            // Nobody listening (a single node in a test) is fine.
+            let _ = self.ended_here.send((session.id_hash.clone(), reason));
+        }
+    }
+
+    /// Sessions that end on this node, as they end.
+    pub fn sessions_ended_here(&self) -> tokio::sync::broadcast::Receiver<(String, EndReason)> {
+        self.ended_here.subscribe()
+    }
+
+    /// A session another node ended: ends it here too, in memory only (that
+    /// node writes the end), so its sockets on this node close with 4401
+    /// and its cookie stops working here at once. Not announced again.
+    pub fn end_elsewhere(&self, id_hash: &str, reason: EndReason) {
+        self.sessions.end(id_hash, reason);
     }
 
     /// Writes the end of sessions already ended in memory. Those it cannot
@@ -313,6 +342,7 @@ impl Auth {
     pub async fn upkeep(&self) -> Result<usize, ChatError> {
         self.throttle.prune();
         let expired = self.sessions.end_expired(&self.limits);
+        self.announce(&expired, EndReason::Expired);
         let count = expired.len();
         self.unwritten_ends.lock().expect("unwritten ends lock").extend(expired);
         self.write_unwritten_ends().await?;

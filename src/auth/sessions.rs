@@ -29,6 +29,26 @@ pub enum EndReason {
     Replaced,
 }
 
+impl EndReason {
+    /// The reason's name, as the fan-out carries it between nodes.
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::LoggedOut => "logged_out",
+            EndReason::Expired => "expired",
+            EndReason::Replaced => "replaced",
+        }
+    }
+
+    /// The reason a name stands for (an unknown one reads as expired).
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "logged_out" => EndReason::LoggedOut,
+            "replaced" => EndReason::Replaced,
+            _ => EndReason::Expired,
+        }
+    }
+}
+
 pub struct Session {
     pub id_hash: String,
     pub user: Username,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
-use super::{Fanout, ROOM_CHANNEL_CAPACITY, RoomEvent, USER_CHANNEL_CAPACITY, UserEvent};
+use super::{Fanout, ROOM_CHANNEL_CAPACITY, RoomEvent, SessionEnd, USER_CHANNEL_CAPACITY, UserEvent};
 use crate::model::RoomName;
 
 #[derive(Default)]
@@ -14,6 +14,14 @@ pub struct LocalFanout {
     rooms: Mutex<HashMap<RoomName, broadcast::Sender<Arc<RoomEvent>>>>,
     /// Per subscriber; a channel nobody receives is dropped at the next publish.
     users: Mutex<HashMap<String, broadcast::Sender<Arc<UserEvent>>>>,
+    /// Sessions ended (one process: only this node hears them).
+    session_ends: std::sync::OnceLock<broadcast::Sender<SessionEnd>>,
+}
+
+impl LocalFanout {
+    fn session_ends(&self) -> &broadcast::Sender<SessionEnd> {
+        self.session_ends.get_or_init(|| broadcast::channel(USER_CHANNEL_CAPACITY * 128).0)
+    }
 }
 
 impl Fanout for LocalFanout {
@@ -45,6 +53,14 @@ impl Fanout for LocalFanout {
     fn subscribe_user(&self, subscriber: &str) -> broadcast::Receiver<Arc<UserEvent>> {
         let mut users = self.users.lock().expect("fan-out users");
         users.entry(subscriber.to_string()).or_insert_with(|| broadcast::channel(USER_CHANNEL_CAPACITY).0).subscribe()
+    }
+
+    fn publish_session_end(&self, end: SessionEnd) {
+        let _ = self.session_ends().send(end);
+    }
+
+    fn subscribe_session_ends(&self) -> broadcast::Receiver<SessionEnd> {
+        self.session_ends().subscribe()
     }
 
     fn release(&self, room: &RoomName) -> bool {

@@ -60,6 +60,21 @@ pub trait Fanout: Send + Sync + 'static {
     fn publish_to_user(&self, subscriber: &str, event: Arc<UserEvent>);
     /// Starts receiving a subscriber's own events.
     fn subscribe_user(&self, subscriber: &str) -> broadcast::Receiver<Arc<UserEvent>>;
+    /// Tells every node that a session ended (by its id hash; `reason` as
+    /// `EndReason` names it), so each closes that session's sockets.
+    fn publish_session_end(&self, end: SessionEnd);
+    /// Starts receiving the sessions ended on any node.
+    fn subscribe_session_ends(&self) -> broadcast::Receiver<SessionEnd>;
+}
+
+/// "This session ended", from the node that ended it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEnd {
+    pub id_hash: String,
+    /// `logged_out`, `replaced` or `expired`.
+    pub reason: &'static str,
+    /// The node that ended it (it has already closed its sockets).
+    pub node: u64,
 }
 
 /// An event for one subscriber's sockets, serialised once.
