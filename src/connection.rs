@@ -491,9 +491,8 @@ impl Connection {
     }
 
     async fn typing(&mut self, raw_room: &str, out: &mut Outbox) {
-        let room = match RoomName::parse(raw_room) {
-            Ok(room) if self.feeds.contains(&room) => room,
-            Ok(room) => return out.push(event_frame(&ServerEvent::error(&ChatError::NotJoined(room.to_string())))),
+        let room = match self.joined_room(raw_room) {
+            Ok(room) => room,
             Err(err) => return out.push(event_frame(&ServerEvent::error(&err))),
         };
         let recent = self.last_typing.get(&room).is_some_and(|t| t.elapsed() < TYPING_PERIOD);

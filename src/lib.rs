@@ -96,15 +96,14 @@ impl App {
             fanout.clone(),
             HubSettings { room_create_rate: self.config.room_create_rate, room_idle: self.config.room_idle },
         );
-        let fanout_for_sessions = fanout.clone();
+        tokio::spawn(relay_session_ends(self.auth.clone(), fanout.clone(), rand::random(), stop_rx.clone()));
         let state = http::State {
-            chat: Chat::new(hub, self.auth.clone(), fanout.clone(), self.config.send_rate),
+            chat: Chat::new(hub, self.auth.clone(), fanout, self.config.send_rate),
             auth: self.auth.clone(),
             config: self.config.clone(),
             shutdown: stop_rx.clone(),
             connections: connections.clone(),
         };
-        tokio::spawn(relay_session_ends(self.auth.clone(), fanout_for_sessions, rand::random(), stop_rx.clone()));
         tokio::spawn(session_upkeep(self.auth.clone(), stop_rx));
         let signal = async move {
             shutdown.await;

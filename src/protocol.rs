@@ -113,16 +113,6 @@ impl ServerEvent {
         }
     }
 
-    /// The event as a JSON object without its `type` (a stored message as
-    /// the HTTP API answers it).
-    pub fn without_type(&self) -> serde_json::Value {
-        let mut value = serde_json::to_value(self).expect("server events always serialise");
-        if let Some(object) = value.as_object_mut() {
-            object.remove("type");
-        }
-        value
-    }
-
     /// The frame's JSON text.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("server events always serialise")

@@ -141,7 +141,10 @@ pub async fn get_messages(state: State, room: String, session: Arc<Session>, que
 pub async fn post_message(state: State, room: String, session: Arc<Session>, body: PostMessageBody) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
         Ok(match state.chat.send(&Actor::http(session), &room, &body.text, &body.client_id).await? {
-            Appended::New(stored) => reply::json(StatusCode::CREATED, &ServerEvent::from_stored(stored).without_type()),
+            Appended::New(stored) => match stored.as_post() {
+                Some(message) => reply::json(StatusCode::CREATED, message),
+                None => return Err(ChatError::Internal("a post was stored as another kind of event".into())),
+            },
             Appended::Duplicate(m) => reply::json(StatusCode::OK, &m),
         })
     }.await))

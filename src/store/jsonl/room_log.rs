@@ -258,19 +258,27 @@ impl RoomLog {
         let mut state = State::default();
         let whole_file = tail.iter().filter(|e| e.is_post()).count() < DEDUP_WINDOW;
         let last_seq = tail.last().map_or(0, |e| e.seq);
-        match index.read().map_err(file_error("read", &index.path))? {
+        let stale_index = match index.read().map_err(file_error("read", &index.path))? {
             Some(indexed) => {
                 // The index may lack the last batch's changes (a crash
                 // between the two writes) or hold ones the log lost.
-                let known = indexed.last().map_or(0, |e| e.seq);
+                let (read, known) = (indexed.len(), indexed.last().map_or(0, |e| e.seq));
                 let mut log: Vec<StoredEvent> = indexed.into_iter().filter(|e| e.seq <= last_seq).collect();
                 log.extend(tail.iter().filter(|e| !e.is_post() && e.seq > known).cloned());
+                let stale = log.len() != read || log.last().map_or(0, |e| e.seq) != known;
                 state.adopt(log);
+                stale
             }
-            None if whole_file => state.adopt(tail.iter().filter(|e| !e.is_post()).cloned().collect()),
-            None => tail.iter().for_each(|event| state.changes.apply(event)),
-        }
-        if state.complete && let Err(e) = index.rewrite(&state.change_log) {
+            None if whole_file => {
+                state.adopt(tail.iter().filter(|e| !e.is_post()).cloned().collect());
+                true
+            }
+            None => {
+                tail.iter().for_each(|event| state.changes.apply(event));
+                false
+            }
+        };
+        if stale_index && let Err(e) = index.rewrite(&state.change_log) {
             index.forget(&e);
         }
         for event in tail {
@@ -308,20 +316,14 @@ impl RoomLog {
         if plan.fresh.is_empty() {
             return Ok(plan.answers);
         }
-        let mut buf = Vec::with_capacity(plan.fresh.len() * 256);
-        for event in &plan.fresh {
-            buf.extend_from_slice(&event_line::line_of(event));
-            buf.push(b'\n');
-        }
-        self.write_whole(&buf)?;
-        let deleted: Vec<u64> = plan.fresh.iter().filter(|e| matches!(e.kind, EventKind::Delete { .. })).map(StoredEvent::message_id).collect();
+        self.write_whole(&lines_of(&plan.fresh))?;
         let changed: Vec<StoredEvent> = plan.fresh.iter().filter(|e| !e.is_post()).cloned().collect();
         for event in plan.fresh {
             state.changes.apply(&event);
             state.recent.push(event);
         }
-        self.record_changes(&mut state, changed, !deleted.is_empty());
-        for id in deleted {
+        self.record_changes(&mut state, changed, !plan.deleted.is_empty());
+        for id in plan.deleted {
             state.recent.redact(id);
             let edit_seqs = state.changes.0.get(&id).map(|c| c.edit_seqs.clone()).unwrap_or_default();
             self.redact_lines(std::iter::once(id).chain(edit_seqs));
@@ -339,8 +341,8 @@ impl RoomLog {
                 if let Some(earlier) = earlier {
                     return Ok(Ok(Appended::Duplicate(earlier)));
                 }
-                let message = plan.post(user.as_str(), text, client_id);
-                plan.by_client.insert(key, message.id);
+                let id = plan.post(user.as_str(), text, client_id);
+                plan.by_client.insert(key, id);
                 Ok(Ok(Appended::New(plan.last())))
             }
             NewEvent::Edit { user, id, text } => {
@@ -364,9 +366,9 @@ impl RoomLog {
     /// `Ok(Ok(()))` when message `id` exists, is not deleted and `user`
     /// wrote it; `NotFound` / `Forbidden` otherwise.
     fn check_author(&self, state: &mut State, plan: &Plan, id: u64, user: &str) -> io::Result<Result<(), StoreError>> {
-        let author = match plan.post_with_id(id) {
+        let in_memory = plan.post_with_id(id).or_else(|| state.recent.get(id).and_then(StoredEvent::as_post));
+        let author = match in_memory {
             Some(m) => Some(m.user.clone()),
-            None if state.recent.get(id).is_some() => state.recent.get(id).and_then(StoredEvent::as_post).map(|m| m.user.clone()),
             None => {
                 // Older than the tail: whether it was deleted may be older too.
                 self.complete_changes(state)?;
@@ -382,11 +384,9 @@ impl RoomLog {
         })
     }
 
-    /// The post with this id, from memory or the file.
+    /// The post with this id from the file, for an id older than the tail
+    /// (`None` for one the tail would hold).
     fn stored_post(&self, state: &State, id: u64) -> io::Result<Option<Message>> {
-        if let Some(event) = state.recent.get(id) {
-            return Ok(event.as_post().cloned());
-        }
         if state.recent.first_seq().is_some_and(|first| id >= first) || id > state.recent.last_seq() {
             return Ok(None);
         }
@@ -569,7 +569,8 @@ impl Plan {
         self.next_seq += 1;
     }
 
-    fn post(&mut self, user: &str, text: String, client_id: String) -> Message {
+    /// Queues a post; its id.
+    fn post(&mut self, user: &str, text: String, client_id: String) -> u64 {
         let message = Message {
             id: self.next_seq,
             room: self.room.clone(),
@@ -580,8 +581,9 @@ impl Plan {
             edited_at: None,
             deleted: false,
         };
-        self.push(EventKind::Post(message.clone()));
-        message
+        let id = message.id;
+        self.push(EventKind::Post(message));
+        id
     }
 
     fn last(&self) -> StoredEvent {
