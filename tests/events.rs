@@ -322,3 +322,26 @@ async fn the_change_index_is_derived_rebuilt_when_missing_and_never_needed_for_t
     assert_eq!((page[0]["text"].as_str(), page[1]["deleted"].as_bool()), (Some("m1, edited"), Some(true)));
     assert_eq!(std::fs::read_to_string(&index).expect("rebuilt").lines().count(), 2);
 }
+
+#[tokio::test]
+async fn a_change_the_index_missed_in_a_crash_is_recovered_from_the_tail() {
+    let mut server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    ann.send_http("general", "m1", "c1").await;
+    ann.send_http("general", "m2", "c2").await;
+    patch(&ann, "general", 1, "m1, edited").await;
+    delete(&ann, "general", 2).await;
+    server.stop().await;
+    // As if the process died between the room-file write and the index
+    // append of the last batch: the index lacks the delete.
+    let index = server.room_file("general").with_extension("jsonl.changes");
+    let lines = std::fs::read_to_string(&index).unwrap();
+    let first = lines.lines().next().unwrap();
+    std::fs::write(&index, format!("{first}\n")).unwrap();
+    server.start_again().await;
+    let ann = ann.back_at(&server, "ann").await;
+    let now = ann.messages("general", "").await;
+    assert_eq!((now[0]["text"].as_str(), now[1]["deleted"].as_bool()), (Some("m1, edited"), Some(true)));
+    assert_eq!(patch(&ann, "general", 2, "back").await.0, 404, "still deleted");
+    assert_eq!(std::fs::read_to_string(&index).unwrap().lines().count(), 2, "the index is whole again");
+}
