@@ -121,6 +121,53 @@ pub struct Cli {
     /// address: five times as many).
     #[arg(long, env = "CHATROOM_ROOM_CREATE_PER_HOUR", default_value_t = 60.0)]
     pub room_create_per_hour: f64,
+
+    /// Keep everything in PostgreSQL instead of the data directory, e.g.
+    /// postgres://chat@db.example.com/chat (migrations run at start).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Share live traffic with other nodes through this Redis, e.g.
+    /// redis://127.0.0.1:6379 (without it, this node is on its own).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Every Redis key and channel starts with this, so two deployments
+    /// (or test runs) can share one Redis.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "chatroom")]
+    pub redis_prefix: String,
+
+    /// Where `GET /metrics` (Prometheus text) is served: `on` (the main
+    /// address), `off`, or an address of its own such as 127.0.0.1:9100.
+    #[arg(long, env = "CHATROOM_METRICS", default_value = "on")]
+    pub metrics: String,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the binary does besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Copy a JSON-lines data directory into PostgreSQL (idempotent).
+    Migrate {
+        /// The data directory to read.
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL database to fill, postgres://…
+        #[arg(long)]
+        to: String,
+    },
+}
+
+/// Where the Prometheus endpoint is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsEndpoint {
+    Off,
+    /// `GET /metrics` on the main address.
+    Main,
+    /// A listener of its own.
+    Separate(SocketAddr),
 }
 
 /// How many connections the server takes at most, and how it treats them.
@@ -154,6 +201,13 @@ pub struct Config {
     pub room_idle: Duration,
     /// Room creations per user (`None`: no limit); per address ×5.
     pub room_create_rate: Option<SendRate>,
+    /// PostgreSQL instead of the data directory.
+    pub database_url: Option<String>,
+    /// Redis for sharing live traffic between nodes.
+    pub redis_url: Option<String>,
+    /// The start of every Redis key and channel.
+    pub redis_prefix: String,
+    pub metrics: MetricsEndpoint,
 }
 
 /// An address may create this many times the rooms one user may.
@@ -180,6 +234,14 @@ pub enum ConfigError {
     Timeouts,
     #[error("--room-create-per-hour must be a finite number > 0 when --room-create-burst is set")]
     RoomCreate,
+    #[error("--database-url must be a postgres:// or postgresql:// URL")]
+    DatabaseUrl,
+    #[error("--redis-url must be a redis:// or rediss:// URL")]
+    RedisUrl,
+    #[error("--redis-prefix must be 1 to 64 letters, digits or -_.:")]
+    RedisPrefix,
+    #[error("--metrics {0:?} must be on, off or an address like 127.0.0.1:9100")]
+    Metrics(String),
 }
 
 impl Config {
@@ -220,6 +282,10 @@ impl Config {
             limits,
             room_idle: Duration::from_secs(cli.room_idle_secs.max(1)),
             room_create_rate,
+            database_url: checked_url(cli.database_url, &["postgres://", "postgresql://"], ConfigError::DatabaseUrl)?,
+            redis_url: checked_url(cli.redis_url, &["redis://", "rediss://"], ConfigError::RedisUrl)?,
+            redis_prefix: redis_prefix(cli.redis_prefix)?,
+            metrics: metrics_endpoint(&cli.metrics)?,
         })
     }
 
@@ -248,6 +314,28 @@ fn connection_limits(cli: &Cli) -> Result<ConnectionLimits, ConfigError> {
         write_timeout: Duration::from_secs(cli.write_timeout_secs),
         ping_interval: (cli.ping_secs > 0).then(|| Duration::from_secs(cli.ping_secs)),
     })
+}
+
+/// A non-empty URL with one of `schemes`, or `bad`; an empty one is none.
+fn checked_url(url: Option<String>, schemes: &[&str], bad: ConfigError) -> Result<Option<String>, ConfigError> {
+    match url.filter(|u| !u.trim().is_empty()) {
+        None => Ok(None),
+        Some(url) if schemes.iter().any(|s| url.starts_with(s)) => Ok(Some(url)),
+        Some(_) => Err(bad),
+    }
+}
+
+fn redis_prefix(prefix: String) -> Result<String, ConfigError> {
+    let fits = (1..=64).contains(&prefix.len()) && prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    if fits { Ok(prefix) } else { Err(ConfigError::RedisPrefix) }
+}
+
+fn metrics_endpoint(raw: &str) -> Result<MetricsEndpoint, ConfigError> {
+    match raw.trim() {
+        "on" => Ok(MetricsEndpoint::Main),
+        "off" => Ok(MetricsEndpoint::Off),
+        addr => addr.parse().map(MetricsEndpoint::Separate).map_err(|_| ConfigError::Metrics(raw.to_string())),
+    }
 }
 
 /// Three quarters of the open files this process may have (the rest stay
@@ -306,7 +394,15 @@ mod tests {
         assert!(err.to_string().contains("session"), "{err}");
         let err = Config::from_cli(Cli { header_timeout_secs: 0, ..base.clone() }).unwrap_err();
         assert!(err.to_string().contains("--header-timeout-secs"), "{err}");
-        let err = Config::from_cli(Cli { room_create_per_hour: 0.0, ..base }).unwrap_err();
+        let err = Config::from_cli(Cli { room_create_per_hour: 0.0, ..base.clone() }).unwrap_err();
         assert!(err.to_string().contains("--room-create-per-hour"), "{err}");
+        let err = Config::from_cli(Cli { database_url: Some("mysql://x".into()), ..base.clone() }).unwrap_err();
+        assert!(err.to_string().contains("--database-url"), "{err}");
+        let err = Config::from_cli(Cli { redis_url: Some("http://x".into()), ..base.clone() }).unwrap_err();
+        assert!(err.to_string().contains("--redis-url"), "{err}");
+        let err = Config::from_cli(Cli { redis_prefix: "a b".into(), ..base.clone() }).unwrap_err();
+        assert!(err.to_string().contains("--redis-prefix"), "{err}");
+        let err = Config::from_cli(Cli { metrics: "sometimes".into(), ..base }).unwrap_err();
+        assert!(err.to_string().contains("--metrics"), "{err}");
     }
 }

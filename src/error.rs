@@ -107,6 +107,7 @@ impl ChatError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::PayloadTooLarge => "payload_too_large",
             Self::NotFound => "not_found",
+            Self::Storage(StoreError::Unavailable(_)) => "store_unavailable",
             Self::Storage(_) | Self::Internal(_) => "internal",
         }
     }
@@ -128,6 +129,7 @@ impl ChatError {
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::TooManyAttempts { .. } | Self::RateLimited | Self::RateLimitedFor { .. } | Self::TooManyConnections(_) => 429,
+            Self::Storage(StoreError::Unavailable(_)) => 503,
             Self::Storage(_) | Self::Internal(_) => 500,
             Self::Busy | Self::ServerFull => 503,
         }
@@ -137,6 +139,7 @@ impl ChatError {
     /// to clients (they are logged instead).
     pub fn client_message(&self) -> String {
         match self {
+            Self::Storage(StoreError::Unavailable(_)) => "storage is unavailable; nothing was stored, try again shortly".into(),
             Self::Storage(_) | Self::Internal(_) => "the server failed to do that; it has been logged".into(),
             other => other.to_string(),
         }

@@ -169,6 +169,13 @@ fn relay_session_ends(auth: Arc<Auth>, fanout: Arc<dyn Fanout>, node: u64, mut s
     }
 }
 
+/// Runs a command other than serving (`chatroom migrate …`).
+pub async fn run_command(command: config::Command) -> Result<(), ChatError> {
+    match command {
+        config::Command::Migrate { .. } => Err(ChatError::Internal("migrate: not built yet".into())),
+    }
+}
+
 /// A server running in the background: for tests, benchmarks and embedding.
 pub struct RunningServer {
     pub addr: SocketAddr,

@@ -23,7 +23,10 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
+async fn run(mut cli: Cli) -> Result<(), String> {
+    if let Some(command) = cli.command.take() {
+        return chatroom::run_command(command).await.map_err(|e| e.to_string());
+    }
     match chatroom::os::raise_open_file_limit() {
         Ok(open_files) => tracing::info!(open_files, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),

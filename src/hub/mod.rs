@@ -319,7 +319,7 @@ async fn run_writer(store: Arc<dyn MessageStore>, fanout: Arc<dyn Fanout>, room:
                 // Each sender reports it once, where it is given up (the
                 // HTTP answer or the socket's error frame).
                 for reply in replies {
-                    let _ = reply.send(Err(ChatError::Internal(err.to_string())));
+                    let _ = reply.send(Err(ChatError::from(err.clone())));
                 }
             }
         }

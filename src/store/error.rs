@@ -43,6 +43,24 @@ pub enum StoreError {
     NotAuthor,
 }
 
+/// A failed batch answers each of its senders: the same error for each (an
+/// I/O cause keeps its kind and text).
+impl Clone for StoreError {
+    fn clone(&self) -> Self {
+        match self {
+            StoreError::Io { action, path, cause } => {
+                StoreError::Io { action, path: path.clone(), cause: io::Error::new(cause.kind(), cause.to_string()) }
+            }
+            StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
+            StoreError::NameTaken(name) => StoreError::NameTaken(name.clone()),
+            StoreError::RoomNotFound(room) => StoreError::RoomNotFound(room.clone()),
+            StoreError::RoomExists(room) => StoreError::RoomExists(room.clone()),
+            StoreError::MessageNotFound(id) => StoreError::MessageNotFound(*id),
+            StoreError::NotAuthor => StoreError::NotAuthor,
+        }
+    }
+}
+
 /// The JSON-lines backend wraps its I/O errors in a `FileError` that names
 /// the file (inside an `io::Error` of the same kind); that becomes
 /// [`StoreError::Io`]. Any other I/O error names no file: `Unavailable`.
