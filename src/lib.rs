@@ -71,9 +71,15 @@ pub struct App {
     auth: Arc<Auth>,
 }
 
-impl App {
-    /// Opens the data directory and builds the server's state.
-    pub async fn open(config: Config) -> Result<Self, ChatError> {
+/// Every store a server needs, from one backend or several.
+pub struct Stores {
+    pub messages: Arc<dyn MessageStore>,
+    pub accounts: AuthStores,
+}
+
+impl Stores {
+    /// The JSON-lines files of `config.data_dir`.
+    pub async fn open_data_dir(config: &Config) -> Result<Self, ChatError> {
         let dir = config.data_dir.clone();
         let sync = config.sync_writes;
         let (store, accounts) = tokio::task::spawn_blocking(move || {
@@ -81,8 +87,22 @@ impl App {
         })
         .await
         .map_err(|e| ChatError::Internal(e.to_string()))??;
-        let auth = Auth::open(AuthStores::of(Arc::new(accounts)), config.session_limits, config.guests_allowed).await?;
-        Ok(Self { config: Arc::new(config), store: Arc::new(store), auth: Arc::new(auth) })
+        Ok(Self { messages: Arc::new(store), accounts: AuthStores::of(Arc::new(accounts)) })
+    }
+}
+
+impl App {
+    /// Opens the configured storage and builds the server's state.
+    pub async fn open(config: Config) -> Result<Self, ChatError> {
+        let stores = Stores::open_data_dir(&config).await?;
+        Self::with_stores(config, stores).await
+    }
+
+    /// Builds the server's state over stores the caller opened (tests run
+    /// two nodes over one shared store this way).
+    pub async fn with_stores(config: Config, stores: Stores) -> Result<Self, ChatError> {
+        let auth = Auth::open(stores.accounts, config.session_limits, config.guests_allowed).await?;
+        Ok(Self { config: Arc::new(config), store: stores.messages, auth: Arc::new(auth) })
     }
 
     /// Serves on `listener` until `shutdown` resolves, then closes every
@@ -188,8 +208,19 @@ impl RunningServer {
     /// port) and serves in a background task.
     pub async fn start(config: Config) -> Result<Self, ChatError> {
         let listener = TcpListener::bind(config.addr).await?;
-        let addr = listener.local_addr()?;
         let app = App::open(config).await?;
+        Self::serve(app, listener)
+    }
+
+    /// Like [`start`](Self::start), over stores the caller opened.
+    pub async fn start_with_stores(config: Config, stores: Stores) -> Result<Self, ChatError> {
+        let listener = TcpListener::bind(config.addr).await?;
+        let app = App::with_stores(config, stores).await?;
+        Self::serve(app, listener)
+    }
+
+    fn serve(app: App, listener: TcpListener) -> Result<Self, ChatError> {
+        let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.serve(listener, async move {
             let _ = stopped.await;

@@ -332,10 +332,7 @@ pub fn hash_session_id(raw: &str) -> String {
 }
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::model::unix_ms()
 }
 
 #[cfg(test)]

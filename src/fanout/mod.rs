@@ -34,11 +34,36 @@ pub struct RoomEvent {
     /// Set for events that must not go back to their author (typing,
     /// presence): the author's lower-cased name.
     pub skip_user: Option<String>,
+    /// When it was published (unix ms, on the publishing node): the
+    /// fan-out lag is measured from here.
+    pub published_at_ms: u64,
 }
 
 impl RoomEvent {
     pub fn new(event: &ServerEvent, seq: Option<u64>, skip_user: Option<String>) -> Arc<Self> {
-        Arc::new(Self { frame: event.to_json().into(), seq, skip_user })
+        Arc::new(Self { frame: event.to_json().into(), seq, skip_user, published_at_ms: crate::model::unix_ms() })
+    }
+}
+
+/// How this node's fan-out reaches the others (`/healthz` shows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FanoutStatus {
+    /// One node: nothing to reach.
+    Local,
+    /// Connected to the shared broker.
+    Up,
+    /// The broker cannot be reached: this node's own sockets still get
+    /// everything, read from the store.
+    Down,
+}
+
+impl FanoutStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            FanoutStatus::Local => "local",
+            FanoutStatus::Up => "ok",
+            FanoutStatus::Down => "down",
+        }
     }
 }
 
@@ -65,6 +90,10 @@ pub trait Fanout: Send + Sync + 'static {
     fn publish_session_end(&self, end: SessionEnd);
     /// Starts receiving the sessions ended on any node.
     fn subscribe_session_ends(&self) -> broadcast::Receiver<SessionEnd>;
+    /// Whether the other nodes can be reached.
+    fn status(&self) -> FanoutStatus {
+        FanoutStatus::Local
+    }
 }
 
 /// "This session ended", from the node that ended it.

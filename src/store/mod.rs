@@ -120,6 +120,11 @@ pub trait MessageStore: Send + Sync + 'static {
     /// files and caches), after making them durable; how many. A closed
     /// room opens again on its next use.
     async fn release_idle(&self, idle: std::time::Duration) -> Result<usize, StoreError>;
+    /// Whether the store can take writes now (a database answers a trivial
+    /// query); `/healthz` asks. Files are always there: `Ok`.
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Orders room names for a search: exact match, prefix matches, then other
