@@ -56,7 +56,11 @@ pub async fn run(server: &ServerOpts, kinds: &[Kind], opts: &FanoutOpts, plan: &
     for &kind in kinds {
         let target = Target::start(server, kind)?;
         let pid = target.process.as_ref().map_or(String::new(), |p| format!(" (pid {})", p.pid));
-        eprintln!("fanout: {} at {}{pid}, {} clients in {} rooms", target.label(), target.addr, opts.clients, opts.rooms);
+        let nodes = match target.node_count() {
+            1 => String::new(),
+            n => format!(" and {} more nodes", n - 1),
+        };
+        eprintln!("fanout: {} at {}{pid}{nodes}, {} clients in {} rooms", target.label(), target.addr, opts.clients, opts.rooms);
         let fleet = Fleet::connect(&target, opts, t0).await?;
         eprintln!("  connected in {}", dur_ms(fleet.connect_time));
         let outcome = Outcome { kind, fixed: Vec::new(), max: None, warnings: 0 };

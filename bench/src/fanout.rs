@@ -419,9 +419,13 @@ impl Fleet {
     }
 }
 
+/// Client `i` logs in and connects to node `i % nodes`: with several nodes,
+/// a room's members and senders are spread over them, so most deliveries
+/// cross nodes.
 async fn connect_client(target: &Target, opts: &FanoutOpts, i: usize) -> Result<(usize, Ws), String> {
-    let cookie = target.login(&format!("{}c{i}", opts.tag)).await?;
-    let mut ws = client::ws_connect(target.addr, cookie.as_deref(), CLIENT_READ_BUFFER).await?;
+    let node = target.node_addr(i / opts.rooms);
+    let cookie = target.login_at(node, &format!("{}c{i}", opts.tag)).await?;
+    let mut ws = client::ws_connect(node, cookie.as_deref(), CLIENT_READ_BUFFER).await?;
     // Wait for `joined` so no message of the first phase can be missed.
     client::join(&mut ws, &room_name(i % opts.rooms)).await?;
     Ok((i, ws))

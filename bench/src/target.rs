@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::backends::{self, FreshDatabase};
 use crate::client::{self, HttpConn};
 use crate::process::{self, ServerProcess, TempDir, Usage};
 use crate::relay;
@@ -28,6 +29,13 @@ pub struct ServerOpts {
     /// whose `--help` lists it: an older binary refuses a flag it does not
     /// know, and before/after runs start both.
     pub flags_if_supported: Vec<(String, String)>,
+    /// Keep data in a fresh database on this PostgreSQL server (one per
+    /// target, shared by its nodes) instead of a data directory.
+    pub database_server: Option<String>,
+    /// Nodes share live traffic through this Redis (a prefix per target).
+    pub redis_url: Option<String>,
+    /// chatroom processes per target (clients are spread over them).
+    pub nodes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,27 +75,64 @@ pub struct Target {
     /// (after the process: fields drop in order). Held only for that: the
     /// benchmark never reads the server's files.
     _data: Option<TempDir>,
+    /// The other nodes of a cluster (`--nodes`), over the same database.
+    pub peers: Vec<Target>,
+    /// Dropped last, once every node is gone.
+    _database: Option<FreshDatabase>,
 }
 
 impl Target {
     /// Starts chatroom on a fresh temporary data directory (or uses `--url`).
     pub fn chatroom(opts: &ServerOpts) -> Result<Self, String> {
         if let Some(addr) = opts.url {
-            return Ok(Self { kind: Kind::Chatroom, addr, process: None, _data: None });
+            return Ok(Self { kind: Kind::Chatroom, addr, process: None, _data: None, peers: Vec::new(), _database: None });
         }
         Self::chatroom_from(opts, &opts.server_bin, Kind::Chatroom)
     }
 
+    /// One node, or `opts.nodes` nodes over one fresh database and one
+    /// Redis prefix.
     fn chatroom_from(opts: &ServerOpts, bin: &Path, kind: Kind) -> Result<Self, String> {
+        let database = opts.database_server.as_deref().map(FreshDatabase::create).transpose()?;
+        let mut shared = Vec::new();
+        if let Some(database) = &database {
+            shared.push(("--database-url".to_string(), database.url.clone()));
+        }
+        if let Some(redis) = &opts.redis_url {
+            shared.push(("--redis-url".to_string(), redis.clone()));
+            shared.push(("--redis-prefix".to_string(), backends::redis_prefix(&crate::run_tag())));
+        }
+        let mut first = Self::node(opts, bin, kind, &shared)?;
+        for _ in 1..opts.nodes.max(1) {
+            first.peers.push(Self::node(opts, bin, kind, &shared)?);
+        }
+        first._database = database;
+        Ok(first)
+    }
+
+    fn node(opts: &ServerOpts, bin: &Path, kind: Kind, shared: &[(String, String)]) -> Result<Self, String> {
         let data = TempDir::new("data").map_err(|e| format!("temp dir: {e}"))?;
-        let process = spawn_chatroom(opts, bin, &data.0)?;
-        Ok(Self { kind, addr: process.addr, process: Some(process), _data: Some(data) })
+        let process = spawn_chatroom(opts, bin, &data.0, shared)?;
+        Ok(Self { kind, addr: process.addr, process: Some(process), _data: Some(data), peers: Vec::new(), _database: None })
     }
 
     /// Starts chatroom on an existing data directory (kept afterwards).
     pub fn chatroom_on(opts: &ServerOpts, data_dir: &Path) -> Result<Self, String> {
-        let process = spawn_chatroom(opts, &opts.server_bin, data_dir)?;
-        Ok(Self { kind: Kind::Chatroom, addr: process.addr, process: Some(process), _data: None })
+        let process = spawn_chatroom(opts, &opts.server_bin, data_dir, &[])?;
+        Ok(Self { kind: Kind::Chatroom, addr: process.addr, process: Some(process), _data: None, peers: Vec::new(), _database: None })
+    }
+
+    /// The node client `i` talks to (clients are dealt over the nodes).
+    pub fn node_addr(&self, i: usize) -> SocketAddr {
+        match i % (self.peers.len() + 1) {
+            0 => self.addr,
+            n => self.peers[n - 1].addr,
+        }
+    }
+
+    /// How many chatroom processes serve this target.
+    pub fn node_count(&self) -> usize {
+        self.peers.len() + 1
     }
 
     /// Starts a baseline relay (this binary, `relay` subcommand).
@@ -99,7 +144,7 @@ impl Target {
             command.arg("--relay-read-buffer").arg(TUNED_RELAY_READ_BUFFER.to_string());
         }
         let process = ServerProcess::spawn("relay", command, relay::LISTENING)?;
-        Ok(Self { kind, addr: process.addr, process: Some(process), _data: None })
+        Ok(Self { kind, addr: process.addr, process: Some(process), _data: None, peers: Vec::new(), _database: None })
     }
 
     /// Starts whichever `kind` is.
@@ -118,22 +163,37 @@ impl Target {
         self.kind.label()
     }
 
-    /// CPU time and RSS of the server, when it is our child.
+    /// CPU time and RSS of the server (every node of it, summed), when it
+    /// is our child.
     pub fn usage(&self) -> Option<Usage> {
-        self.process.as_ref().map(ServerProcess::usage)
+        let own = self.process.as_ref().map(ServerProcess::usage)?;
+        Some(self.peers.iter().filter_map(Target::usage).fold(own, |sum, peer| Usage {
+            cpu: sum.cpu + peer.cpu,
+            sys: sum.sys + peer.sys,
+            rss_kib: sum.rss_kib + peer.rss_kib,
+            hwm_kib: sum.hwm_kib + peer.hwm_kib,
+            at: sum.at,
+        }))
     }
 
-    /// Warnings the server logged so far (0 when not our child).
+    /// Warnings the server (every node) logged so far (0 when not our child).
     pub fn warnings(&self) -> u64 {
-        self.process.as_ref().map_or(0, |p| p.warnings.load(std::sync::atomic::Ordering::Relaxed))
+        let own = self.process.as_ref().map_or(0, |p| p.warnings.load(std::sync::atomic::Ordering::Relaxed));
+        own + self.peers.iter().map(Target::warnings).sum::<u64>()
     }
 
-    /// A session cookie for `username` (the relay has no log-in: `None`).
-    pub async fn login(&self, username: &str) -> Result<Option<String>, String> {
+    /// A session cookie for `username`, from the node at `addr` (the relay
+    /// has no log-in: `None`).
+    pub async fn login_at(&self, addr: SocketAddr, username: &str) -> Result<Option<String>, String> {
         if self.kind.is_relay() {
             return Ok(None);
         }
-        Ok(Some(client::guest_login(self.addr, username).await?.1))
+        Ok(Some(client::guest_login(addr, username).await?.1))
+    }
+
+    /// A session cookie for `username` from the first node.
+    pub async fn login(&self, username: &str) -> Result<Option<String>, String> {
+        self.login_at(self.addr, username).await
     }
 
     /// An HTTP connection logged in as `username` (chatroom only).
@@ -154,7 +214,9 @@ impl Target {
     }
 }
 
-fn spawn_chatroom(opts: &ServerOpts, bin: &Path, data_dir: &Path) -> Result<ServerProcess, String> {
+/// Starts one chatroom; `shared` flags (the database and Redis of a
+/// cluster) are required, the rest passed only where supported.
+fn spawn_chatroom(opts: &ServerOpts, bin: &Path, data_dir: &Path, shared: &[(String, String)]) -> Result<ServerProcess, String> {
     if !bin.exists() {
         return Err(format!(
             "{} not found: build it with `cargo build --release -p chatroom` (or pass --server-bin)",
@@ -171,6 +233,12 @@ fn spawn_chatroom(opts: &ServerOpts, bin: &Path, data_dir: &Path) -> Result<Serv
         } else {
             eprintln!("  {} does not know {flag}: started without it", bin.display());
         }
+    }
+    for (flag, value) in shared {
+        if !supports(bin, flag) {
+            return Err(format!("{} does not know {flag}, which this run needs", bin.display()));
+        }
+        command.arg(flag).arg(value);
     }
     command.env("RUST_LOG", "info");
     ServerProcess::spawn("chatroom", command, CHATROOM_LISTENING)
