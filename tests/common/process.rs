@@ -114,6 +114,12 @@ impl ServerProcess {
             .unwrap_or(false)
     }
 
+    /// Kills the process with SIGKILL (no shutdown, no flush) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
