@@ -93,14 +93,13 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, mut mode: watch::Rec
         Mode::Open => {}
     }
     let Ok(mut server) = TcpStream::connect(upstream).await else { return };
-    tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-        _ = mode.wait_for(|(m, g)| *m != Mode::Open || *g != generation) => {
-            if mode.borrow().0 == Mode::Stalled {
-                // Silence until the partition heals; then this connection
-                // is gone, like a real one would be.
-                let _ = mode.wait_for(|(m, _)| *m != Mode::Stalled).await;
-            }
-        }
+    let stalled = tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+        seen = mode.wait_for(|(m, g)| *m != Mode::Open || *g != generation) => seen.is_ok_and(|now| now.0 == Mode::Stalled),
+    };
+    if stalled {
+        // Silence until the partition heals; then this connection is gone,
+        // like a real one would be.
+        let _ = mode.wait_for(|(m, _)| *m != Mode::Stalled).await;
     }
 }
