@@ -255,6 +255,13 @@ impl User {
         self
     }
 
+    /// The same browser talking to another node (a load balancer sent it
+    /// elsewhere): its cookies go along.
+    pub fn on(mut self, endpoint: &Endpoint) -> User {
+        self.addr = endpoint.addr;
+        self
+    }
+
     /// The same browser after a restart: moved to the new port, and logged
     /// in as a guest again under `name` (whether or not its session lived).
     pub async fn back_at(self, server: &TestServer, name: &str) -> User {
