@@ -21,6 +21,7 @@
 //! - [`http`]: the only module that knows warp: routes, pages, upgrade,
 //!   and the accept loop (connection limits and timeouts).
 //! - [`os`]: the open-file limit, raised at start.
+//! - [`telemetry`]: the metrics and their Prometheus text (`/metrics`).
 //!
 //! [`App::open`] builds all of it from a [`Config`]; [`App::serve`] runs it
 //! on a listener until a shutdown future resolves. `main.rs` is just glue.
@@ -38,6 +39,7 @@ pub mod os;
 pub mod protocol;
 pub mod rate;
 pub mod store;
+pub mod telemetry;
 #[cfg(test)]
 mod test_logs;
 
