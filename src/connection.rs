@@ -46,6 +46,7 @@ use crate::model::{MAX_CLIENT_ID, RoomName};
 use crate::protocol::{ClientEvent, HistoryItem, ServerEvent};
 use crate::rate::{RateLimiter, SendRate};
 use crate::store::Appended;
+use crate::telemetry;
 
 /// Largest frame a client may send (bigger: closed with 1009).
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -99,6 +100,7 @@ where
     S: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage, Error = WsError> + Unpin + Send,
 {
     let _counted = ctx.session.socket_opened();
+    let _open = telemetry::socket_opened();
     let mut conn = Connection::new(&ctx);
     // The user's own news (a read marker moved on another device).
     let mut user_events = BroadcastStream::new(conn.chat.user_events(&conn.actor));
@@ -372,6 +374,7 @@ impl Connection {
     /// frames get at most one warning a second.
     fn refuse_flood(&mut self, dropped: Option<ClientEvent>, out: &mut Outbox) {
         if let Some(ClientEvent::Send { room, client_id, .. }) = dropped {
+            telemetry::send_rejected(ChatError::RateLimited.code());
             out.push(event_frame(&ServerEvent::error_for(&ChatError::RateLimited, Some(&room), echoable(&client_id))));
             return;
         }
@@ -434,6 +437,7 @@ impl Connection {
     /// checks the text, `client_id` and send rate).
     fn send(&mut self, raw_room: String, text: String, client_id: String, out: &mut Outbox) -> Option<PendingSend> {
         if let Err(err) = self.joined_room(&raw_room) {
+            telemetry::send_rejected(err.code());
             out.push(event_frame(&ServerEvent::error_for(&err, Some(&raw_room), echoable(&client_id))));
             return None;
         }
@@ -528,6 +532,7 @@ impl Connection {
             }
             feed.last_seq = seq;
         }
+        telemetry::room_event_delivered(event.published_at_ms);
         out.push(WsMessage::Text(event.frame.clone()));
     }
 

@@ -21,6 +21,8 @@
 //! - [`http`]: the only module that knows warp: routes, pages, upgrade,
 //!   and the accept loop (connection limits and timeouts).
 //! - [`os`]: the open-file limit, raised at start.
+//! - [`health`]: what `/healthz` answers (the store's check, cached).
+//! - [`telemetry`]: the metrics and their Prometheus text (`/metrics`).
 //!
 //! [`App::open`] builds all of it from a [`Config`]; [`App::serve`] runs it
 //! on a listener until a shutdown future resolves. `main.rs` is just glue.
@@ -31,6 +33,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod fanout;
+pub mod health;
 pub mod http;
 pub mod hub;
 pub mod model;
@@ -38,6 +41,7 @@ pub mod os;
 pub mod protocol;
 pub mod rate;
 pub mod store;
+pub mod telemetry;
 #[cfg(test)]
 mod test_logs;
 
@@ -52,6 +56,8 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 pub use crate::config::Config;
+use crate::config::MetricsEndpoint;
+use crate::health::Health;
 use crate::auth::{Auth, AuthStores};
 use crate::error::ChatError;
 use crate::chat::Chat;
@@ -69,6 +75,8 @@ pub struct App {
     config: Arc<Config>,
     store: Arc<dyn MessageStore>,
     auth: Arc<Auth>,
+    /// `--metrics ADDR`'s listener, once bound ([`App::bind_metrics`]).
+    metrics_listener: Option<TcpListener>,
 }
 
 /// Every store a server needs, from one backend or several.
@@ -102,28 +110,53 @@ impl App {
     /// two nodes over one shared store this way).
     pub async fn with_stores(config: Config, stores: Stores) -> Result<Self, ChatError> {
         let auth = Auth::open(stores.accounts, config.session_limits, config.guests_allowed).await?;
-        Ok(Self { config: Arc::new(config), store: stores.messages, auth: Arc::new(auth) })
+        Ok(Self { config: Arc::new(config), store: stores.messages, auth: Arc::new(auth), metrics_listener: None })
+    }
+
+    /// With `--metrics ADDR`, binds that address now (`serve` does it
+    /// otherwise), so the caller knows where `/metrics` is; its bound
+    /// address, or `None` when metrics are not served apart.
+    pub async fn bind_metrics(&mut self) -> Result<Option<SocketAddr>, ChatError> {
+        let MetricsEndpoint::Separate(addr) = self.config.metrics else { return Ok(None) };
+        let cannot = |e: std::io::Error| ChatError::Internal(format!("cannot listen on {addr} for --metrics: {e}"));
+        let listener = match self.metrics_listener.take() {
+            Some(listener) => listener,
+            None => TcpListener::bind(addr).await.map_err(cannot)?,
+        };
+        let bound = listener.local_addr().map_err(cannot)?;
+        self.metrics_listener = Some(listener);
+        Ok(Some(bound))
     }
 
     /// Serves on `listener` until `shutdown` resolves, then closes every
     /// socket with 1001 ("going away") and flushes storage.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ChatError> {
+    pub async fn serve(mut self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ChatError> {
+        self.bind_metrics().await?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let connections = TaskTracker::new();
+        let node: u64 = rand::random();
         let fanout: Arc<dyn Fanout> = Arc::new(LocalFanout::default());
+        let health = Arc::new(Health::new(self.store.clone(), fanout.clone(), node));
+        tracing::info!(node = health.node(), "node started");
         let hub = Hub::new(
             self.store.clone(),
             fanout.clone(),
             HubSettings { room_create_rate: self.config.room_create_rate, room_idle: self.config.room_idle },
         );
-        tokio::spawn(relay_session_ends(self.auth.clone(), fanout.clone(), rand::random(), stop_rx.clone()));
+        tokio::spawn(relay_session_ends(self.auth.clone(), fanout.clone(), node, stop_rx.clone()));
         let state = http::State {
             chat: Chat::new(hub, self.auth.clone(), fanout, self.config.send_rate),
             auth: self.auth.clone(),
             config: self.config.clone(),
             shutdown: stop_rx.clone(),
             connections: connections.clone(),
+            health,
         };
+        let metrics_server = self.metrics_listener.take().map(|metrics_listener| {
+            let mut stop = stop_rx.clone();
+            let stopped = async move { let _ = stop.wait_for(|s| *s).await; };
+            tokio::spawn(http::serve_metrics(metrics_listener, self.config.limits, stopped))
+        });
         tokio::spawn(session_upkeep(self.auth.clone(), stop_rx));
         let signal = async move {
             shutdown.await;
@@ -131,6 +164,9 @@ impl App {
             let _ = stop_tx.send(true);
         };
         http::serve(state, listener, signal).await;
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
         connections.close();
         if tokio::time::timeout(SOCKET_CLOSE_GRACE, connections.wait()).await.is_err() {
             tracing::warn!(open = connections.len(), "some sockets did not close in time");
@@ -199,6 +235,8 @@ pub async fn run_command(command: config::Command) -> Result<(), ChatError> {
 /// A server running in the background: for tests, benchmarks and embedding.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served with `--metrics ADDR`.
+    metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ChatError>>,
 }
@@ -209,23 +247,30 @@ impl RunningServer {
     pub async fn start(config: Config) -> Result<Self, ChatError> {
         let listener = TcpListener::bind(config.addr).await?;
         let app = App::open(config).await?;
-        Self::serve(app, listener)
+        Self::serve(app, listener).await
     }
 
     /// Like [`start`](Self::start), over stores the caller opened.
     pub async fn start_with_stores(config: Config, stores: Stores) -> Result<Self, ChatError> {
         let listener = TcpListener::bind(config.addr).await?;
         let app = App::with_stores(config, stores).await?;
-        Self::serve(app, listener)
+        Self::serve(app, listener).await
     }
 
-    fn serve(app: App, listener: TcpListener) -> Result<Self, ChatError> {
+    async fn serve(mut app: App, listener: TcpListener) -> Result<Self, ChatError> {
         let addr = listener.local_addr()?;
+        let metrics_addr = app.bind_metrics().await?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.serve(listener, async move {
             let _ = stopped.await;
         }));
-        Ok(Self { addr, stop: Some(stop), task })
+        Ok(Self { addr, metrics_addr, stop: Some(stop), task })
+    }
+
+    /// Where `/metrics` is served with `--metrics ADDR` (its port, when
+    /// ADDR asked for port 0); `None` otherwise.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Shuts down gracefully and waits until storage is flushed.

@@ -43,9 +43,13 @@ async fn run(mut cli: Cli) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let app = App::open(config).await.map_err(|e| format!("cannot open the data directory {data_dir}: {e}"))?;
+    let mut app = App::open(config).await.map_err(|e| format!("cannot open the data directory {data_dir}: {e}"))?;
+    let metrics = app.bind_metrics().await.map_err(|e| e.to_string())?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(data_dir, "chatroom is listening on http://{local}");
+    if let Some(metrics) = metrics {
+        tracing::info!("metrics are served on http://{metrics}/metrics");
+    }
     app.serve(listener, shutdown_signal()).await.map_err(|e| e.to_string())
 }
 

@@ -10,6 +10,7 @@ use crate::error::ChatError;
 use crate::fanout::RoomEvent;
 use crate::model::{Message, NewEvent, RoomName, StoredEvent, validate_client_id, validate_text};
 use crate::store::{Appended, HistoryQuery, MAX_PAGE};
+use crate::telemetry;
 
 /// Messages sent on opening a room without `after`.
 const OPEN_HISTORY: usize = 50;
@@ -36,8 +37,17 @@ pub struct OpenedRoom {
 
 impl Chat {
     /// Posts a message (a repeat of a stored `client_id` is answered with
-    /// the stored copy, even over the send rate).
+    /// the stored copy, even over the send rate). A refusal is counted by
+    /// its code (`telemetry::send_rejected`).
     pub async fn send(&self, actor: &Actor, room: &str, text: &str, client_id: &str) -> Result<Appended, ChatError> {
+        let sent = self.post(actor, room, text, client_id).await;
+        if let Err(err) = &sent {
+            telemetry::send_rejected(err.code());
+        }
+        sent
+    }
+
+    async fn post(&self, actor: &Actor, room: &str, text: &str, client_id: &str) -> Result<Appended, ChatError> {
         let room = RoomName::parse(room)?;
         let client_id = validate_client_id(client_id)?;
         let text = validate_text(text)?;

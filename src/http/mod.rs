@@ -23,12 +23,19 @@
 //! PUT  /api/subscriptions/{room}
 //! DELETE /api/subscriptions/{room}
 //! GET  /ws                     WebSocket
+//! GET  /healthz                store and fan-out state (200, or 503: no sends)
+//! GET  /metrics                Prometheus text (`--metrics on`; with
+//!                              `--metrics ADDR` on a listener of its own)
 //! ```
+//!
+//! `/healthz` and `/metrics` are answered whatever the Host: a load
+//! balancer or a scraper names the node by its address.
 
 mod api;
 mod assets;
 mod guard;
 mod listener;
+mod operations;
 mod reply;
 mod ws;
 
@@ -46,9 +53,10 @@ use self::guard::{Problem, allowed_origin, json_body, json_or_empty_request, jso
 pub use self::reply::{CONTENT_SECURITY_POLICY, SESSION_COOKIE};
 use self::reply::HttpResponse;
 use crate::auth::Auth;
-use crate::config::{Config, normalize_origin};
+use crate::config::{Config, ConnectionLimits, MetricsEndpoint, normalize_origin};
 use crate::error::ChatError;
 use crate::chat::Chat;
+use crate::health::Health;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -60,6 +68,8 @@ pub struct State {
     pub shutdown: watch::Receiver<bool>,
     /// Every open WebSocket, so shutdown can wait for them to close.
     pub connections: TaskTracker,
+    /// What `/healthz` answers.
+    pub health: Arc<Health>,
 }
 
 impl State {
@@ -109,6 +119,22 @@ pub async fn serve(state: State, listener: tokio::net::TcpListener, shutdown: im
     listener::serve(routes(state), limits, listener, shutdown).await;
 }
 
+/// Serves only `GET /metrics` on `listener` (`--metrics ADDR`) until
+/// `shutdown` resolves; anything else is a 404.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    limits: ConnectionLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let routes = metrics()
+        .recover(recover)
+        .unify()
+        .with(warp::reply::with::headers(reply::security_headers()))
+        .map(Reply::into_response)
+        .boxed();
+    listener::serve(routes, limits, listener, shutdown).await;
+}
+
 /// Every route, with errors turned into JSON and security headers added.
 pub fn routes(state: State) -> BoxedFilter<(HttpResponse,)> {
     let api = guest(state.clone())
@@ -150,14 +176,42 @@ pub fn routes(state: State) -> BoxedFilter<(HttpResponse,)> {
         .unify()
         .or(cors_preflight(state.clone()))
         .unify();
-    let all = guard::allowed_host(state.clone()).and(routes).recover(recover).unify();
+    let all = operations(&state)
+        .or(guard::allowed_host(state.clone()).and(routes))
+        .unify()
+        .recover(recover)
+        .unify();
     let cors_state = state;
     warp::header::optional::<String>("origin")
         .and(all)
         .map(move |origin: Option<String>, response: HttpResponse| cors_headers(&cors_state, origin, response))
         .with(warp::reply::with::headers(reply::security_headers()))
         .map(Reply::into_response)
+        .map(|response: HttpResponse| {
+            crate::telemetry::http_response(response.status().as_u16());
+            response
+        })
         .boxed()
+}
+
+/// GET /healthz, and GET /metrics with `--metrics on`: outside the Host
+/// check (see the module doc).
+fn operations(state: &State) -> BoxedFilter<(HttpResponse,)> {
+    let healthz = healthz(state.clone());
+    match state.config.metrics {
+        MetricsEndpoint::Main => healthz.or(metrics()).unify().boxed(),
+        MetricsEndpoint::Off | MetricsEndpoint::Separate(_) => healthz,
+    }
+}
+
+/// GET /healthz
+fn healthz(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("healthz").and(warp::get()).and(with_state(state)).then(operations::healthz).boxed()
+}
+
+/// GET /metrics
+fn metrics() -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("metrics").and(warp::get()).map(operations::metrics).boxed()
 }
 
 /// GET /ws

@@ -44,6 +44,7 @@ use crate::model::{Message, NewEvent, RoomName, StoredEvent, Username};
 use crate::protocol::ServerEvent;
 use crate::rate::{KeyedLimiter, SendRate};
 use crate::store::{Appended, HistoryQuery, MessageStore, RoomInfo};
+use crate::telemetry;
 
 /// Sends queued for one room's writer before senders wait.
 const WRITER_QUEUE: usize = 4096;
@@ -305,11 +306,15 @@ async fn run_writer(store: Arc<dyn MessageStore>, fanout: Arc<dyn Fanout>, room:
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (new_events, replies): (Vec<NewEvent>, Vec<_>) = batch.drain(..).map(|r| (r.event, r.reply)).unzip();
-        match store.append(&room, new_events).await {
+        let started = Instant::now();
+        let appended = store.append(&room, new_events).await;
+        telemetry::store_appended(started.elapsed());
+        match appended {
             Ok(results) => {
                 for (result, reply) in results.into_iter().zip(replies) {
                     // Nobody has the room open (posts over HTTP): no frame is built.
                     if let Ok(Appended::New(stored)) = &result {
+                        telemetry::event_stored();
                         fanout.publish(&room, &|| RoomEvent::new(&ServerEvent::from_stored(stored.clone()), Some(stored.seq), None));
                     }
                     let _ = reply.send(result.map_err(ChatError::from));

@@ -107,6 +107,11 @@ impl TestServer {
         self.addr
     }
 
+    /// Where `/metrics` is served with `--metrics ADDR` (`None` otherwise).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().and_then(RunningServer::metrics_addr)
+    }
+
     /// The server's own origin, e.g. `http://127.0.0.1:4321`.
     pub fn origin(&self) -> String {
         format!("http://{}", self.addr)
