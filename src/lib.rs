@@ -56,7 +56,7 @@ use crate::auth::{Auth, AuthStores};
 use crate::error::ChatError;
 use crate::chat::Chat;
 use crate::auth::sessions::EndReason;
-use crate::fanout::{Fanout, LocalFanout, SessionEnd};
+use crate::fanout::{Fanout, SessionEnd};
 use crate::hub::{Hub, HubSettings};
 use crate::store::MessageStore;
 use crate::store::jsonl::{JsonlAccounts, JsonlStore};
@@ -110,13 +110,16 @@ impl App {
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ChatError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let connections = TaskTracker::new();
-        let fanout: Arc<dyn Fanout> = Arc::new(LocalFanout::default());
+        let node: u64 = rand::random();
+        let fanout = fanout::open(self.config.redis_url.as_deref(), &self.config.redis_prefix, node)
+            .await
+            .map_err(|e| ChatError::Internal(e.to_string()))?;
         let hub = Hub::new(
             self.store.clone(),
             fanout.clone(),
             HubSettings { room_create_rate: self.config.room_create_rate, room_idle: self.config.room_idle },
         );
-        tokio::spawn(relay_session_ends(self.auth.clone(), fanout.clone(), rand::random(), stop_rx.clone()));
+        tokio::spawn(relay_session_ends(self.auth.clone(), fanout.clone(), node, stop_rx.clone()));
         let state = http::State {
             chat: Chat::new(hub, self.auth.clone(), fanout, self.config.send_rate),
             auth: self.auth.clone(),
@@ -242,6 +245,7 @@ mod session_end_tests {
     use super::*;
     use crate::auth::AuthStores;
     use crate::auth::sessions::SessionLimits;
+    use crate::fanout::LocalFanout;
     use crate::store::memory::MemoryStore;
 
     /// Two nodes over one store and one fan-out (what a shared database and

@@ -8,7 +8,7 @@
 //! missed: the store is the truth, the fan-out only carries live traffic.
 //!
 //! [`LocalFanout`] keeps one tokio broadcast channel per room in this
-//! process. `RedisFanout` puts Redis pub/sub behind the same trait, so
+//! process. [`RedisFanout`] puts Redis pub/sub behind the same trait, so
 //! several nodes share live traffic: each node's own events still reach its
 //! sockets through a `LocalFanout` inside it, and what Redis may have dropped
 //! is re-read from the store (a *resync* marker, [`RoomEvent::resync`]).
@@ -19,6 +19,7 @@
 //! knows whether Redis is there.
 
 mod local;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 pub use self::local::LocalFanout;
+pub use self::redis::{RedisFanout, RedisFanoutError, RedisTimings};
 use crate::model::RoomName;
 use crate::protocol::ServerEvent;
 
@@ -61,6 +63,20 @@ impl RoomEvent {
     pub fn resync() -> Arc<Self> {
         Arc::new(Self { frame: Utf8Bytes::default(), seq: None, skip_user: None, published_at_ms: crate::model::unix_ms(), resync: true })
     }
+}
+
+/// The fan-out a node runs: through the Redis at `redis_url` (keys and
+/// channels under `prefix`, this node's envelopes marked `node`), or
+/// [`LocalFanout`] without one. A Redis that cannot be reached yet is not
+/// an error: the node serves, `Down`, and keeps trying.
+pub async fn open(redis_url: Option<&str>, prefix: &str, node: u64) -> Result<Arc<dyn Fanout>, RedisFanoutError> {
+    let Some(url) = redis_url else {
+        tracing::info!("fan-out: this node alone (no --redis-url)");
+        return Ok(Arc::new(LocalFanout::default()));
+    };
+    let fanout = RedisFanout::connect(url, prefix, node).await?;
+    tracing::info!(prefix, node, status = fanout.status().name(), "fan-out: Redis, shared with the other nodes");
+    Ok(Arc::new(fanout))
 }
 
 /// How this node's fan-out reaches the others (`/healthz` shows it).

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
