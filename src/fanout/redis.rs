@@ -593,3 +593,50 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ServerEvent;
+
+    fn quick() -> RedisTimings {
+        RedisTimings { resync_while_down: Duration::from_millis(30), max_backoff: Duration::from_millis(30), ..RedisTimings::default() }
+    }
+
+    /// A port nothing listens on.
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+    }
+
+    #[test]
+    fn every_key_and_channel_starts_with_the_prefix() {
+        let keys = Keys::new("deploy-1");
+        let room = RoomName::parse("general").unwrap();
+        assert_eq!(keys.room_channel(&room), "deploy-1:room:general");
+        assert_eq!(keys.room_of_channel("deploy-1:room:general"), Some("general"));
+        assert_eq!(keys.room_of_channel("deploy-2:room:general"), None);
+        assert_eq!((keys.user_channel.as_str(), keys.session_ends_channel.as_str()), ("deploy-1:user", "deploy-1:session-ends"));
+        assert_eq!(keys.presence(&room), "deploy-1:presence:general");
+    }
+
+    #[tokio::test]
+    async fn without_redis_a_node_serves_its_own_sockets_resyncs_them_and_warns_once() {
+        let (logged, _capturing) = crate::test_logs::capture();
+        let url = format!("redis://127.0.0.1:{}", closed_port());
+        let fanout = RedisFanout::connect_with(&url, "t", 1, quick()).await.expect("a valid URL");
+        assert_eq!(fanout.status(), FanoutStatus::Down);
+        let room = RoomName::parse("general").unwrap();
+        let mut events = fanout.subscribe(&room);
+        let typing = ServerEvent::Typing { room: "general".into(), user: "ann".into() };
+        fanout.publish(&room, &|| RoomEvent::new(&typing, None, None));
+        let (mut own, mut resyncs) = (0, 0);
+        // Several retries go by while three resync markers arrive.
+        while resyncs < 3 {
+            let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.expect("an event").expect("open");
+            if event.resync { resyncs += 1 } else { own += 1 }
+        }
+        assert_eq!(own, 1, "the node's own event reached its socket");
+        let warnings = logged.lines().iter().filter(|l| l.contains("Redis unreachable")).count();
+        assert_eq!(warnings, 1, "one warning per outage: {:?}", logged.lines());
+    }
+}
