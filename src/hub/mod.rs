@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use self::presence::Presence;
@@ -251,14 +252,24 @@ impl Hub {
         };
         let last_here = channel.presence.lock().expect("presence lock").exit(user);
         if last_here {
-            // Asked now, so it is ordered with the user's next `enter`.
-            let departed = self.inner.fanout.depart(room, user);
-            let (fanout, room, user) = (self.inner.fanout.clone(), room.clone(), user.to_string());
-            tokio::spawn(async move {
-                if departed.await {
-                    announce_presence(fanout.as_ref(), &room, &user, false);
+            // Asked now, so it is ordered with the user's next `enter`;
+            // answered at once on one node, in the background across nodes.
+            let mut departed = self.inner.fanout.depart(room, user);
+            match (&mut departed).now_or_never() {
+                Some(gone) => {
+                    if gone {
+                        announce_presence(self.inner.fanout.as_ref(), room, user, false);
+                    }
                 }
-            });
+                None => {
+                    let (fanout, room, user) = (self.inner.fanout.clone(), room.clone(), user.to_string());
+                    tokio::spawn(async move {
+                        if departed.await {
+                            announce_presence(fanout.as_ref(), &room, &user, false);
+                        }
+                    });
+                }
+            }
         }
     }
 

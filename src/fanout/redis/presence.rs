@@ -234,7 +234,7 @@ mod tests {
         let ann = member(0xab, "Ann");
         assert_eq!(ann, "ab\u{1f}Ann");
         assert_eq!(user_of(&ann), Some("Ann"));
-        assert!(has_user(&[ann.clone()], "ann"));
+        assert!(has_user(std::slice::from_ref(&ann), "ann"));
         assert!(has_user(&[member(1, "Zoë")], "ZOË"));
         assert!(!has_user(&[ann], "bob"));
         assert_eq!(user_of("no separator"), None);
