@@ -13,6 +13,11 @@
 //!   from the store instead of losing it — a page at a time, each page
 //!   written before the next is read, so a reader that paused while its
 //!   room was busy costs the server one page, not the whole gap;
+//! - the same catch-up runs when a room's events arrive with a gap in their
+//!   seqs (events from several nodes may cross; the store has every seq up
+//!   to the newest one seen) and when the fan-out sends a resync marker
+//!   (it may have lost events: Redis was down), so a client gets every
+//!   seq once, in order, whatever the fan-out dropped;
 //! - at most [`MAX_QUEUED_BYTES`] of frames are gathered before a write,
 //!   and queued frames are written with one flush, not one syscall each;
 //! - a write that makes no progress for `write_timeout` drops the socket
@@ -400,12 +405,12 @@ impl Connection {
         let opened = self.chat.open_room(&self.actor, room.as_str(), after).await?;
         // With `has_more` the client pages the rest over HTTP (`after=`);
         // live events already flow, and it drops seqs it has by then.
-        let rejoin = self.feeds.insert(room.clone(), BroadcastStream::new(opened.live), opened.seq);
+        let rejoin = self.feeds.insert(room.clone(), BroadcastStream::new(opened.live), opened.seq, !opened.has_more);
         if !rejoin {
             self.chat.enter(&self.actor, &room).await?;
         }
         Ok(ServerEvent::Joined {
-            online: self.chat.online(&room),
+            online: self.chat.online(&room).await,
             room: room.to_string(),
             history: opened.history.into_iter().map(HistoryItem::from_stored).collect(),
             has_more: opened.has_more,
@@ -507,9 +512,10 @@ impl Connection {
     }
 
     /// Relays one event of a joined room (`feed` is its place in `feeds`),
-    /// skipping what the client has. A lag starts a catch-up from the store;
-    /// while a room catches up, its live messages are left to the catch-up
-    /// (they are stored before they are broadcast, so it reads them).
+    /// skipping what the client has. A lag, a gap in seqs or a resync
+    /// marker starts a catch-up from the store; while a room catches up, its
+    /// live messages are left to the catch-up (they are stored before they
+    /// are published, so it reads them).
     fn on_room_event(&mut self, feed: usize, event: Result<Arc<RoomEvent>, BroadcastStreamRecvError>, out: &mut Outbox) {
         let event = match event {
             Ok(event) => event,
@@ -522,15 +528,17 @@ impl Connection {
                 return;
             }
         };
+        if event.resync {
+            self.feeds.get_mut(feed).start_catch_up();
+            return;
+        }
         if event.skip_user.as_deref() == Some(self.user_key.as_str()) {
             return;
         }
-        if let Some(seq) = event.seq {
-            let feed = self.feeds.get_mut(feed);
-            if feed.catching_up || seq <= feed.last_seq {
-                return;
-            }
-            feed.last_seq = seq;
+        if let Some(seq) = event.seq
+            && self.feeds.get_mut(feed).admit(seq) != Admit::Deliver
+        {
+            return;
         }
         telemetry::room_event_delivered(event.published_at_ms);
         out.push(WsMessage::Text(event.frame.clone()));
@@ -586,9 +594,46 @@ struct Feed {
     events: BroadcastStream<Arc<RoomEvent>>,
     /// Highest seq delivered from this room.
     last_seq: u64,
-    /// The client fell behind the room's channel: messages come from the
-    /// store, a page per turn, until it is level again.
+    /// The client fell behind the room's channel (or the fan-out may have
+    /// lost events): messages come from the store, a page per turn, until
+    /// it is level again.
     catching_up: bool,
+    /// Seqs arrive one after another: a gap means events were lost on the
+    /// way. Off after a join that left the client paging the rest
+    /// (`has_more`), until the first live event sets the pace.
+    contiguous: bool,
+}
+
+/// What to do with a room's stored event.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    Deliver,
+    /// Already delivered, or left to the catch-up under way.
+    Skip,
+    /// A gap before it: the catch-up (from the store) delivers it.
+    CatchUp,
+}
+
+impl Feed {
+    /// Decides about the event with `seq`, and notes what it delivers.
+    fn admit(&mut self, seq: u64) -> Admit {
+        if self.catching_up || seq <= self.last_seq {
+            return Admit::Skip;
+        }
+        if self.contiguous && seq > self.last_seq + 1 {
+            // The commit of seq n+1 follows seq n's: the store has the gap.
+            self.catching_up = true;
+            return Admit::CatchUp;
+        }
+        self.last_seq = seq;
+        self.contiguous = true;
+        Admit::Deliver
+    }
+
+    /// Re-read the store after the last seq delivered.
+    fn start_catch_up(&mut self) {
+        self.catching_up = true;
+    }
 }
 
 type FeedItem = (usize, Result<Arc<RoomEvent>, BroadcastStreamRecvError>);
@@ -623,9 +668,11 @@ impl Feeds {
         &mut self.feeds[feed]
     }
 
-    /// Starts (or restarts) a room's feed; `true` if it was already there.
-    fn insert(&mut self, room: RoomName, events: BroadcastStream<Arc<RoomEvent>>, last_seq: u64) -> bool {
-        let feed = Feed { room, events, last_seq, catching_up: false };
+    /// Starts (or restarts) a room's feed at `last_seq`; `contiguous`
+    /// unless the client still pages events before the live ones. `true`
+    /// if it was already there.
+    fn insert(&mut self, room: RoomName, events: BroadcastStream<Arc<RoomEvent>>, last_seq: u64, contiguous: bool) -> bool {
+        let feed = Feed { room, events, last_seq, catching_up: false, contiguous };
         match self.position(&feed.room) {
             Some(i) => {
                 self.feeds[i] = feed;
@@ -676,5 +723,51 @@ impl Feeds {
             }
         }
         if self.feeds.is_empty() { Poll::Ready(None) } else { Poll::Pending }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_at(last_seq: u64, contiguous: bool) -> Feed {
+        let (_, receiver) = tokio::sync::broadcast::channel(1);
+        Feed { room: RoomName::parse("general").unwrap(), events: BroadcastStream::new(receiver), last_seq, catching_up: false, contiguous }
+    }
+
+    #[tokio::test]
+    async fn the_next_seq_is_delivered_and_repeats_are_skipped() {
+        let mut feed = feed_at(4, true);
+        assert_eq!(feed.admit(5), Admit::Deliver);
+        assert_eq!(feed.last_seq, 5);
+        assert_eq!(feed.admit(5), Admit::Skip);
+        assert_eq!(feed.admit(3), Admit::Skip);
+        assert!(!feed.catching_up);
+    }
+
+    #[tokio::test]
+    async fn a_gap_in_seqs_starts_a_catch_up_instead_of_delivering() {
+        // Seq 7 from this node overtook seq 6 from another.
+        let mut feed = feed_at(5, true);
+        assert_eq!(feed.admit(7), Admit::CatchUp);
+        assert!(feed.catching_up);
+        assert_eq!(feed.last_seq, 5, "the catch-up reads from 5, so 6 and 7 come from the store");
+        assert_eq!(feed.admit(6), Admit::Skip, "live events wait for the catch-up");
+    }
+
+    #[tokio::test]
+    async fn after_a_join_that_left_the_client_paging_the_first_live_seq_sets_the_pace() {
+        let mut feed = feed_at(500, false);
+        assert_eq!(feed.admit(900), Admit::Deliver);
+        assert_eq!(feed.admit(902), Admit::CatchUp);
+    }
+
+    #[tokio::test]
+    async fn a_resync_marker_starts_a_catch_up_from_the_last_seq() {
+        let mut feed = feed_at(9, true);
+        feed.start_catch_up();
+        assert!(feed.catching_up);
+        assert_eq!(feed.admit(10), Admit::Skip);
+        assert_eq!(feed.last_seq, 9);
     }
 }

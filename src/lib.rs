@@ -62,7 +62,7 @@ use crate::auth::{Auth, AuthStores};
 use crate::error::ChatError;
 use crate::chat::Chat;
 use crate::auth::sessions::EndReason;
-use crate::fanout::{Fanout, LocalFanout, SessionEnd};
+use crate::fanout::{Fanout, SessionEnd};
 use crate::hub::{Hub, HubSettings};
 use crate::store::MessageStore;
 use crate::store::jsonl::{JsonlAccounts, JsonlStore};
@@ -135,7 +135,9 @@ impl App {
         let (stop_tx, stop_rx) = watch::channel(false);
         let connections = TaskTracker::new();
         let node: u64 = rand::random();
-        let fanout: Arc<dyn Fanout> = Arc::new(LocalFanout::default());
+        let fanout = fanout::open(self.config.redis_url.as_deref(), &self.config.redis_prefix, node)
+            .await
+            .map_err(|e| ChatError::Internal(e.to_string()))?;
         let health = Arc::new(Health::new(self.store.clone(), fanout.clone(), node));
         tracing::info!(node = health.node(), "node started");
         let hub = Hub::new(
@@ -287,6 +289,7 @@ mod session_end_tests {
     use super::*;
     use crate::auth::AuthStores;
     use crate::auth::sessions::SessionLimits;
+    use crate::fanout::LocalFanout;
     use crate::store::memory::MemoryStore;
 
     /// Two nodes over one store and one fan-out (what a shared database and

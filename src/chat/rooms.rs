@@ -54,9 +54,9 @@ impl Chat {
         self.hub.exit(room, actor.session.user.as_str());
     }
 
-    /// Who has the room open.
-    pub fn online(&self, room: &RoomName) -> Vec<String> {
-        self.hub.online(room)
+    /// Who has the room open, on any node.
+    pub async fn online(&self, room: &RoomName) -> Vec<String> {
+        self.hub.online(room).await
     }
 
     /// Tells the others in the room that the actor is typing.

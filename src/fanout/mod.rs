@@ -8,16 +8,27 @@
 //! missed: the store is the truth, the fan-out only carries live traffic.
 //!
 //! [`LocalFanout`] keeps one tokio broadcast channel per room in this
-//! process. Several nodes will put a shared broker behind the same trait.
+//! process. [`RedisFanout`] puts Redis pub/sub behind the same trait, so
+//! several nodes share live traffic: each node's own events still reach its
+//! sockets through a `LocalFanout` inside it, and what Redis may have dropped
+//! is re-read from the store (a *resync* marker, [`RoomEvent::resync`]).
+//!
+//! Presence across nodes goes through the same seam: [`Fanout::arrive`],
+//! [`Fanout::depart`] and [`Fanout::online_across_nodes`] default to "this
+//! node is the whole cluster", so the hub counts connections and never
+//! knows whether Redis is there.
 
 mod local;
+pub mod redis;
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 pub use self::local::LocalFanout;
+pub use self::redis::{RedisFanout, RedisFanoutError, RedisTimings};
 use crate::model::RoomName;
 use crate::protocol::ServerEvent;
 
@@ -37,12 +48,35 @@ pub struct RoomEvent {
     /// When it was published (unix ms, on the publishing node): the
     /// fan-out lag is measured from here.
     pub published_at_ms: u64,
+    /// Not a frame but a marker: "live events of this room may have been
+    /// lost (the broker was down or dropped some); re-read from the store
+    /// after the last seq you delivered". `frame` is empty.
+    pub resync: bool,
 }
 
 impl RoomEvent {
     pub fn new(event: &ServerEvent, seq: Option<u64>, skip_user: Option<String>) -> Arc<Self> {
-        Arc::new(Self { frame: event.to_json().into(), seq, skip_user, published_at_ms: crate::model::unix_ms() })
+        Arc::new(Self { frame: event.to_json().into(), seq, skip_user, published_at_ms: crate::model::unix_ms(), resync: false })
     }
+
+    /// The "re-read this room from the store" marker.
+    pub fn resync() -> Arc<Self> {
+        Arc::new(Self { frame: Utf8Bytes::default(), seq: None, skip_user: None, published_at_ms: crate::model::unix_ms(), resync: true })
+    }
+}
+
+/// The fan-out a node runs: through the Redis at `redis_url` (keys and
+/// channels under `prefix`, this node's envelopes marked `node`), or
+/// [`LocalFanout`] without one. A Redis that cannot be reached yet is not
+/// an error: the node serves, `Down`, and keeps trying.
+pub async fn open(redis_url: Option<&str>, prefix: &str, node: u64) -> Result<Arc<dyn Fanout>, RedisFanoutError> {
+    let Some(url) = redis_url else {
+        tracing::info!("fan-out: this node alone (no --redis-url)");
+        return Ok(Arc::new(LocalFanout::default()));
+    };
+    let fanout = RedisFanout::connect(url, prefix, node).await?;
+    tracing::info!(prefix, node, status = fanout.status().name(), "fan-out: Redis, shared with the other nodes");
+    Ok(Arc::new(fanout))
 }
 
 /// How this node's fan-out reaches the others (`/healthz` shows it).
@@ -93,6 +127,23 @@ pub trait Fanout: Send + Sync + 'static {
     /// Whether the other nodes can be reached.
     fn status(&self) -> FanoutStatus {
         FanoutStatus::Local
+    }
+    /// `user` opened `room` on this node (their first connection to it
+    /// here). Resolves to whether they are new to the room in the whole
+    /// cluster, i.e. whether to announce them online. Ordered with
+    /// [`depart`](Self::depart): the call, not the await, takes its turn.
+    fn arrive(&self, _room: &RoomName, _user: &str) -> BoxFuture<'static, bool> {
+        Box::pin(std::future::ready(true))
+    }
+    /// `user` closed their last connection to `room` on this node.
+    /// Resolves to whether they left the whole cluster (announce offline).
+    fn depart(&self, _room: &RoomName, _user: &str) -> BoxFuture<'static, bool> {
+        Box::pin(std::future::ready(true))
+    }
+    /// Who has `room` open on any node, as far as the cluster knows (this
+    /// node's users may be missing; the hub adds them).
+    fn online_across_nodes(&self, _room: &RoomName) -> BoxFuture<'static, Vec<String>> {
+        Box::pin(std::future::ready(Vec::new()))
     }
 }
 

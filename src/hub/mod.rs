@@ -9,7 +9,10 @@
 //!   persistence cheap under load;
 //! - the room's **presence**: who has it open, counted per user so a user
 //!   with two tabs goes offline only when both close. Presence and typing
-//!   hints go out through the same fan-out, without a seq.
+//!   hints go out through the same fan-out, without a seq. Across nodes, the
+//!   fan-out says whether a user's first/last connection here is also their
+//!   first/last anywhere (`Fanout::arrive`/`depart`), and who is online
+//!   elsewhere; the hub never knows whether other nodes exist.
 //!
 //! Lag policy: the fan-out keeps a bounded window per room
 //! (`fanout::ROOM_CHANNEL_CAPACITY`). A connection that falls further
@@ -34,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use self::presence::Presence;
@@ -230,36 +234,65 @@ impl Hub {
     }
 
     /// Marks `user` present in `room`; announces it when this is the user's
-    /// first connection there.
+    /// first connection there, on this node and (as far as the fan-out
+    /// knows) on every other.
     pub async fn enter(&self, room: &RoomName, user: &str) -> Result<(), ChatError> {
         let channel = self.channel(room).await?;
-        let first = channel.presence.lock().expect("presence lock").enter(user);
-        if first {
-            self.announce_presence(room, user, true);
+        let first_here = channel.presence.lock().expect("presence lock").enter(user);
+        if first_here && self.inner.fanout.arrive(room, user).await {
+            announce_presence(self.inner.fanout.as_ref(), room, user, true);
         }
         Ok(())
     }
 
-    /// Undoes one `enter`; announces the user gone after the last one.
+    /// Undoes one `enter`; announces the user gone after their last
+    /// connection there, on every node (decided in the background).
     pub fn exit(&self, room: &RoomName, user: &str) {
         let Some(channel) = self.inner.rooms.lock().expect("rooms lock").get(room).cloned() else {
             return;
         };
-        let last = channel.presence.lock().expect("presence lock").exit(user);
-        if last {
-            self.announce_presence(room, user, false);
+        let last_here = channel.presence.lock().expect("presence lock").exit(user);
+        if last_here {
+            // Asked now, so it is ordered with the user's next `enter`;
+            // answered at once on one node, in the background across nodes.
+            let mut departed = self.inner.fanout.depart(room, user);
+            match (&mut departed).now_or_never() {
+                Some(gone) => {
+                    if gone {
+                        announce_presence(self.inner.fanout.as_ref(), room, user, false);
+                    }
+                }
+                None => {
+                    let (fanout, room, user) = (self.inner.fanout.clone(), room.clone(), user.to_string());
+                    tokio::spawn(async move {
+                        if departed.await {
+                            announce_presence(fanout.as_ref(), &room, &user, false);
+                        }
+                    });
+                }
+            }
         }
     }
 
-    /// Who has the room open, sorted case-insensitively.
-    pub fn online(&self, room: &RoomName) -> Vec<String> {
-        self.inner
+    /// Who has the room open on any node, sorted case-insensitively.
+    pub async fn online(&self, room: &RoomName) -> Vec<String> {
+        let here = self
+            .inner
             .rooms
             .lock()
             .expect("rooms lock")
             .get(room)
             .map(|ch| ch.presence.lock().expect("presence lock").names())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let mut seen: std::collections::HashSet<String> = here.iter().map(|n| n.to_lowercase()).collect();
+        let mut names = here;
+        for name in self.inner.fanout.online_across_nodes(room).await {
+            if seen.insert(name.to_lowercase()) {
+                names.push(name);
+            }
+        }
+        names.sort_by_key(|n| n.to_lowercase());
+        names
     }
 
     /// Tells the others in the room that `user` is typing.
@@ -269,11 +302,12 @@ impl Hub {
         self.inner.fanout.publish(room, &|| RoomEvent::new(&event, None, Some(user.to_lowercase())));
         Ok(())
     }
+}
 
-    fn announce_presence(&self, room: &RoomName, user: &str, online: bool) {
-        let event = ServerEvent::Presence { room: room.to_string(), user: user.to_string(), online };
-        self.inner.fanout.publish(room, &|| RoomEvent::new(&event, None, Some(user.to_lowercase())));
-    }
+/// Tells the room (on every node) that `user` came or went.
+fn announce_presence(fanout: &dyn Fanout, room: &RoomName, user: &str, online: bool) {
+    let event = ServerEvent::Presence { room: room.to_string(), user: user.to_string(), online };
+    fanout.publish(room, &|| RoomEvent::new(&event, None, Some(user.to_lowercase())));
 }
 
 /// Every `idle / 4` (at least 100 ms, at most 15 s), drops the channels

@@ -12,6 +12,7 @@
 
 pub mod process;
 pub mod proxy;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
