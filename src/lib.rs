@@ -60,6 +60,7 @@ use crate::fanout::{Fanout, LocalFanout, SessionEnd};
 use crate::hub::{Hub, HubSettings};
 use crate::store::MessageStore;
 use crate::store::jsonl::{JsonlAccounts, JsonlStore};
+use crate::store::postgres::PgStore;
 
 /// How long shutdown waits for open sockets to close.
 const SOCKET_CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -78,6 +79,30 @@ pub struct Stores {
 }
 
 impl Stores {
+    /// The configured storage: PostgreSQL when `config.database_url` is
+    /// set (every node on that database shares everything, sessions
+    /// included), else the JSON-lines files of the data directory.
+    pub async fn open(config: &Config) -> Result<Self, ChatError> {
+        match &config.database_url {
+            Some(url) => Self::open_postgres(url).await,
+            None => Self::open_data_dir(config).await,
+        }
+    }
+
+    /// The storage `config` names, as it may be logged (never a password).
+    pub fn describe(config: &Config) -> String {
+        match &config.database_url {
+            Some(url) => format!("PostgreSQL at {}", store::postgres::display_url(url)),
+            None => format!("the data directory {}", config.data_dir.display()),
+        }
+    }
+
+    /// The PostgreSQL database at `url`, its schema brought up to date.
+    pub async fn open_postgres(url: &str) -> Result<Self, ChatError> {
+        let store = Arc::new(PgStore::open(url).await?);
+        Ok(Self { messages: store.clone(), accounts: AuthStores::of(store) })
+    }
+
     /// The JSON-lines files of `config.data_dir`.
     pub async fn open_data_dir(config: &Config) -> Result<Self, ChatError> {
         let dir = config.data_dir.clone();
@@ -92,9 +117,10 @@ impl Stores {
 }
 
 impl App {
-    /// Opens the configured storage and builds the server's state.
+    /// Opens the configured storage ([`Stores::open`]) and builds the
+    /// server's state.
     pub async fn open(config: Config) -> Result<Self, ChatError> {
-        let stores = Stores::open_data_dir(&config).await?;
+        let stores = Stores::open(&config).await?;
         Self::with_stores(config, stores).await
     }
 

@@ -157,3 +157,25 @@ async fn a_cut_connection_fails_sends_within_five_seconds_and_the_store_recovers
     assert!(matches!(&after[0], Ok(Appended::New(e)) if e.seq == 2), "the refused send was not stored: {after:?}");
     store.check().await.expect("reachable again");
 }
+
+/// Two real servers on one database: a cookie issued by one works on the
+/// other (the session is read from the table), and each serves what the
+/// other stored.
+#[tokio::test]
+async fn two_servers_on_one_database_share_sessions_and_messages() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let url = database.url().to_string();
+    let on_database = move |config: &mut chatroom::Config| config.database_url = Some(url.clone());
+    let node_a = common::TestServer::start_with(on_database.clone()).await;
+    let node_b = common::TestServer::start_with(on_database).await;
+
+    let ann = common::User::sign_up(&node_a, "ann", "correct horse battery").await;
+    let sent = ann.send_http("general", "hello from A", "c1").await;
+    let ann = ann.at(&node_b);
+    let seen_on_b = ann.all_messages("general").await;
+    assert_eq!(seen_on_b, [sent.clone()], "node B serves what node A stored");
+    let answered_by_b = ann.send_http("general", "hello from B", "c2").await;
+    assert_eq!(answered_by_b["id"].as_u64(), sent["id"].as_u64().map(|id| id + 1), "one order for both nodes");
+    let (status, _) = ann.post_message("general", "hello again", "c1").await;
+    assert_eq!(status, 200, "a repeated client_id is recognised on the other node");
+}

@@ -132,6 +132,23 @@ impl Drop for Lease {
     }
 }
 
+/// `url` as it may be logged: user, hosts, ports and database, never the
+/// password (`postgres://chat@db.example.com:5432/chat`).
+pub fn display_url(url: &str) -> String {
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else { return "postgres://(a URL that does not parse)".into() };
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(host, port)| match host {
+            tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let user = config.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    format!("postgres://{user}{}/{}", hosts.join(","), config.get_dbname().unwrap_or(""))
+}
+
 /// The pool for `url`: short connect timeout, TCP keepalives, and the
 /// server-side timeouts set as start-up options of every connection.
 fn build_pool(url: &str) -> Result<Pool, StoreError> {
@@ -202,4 +219,16 @@ fn to_db(n: u64) -> i64 {
 /// constraint or the way it was made says so).
 fn from_db(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logged_url_never_shows_the_password() {
+        let shown = display_url("postgres://chat:s3cret@db.example.com:6543/chat?sslmode=disable");
+        assert_eq!(shown, "postgres://chat@db.example.com:6543/chat");
+        assert_eq!(display_url("postgres://postgres@127.0.0.1/test"), "postgres://postgres@127.0.0.1:5432/test");
+    }
 }
