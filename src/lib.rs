@@ -215,10 +215,22 @@ fn relay_session_ends(auth: Arc<Auth>, fanout: Arc<dyn Fanout>, node: u64, mut s
     }
 }
 
-/// Runs a command other than serving (`chatroom migrate …`).
+/// Runs a command other than serving (`chatroom migrate …`), logging what
+/// it did.
 pub async fn run_command(command: config::Command) -> Result<(), ChatError> {
     match command {
-        config::Command::Migrate { .. } => Err(ChatError::Internal("migrate: not built yet".into())),
+        config::Command::Migrate { from, to } => {
+            tracing::info!(from = %from.display(), to = %store::postgres::display_url(&to), "copying a data directory into PostgreSQL");
+            let report = store::migrate::copy_data_dir(&from, &to).await?;
+            for (kind, tally) in report.kinds() {
+                tracing::info!(copied = tally.copied, already_there = tally.already_there, "{kind}");
+            }
+            match report.copied_nothing() {
+                true => tracing::info!("nothing to copy: the database already holds everything"),
+                false => tracing::info!("copied"),
+            }
+            Ok(())
+        }
     }
 }
 

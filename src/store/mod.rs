@@ -28,6 +28,7 @@ mod accounts;
 mod error;
 pub mod jsonl;
 pub mod memory;
+pub mod migrate;
 pub mod postgres;
 
 pub use self::accounts::{ReadMarkerStore, SessionRecord, SessionStore, SubscriptionStore, UserRecord, UserStore};
