@@ -58,12 +58,14 @@ const REDACT_EVENTS: &str = "UPDATE events SET text = NULL
 const SET_COUNTERS: &str = "UPDATE rooms SET last_seq = $2, posts = $3 WHERE name = $1";
 
 pub(super) const MESSAGES_BY_ID: &str = concat!("SELECT ", message_columns!(), " FROM messages WHERE room = $1 AND id = ANY($2)");
-/// The posts of the dedup window (`post_no > $2`) by these
-/// `(author_key, client_id)` pairs.
+/// For each `(author_key, client_id)` pair, the newest post of the dedup
+/// window (`post_no > $2`) with it: one backward probe of `messages_sent`
+/// per pair (LATERAL … LIMIT 1 keeps the plan so even when it is generic).
 const SENT_IN_WINDOW: &str = concat!(
-    "SELECT ",
+    "SELECT m.* FROM unnest($3::text[], $4::text[]) AS k (key, client) CROSS JOIN LATERAL (SELECT ",
     message_columns!(),
-    " FROM messages WHERE room = $1 AND post_no > $2 AND (author_key, client_id) IN (SELECT * FROM unnest($3::text[], $4::text[]))"
+    " FROM messages WHERE room = $1 AND author_key = k.key AND client_id = k.client AND post_no > $2
+      ORDER BY post_no DESC LIMIT 1) AS m"
 );
 const HISTORY_AFTER: &str =
     concat!("SELECT ", message_columns!(), " FROM messages WHERE room = $1 AND id > $2 AND id < $3 ORDER BY id LIMIT $4");
