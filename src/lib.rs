@@ -9,8 +9,8 @@
 //! - [`model`]: validated names and texts; the stored message.
 //! - [`protocol`]: WebSocket frames (serde enums tagged by `type`).
 //! - [`store`]: the storage traits (one per concern), the JSON-lines
-//!   backend — the only code that touches files — and the in-memory
-//!   reference backend.
+//!   backend — the only code that touches files —, the PostgreSQL backend
+//!   (the only code that speaks SQL) and the in-memory reference backend.
 //! - [`hub`]: per-room writer (store, then publish), presence, idle rooms.
 //! - [`fanout`]: the seam that carries room events to connections
 //!   (`LocalFanout`: one broadcast channel per room).
