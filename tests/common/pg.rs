@@ -8,6 +8,7 @@
 //! stderr; under `CI=true` it fails instead (there, PostgreSQL is
 //! mandatory).
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,7 +51,9 @@ impl TestDatabase {
                 if std::env::var("CI").is_ok_and(|v| v == "true") {
                     panic!("{message} — PostgreSQL is mandatory under CI=true");
                 }
-                eprintln!("\n*** {message} ***\n");
+                // Straight to the process's stderr: libtest would swallow an
+                // eprintln! of a passing test.
+                let _ = writeln!(std::io::stderr(), "\n*** {message} ***\n");
                 return None;
             }
         };
@@ -86,7 +89,7 @@ impl Drop for TestDatabase {
             })
         });
         if let Ok(Err(why)) = dropped.join() {
-            eprintln!("could not drop the test database {}: {why}", self.name);
+            let _ = writeln!(std::io::stderr(), "could not drop the test database {}: {why}", self.name);
         }
     }
 }
