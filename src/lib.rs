@@ -9,8 +9,8 @@
 //! - [`model`]: validated names and texts; the stored message.
 //! - [`protocol`]: WebSocket frames (serde enums tagged by `type`).
 //! - [`store`]: the storage traits (one per concern), the JSON-lines
-//!   backend — the only code that touches files — and the in-memory
-//!   reference backend.
+//!   backend — the only code that touches files —, the PostgreSQL backend
+//!   (the only code that speaks SQL) and the in-memory reference backend.
 //! - [`hub`]: per-room writer (store, then publish), presence, idle rooms.
 //! - [`fanout`]: the seam that carries room events to connections
 //!   (`LocalFanout`: one broadcast channel per room).
@@ -66,6 +66,7 @@ use crate::fanout::{Fanout, SessionEnd};
 use crate::hub::{Hub, HubSettings};
 use crate::store::MessageStore;
 use crate::store::jsonl::{JsonlAccounts, JsonlStore};
+use crate::store::postgres::PgStore;
 
 /// How long shutdown waits for open sockets to close.
 const SOCKET_CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -86,6 +87,30 @@ pub struct Stores {
 }
 
 impl Stores {
+    /// The configured storage: PostgreSQL when `config.database_url` is
+    /// set (every node on that database shares everything, sessions
+    /// included), else the JSON-lines files of the data directory.
+    pub async fn open(config: &Config) -> Result<Self, ChatError> {
+        match &config.database_url {
+            Some(url) => Self::open_postgres(url).await,
+            None => Self::open_data_dir(config).await,
+        }
+    }
+
+    /// The storage `config` names, as it may be logged (never a password).
+    pub fn describe(config: &Config) -> String {
+        match &config.database_url {
+            Some(url) => format!("PostgreSQL at {}", store::postgres::display_url(url)),
+            None => format!("the data directory {}", config.data_dir.display()),
+        }
+    }
+
+    /// The PostgreSQL database at `url`, its schema brought up to date.
+    pub async fn open_postgres(url: &str) -> Result<Self, ChatError> {
+        let store = Arc::new(PgStore::open(url).await?);
+        Ok(Self { messages: store.clone(), accounts: AuthStores::of(store) })
+    }
+
     /// The JSON-lines files of `config.data_dir`.
     pub async fn open_data_dir(config: &Config) -> Result<Self, ChatError> {
         let dir = config.data_dir.clone();
@@ -100,9 +125,10 @@ impl Stores {
 }
 
 impl App {
-    /// Opens the configured storage and builds the server's state.
+    /// Opens the configured storage ([`Stores::open`]) and builds the
+    /// server's state.
     pub async fn open(config: Config) -> Result<Self, ChatError> {
-        let stores = Stores::open_data_dir(&config).await?;
+        let stores = Stores::open(&config).await?;
         Self::with_stores(config, stores).await
     }
 
@@ -227,10 +253,22 @@ fn relay_session_ends(auth: Arc<Auth>, fanout: Arc<dyn Fanout>, node: u64, mut s
     }
 }
 
-/// Runs a command other than serving (`chatroom migrate …`).
+/// Runs a command other than serving (`chatroom migrate …`), logging what
+/// it did.
 pub async fn run_command(command: config::Command) -> Result<(), ChatError> {
     match command {
-        config::Command::Migrate { .. } => Err(ChatError::Internal("migrate: not built yet".into())),
+        config::Command::Migrate { from, to } => {
+            tracing::info!(from = %from.display(), to = %store::postgres::display_url(&to), "copying a data directory into PostgreSQL");
+            let report = store::migrate::copy_data_dir(&from, &to).await?;
+            for (kind, tally) in report.kinds() {
+                tracing::info!(copied = tally.copied, already_there = tally.already_there, "{kind}");
+            }
+            match report.copied_nothing() {
+                true => tracing::info!("nothing to copy: the database already holds everything"),
+                false => tracing::info!("copied"),
+            }
+            Ok(())
+        }
     }
 }
 

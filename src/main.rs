@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use chatroom::config::{Cli, Config};
-use chatroom::App;
+use chatroom::{App, Stores};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -39,14 +39,15 @@ async fn run(mut cli: Cli) -> Result<(), String> {
              set --public-url to the address users open"
         );
     }
-    let data_dir = config.data_dir.display().to_string();
+    let storage = Stores::describe(&config);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let mut app = App::open(config).await.map_err(|e| format!("cannot open the data directory {data_dir}: {e}"))?;
+    tracing::info!("opening {storage}");
+    let mut app = App::open(config).await.map_err(|e| format!("cannot open {storage}: {e}"))?;
     let metrics = app.bind_metrics().await.map_err(|e| e.to_string())?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(data_dir, "chatroom is listening on http://{local}");
+    tracing::info!(storage, "chatroom is listening on http://{local}");
     if let Some(metrics) = metrics {
         tracing::info!("metrics are served on http://{metrics}/metrics");
     }

@@ -6,6 +6,12 @@
 //! The `…_survive_a_reopen` cases close the store and open its data again;
 //! a backend that keeps nothing past its life (the in-memory one) passes
 //! them by saying so (`reopen` gives `None`).
+//!
+//! Backends: JSON-lines in a temporary directory, in-memory, and
+//! PostgreSQL in a database of each test's own (`common::pg`: skipped,
+//! loudly, without a server; mandatory under `CI=true`).
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,10 +19,12 @@ use std::sync::Arc;
 use chatroom::model::{EventKind, Message, NewEvent, RoomName, StoredEvent, Username};
 use chatroom::store::jsonl::{JsonlAccounts, JsonlStore};
 use chatroom::store::memory::MemoryStore;
+use chatroom::store::postgres::PgStore;
 use chatroom::store::{
     Appended, DEDUP_WINDOW, HistoryQuery, MessageStore, ReadMarkerStore, SessionRecord, SessionStore, StoreError, SubscriptionStore,
     UserRecord, UserStore,
 };
+use common::pg::TestDatabase;
 
 /// One backend's stores, one per concern, as the server holds them.
 struct Stores {
@@ -29,8 +37,9 @@ struct Stores {
 
 /// A backend under test.
 trait Backend: Sized {
-    /// A new store with no data.
-    async fn fresh() -> Self;
+    /// A new store with no data, or `None` when the backend cannot run
+    /// here (it has said so loudly; under `CI=true` it panics instead).
+    async fn fresh() -> Option<Self>;
     /// Its stores (handles on the same data).
     fn stores(&self) -> Stores;
     /// Closes the store and opens its data again, or `None` if the backend
@@ -54,8 +63,8 @@ impl Jsonl {
 }
 
 impl Backend for Jsonl {
-    async fn fresh() -> Self {
-        Self::open(tempfile::tempdir().expect("a temporary directory"))
+    async fn fresh() -> Option<Self> {
+        Some(Self::open(tempfile::tempdir().expect("a temporary directory")))
     }
 
     fn stores(&self) -> Stores {
@@ -81,8 +90,8 @@ impl Backend for Jsonl {
 struct Memory(Arc<MemoryStore>);
 
 impl Backend for Memory {
-    async fn fresh() -> Self {
-        Self(Arc::new(MemoryStore::new()))
+    async fn fresh() -> Option<Self> {
+        Some(Self(Arc::new(MemoryStore::new())))
     }
 
     fn stores(&self) -> Stores {
@@ -98,6 +107,40 @@ impl Backend for Memory {
 
     async fn reopen(self) -> Option<Self> {
         None
+    }
+}
+
+/// PostgreSQL, in a database of the test's own (dropped afterwards).
+struct Postgres {
+    store: Arc<PgStore>,
+    database: TestDatabase,
+}
+
+impl Backend for Postgres {
+    async fn fresh() -> Option<Self> {
+        let database = TestDatabase::create().await?;
+        let store = Arc::new(PgStore::open(database.url()).await.expect("the PostgreSQL store opens"));
+        Some(Self { store, database })
+    }
+
+    fn stores(&self) -> Stores {
+        let store = &self.store;
+        Stores {
+            messages: store.clone(),
+            users: store.clone(),
+            sessions: store.clone(),
+            subscriptions: store.clone(),
+            read_markers: store.clone(),
+        }
+    }
+
+    /// Another store on the same database: what a restart, or another
+    /// node, sees.
+    async fn reopen(self) -> Option<Self> {
+        let Self { store, database } = self;
+        drop(store);
+        let store = Arc::new(PgStore::open(database.url()).await.expect("the PostgreSQL store opens again"));
+        Some(Self { store, database })
     }
 }
 
@@ -131,7 +174,9 @@ macro_rules! contract_suite {
         $(
             #[tokio::test]
             async fn $case() {
-                super::$case::<$backend>().await;
+                use super::Backend;
+                let Some(backend) = <$backend>::fresh().await else { return };
+                super::$case::<$backend>(backend).await;
             }
         )+
     };
@@ -139,6 +184,7 @@ macro_rules! contract_suite {
 
 contract_suite!(jsonl, super::Jsonl);
 contract_suite!(memory, super::Memory);
+contract_suite!(postgres, super::Postgres);
 
 // ---- helpers -------------------------------------------------------------
 
@@ -194,8 +240,7 @@ fn names(rooms: Vec<chatroom::store::RoomInfo>) -> Vec<String> {
 
 // ---- users ---------------------------------------------------------------
 
-async fn users_are_created_once_and_found_by_key<B: Backend>() {
-    let backend = B::fresh().await;
+async fn users_are_created_once_and_found_by_key<B: Backend>(backend: B) {
     let users = backend.stores().users;
     users.create_user(user("Ann")).await.unwrap();
     assert_eq!(users.find_user("ann").await.unwrap(), Some(user("Ann")), "found by the lower-cased name");
@@ -206,8 +251,7 @@ async fn users_are_created_once_and_found_by_key<B: Backend>() {
     assert_eq!(users.find_user("ann").await.unwrap().unwrap().username, "Ann", "the first account is kept");
 }
 
-async fn look_alike_names_are_taken<B: Backend>() {
-    let backend = B::fresh().await;
+async fn look_alike_names_are_taken<B: Backend>(backend: B) {
     let users = backend.stores().users;
     users.create_user(user("admin")).await.unwrap();
     // Cyrillic а and А look like Latin a and A.
@@ -219,8 +263,7 @@ async fn look_alike_names_are_taken<B: Backend>() {
     assert_eq!(users.find_user("\u{0430}dmin").await.unwrap(), None, "a refused account is not stored");
 }
 
-async fn users_survive_a_reopen<B: Backend>() {
-    let backend = B::fresh().await;
+async fn users_survive_a_reopen<B: Backend>(backend: B) {
     backend.stores().users.create_user(user("Ann")).await.unwrap();
     let Some(backend) = backend.reopen().await else { return };
     let users = backend.stores().users;
@@ -230,8 +273,7 @@ async fn users_survive_a_reopen<B: Backend>() {
 
 // ---- sessions ------------------------------------------------------------
 
-async fn sessions_are_saved_found_touched_and_deleted<B: Backend>() {
-    let backend = B::fresh().await;
+async fn sessions_are_saved_found_touched_and_deleted<B: Backend>(backend: B) {
     let sessions = backend.stores().sessions;
     let (ann, bob) = (session(1, "ann"), session(2, "bob"));
     sessions.save_session(ann.clone()).await.unwrap();
@@ -256,8 +298,7 @@ async fn sessions_are_saved_found_touched_and_deleted<B: Backend>() {
     assert_eq!(sessions.load_sessions().await.unwrap(), vec![bob]);
 }
 
-async fn sessions_survive_a_reopen<B: Backend>() {
-    let backend = B::fresh().await;
+async fn sessions_survive_a_reopen<B: Backend>(backend: B) {
     let sessions = backend.stores().sessions;
     let (ann, bob) = (session(1, "ann"), SessionRecord { guest: true, ..session(2, "gus") });
     sessions.save_session(ann.clone()).await.unwrap();
@@ -274,8 +315,7 @@ async fn sessions_survive_a_reopen<B: Backend>() {
 
 // ---- subscriptions -------------------------------------------------------
 
-async fn subscriptions_are_idempotent_sorted_and_cleared<B: Backend>() {
-    let backend = B::fresh().await;
+async fn subscriptions_are_idempotent_sorted_and_cleared<B: Backend>(backend: B) {
     let subs = backend.stores().subscriptions;
     let guest = session(9, "gus").id_hash;
     for r in ["rust", "general", "rust"] {
@@ -297,8 +337,7 @@ async fn subscriptions_are_idempotent_sorted_and_cleared<B: Backend>() {
     assert_eq!(subs.subscriptions(&guest).await.unwrap(), ["go"], "another subscriber's are kept");
 }
 
-async fn subscriptions_survive_a_reopen<B: Backend>() {
-    let backend = B::fresh().await;
+async fn subscriptions_survive_a_reopen<B: Backend>(backend: B) {
     let subs = backend.stores().subscriptions;
     for r in ["rust", "general", "go"] {
         subs.subscribe("ann", &room(r)).await.unwrap();
@@ -315,8 +354,7 @@ async fn subscriptions_survive_a_reopen<B: Backend>() {
 
 // ---- read markers --------------------------------------------------------
 
-async fn read_markers_only_move_forward<B: Backend>() {
-    let backend = B::fresh().await;
+async fn read_markers_only_move_forward<B: Backend>(backend: B) {
     let markers = backend.stores().read_markers;
     let general = room("general");
     assert_eq!(markers.read_marker("ann", &general).await.unwrap(), None);
@@ -328,8 +366,7 @@ async fn read_markers_only_move_forward<B: Backend>() {
     assert_eq!(markers.read_marker("ann", &general).await.unwrap(), Some(9));
 }
 
-async fn read_markers_are_kept_per_subscriber_and_cleared<B: Backend>() {
-    let backend = B::fresh().await;
+async fn read_markers_are_kept_per_subscriber_and_cleared<B: Backend>(backend: B) {
     let markers = backend.stores().read_markers;
     let guest = session(9, "gus").id_hash;
     markers.advance_marker("ann", &room("general"), 9).await.unwrap();
@@ -349,8 +386,7 @@ async fn read_markers_are_kept_per_subscriber_and_cleared<B: Backend>() {
     assert!(markers.advance_marker("ann", &room("general"), 1).await.unwrap(), "after a clear, any id moves it");
 }
 
-async fn read_markers_survive_a_reopen<B: Backend>() {
-    let backend = B::fresh().await;
+async fn read_markers_survive_a_reopen<B: Backend>(backend: B) {
     let markers = backend.stores().read_markers;
     markers.advance_marker("ann", &room("general"), 9).await.unwrap();
     markers.advance_marker("ann", &room("general"), 4).await.unwrap();
@@ -368,8 +404,7 @@ async fn read_markers_survive_a_reopen<B: Backend>() {
 
 // ---- rooms and messages --------------------------------------------------
 
-async fn a_new_store_has_the_default_room_and_rooms_are_created_once<B: Backend>() {
-    let backend = B::fresh().await;
+async fn a_new_store_has_the_default_room_and_rooms_are_created_once<B: Backend>(backend: B) {
     let messages = backend.stores().messages;
     assert!(messages.room_exists(&room("general")).await.unwrap());
     assert!(!messages.room_exists(&room("rust")).await.unwrap());
@@ -379,8 +414,7 @@ async fn a_new_store_has_the_default_room_and_rooms_are_created_once<B: Backend>
     assert!(matches!(again, Err(StoreError::RoomExists(ref r)) if r == "rust"), "{again:?}");
 }
 
-async fn rooms_are_listed_exact_then_prefix_then_the_rest<B: Backend>() {
-    let backend = B::fresh().await;
+async fn rooms_are_listed_exact_then_prefix_then_the_rest<B: Backend>(backend: B) {
     let messages = backend.stores().messages;
     for r in ["trust", "rustacean", "go", "rust"] {
         messages.create_room(&room(r), "ann").await.unwrap();
@@ -391,8 +425,7 @@ async fn rooms_are_listed_exact_then_prefix_then_the_rest<B: Backend>() {
     assert!(messages.list_rooms("python", 10).await.unwrap().is_empty());
 }
 
-async fn appended_ids_increase_and_a_repeated_client_id_answers_the_stored_copy<B: Backend>() {
-    let backend = B::fresh().await;
+async fn appended_ids_increase_and_a_repeated_client_id_answers_the_stored_copy<B: Backend>(backend: B) {
     let messages = backend.stores().messages;
     let general = room("general");
     let first = ok(messages.append(&general, vec![send("ann", "one", "a"), send("bob", "two", "b")]).await.unwrap());
@@ -424,8 +457,7 @@ async fn appended_ids_increase_and_a_repeated_client_id_answers_the_stored_copy<
     assert!(matches!(&own[0], Appended::New(e) if e.seq == 1), "ids and client_ids are per room");
 }
 
-async fn a_client_id_is_remembered_for_the_last_1024_messages<B: Backend>() {
-    let backend = B::fresh().await;
+async fn a_client_id_is_remembered_for_the_last_1024_messages<B: Backend>(backend: B) {
     let messages = backend.stores().messages;
     let general = room("general");
     ok(messages.append(&general, vec![send("ann", "first", "old")]).await.unwrap());
@@ -440,8 +472,7 @@ async fn a_client_id_is_remembered_for_the_last_1024_messages<B: Backend>() {
     assert!(matches!(&past_window[0], Appended::New(e) if e.seq == expected_id), "{past_window:?}");
 }
 
-async fn history_reads_after_before_and_limit_oldest_first<B: Backend>() {
-    let backend = B::fresh().await;
+async fn history_reads_after_before_and_limit_oldest_first<B: Backend>(backend: B) {
     let messages = backend.stores().messages;
     let general = room("general");
     assert!(messages.history(&general, HistoryQuery::latest(50)).await.unwrap().is_empty());
@@ -465,8 +496,7 @@ async fn history_reads_after_before_and_limit_oldest_first<B: Backend>() {
     assert!(matches!(unknown, Err(StoreError::RoomNotFound(_))), "{unknown:?}");
 }
 
-async fn messages_survive_a_reopen<B: Backend>() {
-    let backend = B::fresh().await;
+async fn messages_survive_a_reopen<B: Backend>(backend: B) {
     let messages = backend.stores().messages;
     messages.create_room(&room("rust"), "ann").await.unwrap();
     fill(messages.as_ref(), &room("rust"), 3).await;
@@ -504,8 +534,7 @@ fn kinds(events: &[StoredEvent]) -> Vec<(u64, &'static str, u64)> {
         .collect()
 }
 
-async fn edits_and_deletes_are_checked_and_logged_as_events<B: Backend>() {
-    let backend = B::fresh().await;
+async fn edits_and_deletes_are_checked_and_logged_as_events<B: Backend>(backend: B) {
     let messages = backend.stores().messages;
     let general = room("general");
     fill(messages.as_ref(), &general, 3).await;
@@ -539,8 +568,7 @@ async fn edits_and_deletes_are_checked_and_logged_as_events<B: Backend>() {
     assert!(matches!(&again[0], Appended::Duplicate(m) if m.id == 2 && m.deleted), "{again:?}");
 }
 
-async fn edits_and_deletes_survive_a_reopen<B: Backend>() {
-    let backend = B::fresh().await;
+async fn edits_and_deletes_survive_a_reopen<B: Backend>(backend: B) {
     let messages = backend.stores().messages;
     let general = room("general");
     fill(messages.as_ref(), &general, 2).await;

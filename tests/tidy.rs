@@ -2,7 +2,8 @@
 //! source: a rule broken here fails `cargo test`, not just a review.
 //!
 //! - only `http` knows warp and hyper;
-//! - only `store` touches files (`std::fs`, `File`, `OpenOptions`);
+//! - only `store` touches files (`std::fs`, `File`, `OpenOptions`) and
+//!   talks to PostgreSQL (`tokio_postgres`, `deadpool_postgres`);
 //! - only `store` and the wiring in `lib.rs` name the JSON-lines backend;
 //! - the transports (`http`, `connection`) never reach a store directly,
 //!   and act through the use-case layer (`chat`), not the hub;
@@ -76,6 +77,12 @@ fn only_store_touches_files() {
     let needles = ["std::fs", "fs::File", "File::", "OpenOptions", "tokio::fs", "use std::fs"];
     let found = offenders(&needles, |m| in_dir(m, "store"));
     assert!(found.is_empty(), "file access outside src/store:\n{}", found.join("\n"));
+}
+
+#[test]
+fn only_store_talks_to_postgresql() {
+    let found = offenders(&["tokio_postgres", "deadpool_postgres"], |m| in_dir(m, "store"));
+    assert!(found.is_empty(), "PostgreSQL reached outside src/store:\n{}", found.join("\n"));
 }
 
 #[test]

@@ -41,6 +41,14 @@ pub enum StoreError {
     /// An edit or delete of someone else's message.
     #[error("only its author may change a message")]
     NotAuthor,
+    /// Two sets of data that cannot be combined (`chatroom migrate` into a
+    /// database whose room holds another history).
+    #[error("{0}")]
+    Conflict(String),
+    /// The database's schema is newer than this binary knows (a newer
+    /// chatroom migrated it): nothing is written to it.
+    #[error("the database is at schema version {database}, this chatroom knows up to {known}: upgrade chatroom")]
+    SchemaTooNew { database: i32, known: i32 },
 }
 
 /// A failed batch answers each of its senders: the same error for each (an
@@ -57,6 +65,8 @@ impl Clone for StoreError {
             StoreError::RoomExists(room) => StoreError::RoomExists(room.clone()),
             StoreError::MessageNotFound(id) => StoreError::MessageNotFound(*id),
             StoreError::NotAuthor => StoreError::NotAuthor,
+            StoreError::Conflict(why) => StoreError::Conflict(why.clone()),
+            StoreError::SchemaTooNew { database, known } => StoreError::SchemaTooNew { database: *database, known: *known },
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Storage: the only module that touches files (and, later, SQL).
+//! Storage: the only module that touches files and SQL.
 //!
 //! One trait per concern, each the contract every backend keeps:
 //! [`MessageStore`] (rooms and messages, below) and the account side in
@@ -6,8 +6,10 @@
 //! [`ReadMarkerStore`]); failures are a [`StoreError`]. The rest of the
 //! server holds `Arc<dyn …>`s and never knows which backend is behind
 //! them. The default backend, [`jsonl`], keeps human-readable JSON-lines
-//! files (one per room); [`memory`] is the reference backend, the
-//! contract in its plainest form.
+//! files (one per room); [`postgres`] keeps everything in one PostgreSQL
+//! database that several nodes share; [`memory`] is the reference backend,
+//! the contract in its plainest form. [`migrate`] copies a data directory
+//! into PostgreSQL (`chatroom migrate`).
 //!
 //! The `MessageStore` contract, in words:
 //! - `append` stores a batch of events *in order*, gives each the next `seq`
@@ -28,6 +30,8 @@ mod accounts;
 mod error;
 pub mod jsonl;
 pub mod memory;
+pub mod migrate;
+pub mod postgres;
 
 pub use self::accounts::{ReadMarkerStore, SessionRecord, SessionStore, SubscriptionStore, UserRecord, UserStore};
 pub use self::error::StoreError;

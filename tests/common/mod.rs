@@ -10,6 +10,7 @@
 
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod process;
 pub mod proxy;
 pub mod redis;

@@ -20,7 +20,7 @@ mod lines;
 mod log_file;
 mod room_log;
 
-pub use self::accounts::JsonlAccounts;
+pub use self::accounts::{AccountRecords, JsonlAccounts};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;

@@ -24,7 +24,7 @@ mod users;
 use std::path::Path;
 
 use self::journal::{Compaction, Journal};
-use crate::store::StoreError;
+use crate::store::{StoreError, UserRecord};
 
 /// The account-side stores of one data directory.
 pub struct JsonlAccounts {
@@ -34,7 +34,28 @@ pub struct JsonlAccounts {
     read_markers: Journal<read_markers::ReadMarkers>,
 }
 
+/// What the account files hold besides sessions (those come from
+/// `SessionStore::load_sessions`): what `chatroom migrate` copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecords {
+    /// Oldest first.
+    pub users: Vec<UserRecord>,
+    /// (subscriber, room)
+    pub subscriptions: Vec<(String, String)>,
+    /// (subscriber, room, last read id)
+    pub read_markers: Vec<(String, String, u64)>,
+}
+
 impl JsonlAccounts {
+    /// Every account, subscription and read marker, from memory.
+    pub fn records(&self) -> AccountRecords {
+        AccountRecords {
+            users: self.users.read(users::Users::oldest_first),
+            subscriptions: self.subscriptions.read(subscriptions::Subscriptions::pairs),
+            read_markers: self.read_markers.read(read_markers::ReadMarkers::all),
+        }
+    }
+
     /// Loads (and compacts) the account files of `data_dir`. Blocking.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         Ok(Self {

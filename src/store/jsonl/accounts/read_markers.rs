@@ -26,6 +26,11 @@ pub(super) enum MarkerOp {
 pub(super) struct ReadMarkers(HashMap<String, BTreeMap<String, u64>>);
 
 impl ReadMarkers {
+    /// Every (subscriber, room, last read id).
+    pub(super) fn all(&self) -> Vec<(String, String, u64)> {
+        self.0.iter().flat_map(|(user, rooms)| rooms.iter().map(|(room, id)| (user.clone(), room.clone(), *id))).collect()
+    }
+
     fn get(&self, subscriber: &str, room: &str) -> Option<u64> {
         self.0.get(subscriber)?.get(room).copied()
     }

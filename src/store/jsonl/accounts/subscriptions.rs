@@ -25,6 +25,11 @@ pub(super) enum SubscriptionOp {
 pub(super) struct Subscriptions(HashMap<String, BTreeSet<String>>);
 
 impl Subscriptions {
+    /// Every (subscriber, room).
+    pub(super) fn pairs(&self) -> Vec<(String, String)> {
+        self.0.iter().flat_map(|(user, rooms)| rooms.iter().map(|room| (user.clone(), room.clone()))).collect()
+    }
+
     fn has(&self, subscriber: &str, room: &str) -> bool {
         self.0.get(subscriber).is_some_and(|rooms| rooms.contains(room))
     }

@@ -22,6 +22,13 @@ pub(super) struct Users {
 }
 
 impl Users {
+    /// Every account, oldest first (by `created_at`, then name).
+    pub(super) fn oldest_first(&self) -> Vec<UserRecord> {
+        let mut users: Vec<UserRecord> = self.by_key.values().cloned().collect();
+        users.sort_by(|a, b| (&a.created_at, &a.username).cmp(&(&b.created_at, &b.username)));
+        users
+    }
+
     /// An account whose name shares a skeleton with `name`.
     fn look_alike(&self, name: &str) -> Option<&UserRecord> {
         name_skeletons(name).iter().find_map(|k| self.look_alikes.get(k)).and_then(|key| self.by_key.get(key))
