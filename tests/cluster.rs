@@ -1,0 +1,317 @@
+//! Several real `chatroom` processes over one PostgreSQL database and one
+//! Redis prefix (or a private Redis), talked to as a load balancer's
+//! clients would: each test makes its own database and prefix and drops
+//! them after. Without PostgreSQL or Redis the suite is skipped loudly;
+//! under `CI=true` it fails instead.
+//!
+//! What it shows: messages cross nodes once and in one order; presence
+//! spans nodes; a log-out on one node closes the session's sockets on
+//! another; a node killed with SIGKILL loses nothing acknowledged (its
+//! clients resume on another node); a Redis restart makes nobody miss a
+//! message; PostgreSQL taken away (through a proxy the test owns) gives
+//! clear refusals, then recovery without restarting the nodes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::pg::TestDatabase;
+use common::process::ServerProcess;
+use common::proxy::TcpProxy;
+use common::redis::{PrivateRedis, RedisPrefix};
+use common::{Endpoint, TIMEOUT, User, WsClient, connect_ws};
+use serde_json::{Value, json};
+
+/// The shared backends of one cluster and the flags that point a node at
+/// them.
+struct Backends {
+    database: TestDatabase,
+    redis_url: String,
+    prefix: String,
+    /// PostgreSQL as the nodes see it (through a proxy, or directly).
+    database_url: String,
+}
+
+impl Backends {
+    /// A fresh database and a Redis prefix on the machine's servers
+    /// (`None`, after a loud notice, where they are missing).
+    async fn shared() -> Option<(Self, RedisPrefix)> {
+        let database = TestDatabase::create().await?;
+        let prefix = RedisPrefix::new()?;
+        let backends = Backends {
+            database_url: database.url().to_string(),
+            redis_url: prefix.url.clone(),
+            prefix: prefix.prefix.clone(),
+            database,
+        };
+        Some((backends, prefix))
+    }
+
+    fn node_args(&self) -> Vec<String> {
+        [
+            "--database-url",
+            &self.database_url,
+            "--redis-url",
+            &self.redis_url,
+            "--redis-prefix",
+            &self.prefix,
+            "--send-rate",
+            "0",
+            "--frame-rate",
+            "0",
+            "--room-create-burst",
+            "0",
+            "--ping-secs",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn start_node(&self) -> ServerProcess {
+        let args = self.node_args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ServerProcess::start(&args).expect("/proc is available where PostgreSQL is")
+    }
+
+    fn start_nodes(&self, count: usize) -> Vec<ServerProcess> {
+        (0..count).map(|_| self.start_node()).collect()
+    }
+}
+
+fn endpoint(node: &ServerProcess) -> Endpoint {
+    node.endpoint()
+}
+
+/// A guest on `node` in `room` (created by the first one to ask).
+async fn guest_in(node: &ServerProcess, name: &str, room: &str) -> (User, WsClient) {
+    let user = endpoint(node).guest(name).await;
+    let (status, body) = user.post("/api/rooms", json!({ "name": room })).await;
+    assert!(status == 201 || status == 409, "create {room}: {status} {body}");
+    let mut ws = user.ws().await;
+    ws.join(room).await;
+    (user, ws)
+}
+
+/// Reads `count` `message` frames (others skipped), in arrival order.
+async fn messages(ws: &mut WsClient, count: usize) -> Vec<Value> {
+    let mut got = Vec::with_capacity(count);
+    while got.len() < count {
+        got.push(ws.next_of_type("message").await);
+    }
+    got
+}
+
+fn seqs(messages: &[Value]) -> Vec<u64> {
+    messages.iter().map(|m| m["id"].as_u64().expect("an id")).collect()
+}
+
+fn client_ids(messages: &[Value]) -> BTreeSet<String> {
+    messages.iter().map(|m| m["client_id"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_cross_three_nodes_once_and_in_one_order() {
+    let Some((backends, _prefix)) = Backends::shared().await else { return };
+    let nodes = backends.start_nodes(3);
+    const EACH: usize = 40;
+    let mut clients = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        clients.push(guest_in(node, &format!("user{n}"), "team").await);
+    }
+    // Everyone sends at once, without waiting for echoes.
+    for (n, (_, ws)) in clients.iter_mut().enumerate() {
+        for i in 0..EACH {
+            ws.send_message("team", &format!("{n}:{i}"), &format!("c{n}-{i}")).await;
+        }
+    }
+    let total = EACH * clients.len();
+    let mut orders = Vec::new();
+    for (_, ws) in &mut clients {
+        let seen = messages(ws, total).await;
+        assert_eq!(client_ids(&seen).len(), total, "every message once");
+        orders.push(seqs(&seen));
+    }
+    let expected: Vec<u64> = (1..=total as u64).collect();
+    for order in &orders {
+        assert_eq!(order, &expected, "one gap-free order for everyone");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn presence_and_typing_span_nodes() {
+    let Some((backends, _prefix)) = Backends::shared().await else { return };
+    let nodes = backends.start_nodes(2);
+    let (_ann, mut ann_ws) = guest_in(&nodes[0], "ann", "team").await;
+    let bob = endpoint(&nodes[1]).guest("bob").await;
+    let mut bob_ws = bob.ws().await;
+    let joined = bob_ws.join("team").await;
+    let online: Vec<&str> = joined["online"].as_array().expect("online").iter().filter_map(Value::as_str).collect();
+    assert!(online.contains(&"ann"), "bob on node 2 sees ann of node 1 online: {joined}");
+    let seen = ann_ws.next_matching("bob online", |e| e["type"] == "presence" && e["user"] == "bob").await;
+    assert_eq!(seen["online"], true);
+
+    bob_ws.send_json(json!({ "type": "typing", "room": "team" })).await;
+    ann_ws.next_matching("bob typing", |e| e["type"] == "typing" && e["user"] == "bob").await;
+
+    bob_ws.close().await;
+    let gone = ann_ws.next_matching("bob offline", |e| e["type"] == "presence" && e["user"] == "bob").await;
+    assert_eq!(gone["online"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cookie_works_on_every_node_and_logout_closes_sockets_on_all() {
+    let Some((backends, _prefix)) = Backends::shared().await else { return };
+    let nodes = backends.start_nodes(3);
+    let ann = endpoint(&nodes[0]).guest("ann").await;
+    let cookie = ann.cookie.clone().expect("a session cookie");
+    let (status, me) = nodes_get(&nodes[1], "/api/me", &cookie).await;
+    assert_eq!((status, me["username"].as_str()), (200, Some("ann")), "node 2 knows node 1's cookie");
+    let mut far = connect_ws(&format!("ws://{}/ws", nodes[2].addr), Some(&cookie), None).await.expect("a socket on node 3");
+    far.join("general").await;
+
+    let (status, _) = ann.post("/api/logout", json!({})).await;
+    assert_eq!(status, 204);
+    assert_eq!(far.expect_close_code().await, 4401, "the socket on node 3 closes");
+    let (status, _) = nodes_get(&nodes[1], "/api/me", &cookie).await;
+    assert_eq!(status, 401, "the cookie is dead on node 2 too");
+}
+
+async fn nodes_get(node: &ServerProcess, path: &str, cookie: &str) -> (u16, Value) {
+    let response = common::no_redirect_client()
+        .get(node.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("a response");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_mid_traffic_loses_nothing_acknowledged() {
+    let Some((backends, _prefix)) = Backends::shared().await else { return };
+    let mut nodes = backends.start_nodes(3);
+    let (writer, mut writer_ws) = guest_in(&nodes[0], "writer", "team").await;
+    let (_reader, mut reader_ws) = guest_in(&nodes[1], "reader", "team").await;
+
+    // 30 acknowledged one by one, then 10 in flight when the node dies.
+    let mut last_acked = 0;
+    for i in 0..30 {
+        last_acked = writer_ws.send_and_echo("team", &format!("m{i}"), &format!("k{i}")).await["id"].as_u64().unwrap();
+    }
+    for i in 30..40 {
+        writer_ws.send_message("team", &format!("m{i}"), &format!("k{i}")).await;
+    }
+    nodes[0].kill();
+
+    // The writer's browser reconnects through the balancer to node 2,
+    // resumes after what it saw and resends what was not acknowledged.
+    let writer = writer.on(&endpoint(&nodes[1]));
+    let mut writer_ws = writer.ws().await;
+    writer_ws.join_after("team", last_acked).await;
+    for i in 30..40 {
+        writer_ws.send_message("team", &format!("m{i}"), &format!("k{i}")).await;
+    }
+    let mut acked = BTreeSet::new();
+    while acked.len() < 10 {
+        let echo = writer_ws.next_of_type("message").await;
+        if let Some(k) = echo["client_id"].as_str().filter(|k| k[1..].parse::<u32>().is_ok_and(|i| i >= 30)) {
+            acked.insert(k.to_string());
+        }
+    }
+
+    let history = endpoint(&nodes[2]).guest("auditor").await.all_messages("team").await;
+    let expected: BTreeSet<String> = (0..40).map(|i| format!("k{i}")).collect();
+    assert_eq!(client_ids(&history), expected, "every message once");
+    assert_eq!(history.len(), 40, "no message twice");
+    assert_eq!(seqs(&history), (1..=40).collect::<Vec<u64>>(), "gap-free seqs");
+
+    let read = messages(&mut reader_ws, 40).await;
+    assert_eq!(seqs(&read), (1..=40).collect::<Vec<u64>>(), "the reader on a live node saw each once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_restart_makes_nobody_miss_a_message() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let Some(mut redis) = PrivateRedis::start() else { return };
+    let backends = Backends {
+        database_url: database.url().to_string(),
+        redis_url: redis.url(),
+        prefix: "chatroom".into(),
+        database,
+    };
+    let nodes = backends.start_nodes(2);
+    let (_ann, mut ann_ws) = guest_in(&nodes[0], "ann", "team").await;
+    let (_bob, mut bob_ws) = guest_in(&nodes[1], "bob", "team").await;
+    ann_ws.send_and_echo("team", "before", "b0").await;
+    assert_eq!(seqs(&messages(&mut bob_ws, 1).await), vec![1]);
+
+    redis.stop();
+    for i in 0..10 {
+        ann_ws.send_and_echo("team", &format!("during {i}"), &format!("d{i}")).await;
+    }
+    let during = messages(&mut bob_ws, 10).await;
+    assert_eq!(seqs(&during), (2..=11).collect::<Vec<u64>>(), "read from the store while Redis is away");
+    let (status, health) = endpoint(&nodes[1]).anonymous().get("/healthz").await;
+    assert_eq!((status, health["fanout"].as_str()), (200, Some("down")), "{health}");
+
+    redis.restart();
+    for i in 0..10 {
+        ann_ws.send_and_echo("team", &format!("after {i}"), &format!("a{i}")).await;
+    }
+    let after = messages(&mut bob_ws, 10).await;
+    assert_eq!(seqs(&after), (12..=21).collect::<Vec<u64>>(), "nothing missed, nothing twice");
+    bob_ws.expect_silence().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_taken_away_gives_clear_refusals_then_recovery() {
+    let Some((mut backends, _prefix)) = Backends::shared().await else { return };
+    let upstream: SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    let proxy = TcpProxy::start(upstream).await;
+    backends.database_url = backends.database.url_via(proxy.addr);
+    let nodes = backends.start_nodes(2);
+    let (ann, mut ann_ws) = guest_in(&nodes[0], "ann", "team").await;
+    ann_ws.send_and_echo("team", "before", "p0").await;
+
+    proxy.stall();
+    let asked = Instant::now();
+    ann_ws.send_message("team", "lost?", "p1").await;
+    let refusal = ann_ws.next_of_type("error").await;
+    let waited = asked.elapsed();
+    assert_eq!(refusal["code"], "store_unavailable", "{refusal}");
+    assert_eq!(refusal["client_id"], "p1", "the refusal names the send");
+    eprintln!("store_unavailable after {waited:?} (promised within 5 s)");
+    assert!(waited < Duration::from_secs(6), "refused after {waited:?}");
+    let unhealthy = wait_for_health(&nodes[1], 503).await;
+    eprintln!("/healthz 503 after {unhealthy:?} (promised within 10 s)");
+    let (status, _) = endpoint(&nodes[0]).anonymous().get("/").await;
+    assert_eq!(status, 200, "pages still load");
+
+    proxy.restore();
+    wait_for_health(&nodes[0], 200).await;
+    let again = ann_ws.send_and_echo("team", "lost?", "p1").await;
+    assert_eq!(again["id"], 2, "the refused send was not stored; the retry is");
+    let history = ann.all_messages("team").await;
+    assert_eq!(client_ids(&history), ["p0", "p1"].iter().map(|s| s.to_string()).collect());
+}
+
+/// Polls `/healthz` until it answers `status` (a load balancer does the
+/// same); how long that took. Fails after twice [`TIMEOUT`].
+async fn wait_for_health(node: &ServerProcess, status: u16) -> Duration {
+    let started = Instant::now();
+    let client = common::http_client();
+    while started.elapsed() < TIMEOUT * 2 {
+        if let Ok(response) = client.get(node.url("/healthz")).send().await
+            && response.status().as_u16() == status
+        {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("/healthz never answered {status}");
+}
