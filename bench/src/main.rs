@@ -440,6 +440,25 @@ async fn persist_scenario(args: &Args, server: &ServerOpts, report: &mut Report)
     if r.gen_cpu > 0.9 {
         report.note(format!("{scenario}: the generator was the bottleneck ({:.0}% of its core)", r.gen_cpu * 100.0));
     }
+    if let Some(server_url) = &server.database_server {
+        persist_inside_scenario(args, server_url, report).await?;
+    }
+    Ok(())
+}
+
+/// The same load through the library's hub into a fresh PostgreSQL
+/// database, in this process: what one node's persist path sustains
+/// without the HTTP edge.
+async fn persist_inside_scenario(args: &Args, server_url: &str, report: &mut Report) -> Result<(), String> {
+    let database = backends::FreshDatabase::create(server_url)?;
+    let store = chatroom::store::postgres::PgStore::open(&database.url).await.map_err(|e| e.to_string())?;
+    eprintln!("persist inside: {} writers through the hub into PostgreSQL for {} s", args.writers, args.persist_secs);
+    let r = persist::run_inside(std::sync::Arc::new(store), args.writers, args.persist_secs, args.text_bytes).await?;
+    let scenario = format!("persist {} writers (hub → PostgreSQL, no HTTP)", r.writers);
+    report.check(&scenario, "stored msg/s", thousands(r.per_sec()), "≥ 20,000", r.per_sec() >= 20_000.0);
+    report.info(&scenario, "ack latency p50 / p99 / p99.9 / max", r.latency.summary());
+    let target = format!("= acknowledged ({})", thousands(r.stored as f64));
+    report.check(&scenario, "room's last seq", thousands(r.last_seq as f64), &target, r.last_seq == r.stored);
     Ok(())
 }
 

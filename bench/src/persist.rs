@@ -114,3 +114,61 @@ async fn last_message_id(conn: &mut HttpConn) -> Result<u64, String> {
     let body: serde_json::Value = serde_json::from_slice(&res.body).map_err(|e| format!("GET {path}: {e}"))?;
     Ok(body["messages"].as_array().and_then(|ms| ms.last()).and_then(|m| m["id"].as_u64()).unwrap_or(0))
 }
+
+/// What `run_inside` measured.
+pub struct InsideResult {
+    pub writers: usize,
+    pub secs: f64,
+    pub stored: u64,
+    pub latency: Percentiles,
+    pub last_seq: u64,
+}
+
+impl InsideResult {
+    pub fn per_sec(&self) -> f64 {
+        self.stored as f64 / self.secs
+    }
+}
+
+/// The node's own persist path without HTTP: `writers` tasks each send
+/// through the library's hub (a room's writer batches what is queued,
+/// one transaction per batch) into `store`, in a closed loop; a send
+/// returns after COMMIT. Shows what the store sustains when the HTTP edge
+/// is not what limits (on this 2-core box the generator, the server and
+/// PostgreSQL share the cores).
+pub async fn run_inside(store: std::sync::Arc<dyn chatroom::store::MessageStore>, writers: usize, secs: f64, text_bytes: usize) -> Result<InsideResult, String> {
+    use chatroom::fanout::LocalFanout;
+    use chatroom::hub::{Hub, HubSettings};
+    use chatroom::model::{NewEvent, RoomName, Username};
+
+    let room = RoomName::parse(ROOM).map_err(|e| e.to_string())?;
+    let _ = store.create_room(&room, "bench").await;
+    let settings = HubSettings { room_create_rate: None, room_idle: Duration::from_secs(60) };
+    let hub = Hub::new(store.clone(), std::sync::Arc::new(LocalFanout::default()), settings);
+    let text = "x".repeat(text_bytes);
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (hub, room, text) = (hub.clone(), room.clone(), text.clone());
+            tokio::spawn(async move {
+                let user = Username::parse(&format!("w{w}")).map_err(|e| e.to_string())?;
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let post = NewEvent::Post { user: user.clone(), text: text.clone(), client_id: format!("w{w}-{}", latencies.len()) };
+                    let sent = Instant::now();
+                    hub.send(&room, post).await.map_err(|e| e.to_string())?;
+                    latencies.push(sent.elapsed().as_micros() as u32);
+                }
+                Ok::<_, String>(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.map_err(|e| e.to_string())??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let last_seq = store.last_seq(&room).await.map_err(|e| e.to_string())?;
+    Ok(InsideResult { writers, secs, stored: latencies.len() as u64, latency: Percentiles::of(latencies), last_seq })
+}
