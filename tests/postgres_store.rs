@@ -125,10 +125,7 @@ async fn a_database_at_a_newer_schema_is_refused() {
 
 #[tokio::test]
 async fn an_unreachable_database_is_unavailable_within_five_seconds() {
-    let closed_port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let closed_port = common::free_port();
     let started = Instant::now();
     let refused = PgStore::open(&format!("postgres://postgres@127.0.0.1:{closed_port}/test")).await.err().expect("nothing listens there");
     assert!(matches!(refused, StoreError::Unavailable(_)), "{refused}");
