@@ -14,14 +14,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::pg::TestDatabase;
+use common::pg::{self, TestDatabase};
 use common::process::ServerProcess;
 use common::proxy::TcpProxy;
 use common::redis::{PrivateRedis, RedisPrefix};
-use common::{Endpoint, TIMEOUT, User, WsClient, connect_ws};
+use common::{TIMEOUT, User, WsClient, connect_ws, ids};
 use serde_json::{Value, json};
 
 /// The shared backends of one cluster and the flags that point a node at
@@ -82,13 +81,9 @@ impl Backends {
     }
 }
 
-fn endpoint(node: &ServerProcess) -> Endpoint {
-    node.endpoint()
-}
-
 /// A guest on `node` in `room` (created by the first one to ask).
 async fn guest_in(node: &ServerProcess, name: &str, room: &str) -> (User, WsClient) {
-    let user = endpoint(node).guest(name).await;
+    let user = node.endpoint().guest(name).await;
     let (status, body) = user.post("/api/rooms", json!({ "name": room })).await;
     assert!(status == 201 || status == 409, "create {room}: {status} {body}");
     let mut ws = user.ws().await;
@@ -103,10 +98,6 @@ async fn messages(ws: &mut WsClient, count: usize) -> Vec<Value> {
         got.push(ws.next_of_type("message").await);
     }
     got
-}
-
-fn seqs(messages: &[Value]) -> Vec<u64> {
-    messages.iter().map(|m| m["id"].as_u64().expect("an id")).collect()
 }
 
 fn client_ids(messages: &[Value]) -> BTreeSet<String> {
@@ -133,7 +124,7 @@ async fn messages_cross_three_nodes_once_and_in_one_order() {
     for (_, ws) in &mut clients {
         let seen = messages(ws, total).await;
         assert_eq!(client_ids(&seen).len(), total, "every message once");
-        orders.push(seqs(&seen));
+        orders.push(ids(&seen));
     }
     let expected: Vec<u64> = (1..=total as u64).collect();
     for order in &orders {
@@ -146,7 +137,7 @@ async fn presence_and_typing_span_nodes() {
     let Some((backends, _prefix)) = Backends::shared().await else { return };
     let nodes = backends.start_nodes(2);
     let (_ann, mut ann_ws) = guest_in(&nodes[0], "ann", "team").await;
-    let bob = endpoint(&nodes[1]).guest("bob").await;
+    let bob = nodes[1].endpoint().guest("bob").await;
     let mut bob_ws = bob.ws().await;
     let joined = bob_ws.join("team").await;
     let online: Vec<&str> = joined["online"].as_array().expect("online").iter().filter_map(Value::as_str).collect();
@@ -166,9 +157,9 @@ async fn presence_and_typing_span_nodes() {
 async fn a_cookie_works_on_every_node_and_logout_closes_sockets_on_all() {
     let Some((backends, _prefix)) = Backends::shared().await else { return };
     let nodes = backends.start_nodes(3);
-    let ann = endpoint(&nodes[0]).guest("ann").await;
+    let ann = nodes[0].endpoint().guest("ann").await;
     let cookie = ann.cookie.clone().expect("a session cookie");
-    let (status, me) = nodes_get(&nodes[1], "/api/me", &cookie).await;
+    let (status, me) = nodes[1].endpoint().get_with_cookie("/api/me", &cookie).await;
     assert_eq!((status, me["username"].as_str()), (200, Some("ann")), "node 2 knows node 1's cookie");
     let mut far = connect_ws(&format!("ws://{}/ws", nodes[2].addr), Some(&cookie), None).await.expect("a socket on node 3");
     far.join("general").await;
@@ -176,19 +167,8 @@ async fn a_cookie_works_on_every_node_and_logout_closes_sockets_on_all() {
     let (status, _) = ann.post("/api/logout", json!({})).await;
     assert_eq!(status, 204);
     assert_eq!(far.expect_close_code().await, 4401, "the socket on node 3 closes");
-    let (status, _) = nodes_get(&nodes[1], "/api/me", &cookie).await;
+    let (status, _) = nodes[1].endpoint().get_with_cookie("/api/me", &cookie).await;
     assert_eq!(status, 401, "the cookie is dead on node 2 too");
-}
-
-async fn nodes_get(node: &ServerProcess, path: &str, cookie: &str) -> (u16, Value) {
-    let response = common::no_redirect_client()
-        .get(node.url(path))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .expect("a response");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -210,7 +190,7 @@ async fn a_node_killed_mid_traffic_loses_nothing_acknowledged() {
 
     // The writer's browser reconnects through the balancer to node 2,
     // resumes after what it saw and resends what was not acknowledged.
-    let writer = writer.on(&endpoint(&nodes[1]));
+    let writer = writer.on(&nodes[1].endpoint());
     let mut writer_ws = writer.ws().await;
     writer_ws.join_after("team", last_acked).await;
     for i in 30..40 {
@@ -224,14 +204,14 @@ async fn a_node_killed_mid_traffic_loses_nothing_acknowledged() {
         }
     }
 
-    let history = endpoint(&nodes[2]).guest("auditor").await.all_messages("team").await;
+    let history = nodes[2].endpoint().guest("auditor").await.all_messages("team").await;
     let expected: BTreeSet<String> = (0..40).map(|i| format!("k{i}")).collect();
     assert_eq!(client_ids(&history), expected, "every message once");
     assert_eq!(history.len(), 40, "no message twice");
-    assert_eq!(seqs(&history), (1..=40).collect::<Vec<u64>>(), "gap-free seqs");
+    assert_eq!(ids(&history), (1..=40).collect::<Vec<u64>>(), "gap-free seqs");
 
     let read = messages(&mut reader_ws, 40).await;
-    assert_eq!(seqs(&read), (1..=40).collect::<Vec<u64>>(), "the reader on a live node saw each once, in order");
+    assert_eq!(ids(&read), (1..=40).collect::<Vec<u64>>(), "the reader on a live node saw each once, in order");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -248,15 +228,15 @@ async fn a_redis_restart_makes_nobody_miss_a_message() {
     let (_ann, mut ann_ws) = guest_in(&nodes[0], "ann", "team").await;
     let (_bob, mut bob_ws) = guest_in(&nodes[1], "bob", "team").await;
     ann_ws.send_and_echo("team", "before", "b0").await;
-    assert_eq!(seqs(&messages(&mut bob_ws, 1).await), vec![1]);
+    assert_eq!(ids(&messages(&mut bob_ws, 1).await), vec![1]);
 
     redis.stop();
     for i in 0..10 {
         ann_ws.send_and_echo("team", &format!("during {i}"), &format!("d{i}")).await;
     }
     let during = messages(&mut bob_ws, 10).await;
-    assert_eq!(seqs(&during), (2..=11).collect::<Vec<u64>>(), "read from the store while Redis is away");
-    let (status, health) = endpoint(&nodes[1]).anonymous().get("/healthz").await;
+    assert_eq!(ids(&during), (2..=11).collect::<Vec<u64>>(), "read from the store while Redis is away");
+    let (status, health) = nodes[1].endpoint().anonymous().get("/healthz").await;
     assert_eq!((status, health["fanout"].as_str()), (200, Some("down")), "{health}");
 
     redis.restart();
@@ -264,15 +244,14 @@ async fn a_redis_restart_makes_nobody_miss_a_message() {
         ann_ws.send_and_echo("team", &format!("after {i}"), &format!("a{i}")).await;
     }
     let after = messages(&mut bob_ws, 10).await;
-    assert_eq!(seqs(&after), (12..=21).collect::<Vec<u64>>(), "nothing missed, nothing twice");
+    assert_eq!(ids(&after), (12..=21).collect::<Vec<u64>>(), "nothing missed, nothing twice");
     bob_ws.expect_silence().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_taken_away_gives_clear_refusals_then_recovery() {
     let Some((mut backends, _prefix)) = Backends::shared().await else { return };
-    let upstream: SocketAddr = "127.0.0.1:5432".parse().unwrap();
-    let proxy = TcpProxy::start(upstream).await;
+    let proxy = TcpProxy::start(pg::SERVER.parse().unwrap()).await;
     backends.database_url = backends.database.url_via(proxy.addr);
     let nodes = backends.start_nodes(2);
     let (ann, mut ann_ws) = guest_in(&nodes[0], "ann", "team").await;
@@ -287,31 +266,16 @@ async fn postgres_taken_away_gives_clear_refusals_then_recovery() {
     assert_eq!(refusal["client_id"], "p1", "the refusal names the send");
     eprintln!("store_unavailable after {waited:?} (promised within 5 s)");
     assert!(waited < Duration::from_secs(6), "refused after {waited:?}");
-    let unhealthy = wait_for_health(&nodes[1], 503).await;
-    eprintln!("/healthz 503 after {unhealthy:?} (promised within 10 s)");
-    let (status, _) = endpoint(&nodes[0]).anonymous().get("/").await;
+    let polling = Instant::now();
+    nodes[1].endpoint().wait_for_health(503, TIMEOUT * 2).await;
+    eprintln!("/healthz 503 after {:?} (promised within 10 s)", polling.elapsed());
+    let (status, _) = nodes[0].endpoint().anonymous().get("/").await;
     assert_eq!(status, 200, "pages still load");
 
     proxy.restore();
-    wait_for_health(&nodes[0], 200).await;
+    nodes[0].endpoint().wait_for_health(200, TIMEOUT * 2).await;
     let again = ann_ws.send_and_echo("team", "lost?", "p1").await;
     assert_eq!(again["id"], 2, "the refused send was not stored; the retry is");
     let history = ann.all_messages("team").await;
     assert_eq!(client_ids(&history), ["p0", "p1"].iter().map(|s| s.to_string()).collect());
-}
-
-/// Polls `/healthz` until it answers `status` (a load balancer does the
-/// same); how long that took. Fails after twice [`TIMEOUT`].
-async fn wait_for_health(node: &ServerProcess, status: u16) -> Duration {
-    let started = Instant::now();
-    let client = common::http_client();
-    while started.elapsed() < TIMEOUT * 2 {
-        if let Ok(response) = client.get(node.url("/healthz")).send().await
-            && response.status().as_u16() == status
-        {
-            return started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("/healthz never answered {status}");
 }

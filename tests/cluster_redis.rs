@@ -111,7 +111,7 @@ async fn presence_and_typing_span_nodes() {
     assert_eq!(typing, json!({"type": "typing", "room": "lobby", "user": "Ann"}));
 
     // A second tab of Ann's on node B: closing the one on A is not leaving.
-    let ann_on_b = ann.also_on(&cluster.node(1)).ws_in("lobby").await;
+    let ann_on_b = ann.on(&cluster.node(1)).ws_in("lobby").await;
     ann_on_a.close().await;
     ann_on_b.close().await;
     let went = bob_on_b.next_matching("Ann offline", |e| e["type"] == "presence").await;
@@ -127,7 +127,7 @@ async fn a_cookie_works_on_every_node_and_logging_out_on_one_closes_sockets_on_t
     let cluster = Cluster::start(2, &redis.url, &redis.prefix).await;
     let ann = cluster.node(0).guest("ann").await;
     ann.create_room("lobby").await;
-    let ann_at_b = ann.also_on(&cluster.node(1));
+    let ann_at_b = ann.on(&cluster.node(1));
     let (status, me) = ann_at_b.get("/api/me").await;
     assert_eq!((status, &me["username"]), (200, &json!("ann")), "node A's cookie on node B: {me}");
     let mut socket_on_b = ann_at_b.ws_in("lobby").await;

@@ -287,17 +287,7 @@ impl Node {
     /// about a second); the body. The issue asks for 503 within 10 s of
     /// the store going away.
     async fn wait_for_health(&self, status: u16) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let response = reqwest::get(self.url("/healthz")).await.expect("GET /healthz");
-            let now = response.status().as_u16();
-            let body: Value = response.json().await.expect("a JSON body, whatever the status");
-            if now == status {
-                return body;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "/healthz stayed {now}, not {status}: {body}");
-            tokio::time::sleep(POLL).await;
-        }
+        self.endpoint().wait_for_health(status, Duration::from_secs(10)).await
     }
 
     async fn stop(self) {

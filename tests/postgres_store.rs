@@ -125,10 +125,7 @@ async fn a_database_at_a_newer_schema_is_refused() {
 
 #[tokio::test]
 async fn an_unreachable_database_is_unavailable_within_five_seconds() {
-    let closed_port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let closed_port = common::free_port();
     let started = Instant::now();
     let refused = PgStore::open(&format!("postgres://postgres@127.0.0.1:{closed_port}/test")).await.err().expect("nothing listens there");
     assert!(matches!(refused, StoreError::Unavailable(_)), "{refused}");
@@ -174,7 +171,7 @@ async fn two_servers_on_one_database_share_sessions_and_messages() {
     let sent = ann.send_http("general", "hello from A", "c1").await;
     let ann = ann.at(&node_b);
     let seen_on_b = ann.all_messages("general").await;
-    assert_eq!(seen_on_b, [sent.clone()], "node B serves what node A stored");
+    assert_eq!(seen_on_b, std::slice::from_ref(&sent), "node B serves what node A stored");
     let answered_by_b = ann.send_http("general", "hello from B", "c2").await;
     assert_eq!(answered_by_b["id"].as_u64(), sent["id"].as_u64().map(|id| id + 1), "one order for both nodes");
     let (status, _) = ann.post_message("general", "hello again", "c1").await;

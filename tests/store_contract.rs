@@ -35,6 +35,22 @@ struct Stores {
     read_markers: Arc<dyn ReadMarkerStore>,
 }
 
+impl Stores {
+    /// `messages`, and `accounts` for every other concern.
+    fn of<A: UserStore + SessionStore + SubscriptionStore + ReadMarkerStore + 'static>(
+        messages: Arc<dyn MessageStore>,
+        accounts: &Arc<A>,
+    ) -> Self {
+        Self {
+            messages,
+            users: accounts.clone(),
+            sessions: accounts.clone(),
+            subscriptions: accounts.clone(),
+            read_markers: accounts.clone(),
+        }
+    }
+}
+
 /// A backend under test.
 trait Backend: Sized {
     /// A new store with no data, or `None` when the backend cannot run
@@ -68,14 +84,7 @@ impl Backend for Jsonl {
     }
 
     fn stores(&self) -> Stores {
-        let accounts = &self.accounts;
-        Stores {
-            messages: self.messages.clone(),
-            users: accounts.clone(),
-            sessions: accounts.clone(),
-            subscriptions: accounts.clone(),
-            read_markers: accounts.clone(),
-        }
+        Stores::of(self.messages.clone(), &self.accounts)
     }
 
     async fn reopen(self) -> Option<Self> {
@@ -95,14 +104,7 @@ impl Backend for Memory {
     }
 
     fn stores(&self) -> Stores {
-        let store = &self.0;
-        Stores {
-            messages: store.clone(),
-            users: store.clone(),
-            sessions: store.clone(),
-            subscriptions: store.clone(),
-            read_markers: store.clone(),
-        }
+        Stores::of(self.0.clone(), &self.0)
     }
 
     async fn reopen(self) -> Option<Self> {
@@ -124,14 +126,7 @@ impl Backend for Postgres {
     }
 
     fn stores(&self) -> Stores {
-        let store = &self.store;
-        Stores {
-            messages: store.clone(),
-            users: store.clone(),
-            sessions: store.clone(),
-            subscriptions: store.clone(),
-            read_markers: store.clone(),
-        }
+        Stores::of(self.store.clone(), &self.store)
     }
 
     /// Another store on the same database: what a restart, or another

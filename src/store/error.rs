@@ -1,9 +1,10 @@
 //! The one error every storage backend speaks, whatever it stores in.
 //!
 //! A [`StoreError`] says *what kind* of failure happened, not which backend
-//! had it: a file that could not be written and a database that could not
-//! be reached are both failures the caller cannot fix (`500 internal` at the
-//! HTTP edge), while a name that is taken is the caller's answer (`409`).
+//! had it: a file that could not be written (`500 internal` at the HTTP
+//! edge) and a database that could not be reached (`Unavailable`: `503
+//! store_unavailable`, worth retrying) are failures the caller cannot fix,
+//! while a name that is taken is the caller's answer (`409`).
 //! `From<StoreError> for ChatError` makes that split, once.
 //!
 //! A failure is logged once, where it is rendered (`http::reply::error`,

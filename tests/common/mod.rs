@@ -15,6 +15,7 @@ pub mod process;
 pub mod proxy;
 pub mod redis;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,6 +40,24 @@ pub const QUIET: Duration = Duration::from_millis(300);
 pub const COOKIE: &str = "chatroom_session";
 
 type Configure = Arc<dyn Fn(&mut Config) + Send + Sync>;
+
+/// A test that cannot run here (`why`: a server or a program it needs is
+/// missing) says so loudly and returns; under `CI=true` it fails instead
+/// (there, what it needs is mandatory). The notice goes straight to the
+/// process's stderr: libtest would swallow an `eprintln!` of a passing
+/// test.
+pub fn skip_or_fail(why: &str) {
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test} must run under CI=true, but {why}");
+    }
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {why} ***\n");
+}
+
+/// A loopback port that was free a moment ago (nothing listens on it now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
 
 /// A server with its own temporary data directory.
 pub struct TestServer {
@@ -157,16 +176,7 @@ impl TestServer {
     /// GET `path` from a client without a cookie jar, sending only
     /// `cookie` (e.g. a [`User::cookie`] kept from before a log-out).
     pub async fn get_with_cookie(&self, path: &str, cookie: &str) -> (u16, Value) {
-        let response = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .build()
-            .expect("an HTTP client")
-            .get(self.url(path))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        read_reply(response).await
+        self.endpoint().get_with_cookie(path, cookie).await
     }
 }
 
@@ -209,6 +219,46 @@ impl Endpoint {
         assert_eq!(status, 200, "POST /api/guest {name:?}: {body}");
         user.name = body["username"].as_str().expect("username in the reply").to_string();
         user
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// GET `path` from a client without a cookie jar, sending only
+    /// `cookie` (e.g. a [`User::cookie`] kept from before a log-out, or
+    /// issued by another node).
+    pub async fn get_with_cookie(&self, path: &str, cookie: &str) -> (u16, Value) {
+        let response = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .build()
+            .expect("an HTTP client")
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        read_reply(response).await
+    }
+
+    /// Polls `GET /healthz` (as a load balancer does) until it answers
+    /// `status`, for at most `within`; the body it answered with.
+    pub async fn wait_for_health(&self, status: u16, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        let client = http_client();
+        loop {
+            let answer = match client.get(self.url("/healthz")).send().await {
+                Ok(response) => Some(read_reply(response).await),
+                Err(_) => None,
+            };
+            match answer {
+                Some((now, body)) if now == status => return body,
+                _ if tokio::time::Instant::now() >= deadline => {
+                    panic!("/healthz did not answer {status} within {within:?}; last: {answer:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 }
 
@@ -263,10 +313,9 @@ impl User {
     }
 
     /// The same browser talking to another node (a load balancer sent it
-    /// elsewhere): its cookies go along.
-    pub fn on(mut self, endpoint: &Endpoint) -> User {
-        self.addr = endpoint.addr;
-        self
+    /// elsewhere, or a second tab): one cookie jar, shared.
+    pub fn on(&self, endpoint: &Endpoint) -> User {
+        User { name: self.name.clone(), http: self.http.clone(), cookie: self.cookie.clone(), addr: endpoint.addr }
     }
 
     /// The same browser after a restart: moved to the new port, and logged

@@ -1,32 +1,27 @@
 //! PostgreSQL for tests: a database of the test's own on the machine's
 //! server ([`TestDatabase`], created fresh and dropped afterwards, so tests
-//! run side by side and leave nothing behind), and a TCP proxy the test
-//! controls ([`PgProxy`]) to cut a node off from PostgreSQL without
-//! touching the shared server.
+//! run side by side and leave nothing behind). To cut a node off from
+//! PostgreSQL without touching the shared server, put a
+//! [`TcpProxy`](super::proxy::TcpProxy) in front of [`SERVER`] and hand
+//! the node [`TestDatabase::url_via`] the proxy.
 //!
 //! Without a reachable PostgreSQL a test is skipped, saying so loudly on
 //! stderr; under `CI=true` it fails instead (there, PostgreSQL is
-//! mandatory).
+//! mandatory): [`super::skip_or_fail`].
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-
 /// The server's maintenance database, where test databases are created
 /// (`CHATROOM_TEST_POSTGRES` overrides it).
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-/// Where the server listens (what [`PgProxy`] forwards to).
-/// The machine's PostgreSQL, where every test database is made.
+/// Where the machine's PostgreSQL listens (what a test's proxy forwards
+/// to); the host and port of [`ADMIN_URL`].
 pub const SERVER: &str = "127.0.0.1:5432";
 
 fn admin_url() -> String {
     std::env::var("CHATROOM_TEST_POSTGRES").unwrap_or_else(|_| ADMIN_URL.to_string())
-}
-
-/// The running test's name (libtest names each test's thread after it).
-fn test_name() -> String {
-    std::thread::current().name().unwrap_or("a PostgreSQL test").to_string()
 }
 
 /// A database of one test's own, dropped (with any connection still open
@@ -44,13 +39,7 @@ impl TestDatabase {
         let client = match connect(&admin).await {
             Ok(client) => client,
             Err(why) => {
-                let message = format!("SKIPPED (PostgreSQL unavailable at {admin}: {why}): {}", test_name());
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("{message} — PostgreSQL is mandatory under CI=true");
-                }
-                // Straight to the process's stderr: libtest would swallow an
-                // eprintln! of a passing test.
-                let _ = writeln!(std::io::stderr(), "\n*** {message} ***\n");
+                super::skip_or_fail(&format!("PostgreSQL is unavailable at {admin}: {why}"));
                 return None;
             }
         };
@@ -67,9 +56,9 @@ impl TestDatabase {
     }
 
     /// This database's URL with its host and port replaced by `addr` (to
-    /// reach it through a [`PgProxy`]).
+    /// reach it through a test's proxy in front of [`SERVER`]).
     pub fn url_via(&self, addr: SocketAddr) -> String {
-        self.url.replacen("127.0.0.1:5432", &addr.to_string(), 1)
+        self.url.replacen(SERVER, &addr.to_string(), 1)
     }
 }
 

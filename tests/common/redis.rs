@@ -7,9 +7,9 @@
 //!   which the test may stop and start again on the same port (outages).
 //!
 //! Without Redis (or `redis-server`) they return `None` and print a loud
-//! `SKIPPED` line; under `CI=true` they panic instead: CI must run them.
+//! `SKIPPED` line; under `CI=true` they panic instead: CI must run them
+//! ([`super::skip_or_fail`]).
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,18 +19,11 @@ use chatroom::store::memory::MemoryStore;
 use chatroom::{Config, Stores};
 use std::sync::Arc;
 
-use super::{Endpoint, TIMEOUT};
+use super::{Endpoint, TIMEOUT, free_port, skip_or_fail};
 
 const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
 /// How long a Redis may take to answer its first PING.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn skip_or_fail(why: String) {
-    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-        panic!("CI=true, but {why}");
-    }
-    eprintln!("\n**************** SKIPPED ({why}) ****************\n");
-}
 
 fn answers_ping(url: &str) -> Result<(), ::redis::RedisError> {
     let client = ::redis::Client::open(url)?;
@@ -48,7 +41,7 @@ impl RedisPrefix {
     pub fn new() -> Option<Self> {
         let url = std::env::var("REDIS_URL").unwrap_or_else(|_| SHARED_REDIS.to_string());
         if let Err(e) = answers_ping(&url) {
-            skip_or_fail(format!("Redis unavailable at {url}: {e}"));
+            skip_or_fail(&format!("Redis is unavailable at {url}: {e}"));
             return None;
         }
         let prefix = format!("chatroom-test-{:016x}", rand::random::<u64>());
@@ -106,7 +99,7 @@ impl PrivateRedis {
         match redis.spawn() {
             Ok(()) => Some(redis),
             Err(why) => {
-                skip_or_fail(why);
+                skip_or_fail(&why);
                 None
             }
         }
@@ -156,11 +149,6 @@ impl Drop for PrivateRedis {
     }
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").port()
-}
-
 /// Chat nodes in this process sharing one in-memory store (what a shared
 /// database gives) and one Redis under one prefix.
 pub struct Cluster {
@@ -198,12 +186,5 @@ impl Cluster {
         for node in self.nodes {
             tokio::time::timeout(TIMEOUT * 3, node.stop()).await.expect("a node stops within 30 s").expect("a node stops cleanly");
         }
-    }
-}
-
-impl super::User {
-    /// The same browser (one cookie jar, shared) talking to another node.
-    pub fn also_on(&self, node: &Endpoint) -> Self {
-        Self { name: self.name.clone(), http: self.http.clone(), cookie: self.cookie.clone(), addr: node.addr }
     }
 }

@@ -125,13 +125,10 @@ impl UserStore for PgStore {
 #[async_trait]
 impl SessionStore for PgStore {
     async fn save_session(&self, session: SessionRecord) -> Result<(), StoreError> {
-        self.run("save a session", async |client| {
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-                [&session.id_hash, &session.user, &session.guest, &to_db(session.created_ms), &to_db(session.last_seen_ms)];
-            execute(&*client, "save a session", SAVE_SESSION, &params).await?;
-            Ok(())
-        })
-        .await
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&session.id_hash, &session.user, &session.guest, &to_db(session.created_ms), &to_db(session.last_seen_ms)];
+        self.run_statement("save a session", SAVE_SESSION, &params).await?;
+        Ok(())
     }
 
     async fn find_session(&self, id_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -158,33 +155,24 @@ impl SessionStore for PgStore {
             return Ok(());
         }
         let (hashes, times): (Vec<String>, Vec<i64>) = latest.into_iter().map(|(hash, at)| (hash, to_db(at))).unzip();
-        self.run("record session activity", async |client| {
-            execute(&*client, "record session activity", TOUCH_SESSIONS, &[&hashes, &times]).await?;
-            Ok(())
-        })
-        .await
+        self.run_statement("record session activity", TOUCH_SESSIONS, &[&hashes, &times]).await?;
+        Ok(())
     }
 
     async fn delete_sessions(&self, id_hashes: Vec<String>) -> Result<(), StoreError> {
         if id_hashes.is_empty() {
             return Ok(());
         }
-        self.run("end sessions", async |client| {
-            execute(&*client, "end sessions", DELETE_SESSIONS, &[&id_hashes]).await?;
-            Ok(())
-        })
-        .await
+        self.run_statement("end sessions", DELETE_SESSIONS, &[&id_hashes]).await?;
+        Ok(())
     }
 }
 
 #[async_trait]
 impl SubscriptionStore for PgStore {
     async fn subscribe(&self, subscriber: &str, room: &RoomName) -> Result<(), StoreError> {
-        self.run("subscribe", async |client| {
-            execute(&*client, "subscribe", SUBSCRIBE, &[&subscriber, &room.as_str()]).await?;
-            Ok(())
-        })
-        .await
+        self.run_statement("subscribe", SUBSCRIBE, &[&subscriber, &room.as_str()]).await?;
+        Ok(())
     }
 
     async fn subscriptions(&self, subscriber: &str) -> Result<Vec<String>, StoreError> {
@@ -195,19 +183,13 @@ impl SubscriptionStore for PgStore {
     }
 
     async fn unsubscribe(&self, subscriber: &str, room: &RoomName) -> Result<(), StoreError> {
-        self.run("unsubscribe", async |client| {
-            execute(&*client, "unsubscribe", UNSUBSCRIBE, &[&subscriber, &room.as_str()]).await?;
-            Ok(())
-        })
-        .await
+        self.run_statement("unsubscribe", UNSUBSCRIBE, &[&subscriber, &room.as_str()]).await?;
+        Ok(())
     }
 
     async fn clear_subscriptions(&self, subscriber: &str) -> Result<(), StoreError> {
-        self.run("clear subscriptions", async |client| {
-            execute(&*client, "clear subscriptions", CLEAR_SUBSCRIPTIONS, &[&subscriber]).await?;
-            Ok(())
-        })
-        .await
+        self.run_statement("clear subscriptions", CLEAR_SUBSCRIPTIONS, &[&subscriber]).await?;
+        Ok(())
     }
 }
 
@@ -238,10 +220,7 @@ impl ReadMarkerStore for PgStore {
     }
 
     async fn clear_markers(&self, subscriber: &str) -> Result<(), StoreError> {
-        self.run("clear read markers", async |client| {
-            execute(&*client, "clear read markers", CLEAR_MARKERS, &[&subscriber]).await?;
-            Ok(())
-        })
-        .await
+        self.run_statement("clear read markers", CLEAR_MARKERS, &[&subscriber]).await?;
+        Ok(())
     }
 }

@@ -7,7 +7,7 @@ use tokio_postgres::types::ToSql;
 
 use super::accounts::LookAlikes;
 use super::plan::Batch;
-use super::{PgStore, db_error, execute, messages, rows, to_db};
+use super::{PgStore, db_error, messages, rows, to_db};
 use crate::model::{EventKind, RoomName, StoredEvent};
 use crate::store::{ReadMarkerStore, SessionRecord, StoreError, UserRecord};
 
@@ -25,12 +25,9 @@ impl PgStore {
 
     /// Copies a session as it is; `false` if its id hash is there already.
     pub async fn import_session(&self, session: &SessionRecord) -> Result<bool, StoreError> {
-        self.run("copy a session", async |client| {
-            let params: [&(dyn ToSql + Sync); 5] =
-                [&session.id_hash, &session.user, &session.guest, &to_db(session.created_ms), &to_db(session.last_seen_ms)];
-            Ok(execute(&*client, "copy a session", INSERT_SESSION, &params).await? == 1)
-        })
-        .await
+        let params: [&(dyn ToSql + Sync); 5] =
+            [&session.id_hash, &session.user, &session.guest, &to_db(session.created_ms), &to_db(session.last_seen_ms)];
+        Ok(self.run_statement("copy a session", INSERT_SESSION, &params).await? == 1)
     }
 
     /// Creates a room unless it exists; whether it was created.
@@ -40,10 +37,7 @@ impl PgStore {
 
     /// Subscribes `subscriber` to `room`; `false` if it already was.
     pub async fn import_subscription(&self, subscriber: &str, room: &RoomName) -> Result<bool, StoreError> {
-        self.run("copy a subscription", async |client| {
-            Ok(execute(&*client, "copy a subscription", SUBSCRIBE, &[&subscriber, &room.as_str()]).await? == 1)
-        })
-        .await
+        Ok(self.run_statement("copy a subscription", SUBSCRIBE, &[&subscriber, &room.as_str()]).await? == 1)
     }
 
     /// Moves a read marker to `id`; `false` if it was there (or further).

@@ -234,10 +234,7 @@ async fn redact_events(client: &impl GenericClient, room: &str, ids: &[u64]) -> 
 impl PgStore {
     /// Creates `room` unless it exists; whether it was created.
     pub(super) async fn ensure_room(&self, room: &str, created_by: &str) -> Result<bool, StoreError> {
-        self.run("create a room", async |client| {
-            Ok(execute(&*client, "create a room", CREATE_ROOM, &[&room, &created_by]).await? == 1)
-        })
-        .await
+        Ok(self.run_statement("create a room", CREATE_ROOM, &[&room, &created_by]).await? == 1)
     }
 }
 

@@ -72,6 +72,12 @@ impl PgStore {
         self.run_within(OPERATION_TIMEOUT, what, work).await
     }
 
+    /// Runs one statement (prepared once per connection) as [`run`](Self::run)
+    /// runs its work; how many rows it changed.
+    async fn run_statement(&self, what: &'static str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        self.run(what, async |client| execute(&*client, what, sql, params).await).await
+    }
+
     async fn run_within<T>(
         &self,
         limit: Duration,
