@@ -139,7 +139,7 @@ impl ChatError {
     /// to clients (they are logged instead).
     pub fn client_message(&self) -> String {
         match self {
-            Self::Storage(StoreError::Unavailable(_)) => "storage is unavailable; nothing was stored, try again shortly".into(),
+            Self::Storage(StoreError::Unavailable(_)) => "storage is unavailable; try again shortly (a resend with the same client_id is never stored twice)".into(),
             Self::Storage(_) | Self::Internal(_) => "the server failed to do that; it has been logged".into(),
             other => other.to_string(),
         }
