@@ -1,6 +1,7 @@
 //! What only the PostgreSQL store has to show, beyond the storage contract
 //! (`store_contract.rs` runs that on it too): several nodes writing one
-//! room at once, several nodes racing for look-alike names, a database
+//! room at once, many rooms written at once (group commit across
+//! rooms), several nodes racing for look-alike names, a database
 //! newer than the binary, and a database that cannot be reached or is cut
 //! off mid-way (answers within 5 s, then recovery without a restart).
 //!
@@ -77,6 +78,65 @@ async fn two_nodes_writing_one_room_give_one_gap_free_order() {
     }
     let latest = nodes[1].history(&room("general"), HistoryQuery::latest(3)).await.unwrap();
     assert_eq!(latest.iter().map(|m| m.id).collect::<Vec<_>>(), [total - 2, total - 1, total]);
+}
+
+/// Many rooms written at once, from concurrent tasks over two nodes: the
+/// committers store them in groups across rooms, and each room still gets
+/// seqs 1..=n once, in the order each writer sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_rooms_appended_at_once_each_get_one_gap_free_order() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let nodes = [Arc::new(PgStore::open(database.url()).await.unwrap()), Arc::new(PgStore::open(database.url()).await.unwrap())];
+    let (rooms, per_room) = (50, 20);
+    for r in 0..rooms {
+        nodes[0].create_room(&room(&format!("room{r}")), "ann").await.unwrap();
+    }
+    // Each room has two writers, one per node, sending one message at a
+    // time; a missing room in the same groups fails only its own caller.
+    let mut tasks = Vec::new();
+    for r in 0..rooms {
+        for w in 0..2 {
+            let node = nodes[w].clone();
+            tasks.push(tokio::spawn(async move {
+                let name = room(&format!("room{r}"));
+                let mut seqs = Vec::new();
+                for n in (w..per_room).step_by(2) {
+                    let answers = node.append(&name, vec![post("ann", format!("r{r}-{n}"))]).await.expect("the batch is stored");
+                    match answers.into_iter().next().unwrap().expect("the message is accepted") {
+                        Appended::New(event) => seqs.push(event.seq),
+                        Appended::Duplicate(m) => panic!("a new client_id was taken for a repeat of {}", m.id),
+                    }
+                }
+                (r, seqs)
+            }));
+        }
+    }
+    let missing: Vec<_> = (0..10)
+        .map(|i| {
+            let node = nodes[i % 2].clone();
+            tokio::spawn(async move { node.append(&room(&format!("nowhere{i}")), vec![post("ann", format!("lost{i}"))]).await })
+        })
+        .collect();
+    let mut by_room = vec![Vec::new(); rooms];
+    for task in tasks {
+        let (r, seqs) = task.await.unwrap();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "one writer's seqs only grow in room{r}: {seqs:?}");
+        by_room[r].extend(seqs);
+    }
+    for task in missing {
+        let answer = task.await.unwrap();
+        assert!(matches!(answer, Err(StoreError::RoomNotFound(_))), "{answer:?}");
+    }
+    for (r, mut seqs) in by_room.into_iter().enumerate() {
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=per_room as u64).collect::<Vec<_>>(), "room{r}: seqs 1..={per_room} once each");
+        let name = room(&format!("room{r}"));
+        for node in &nodes {
+            assert_eq!(node.last_seq(&name).await.unwrap(), per_room as u64);
+            let log = node.events(&name, 0, 100).await.unwrap();
+            assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=per_room as u64).collect::<Vec<_>>(), "room{r}'s log");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

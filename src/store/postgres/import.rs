@@ -59,12 +59,13 @@ impl PgStore {
                 return Ok(0);
             }
             let targets: Vec<i64> = fresh.iter().filter(|e| !matches!(e.kind, EventKind::Post(_))).map(|e| to_db(e.message_id())).collect();
-            let known = rows(&tx, WHAT, messages::MESSAGES_BY_ID, &[&room.as_str(), &targets]).await?;
+            let rooms = vec![room.as_str(); targets.len()];
+            let known = rows(&tx, WHAT, messages::MESSAGES_BY_ID, &[&rooms, &targets]).await?;
             let mut batch = Batch::new(room.as_str(), counters, known.iter().map(messages::message_of).collect());
             for event in &fresh {
                 batch.apply_stored(event);
             }
-            messages::write(&tx, room.as_str(), &batch.finish()).await?;
+            messages::write(&tx, &[(room.as_str(), &batch.finish())]).await?;
             tx.commit().await.map_err(|e| db_error(WHAT, e))?;
             Ok(fresh.len())
         })

@@ -1,19 +1,12 @@
 //! [`MessageStore`] on PostgreSQL: `rooms` (with each room's seq counter),
 //! `events` (the log) and `messages` (as they are now).
 //!
-//! An append is one transaction with a fixed number of round trips,
-//! whatever the batch size:
-//! 1. lock the room's row (`SELECT … FOR UPDATE`): its `last_seq` and
-//!    post count. Every appender of the room, on any node, queues here, so
-//!    seqs are gap-free and seq n+1 commits only after seq n;
-//! 2. look up, together (pipelined), the window's posts that the batch's
-//!    `client_id`s might repeat and the messages its edits and deletes
-//!    name;
-//! 3. plan the batch in memory (`plan::Batch`, the reference backend's
-//!    rules);
-//! 4. write it (pipelined): the events and new messages as multi-row
-//!    inserts over `UNNEST`, the changed messages, the redactions and the
-//!    room's counters; then COMMIT. Only then does the caller hear back.
+//! An append is stored by the store's committer (`commit`), together with
+//! the batches of other rooms queued meanwhile, in one transaction with a
+//! fixed number of round trips whatever the number of rooms and the batch
+//! sizes; here are the statements it runs, each over all the rooms of a
+//! group at once (a room column in the `UNNEST`), and the writer
+//! (`chatroom migrate`'s import uses them too, for one room).
 //!
 //! History is a range scan of `messages`' primary key, the log one of
 //! `events`'; room search a trigram index on `lower(name)`.
@@ -24,9 +17,9 @@ use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::plan::{Batch, Counters, EventRow, MessageNow, Writes};
-use super::{PgStore, db_error, execute, from_db, rows, to_db};
-use crate::model::{Message, NewEvent, RoomName, StoredEvent, Username, now_rfc3339};
+use super::plan::{Counters, EventRow, MessageNow, Writes};
+use super::{PgStore, execute, from_db, rows, to_db};
+use crate::model::{Message, NewEvent, RoomName, StoredEvent, Username};
 use crate::store::{Appended, HistoryQuery, MessageStore, RoomInfo, StoreError};
 
 /// The columns of `messages` that make a [`MessageNow`], in its order.
@@ -45,26 +38,41 @@ const SEARCH_ROOMS: &str = "SELECT name FROM rooms WHERE lower(name) LIKE $1
     ORDER BY lower(name) <> $2, NOT starts_with(lower(name), $2), name LIMIT $3";
 const EVENTS_AFTER: &str = "SELECT seq, kind, message_id, author, text, client_id, ts FROM events
     WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+/// Locks every room of a group of batches, in one fixed order (by name,
+/// "C" collation): two nodes locking overlapping sets never deadlock.
+pub(super) const LOCK_ROOMS: &str = "SELECT name, last_seq, posts FROM rooms WHERE name = ANY($1) ORDER BY name FOR UPDATE";
 const INSERT_EVENTS: &str = "INSERT INTO events (room, seq, kind, message_id, author, text, client_id, ts)
-    SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[])";
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[])";
 const INSERT_MESSAGES: &str = "INSERT INTO messages (room, id, post_no, author, author_key, client_id, text, ts, edited_at, deleted)
-    SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bool[])";
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bool[])";
 const UPDATE_MESSAGES: &str = "UPDATE messages AS m SET text = c.text, edited_at = c.edited_at, deleted = c.deleted
-    FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bool[]) AS c (id, text, edited_at, deleted)
-    WHERE m.room = $1 AND m.id = c.id";
-/// A deleted message's post (seq = its id) and edits lose their text.
-const REDACT_EVENTS: &str = "UPDATE events SET text = NULL
-    WHERE room = $1 AND ((kind = 'post' AND seq = ANY($2)) OR (kind = 'edit' AND message_id = ANY($2)))";
-const SET_COUNTERS: &str = "UPDATE rooms SET last_seq = $2, posts = $3 WHERE name = $1";
+    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bool[]) AS c (room, id, text, edited_at, deleted)
+    WHERE m.room = c.room AND m.id = c.id";
+/// A deleted message's post (seq = its id) loses its text…
+const REDACT_POSTS: &str = "UPDATE events AS e SET text = NULL FROM unnest($1::text[], $2::bigint[]) AS d (room, id)
+    WHERE e.room = d.room AND e.seq = d.id AND e.kind = 'post'";
+/// …and so do its edits.
+const REDACT_EDITS: &str = "UPDATE events AS e SET text = NULL FROM unnest($1::text[], $2::bigint[]) AS d (room, id)
+    WHERE e.room = d.room AND e.message_id = d.id AND e.kind = 'edit'";
+const SET_COUNTERS: &str = "UPDATE rooms AS r SET last_seq = c.last_seq, posts = c.posts
+    FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS c (name, last_seq, posts) WHERE r.name = c.name";
 
-pub(super) const MESSAGES_BY_ID: &str = concat!("SELECT ", message_columns!(), " FROM messages WHERE room = $1 AND id = ANY($2)");
-/// For each `(author_key, client_id)` pair, the newest post of the dedup
-/// window (`post_no > $2`) with it: one backward probe of `messages_sent`
-/// per pair (LATERAL … LIMIT 1 keeps the plan so even when it is generic).
-const SENT_IN_WINDOW: &str = concat!(
-    "SELECT m.* FROM unnest($3::text[], $4::text[]) AS k (key, client) CROSS JOIN LATERAL (SELECT ",
+/// The messages named by `(room, id)` pairs (`$1`, `$2`), each with its
+/// room (column 9).
+pub(super) const MESSAGES_BY_ID: &str = concat!(
+    "SELECT m.*, k.room FROM unnest($1::text[], $2::bigint[]) AS k (room, id) CROSS JOIN LATERAL (SELECT ",
     message_columns!(),
-    " FROM messages WHERE room = $1 AND author_key = k.key AND client_id = k.client AND post_no > $2
+    " FROM messages WHERE room = k.room AND id = k.id) AS m"
+);
+/// For each `(room, window start, author_key, client_id)`, the newest post
+/// of that room's dedup window (`post_no >` the start) with the pair, with
+/// its room (column 9): one backward probe of `messages_sent` per pair
+/// (LATERAL … LIMIT 1 keeps the plan so even when it is generic).
+pub(super) const SENT_IN_WINDOW: &str = concat!(
+    "SELECT m.*, k.room FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS k (room, since, key, client)
+    CROSS JOIN LATERAL (SELECT ",
+    message_columns!(),
+    " FROM messages WHERE room = k.room AND author_key = k.key AND client_id = k.client AND post_no > k.since
       ORDER BY post_no DESC LIMIT 1) AS m"
 );
 const HISTORY_AFTER: &str =
@@ -85,8 +93,9 @@ pub(super) fn message_of(row: &Row) -> MessageNow {
     }
 }
 
-fn counters_of(row: &Row) -> Counters {
-    Counters { last_seq: from_db(row.get(0)), posts: from_db(row.get(1)) }
+/// The counters in columns `at` and `at + 1` of `row`.
+pub(super) fn counters_of(row: &Row, at: usize) -> Counters {
+    Counters { last_seq: from_db(row.get(at)), posts: from_db(row.get(at + 1)) }
 }
 
 fn event_row_of(row: &Row) -> EventRow {
@@ -125,110 +134,107 @@ fn contains_pattern(filter: &str) -> String {
 pub(super) async fn counters(client: &impl GenericClient, room: &RoomName, lock: bool) -> Result<Counters, StoreError> {
     let sql = if lock { LOCK_ROOM } else { ROOM_COUNTERS };
     let found = rows(client, "read a room", sql, &[&room.as_str()]).await?;
-    found.first().map(counters_of).ok_or_else(|| StoreError::RoomNotFound(room.to_string()))
+    found.first().map(|row| counters_of(row, 0)).ok_or_else(|| StoreError::RoomNotFound(room.to_string()))
 }
 
-/// The messages a batch may need: the window's posts its `client_id`s
-/// might repeat, and the messages its edits and deletes name (two
-/// queries, pipelined).
-async fn known_messages(client: &impl GenericClient, room: &RoomName, counters: Counters, batch: &[NewEvent]) -> Result<Vec<MessageNow>, StoreError> {
-    let (mut keys, mut client_ids, mut targets) = (Vec::new(), Vec::new(), Vec::new());
-    for event in batch {
-        match event {
-            NewEvent::Post { user, client_id, .. } => {
-                keys.push(user.key());
-                client_ids.push(client_id.as_str());
-            }
-            NewEvent::Edit { id, .. } | NewEvent::Delete { id, .. } => targets.push(to_db(*id)),
-        }
+/// Writes what batches planned, each room's [`Writes`] with its room, all
+/// rooms together (pipelined statements, one of each kind at most, in the
+/// caller's transaction). Nothing stored, nothing written.
+pub(super) async fn write(client: &impl GenericClient, rooms: &[(&str, &Writes)]) -> Result<(), StoreError> {
+    let rooms: Vec<(&str, &Writes)> = rooms.iter().copied().filter(|(_, w)| w.counters.is_some()).collect();
+    if rooms.is_empty() {
+        return Ok(());
     }
-    let window_start = to_db(counters.window_start());
-    let sent = async {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        rows(client, "look for repeated sends", SENT_IN_WINDOW, &[&room.as_str(), &window_start, &keys, &client_ids]).await
-    };
-    let named = async {
-        if targets.is_empty() {
-            return Ok(Vec::new());
-        }
-        rows(client, "read the messages a batch changes", MESSAGES_BY_ID, &[&room.as_str(), &targets]).await
-    };
-    let (sent, named) = tokio::try_join!(sent, named)?;
-    Ok(sent.iter().chain(named.iter()).map(message_of).collect())
-}
-
-/// Writes what a batch planned (pipelined statements, in the caller's
-/// transaction). Nothing stored, nothing written.
-pub(super) async fn write(client: &impl GenericClient, room: &str, writes: &Writes) -> Result<(), StoreError> {
-    let Some(counters) = writes.counters else { return Ok(()) };
     tokio::try_join!(
-        insert_events(client, room, &writes.events),
-        insert_messages(client, room, &writes.new_messages),
-        update_messages(client, room, &writes.changed_messages),
-        redact_events(client, room, &writes.redacted),
-        async {
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-                [&room, &to_db(counters.last_seq), &to_db(counters.posts)];
-            execute(client, "set the room's counters", SET_COUNTERS, &params).await
-        },
+        insert_events(client, &rooms),
+        insert_messages(client, &rooms),
+        update_messages(client, &rooms),
+        redact_events(client, &rooms),
+        set_counters(client, &rooms),
     )?;
     Ok(())
 }
 
-async fn insert_events(client: &impl GenericClient, room: &str, events: &[EventRow]) -> Result<u64, StoreError> {
+/// Every `(room, item)` of `rooms`, `items` picking a room's list out of
+/// its writes.
+fn each<'a, T: 'a>(rooms: &[(&'a str, &'a Writes)], items: impl Fn(&'a Writes) -> &'a [T]) -> Vec<(&'a str, &'a T)> {
+    rooms.iter().flat_map(|&(room, writes)| items(writes).iter().map(move |item| (room, item))).collect()
+}
+
+async fn insert_events(client: &impl GenericClient, rooms: &[(&str, &Writes)]) -> Result<u64, StoreError> {
+    let events = each(rooms, |w| &w.events);
     if events.is_empty() {
         return Ok(0);
     }
-    let seqs: Vec<i64> = events.iter().map(|e| to_db(e.seq)).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
-    let message_ids: Vec<i64> = events.iter().map(|e| to_db(e.message_id)).collect();
-    let authors: Vec<&str> = events.iter().map(|e| e.author.as_str()).collect();
-    let texts: Vec<Option<&str>> = events.iter().map(|e| e.text.as_deref()).collect();
-    let client_ids: Vec<Option<&str>> = events.iter().map(|e| e.client_id.as_deref()).collect();
-    let times: Vec<&str> = events.iter().map(|e| e.ts.as_str()).collect();
+    let names: Vec<&str> = events.iter().map(|(room, _)| *room).collect();
+    let seqs: Vec<i64> = events.iter().map(|(_, e)| to_db(e.seq)).collect();
+    let kinds: Vec<&str> = events.iter().map(|(_, e)| e.kind).collect();
+    let message_ids: Vec<i64> = events.iter().map(|(_, e)| to_db(e.message_id)).collect();
+    let authors: Vec<&str> = events.iter().map(|(_, e)| e.author.as_str()).collect();
+    let texts: Vec<Option<&str>> = events.iter().map(|(_, e)| e.text.as_deref()).collect();
+    let client_ids: Vec<Option<&str>> = events.iter().map(|(_, e)| e.client_id.as_deref()).collect();
+    let times: Vec<&str> = events.iter().map(|(_, e)| e.ts.as_str()).collect();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
-        [&room, &seqs, &kinds, &message_ids, &authors, &texts, &client_ids, &times];
+        [&names, &seqs, &kinds, &message_ids, &authors, &texts, &client_ids, &times];
     execute(client, "store events", INSERT_EVENTS, &params).await
 }
 
-async fn insert_messages(client: &impl GenericClient, room: &str, messages: &[MessageNow]) -> Result<u64, StoreError> {
+async fn insert_messages(client: &impl GenericClient, rooms: &[(&str, &Writes)]) -> Result<u64, StoreError> {
+    let messages = each(rooms, |w| &w.new_messages);
     if messages.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<i64> = messages.iter().map(|m| to_db(m.id)).collect();
-    let post_nos: Vec<i64> = messages.iter().map(|m| to_db(m.post_no)).collect();
-    let authors: Vec<&str> = messages.iter().map(|m| m.author.as_str()).collect();
-    let keys: Vec<&str> = messages.iter().map(|m| m.author_key.as_str()).collect();
-    let client_ids: Vec<&str> = messages.iter().map(|m| m.client_id.as_str()).collect();
-    let texts: Vec<&str> = messages.iter().map(|m| m.text.as_str()).collect();
-    let times: Vec<&str> = messages.iter().map(|m| m.ts.as_str()).collect();
-    let edited: Vec<Option<&str>> = messages.iter().map(|m| m.edited_at.as_deref()).collect();
-    let deleted: Vec<bool> = messages.iter().map(|m| m.deleted).collect();
+    let names: Vec<&str> = messages.iter().map(|(room, _)| *room).collect();
+    let ids: Vec<i64> = messages.iter().map(|(_, m)| to_db(m.id)).collect();
+    let post_nos: Vec<i64> = messages.iter().map(|(_, m)| to_db(m.post_no)).collect();
+    let authors: Vec<&str> = messages.iter().map(|(_, m)| m.author.as_str()).collect();
+    let keys: Vec<&str> = messages.iter().map(|(_, m)| m.author_key.as_str()).collect();
+    let client_ids: Vec<&str> = messages.iter().map(|(_, m)| m.client_id.as_str()).collect();
+    let texts: Vec<&str> = messages.iter().map(|(_, m)| m.text.as_str()).collect();
+    let times: Vec<&str> = messages.iter().map(|(_, m)| m.ts.as_str()).collect();
+    let edited: Vec<Option<&str>> = messages.iter().map(|(_, m)| m.edited_at.as_deref()).collect();
+    let deleted: Vec<bool> = messages.iter().map(|(_, m)| m.deleted).collect();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] =
-        [&room, &ids, &post_nos, &authors, &keys, &client_ids, &texts, &times, &edited, &deleted];
+        [&names, &ids, &post_nos, &authors, &keys, &client_ids, &texts, &times, &edited, &deleted];
     execute(client, "store messages", INSERT_MESSAGES, &params).await
 }
 
-async fn update_messages(client: &impl GenericClient, room: &str, messages: &[MessageNow]) -> Result<u64, StoreError> {
+async fn update_messages(client: &impl GenericClient, rooms: &[(&str, &Writes)]) -> Result<u64, StoreError> {
+    let messages = each(rooms, |w| &w.changed_messages);
     if messages.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<i64> = messages.iter().map(|m| to_db(m.id)).collect();
-    let texts: Vec<&str> = messages.iter().map(|m| m.text.as_str()).collect();
-    let edited: Vec<Option<&str>> = messages.iter().map(|m| m.edited_at.as_deref()).collect();
-    let deleted: Vec<bool> = messages.iter().map(|m| m.deleted).collect();
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&room, &ids, &texts, &edited, &deleted];
+    let names: Vec<&str> = messages.iter().map(|(room, _)| *room).collect();
+    let ids: Vec<i64> = messages.iter().map(|(_, m)| to_db(m.id)).collect();
+    let texts: Vec<&str> = messages.iter().map(|(_, m)| m.text.as_str()).collect();
+    let edited: Vec<Option<&str>> = messages.iter().map(|(_, m)| m.edited_at.as_deref()).collect();
+    let deleted: Vec<bool> = messages.iter().map(|(_, m)| m.deleted).collect();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&names, &ids, &texts, &edited, &deleted];
     execute(client, "change messages", UPDATE_MESSAGES, &params).await
 }
 
-async fn redact_events(client: &impl GenericClient, room: &str, ids: &[u64]) -> Result<u64, StoreError> {
-    if ids.is_empty() {
+/// A deleted message's post and edits lose their text (two statements,
+/// pipelined: each uses its own index).
+async fn redact_events(client: &impl GenericClient, rooms: &[(&str, &Writes)]) -> Result<u64, StoreError> {
+    const WHAT: &str = "take a deleted message's text out of the log";
+    let redacted = each(rooms, |w| &w.redacted);
+    if redacted.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<i64> = ids.iter().map(|&id| to_db(id)).collect();
-    execute(client, "take a deleted message's text out of the log", REDACT_EVENTS, &[&room, &ids]).await
+    let names: Vec<&str> = redacted.iter().map(|(room, _)| *room).collect();
+    let ids: Vec<i64> = redacted.iter().map(|(_, id)| to_db(**id)).collect();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&names, &ids];
+    let (posts, edits) = tokio::try_join!(execute(client, WHAT, REDACT_POSTS, &params), execute(client, WHAT, REDACT_EDITS, &params))?;
+    Ok(posts + edits)
+}
+
+/// Every room's counters, in one statement.
+async fn set_counters(client: &impl GenericClient, rooms: &[(&str, &Writes)]) -> Result<u64, StoreError> {
+    let set: Vec<(&str, Counters)> = rooms.iter().filter_map(|&(room, w)| Some((room, w.counters?))).collect();
+    let names: Vec<&str> = set.iter().map(|(room, _)| *room).collect();
+    let last_seqs: Vec<i64> = set.iter().map(|(_, c)| to_db(c.last_seq)).collect();
+    let posts: Vec<i64> = set.iter().map(|(_, c)| to_db(c.posts)).collect();
+    execute(client, "set the rooms' counters", SET_COUNTERS, &[&names, &last_seqs, &posts]).await
 }
 
 impl PgStore {
@@ -268,27 +274,18 @@ impl MessageStore for PgStore {
         .await
     }
 
+    /// Handed to this store's committer, which stores it together with
+    /// the batches of other rooms queued meanwhile, in one transaction
+    /// (`commit`); answered once that has committed.
     async fn append(&self, room: &RoomName, batch: Vec<NewEvent>) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
-        const WHAT: &str = "store a batch";
-        let ts = now_rfc3339();
-        self.run(WHAT, async |client| {
-            let tx = client.transaction().await.map_err(|e| db_error(WHAT, e))?;
-            let counters = counters(&tx, room, true).await?;
-            let known = known_messages(&tx, room, counters, &batch).await?;
-            let mut plan = Batch::new(room.as_str(), counters, known);
-            let answers: Vec<Result<Appended, StoreError>> = batch.into_iter().map(|new| plan.apply_new(new, &ts)).collect();
-            write(&tx, room.as_str(), &plan.finish()).await?;
-            tx.commit().await.map_err(|e| db_error(WHAT, e))?;
-            Ok(answers)
-        })
-        .await
+        self.appends.append(room, batch).await
     }
 
     async fn find_sent(&self, room: &RoomName, user: &Username, client_id: &str) -> Result<Option<Message>, StoreError> {
         self.run("look for a repeated send", async |client| {
             let counters = counters(&*client, room, false).await?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-                [&room.as_str(), &to_db(counters.window_start()), &vec![user.key()], &vec![client_id]];
+                [&vec![room.as_str()], &vec![to_db(counters.window_start())], &vec![user.key()], &vec![client_id]];
             let found = rows(&*client, "look for a repeated send", SENT_IN_WINDOW, &params).await?;
             Ok(found.iter().map(message_of).max_by_key(|m| m.id).map(|m| m.shown(room.as_str())))
         })

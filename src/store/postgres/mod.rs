@@ -6,7 +6,9 @@
 //!   refused.
 //! - `messages`: [`MessageStore`](crate::store::MessageStore): rooms, the
 //!   event log and messages as they are now; `plan` decides what a batch
-//!   writes (pure code, no SQL).
+//!   writes (pure code, no SQL); `commit` is the one committer task per
+//!   store that stores the batches of many rooms in one transaction
+//!   (group commit).
 //! - `accounts`: users (look-alike skeletons in their own unique table),
 //!   sessions, subscriptions and read markers.
 //! - `import`: what `chatroom migrate` writes (events with their seqs).
@@ -19,6 +21,7 @@
 //! (timed out, or failed on the wire) is closed, never handed out again.
 
 mod accounts;
+mod commit;
 mod import;
 mod messages;
 mod plan;
@@ -27,6 +30,7 @@ mod schema;
 use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
@@ -50,6 +54,9 @@ const IDLE_IN_TRANSACTION_TIMEOUT_MS: u64 = 10_000;
 /// `Arc` it is held in; the pool is inside.
 pub struct PgStore {
     pool: Pool,
+    /// Where `append` hands its batch: this store's one committer task
+    /// (`commit`), which ends when the store is dropped.
+    appends: commit::Queue,
 }
 
 impl PgStore {
@@ -58,7 +65,8 @@ impl PgStore {
     /// is newer than this binary ([`StoreError::SchemaTooNew`]).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let pool = build_pool(url)?;
-        let store = Self { pool };
+        let appends = commit::start(pool.clone());
+        let store = Self { pool, appends };
         schema::migrate(&store).await?;
         store.ensure_room(DEFAULT_ROOM, "chatroom").await?;
         Ok(store)
@@ -84,24 +92,7 @@ impl PgStore {
         what: &'static str,
         work: impl AsyncFnOnce(&mut Object) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let attempt = async {
-            let mut lease = Lease(Some(self.pool.get().await.map_err(|e| pool_error(what, e))?));
-            let result = work(lease.connection()).await;
-            // Finished, well or not: a connection that failed on the wire
-            // is closed already, and the pool does not hand it out again.
-            lease.give_back();
-            result
-        };
-        match tokio::time::timeout(limit, attempt).await {
-            Ok(result) => result,
-            Err(_) => {
-                // The idle connections were most likely cut too: drop them
-                // all, so the next operation connects afresh instead of
-                // timing out on each of them in turn.
-                self.pool.retain(|_, _| false);
-                Err(StoreError::Unavailable(format!("PostgreSQL did not answer within {} s ({what})", limit.as_secs())))
-            }
-        }
+        run_until(&self.pool, Instant::now() + limit, limit, what, work).await
     }
 
     /// `SELECT 1`, bounded: can this node reach the database now?
@@ -111,6 +102,37 @@ impl PgStore {
             Ok(())
         })
         .await
+    }
+}
+
+/// Runs `work` on a connection of `pool`, the whole of it (pool wait
+/// included) ending by `deadline` (`limit` after the operation began, as
+/// the error says): past it, the answer is `Unavailable` and the
+/// connection is closed instead of going back to the pool.
+async fn run_until<T>(
+    pool: &Pool,
+    deadline: Instant,
+    limit: Duration,
+    what: &'static str,
+    work: impl AsyncFnOnce(&mut Object) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let attempt = async {
+        let mut lease = Lease(Some(pool.get().await.map_err(|e| pool_error(what, e))?));
+        let result = work(lease.connection()).await;
+        // Finished, well or not: a connection that failed on the wire
+        // is closed already, and the pool does not hand it out again.
+        lease.give_back();
+        result
+    };
+    match tokio::time::timeout_at(deadline, attempt).await {
+        Ok(result) => result,
+        Err(_) => {
+            // The idle connections were most likely cut too: drop them
+            // all, so the next operation connects afresh instead of
+            // timing out on each of them in turn.
+            pool.retain(|_, _| false);
+            Err(StoreError::Unavailable(format!("PostgreSQL did not answer within {} s ({what})", limit.as_secs())))
+        }
     }
 }
 
