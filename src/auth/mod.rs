@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use self::password::Hasher;
-use self::sessions::{EndReason, Session, SessionLimits, SessionTable, hash_session_id, now_ms};
+use self::sessions::{EndReason, Session, SessionLimits, SessionTable, hash_session_id};
 use self::throttle::{Attempt, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USER, Throttle};
 use crate::error::ChatError;
 use crate::model::DEFAULT_ROOM;
-use crate::model::{RoomName, Username, now_rfc3339};
+use crate::model::{RoomName, Username, now_rfc3339, unix_ms};
 use crate::store::{ReadMarkerStore, SessionStore, SubscriptionStore, UserRecord, UserStore};
 
 /// A guest name stays held this long after its holder's last activity,
@@ -201,7 +201,7 @@ impl Auth {
     /// Whether a guest other than `current` is online under this name or
     /// one that looks like it.
     fn guest_holds(&self, user: &Username, current: Option<&Arc<Session>>) -> bool {
-        let now = now_ms();
+        let now = unix_ms();
         self.sessions.look_alikes_of(user).iter().any(|holder| {
             let own = current.is_some_and(|c| c.id_hash == holder.id_hash);
             holder.guest

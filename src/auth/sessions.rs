@@ -17,7 +17,7 @@ use rand::TryRngCore;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::model::Username;
+use crate::model::{Username, unix_ms};
 pub use crate::store::SessionRecord;
 use crate::rate::{RateLimiter, SendRate};
 
@@ -90,7 +90,7 @@ impl Session {
 
     /// Notes activity now.
     pub fn touch(&self) {
-        self.last_seen_ms.fetch_max(now_ms(), Ordering::Relaxed);
+        self.last_seen_ms.fetch_max(unix_ms(), Ordering::Relaxed);
     }
 
     /// The activity time to write to disk, when it moved on by `every`
@@ -215,7 +215,7 @@ impl SessionTable {
     /// Starts a session; returns the raw id for the cookie.
     pub fn create(&self, user: Username, guest: bool) -> (String, Arc<Session>) {
         let raw = new_session_id();
-        let now = now_ms();
+        let now = unix_ms();
         let session = Arc::new(Session::new(hash_session_id(&raw), user, guest, now, now));
         self.lock().insert(session.clone());
         (raw, session)
@@ -247,7 +247,7 @@ impl SessionTable {
             return Some(known.clone());
         }
         let session = Arc::new(Session::new(record.id_hash, user, record.guest, record.created_ms, record.last_seen_ms));
-        session.is_live(limits, now_ms()).then(|| {
+        session.is_live(limits, unix_ms()).then(|| {
             tables.insert(session.clone());
             session
         })
@@ -256,7 +256,7 @@ impl SessionTable {
     /// The live session with this id hash, if it is in the table.
     pub fn find(&self, id_hash: &str, limits: &SessionLimits) -> Option<Arc<Session>> {
         let session = self.lock().by_hash.get(id_hash).cloned()?;
-        session.is_live(limits, now_ms()).then_some(session)
+        session.is_live(limits, unix_ms()).then_some(session)
     }
 
     /// Ends a session and forgets it; it stays refused until
@@ -286,7 +286,7 @@ impl SessionTable {
 
     /// Ends every session past its limits; returns them.
     pub fn end_expired(&self, limits: &SessionLimits) -> Vec<Arc<Session>> {
-        let now = now_ms();
+        let now = unix_ms();
         let mut tables = self.lock();
         let expired: Vec<String> =
             tables.by_hash.values().filter(|s| !s.is_live(limits, now)).map(|s| s.id_hash.clone()).collect();
@@ -329,10 +329,6 @@ pub fn is_well_formed_id(raw: &str) -> bool {
 
 pub fn hash_session_id(raw: &str) -> String {
     hex::encode(Sha256::digest(raw.as_bytes()))
-}
-
-pub fn now_ms() -> u64 {
-    crate::model::unix_ms()
 }
 
 #[cfg(test)]
