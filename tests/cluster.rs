@@ -91,15 +91,6 @@ async fn guest_in(node: &ServerProcess, name: &str, room: &str) -> (User, WsClie
     (user, ws)
 }
 
-/// Reads `count` `message` frames (others skipped), in arrival order.
-async fn messages(ws: &mut WsClient, count: usize) -> Vec<Value> {
-    let mut got = Vec::with_capacity(count);
-    while got.len() < count {
-        got.push(ws.next_of_type("message").await);
-    }
-    got
-}
-
 fn client_ids(messages: &[Value]) -> BTreeSet<String> {
     messages.iter().map(|m| m["client_id"].as_str().unwrap_or_default().to_string()).collect()
 }
@@ -122,7 +113,7 @@ async fn messages_cross_three_nodes_once_and_in_one_order() {
     let total = EACH * clients.len();
     let mut orders = Vec::new();
     for (_, ws) in &mut clients {
-        let seen = messages(ws, total).await;
+        let seen = ws.next_messages(total).await;
         assert_eq!(client_ids(&seen).len(), total, "every message once");
         orders.push(ids(&seen));
     }
@@ -210,7 +201,7 @@ async fn a_node_killed_mid_traffic_loses_nothing_acknowledged() {
     assert_eq!(history.len(), 40, "no message twice");
     assert_eq!(ids(&history), (1..=40).collect::<Vec<u64>>(), "gap-free seqs");
 
-    let read = messages(&mut reader_ws, 40).await;
+    let read = reader_ws.next_messages(40).await;
     assert_eq!(ids(&read), (1..=40).collect::<Vec<u64>>(), "the reader on a live node saw each once, in order");
 }
 
@@ -228,13 +219,13 @@ async fn a_redis_restart_makes_nobody_miss_a_message() {
     let (_ann, mut ann_ws) = guest_in(&nodes[0], "ann", "team").await;
     let (_bob, mut bob_ws) = guest_in(&nodes[1], "bob", "team").await;
     ann_ws.send_and_echo("team", "before", "b0").await;
-    assert_eq!(ids(&messages(&mut bob_ws, 1).await), vec![1]);
+    assert_eq!(ids(&bob_ws.next_messages(1).await), vec![1]);
 
     redis.stop();
     for i in 0..10 {
         ann_ws.send_and_echo("team", &format!("during {i}"), &format!("d{i}")).await;
     }
-    let during = messages(&mut bob_ws, 10).await;
+    let during = bob_ws.next_messages(10).await;
     assert_eq!(ids(&during), (2..=11).collect::<Vec<u64>>(), "read from the store while Redis is away");
     let (status, health) = nodes[1].endpoint().anonymous().get("/healthz").await;
     assert_eq!((status, health["fanout"].as_str()), (200, Some("down")), "{health}");
@@ -243,7 +234,7 @@ async fn a_redis_restart_makes_nobody_miss_a_message() {
     for i in 0..10 {
         ann_ws.send_and_echo("team", &format!("after {i}"), &format!("a{i}")).await;
     }
-    let after = messages(&mut bob_ws, 10).await;
+    let after = bob_ws.next_messages(10).await;
     assert_eq!(ids(&after), (12..=21).collect::<Vec<u64>>(), "nothing missed, nothing twice");
     bob_ws.expect_silence().await;
 }

@@ -18,20 +18,15 @@ use chatroom::fanout::{Fanout, FanoutStatus, RedisFanout, RedisTimings, RoomEven
 use chatroom::model::RoomName;
 use chatroom::protocol::ServerEvent;
 use common::redis::{Cluster, PrivateRedis, RedisPrefix};
-use common::{TIMEOUT, WsClient, id};
+use common::{TIMEOUT, WsClient, id, ids};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
 /// Reads message events until `count` distinct ids were seen; asserts ids
 /// only grow (no repeat, one order) and returns them.
 async fn collect_messages(socket: &mut WsClient, count: usize) -> Vec<u64> {
-    let mut seen = Vec::with_capacity(count);
-    while seen.len() < count {
-        let event = socket.next_matching("a message", |e| e["type"] == "message").await;
-        let next = id(&event);
-        assert!(seen.last().is_none_or(|last| *last < next), "ids out of order or repeated: {seen:?} then {next}");
-        seen.push(next);
-    }
+    let seen = ids(&socket.next_messages(count).await);
+    assert!(seen.is_sorted_by(|a, b| a < b), "ids out of order or repeated: {seen:?}");
     seen
 }
 
@@ -153,19 +148,13 @@ async fn a_redis_outage_loses_no_message_and_live_delivery_resumes() {
     redis.stop();
     // Both nodes keep acknowledging (each socket gets its own echo), and
     // each node's clients get the other node's messages from the store.
-    for i in 1..=5 {
-        on_a.send_message("lobby", &format!("a{i}"), &format!("a{i}")).await;
-        on_b.send_message("lobby", &format!("b{i}"), &format!("b{i}")).await;
-    }
+    send_in_turns(&mut on_a, &mut on_b, 1..=5).await;
     let during: Vec<u64> = (2..=11).collect();
     assert_eq!(collect_messages(&mut on_a, 10).await, during, "node A's client, Redis down");
     assert_eq!(collect_messages(&mut on_b, 10).await, during, "node B's client, Redis down");
 
     redis.restart();
-    for i in 6..=8 {
-        on_a.send_message("lobby", &format!("a{i}"), &format!("a{i}")).await;
-        on_b.send_message("lobby", &format!("b{i}"), &format!("b{i}")).await;
-    }
+    send_in_turns(&mut on_a, &mut on_b, 6..=8).await;
     let after: Vec<u64> = (12..=17).collect();
     assert_eq!(collect_messages(&mut on_a, 6).await, after, "node A's client, Redis back");
     assert_eq!(collect_messages(&mut on_b, 6).await, after, "node B's client, Redis back");
@@ -173,6 +162,14 @@ async fn a_redis_outage_loses_no_message_and_live_delivery_resumes() {
     on_b.expect_silence().await;
     assert_eq!(ann.all_messages("lobby").await.len(), 17);
     cluster.stop().await;
+}
+
+/// Node A's client sends `a{i}`, then node B's `b{i}`, for each `i`.
+async fn send_in_turns(on_a: &mut WsClient, on_b: &mut WsClient, turns: std::ops::RangeInclusive<u32>) {
+    for i in turns {
+        on_a.send_message("lobby", &format!("a{i}"), &format!("a{i}")).await;
+        on_b.send_message("lobby", &format!("b{i}"), &format!("b{i}")).await;
+    }
 }
 
 fn short_timings() -> RedisTimings {

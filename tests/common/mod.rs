@@ -591,6 +591,16 @@ impl WsClient {
         }
     }
 
+    /// The next `count` `message` frames, in arrival order (presence and
+    /// typing hints skipped; anything else fails the test).
+    pub async fn next_messages(&mut self, count: usize) -> Vec<Value> {
+        let mut messages = Vec::with_capacity(count);
+        while messages.len() < count {
+            messages.push(self.next_of_type("message").await);
+        }
+        messages
+    }
+
     /// The next event that is not a presence or typing hint.
     pub async fn next_significant(&mut self) -> Value {
         loop {
