@@ -10,6 +10,7 @@ use clap::Parser;
 
 use crate::auth::sessions::SessionLimits;
 pub use crate::rate::SendRate;
+use crate::store::Fsync;
 
 /// A small, fast, self-hosted chat server.
 #[derive(Debug, Clone, Parser)]
@@ -75,9 +76,12 @@ pub struct Cli {
     #[arg(long, env = "CHATROOM_TRUST_PROXY")]
     pub trust_proxy: bool,
 
-    /// Call fsync after every batch of messages (survives power loss, slower).
-    #[arg(long, env = "CHATROOM_SYNC_WRITES")]
-    pub sync_writes: bool,
+    /// When stored messages reach the disk before they are acknowledged:
+    /// always (each write is fsynced), batch (writes of a 2 ms window share
+    /// one fsync round) or never (the operating system decides; survives a
+    /// crash of the server, not a power cut). docs/RELIABILITY.md.
+    #[arg(long, env = "CHATROOM_FSYNC", default_value = "batch")]
+    pub fsync: Fsync,
 
     /// A request's headers must arrive whole within this many seconds
     /// (counted from the first byte, or from accept on a new connection).
@@ -195,7 +199,7 @@ pub struct Config {
     pub send_rate: Option<SendRate>,
     pub frame_rate: Option<SendRate>,
     pub trust_proxy: bool,
-    pub sync_writes: bool,
+    pub fsync: Fsync,
     pub limits: ConnectionLimits,
     /// How long an unused room keeps its file open.
     pub room_idle: Duration,
@@ -278,7 +282,7 @@ impl Config {
             send_rate,
             frame_rate,
             trust_proxy: cli.trust_proxy,
-            sync_writes: cli.sync_writes,
+            fsync: cli.fsync,
             limits,
             room_idle: Duration::from_secs(cli.room_idle_secs.max(1)),
             room_create_rate,

@@ -64,7 +64,7 @@ use crate::chat::Chat;
 use crate::auth::sessions::EndReason;
 use crate::fanout::{Fanout, SessionEnd};
 use crate::hub::{Hub, HubSettings};
-use crate::store::MessageStore;
+use crate::store::{Fsync, MessageStore};
 use crate::store::jsonl::{JsonlAccounts, JsonlStore};
 use crate::store::postgres::PgStore;
 
@@ -92,7 +92,7 @@ impl Stores {
     /// included), else the JSON-lines files of the data directory.
     pub async fn open(config: &Config) -> Result<Self, ChatError> {
         match &config.database_url {
-            Some(url) => Self::open_postgres(url).await,
+            Some(url) => Self::open_postgres(url, config.fsync).await,
             None => Self::open_data_dir(config).await,
         }
     }
@@ -106,17 +106,17 @@ impl Stores {
     }
 
     /// The PostgreSQL database at `url`, its schema brought up to date.
-    pub async fn open_postgres(url: &str) -> Result<Self, ChatError> {
-        let store = Arc::new(PgStore::open(url).await?);
+    pub async fn open_postgres(url: &str, fsync: Fsync) -> Result<Self, ChatError> {
+        let store = Arc::new(PgStore::open(url, fsync).await?);
         Ok(Self { messages: store.clone(), accounts: AuthStores::of(store) })
     }
 
     /// The JSON-lines files of `config.data_dir`.
     pub async fn open_data_dir(config: &Config) -> Result<Self, ChatError> {
         let dir = config.data_dir.clone();
-        let sync = config.sync_writes;
+        let fsync = config.fsync;
         let (store, accounts) = tokio::task::spawn_blocking(move || {
-            Ok::<_, ChatError>((JsonlStore::open(&dir, sync)?, JsonlAccounts::open(&dir)?))
+            Ok::<_, ChatError>((JsonlStore::open(&dir, fsync)?, JsonlAccounts::open(&dir, fsync)?))
         })
         .await
         .map_err(|e| ChatError::Internal(e.to_string()))??;

@@ -18,7 +18,7 @@ use chatroom::store::jsonl::{JsonlAccounts, JsonlStore};
 use chatroom::store::migrate::{MigrationReport, copy_data_dir};
 use chatroom::store::postgres::PgStore;
 use chatroom::store::{
-    Appended, HistoryQuery, MessageStore, ReadMarkerStore, SessionRecord, SessionStore, StoreError, SubscriptionStore, UserRecord, UserStore,
+    Appended, Fsync, HistoryQuery, MessageStore, ReadMarkerStore, SessionRecord, SessionStore, StoreError, SubscriptionStore, UserRecord, UserStore,
 };
 use common::pg::TestDatabase;
 
@@ -60,8 +60,8 @@ struct Source {
 
 /// A data directory with a bit of everything.
 async fn build_data_dir(dir: &Path) -> Source {
-    let messages = JsonlStore::open(dir, false).unwrap();
-    let accounts = JsonlAccounts::open(dir).unwrap();
+    let messages = JsonlStore::open(dir, Fsync::Never).unwrap();
+    let accounts = JsonlAccounts::open(dir, Fsync::Never).unwrap();
     for (username, created_at) in [("Ann", "2025-01-01T10:00:00Z"), ("bob", "2025-01-02T10:00:00Z")] {
         accounts.create_user(user(username, created_at)).await.unwrap();
     }
@@ -112,8 +112,8 @@ async fn whole_log(store: &dyn MessageStore, room: &RoomName) -> Vec<StoredEvent
 
 /// Reads everything through the traits on both sides and compares.
 async fn assert_same(source: &Source, dir: &Path, target: &PgStore) {
-    let messages = JsonlStore::open(dir, false).unwrap();
-    let accounts = JsonlAccounts::open(dir).unwrap();
+    let messages = JsonlStore::open(dir, Fsync::Never).unwrap();
+    let accounts = JsonlAccounts::open(dir, Fsync::Never).unwrap();
     for key in &source.users {
         let original = accounts.find_user(key).await.unwrap().expect("the source has the account");
         assert_eq!(target.find_user(key).await.unwrap(), Some(original.clone()), "account {key}, password hash included");
@@ -162,11 +162,11 @@ async fn a_data_directory_is_copied_whole_and_a_second_run_changes_nothing() {
     let source = build_data_dir(dir.path()).await;
 
     let first = copy_data_dir(dir.path(), database.url()).await.expect("the copy succeeds");
-    let target = PgStore::open(database.url()).await.unwrap();
+    let target = PgStore::open(database.url(), Fsync::Batch).await.unwrap();
     assert_same(&source, dir.path(), &target).await;
 
     let source_events: u64 = {
-        let messages = JsonlStore::open(dir.path(), false).unwrap();
+        let messages = JsonlStore::open(dir.path(), Fsync::Never).unwrap();
         let mut total = 0;
         for name in &source.rooms {
             total += messages.last_seq(&room(name)).await.unwrap();
@@ -201,7 +201,7 @@ async fn the_copy_goes_on_where_the_data_directory_left_off() {
     let (succeeded, log) = run_binary(dir.path(), database.url());
     assert!(succeeded, "the binary copies:\n{log}");
 
-    let target = PgStore::open(database.url()).await.unwrap();
+    let target = PgStore::open(database.url(), Fsync::Batch).await.unwrap();
     let general = room("general");
     let last = target.last_seq(&general).await.unwrap();
     let next = target.append(&general, vec![post("bob", "again", "b1"), post("bob", "new", "b9")]).await.unwrap();
@@ -219,7 +219,7 @@ async fn a_room_with_another_history_in_the_database_is_refused() {
     let Some(database) = TestDatabase::create().await else { return };
     let dir = tempfile::tempdir().unwrap();
     build_data_dir(dir.path()).await;
-    let target = PgStore::open(database.url()).await.unwrap();
+    let target = PgStore::open(database.url(), Fsync::Batch).await.unwrap();
     stored(target.append(&room("general"), vec![post("eve", "written here first", "e1")]).await.unwrap());
 
     let refused = copy_data_dir(dir.path(), database.url()).await.expect_err("two histories of general");

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use chatroom::model::{NewEvent, RoomName, Username};
 use chatroom::store::postgres::PgStore;
-use chatroom::store::{Appended, HistoryQuery, MessageStore, StoreError, UserRecord, UserStore};
+use chatroom::store::{Appended, Fsync, HistoryQuery, MessageStore, StoreError, UserRecord, UserStore};
 use common::pg::{self, TestDatabase};
 use common::proxy::TcpProxy;
 
@@ -51,7 +51,7 @@ async fn write_messages(store: Arc<PgStore>, writer: usize, count: usize, batch:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_writing_one_room_give_one_gap_free_order() {
     let Some(database) = TestDatabase::create().await else { return };
-    let nodes = [Arc::new(PgStore::open(database.url()).await.unwrap()), Arc::new(PgStore::open(database.url()).await.unwrap())];
+    let nodes = [Arc::new(PgStore::open(database.url(), Fsync::Batch).await.unwrap()), Arc::new(PgStore::open(database.url(), Fsync::Batch).await.unwrap())];
     let (writers, per_writer, batch) = (4, 500, 25);
     let tasks: Vec<_> = (0..writers).map(|w| tokio::spawn(write_messages(nodes[w % 2].clone(), w, per_writer, batch))).collect();
     let mut all = Vec::new();
@@ -86,7 +86,7 @@ async fn two_nodes_writing_one_room_give_one_gap_free_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_rooms_appended_at_once_each_get_one_gap_free_order() {
     let Some(database) = TestDatabase::create().await else { return };
-    let nodes = [Arc::new(PgStore::open(database.url()).await.unwrap()), Arc::new(PgStore::open(database.url()).await.unwrap())];
+    let nodes = [Arc::new(PgStore::open(database.url(), Fsync::Batch).await.unwrap()), Arc::new(PgStore::open(database.url(), Fsync::Batch).await.unwrap())];
     let (rooms, per_room) = (50, 20);
     for r in 0..rooms {
         nodes[0].create_room(&room(&format!("room{r}")), "ann").await.unwrap();
@@ -142,7 +142,7 @@ async fn many_rooms_appended_at_once_each_get_one_gap_free_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nodes_racing_for_look_alike_names_give_one_account() {
     let Some(database) = TestDatabase::create().await else { return };
-    let nodes = [Arc::new(PgStore::open(database.url()).await.unwrap()), Arc::new(PgStore::open(database.url()).await.unwrap())];
+    let nodes = [Arc::new(PgStore::open(database.url(), Fsync::Batch).await.unwrap()), Arc::new(PgStore::open(database.url(), Fsync::Batch).await.unwrap())];
     // Latin, Cyrillic а/А and upper case: one skeleton, six creators.
     let names = ["admin", "\u{0430}dmin", "ADMIN", "\u{0410}dmin", "Admin", "adm\u{0456}n"];
     let tasks: Vec<_> = names
@@ -170,14 +170,14 @@ async fn nodes_racing_for_look_alike_names_give_one_account() {
 #[tokio::test]
 async fn a_database_at_a_newer_schema_is_refused() {
     let Some(database) = TestDatabase::create().await else { return };
-    drop(PgStore::open(database.url()).await.expect("a new database is migrated"));
+    drop(PgStore::open(database.url(), Fsync::Batch).await.expect("a new database is migrated"));
     let (client, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     let known: i32 = client.query_one("SELECT max(version) FROM schema_migrations", &[]).await.unwrap().get(0);
     let newer = known + 1;
     client.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[&newer]).await.unwrap();
 
-    let refused = PgStore::open(database.url()).await.err().expect("a newer schema is refused");
+    let refused = PgStore::open(database.url(), Fsync::Batch).await.err().expect("a newer schema is refused");
     assert!(matches!(refused, StoreError::SchemaTooNew { database, known: k } if database == newer && k == known), "{refused}");
     let message = refused.to_string();
     assert!(message.contains(&format!("schema version {newer}")) && message.ends_with("upgrade chatroom"), "{message}");
@@ -187,7 +187,7 @@ async fn a_database_at_a_newer_schema_is_refused() {
 async fn an_unreachable_database_is_unavailable_within_five_seconds() {
     let closed_port = common::free_port();
     let started = Instant::now();
-    let refused = PgStore::open(&format!("postgres://postgres@127.0.0.1:{closed_port}/test")).await.err().expect("nothing listens there");
+    let refused = PgStore::open(&format!("postgres://postgres@127.0.0.1:{closed_port}/test"), Fsync::Batch).await.err().expect("nothing listens there");
     assert!(matches!(refused, StoreError::Unavailable(_)), "{refused}");
     assert!(started.elapsed() < FAILURE_DEADLINE, "answered after {:?}", started.elapsed());
 }
@@ -196,7 +196,7 @@ async fn an_unreachable_database_is_unavailable_within_five_seconds() {
 async fn a_cut_connection_fails_sends_within_five_seconds_and_the_store_recovers() {
     let Some(database) = TestDatabase::create().await else { return };
     let proxy = TcpProxy::start(pg::SERVER.parse().unwrap()).await;
-    let store = PgStore::open(&database.url_via(proxy.addr)).await.expect("the store opens through the proxy");
+    let store = PgStore::open(&database.url_via(proxy.addr), Fsync::Batch).await.expect("the store opens through the proxy");
     let general = room("general");
     store.append(&general, vec![post("ann", "before".into())]).await.unwrap().remove(0).unwrap();
     store.check().await.expect("reachable");

@@ -21,7 +21,7 @@ use chatroom::store::jsonl::{JsonlAccounts, JsonlStore};
 use chatroom::store::memory::MemoryStore;
 use chatroom::store::postgres::PgStore;
 use chatroom::store::{
-    Appended, DEDUP_WINDOW, HistoryQuery, MessageStore, ReadMarkerStore, SessionRecord, SessionStore, StoreError, SubscriptionStore,
+    Appended, DEDUP_WINDOW, Fsync, HistoryQuery, MessageStore, ReadMarkerStore, SessionRecord, SessionStore, StoreError, SubscriptionStore,
     UserRecord, UserStore,
 };
 use common::pg::TestDatabase;
@@ -72,8 +72,8 @@ struct Jsonl {
 
 impl Jsonl {
     fn open(dir: tempfile::TempDir) -> Self {
-        let messages = Arc::new(JsonlStore::open(dir.path(), false).expect("the message store opens"));
-        let accounts = Arc::new(JsonlAccounts::open(dir.path()).expect("the account store opens"));
+        let messages = Arc::new(JsonlStore::open(dir.path(), Fsync::Batch).expect("the message store opens"));
+        let accounts = Arc::new(JsonlAccounts::open(dir.path(), Fsync::Batch).expect("the account store opens"));
         Self { dir, messages, accounts }
     }
 }
@@ -121,7 +121,7 @@ struct Postgres {
 impl Backend for Postgres {
     async fn fresh() -> Option<Self> {
         let database = TestDatabase::create().await?;
-        let store = Arc::new(PgStore::open(database.url()).await.expect("the PostgreSQL store opens"));
+        let store = Arc::new(PgStore::open(database.url(), Fsync::Batch).await.expect("the PostgreSQL store opens"));
         Some(Self { store, database })
     }
 
@@ -134,7 +134,7 @@ impl Backend for Postgres {
     async fn reopen(self) -> Option<Self> {
         let Self { store, database } = self;
         drop(store);
-        let store = Arc::new(PgStore::open(database.url()).await.expect("the PostgreSQL store opens again"));
+        let store = Arc::new(PgStore::open(database.url(), Fsync::Batch).await.expect("the PostgreSQL store opens again"));
         Some(Self { store, database })
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chatroom::model::{NewEvent, RoomName, Username};
 use chatroom::store::jsonl::JsonlStore;
-use chatroom::store::{Appended, MessageStore};
+use chatroom::store::{Appended, Fsync, MessageStore};
 
 use crate::client::HttpConn;
 use crate::stats::Percentiles;
@@ -43,7 +43,7 @@ pub struct HistoryResult {
 /// through `JsonlStore`, in batches; they get ids 1..=count. Returns the
 /// directory's size on disk.
 pub async fn build_data_dir(dir: &Path, count: u64) -> Result<u64, String> {
-    let store = JsonlStore::open(dir, false).map_err(|e| format!("opening the store: {e}"))?;
+    let store = JsonlStore::open(dir, Fsync::Never).map_err(|e| format!("opening the store: {e}"))?;
     let room = RoomName::parse(ROOM).map_err(|e| e.to_string())?;
     store.create_room(&room, "bench").await.map_err(|e| format!("creating room {ROOM}: {e}"))?;
     let authors = (0..AUTHORS).map(|n| Username::parse(&format!("user{n}"))).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
@@ -168,7 +168,7 @@ mod tests {
         let bytes = build_data_dir(&dir.0, count).await.unwrap();
         assert!(bytes > count * 100, "{bytes} bytes");
         // What the server will find there: the room, with ids 1..=count.
-        let store = JsonlStore::open(&dir.0, false).unwrap();
+        let store = JsonlStore::open(&dir.0, Fsync::Never).unwrap();
         let room = RoomName::parse(ROOM).unwrap();
         assert_eq!(store.last_seq(&room).await.unwrap(), count);
         let page = store.history(&room, HistoryQuery { before: Some(BATCH + 2), ..HistoryQuery::latest(3) }).await.unwrap();

@@ -451,7 +451,7 @@ async fn persist_scenario(args: &Args, server: &ServerOpts, report: &mut Report)
 /// without the HTTP edge.
 async fn persist_inside_scenario(args: &Args, server_url: &str, report: &mut Report) -> Result<(), String> {
     let database = backends::FreshDatabase::create(server_url)?;
-    let store = chatroom::store::postgres::PgStore::open(&database.url).await.map_err(|e| e.to_string())?;
+    let store = chatroom::store::postgres::PgStore::open(&database.url, chatroom::store::Fsync::Batch).await.map_err(|e| e.to_string())?;
     eprintln!("persist inside: {} writers through the hub into PostgreSQL for {} s", args.writers, args.persist_secs);
     let r = persist::run_inside(std::sync::Arc::new(store), args.writers, args.persist_secs, args.text_bytes).await?;
     let scenario = format!("persist {} writers (hub → PostgreSQL, no HTTP)", r.writers);

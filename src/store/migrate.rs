@@ -19,7 +19,7 @@ use std::path::Path;
 use crate::model::{RoomName, StoredEvent};
 use crate::store::jsonl::{JsonlAccounts, JsonlStore};
 use crate::store::postgres::PgStore;
-use crate::store::{MessageStore, SessionStore, StoreError};
+use crate::store::{Fsync, MessageStore, SessionStore, StoreError};
 
 /// Events read from the source and written to the database at a time
 /// (one transaction each).
@@ -84,7 +84,7 @@ pub async fn copy_data_dir(from: &Path, to: &str) -> Result<MigrationReport, Sto
         return Err(StoreError::Io { action: "read the data directory", path: from.to_path_buf(), cause });
     }
     let (messages, accounts) = open_source(from).await?;
-    let target = PgStore::open(to).await?;
+    let target = PgStore::open(to, Fsync::Batch).await?;
     let mut report = MigrationReport::default();
     let records = accounts.records();
     for user in &records.users {
@@ -111,7 +111,7 @@ pub async fn copy_data_dir(from: &Path, to: &str) -> Result<MigrationReport, Sto
 /// files).
 async fn open_source(dir: &Path) -> Result<(JsonlStore, JsonlAccounts), StoreError> {
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || Ok((JsonlStore::open(&dir, false)?, JsonlAccounts::open(&dir)?))).await?
+    tokio::task::spawn_blocking(move || Ok((JsonlStore::open(&dir, Fsync::Never)?, JsonlAccounts::open(&dir, Fsync::Never)?))).await?
 }
 
 fn parse_room(name: &str) -> Result<RoomName, StoreError> {

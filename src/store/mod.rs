@@ -50,6 +50,44 @@ pub const MAX_PAGE: usize = 500;
 pub const DEFAULT_PAGE: usize = 50;
 
 /// A room as listed by the API.
+/// When a stored event reaches the disk before it is acknowledged
+/// (`--fsync`; docs/RELIABILITY.md weighs the three).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Synced by its own writer before it is acknowledged.
+    Always,
+    /// Synced before it is acknowledged, in rounds shared by the appends
+    /// of a few milliseconds (group commit).
+    Batch,
+    /// Written to the operating system and acknowledged; synced when the
+    /// operating system decides (survives a crash of the process, not
+    /// of the machine).
+    Never,
+}
+
+impl std::str::FromStr for Fsync {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "always" => Ok(Self::Always),
+            "batch" => Ok(Self::Batch),
+            "never" => Ok(Self::Never),
+            other => Err(format!("{other:?} is not one of always, batch, never")),
+        }
+    }
+}
+
+impl std::fmt::Display for Fsync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Always => "always",
+            Self::Batch => "batch",
+            Self::Never => "never",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomInfo {
     pub name: String,

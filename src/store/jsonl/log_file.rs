@@ -27,6 +27,8 @@ pub struct LogFile {
     len: u64,
     /// A failed append could not be cut back: bytes past `len` remain.
     tail_to_cut: bool,
+    /// Every append is synced before it returns (`--fsync` always/batch).
+    sync_appends: bool,
 }
 
 impl LogFile {
@@ -52,21 +54,21 @@ impl LogFile {
     }
 
     /// Replaces the file's content with `records`, then opens it for appends.
-    pub fn rewrite<T: Serialize>(path: &Path, records: &[T]) -> io::Result<Self> {
+    pub fn rewrite<T: Serialize>(path: &Path, records: &[T], sync_appends: bool) -> io::Result<Self> {
         let tmp = path.with_extension("jsonl.tmp");
         write_all_records(&tmp, records).map_err(file_error("write", &tmp))?;
         std::fs::rename(&tmp, path).map_err(file_error("replace", path))?;
-        Self::open(path)
+        Self::open(path, sync_appends)
     }
 
     /// Opens (creating) the file for appends, first setting aside a torn
     /// last line.
-    pub fn open(path: &Path) -> io::Result<Self> {
+    pub fn open(path: &Path, sync_appends: bool) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(file_error("open", path))?;
         // A last line that is a whole JSON object only lost its newline.
         let is_whole = |_: &File, _: u64, tail: &[u8]| Ok(serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(tail).is_ok());
         let len = repair_tail(&file, path, is_whole).map_err(file_error("repair", path))?;
-        Ok(Self { path: path.to_path_buf(), file, len, tail_to_cut: false })
+        Ok(Self { path: path.to_path_buf(), file, len, tail_to_cut: false, sync_appends })
     }
 
     /// Makes what was appended durable.
@@ -86,7 +88,8 @@ impl LogFile {
             buf.push(b'\n');
         }
         self.cut_failed_tail()?;
-        if let Err(e) = self.file.write_all(&buf).map_err(file_error("append to", &self.path)) {
+        let written = self.file.write_all(&buf).and_then(|()| if self.sync_appends { self.file.sync_data() } else { Ok(()) });
+        if let Err(e) = written.map_err(file_error("append to", &self.path)) {
             // The caller logs `e`. A cut that fails too is only logged:
             // the next append tries it again first.
             self.tail_to_cut = true;
@@ -129,7 +132,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.jsonl");
         std::fs::write(&path, "{\"n\":1}\n{\"n\":").unwrap();
-        let mut log = LogFile::open(&path).unwrap();
+        let mut log = LogFile::open(&path, false).unwrap();
         log.append(&[serde_json::json!({"n": 2})]).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\":1}\n{\"n\":2}\n");
         assert!(path.with_extension("jsonl.torn").exists());
@@ -144,7 +147,7 @@ mod tests {
             return;
         }
         let (logged, _capturing) = crate::test_logs::capture();
-        let mut log = LogFile::open(full).unwrap();
+        let mut log = LogFile::open(full, false).unwrap();
         let error = log.append(&[serde_json::json!({"n": 1})]).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::StorageFull);
         assert!(error.to_string().starts_with("cannot append to /dev/full: "), "{error}");

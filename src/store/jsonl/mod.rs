@@ -15,6 +15,7 @@
 //! start-up time does not grow with the amount of history.
 
 mod accounts;
+mod durability;
 mod event_line;
 mod lines;
 mod log_file;
@@ -33,9 +34,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
+use self::durability::Durability;
 use self::log_file::LogFile;
 use self::room_log::{RoomLog, SharedRoomLog};
-use super::{Appended, HistoryQuery, MessageStore, RoomInfo, rank_rooms};
+use super::{Appended, Fsync, HistoryQuery, MessageStore, RoomInfo, rank_rooms};
 use crate::store::StoreError;
 use crate::model::{DEFAULT_ROOM, Message, NewEvent, RoomName, StoredEvent, Username, now_rfc3339};
 
@@ -75,24 +77,25 @@ pub struct JsonlStore {
     rooms: Mutex<BTreeMap<String, RoomRecord>>,
     /// Rooms in use, each with when it was last used.
     open_rooms: Mutex<HashMap<RoomName, (RoomSlot, Instant)>>,
-    sync_writes: bool,
+    durability: Durability,
 }
 
 impl JsonlStore {
     /// Opens (creating if needed) a data directory. Blocking; call at start.
-    pub fn open(data_dir: &Path, sync_writes: bool) -> io::Result<Self> {
+    pub fn open(data_dir: &Path, fsync: Fsync) -> io::Result<Self> {
         check_writable(data_dir)?;
         let rooms_dir = data_dir.join("rooms");
         std::fs::create_dir_all(&rooms_dir).map_err(file_error("create", &rooms_dir))?;
         let rooms_path = data_dir.join("rooms.jsonl");
         let rooms = read_room_records(&rooms_path)?;
-        let rooms_file = LogFile::open(&rooms_path)?;
+        let durability = Durability::new(fsync);
+        let rooms_file = LogFile::open(&rooms_path, durability.syncs())?;
         let store = Self {
             rooms_dir,
             rooms_file: Mutex::new(rooms_file),
             rooms: Mutex::new(rooms),
             open_rooms: Mutex::new(HashMap::new()),
-            sync_writes,
+            durability,
         };
         store.restore_unlisted_rooms()?;
         let general = RoomName::parse(DEFAULT_ROOM).expect("the default room name is valid");
@@ -170,9 +173,9 @@ impl JsonlStore {
             .get_or_try_init(|| {
                 let dir = self.rooms_dir.clone();
                 let room = room.clone();
-                let sync = self.sync_writes;
+                let durability = self.durability.clone();
                 async move {
-                    tokio::task::spawn_blocking(move || RoomLog::open(&dir, &room, sync))
+                    tokio::task::spawn_blocking(move || RoomLog::open(&dir, &room, durability))
                         .await
                         .map_err(StoreError::from)?
                         .map(Arc::new)
@@ -249,7 +252,7 @@ impl MessageStore for JsonlStore {
     async fn append(&self, room: &RoomName, batch: Vec<NewEvent>) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
         let log = self.log(room).await?;
         let _serial = log.write_lock().lock().await;
-        if !self.sync_writes {
+        if !self.durability.syncs() {
             // Without fsync an append is one write(2) into the page cache,
             // a few microseconds: cheaper done here than handed to a
             // blocking thread and back, which cost more CPU than the write
@@ -350,13 +353,13 @@ mod tests {
             ),
         )
         .unwrap();
-        let store = JsonlStore::open(dir.path(), false).unwrap();
+        let store = JsonlStore::open(dir.path(), Fsync::Never).unwrap();
         let names: Vec<String> = store.list_rooms("", 10).await.unwrap().into_iter().map(|r| r.name).collect();
         assert_eq!(names, ["general", "rust"]);
         // New records are appended as whole lines after the old ones.
         store.create_room(&RoomName::parse("lobby").unwrap(), "bob").await.unwrap();
         drop(store);
-        let reopened = JsonlStore::open(dir.path(), false).unwrap();
+        let reopened = JsonlStore::open(dir.path(), Fsync::Never).unwrap();
         assert!(reopened.room_exists(&RoomName::parse("lobby").unwrap()).await.unwrap());
     }
 
@@ -365,7 +368,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let room_file = dir.path().join("rooms").join("lobby.jsonl");
         std::fs::create_dir_all(&room_file).unwrap(); // a directory cannot be opened for writing
-        let error = JsonlStore::open(dir.path(), false).err().expect("the store does not open");
+        let error = JsonlStore::open(dir.path(), Fsync::Never).err().expect("the store does not open");
         assert_eq!(error.kind(), io::ErrorKind::IsADirectory);
         let text = error.to_string();
         assert!(text.starts_with(&format!("cannot open {}: ", room_file.display())), "{text}");
@@ -380,7 +383,7 @@ mod tests {
         for file in ["big.jsonl", "big.jsonl.torn", "Not-A-Room.jsonl", "a.b.jsonl"] {
             std::fs::write(rooms.join(file), "").unwrap();
         }
-        let store = JsonlStore::open(dir.path(), false).unwrap();
+        let store = JsonlStore::open(dir.path(), Fsync::Never).unwrap();
         let names: Vec<String> = store.list_rooms("", 10).await.unwrap().into_iter().map(|r| r.name).collect();
         assert_eq!(names, ["big", "general"]);
         // The record was written: the next start lists it with no file scan needed.

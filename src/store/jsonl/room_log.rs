@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::durability::Durability;
 use super::{event_line, file_error, lines};
 use crate::store::StoreError;
 use crate::model::{EventKind, Message, NewEvent, RoomName, StoredEvent, now_rfc3339};
@@ -229,7 +230,7 @@ impl State {
 pub struct RoomLog {
     room: RoomName,
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     committed: AtomicU64,
     state: Mutex<State>,
     index: ChangeIndex,
@@ -239,7 +240,7 @@ pub struct RoomLog {
     /// Serialises appends (the hub already does; this keeps the store safe
     /// on its own).
     write_lock: tokio::sync::Mutex<()>,
-    sync_writes: bool,
+    durability: Durability,
 }
 
 /// Lines that may hold an edit or a delete (checked before parsing).
@@ -248,9 +249,13 @@ const CHANGE_MARKERS: [&[u8]; 2] = [br#""op":"edit""#, br#""op":"delete""#];
 impl RoomLog {
     /// Opens (creating if needed) a room's file and loads its tail (and the
     /// tail's edits and deletes).
-    pub fn open(rooms_dir: &Path, room: &RoomName, sync_writes: bool) -> io::Result<Self> {
+    pub fn open(rooms_dir: &Path, room: &RoomName, durability: Durability) -> io::Result<Self> {
         let path = rooms_dir.join(format!("{room}.jsonl"));
+        let existed = path.exists();
         let file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(file_error("open", &path))?;
+        if !existed {
+            durability.after_create(rooms_dir).map_err(file_error("sync", rooms_dir))?;
+        }
         let len = repair_torn_tail(&file, &path).map_err(file_error("repair", &path))?;
         let hint = path.display().to_string();
         let tail = lines::read_backward(&file, len, DEDUP_WINDOW, &StoredEvent::is_post, &hint).map_err(file_error("read", &path))?;
@@ -288,13 +293,13 @@ impl RoomLog {
         Ok(Self {
             room: room.clone(),
             path,
-            file,
+            file: Arc::new(file),
             committed: AtomicU64::new(len),
             state: Mutex::new(state),
             index,
             rewriting: RwLock::new(()),
             write_lock: tokio::sync::Mutex::new(()),
-            sync_writes,
+            durability,
         })
     }
 
@@ -446,7 +451,7 @@ impl RoomLog {
                     writer.write_all_at(&redacted, offset)?;
                 }
             }
-            if self.sync_writes { writer.sync_data() } else { Ok(()) }
+            if self.durability.syncs() { writer.sync_data() } else { Ok(()) }
         })();
         if let Err(e) = result {
             tracing::error!(file = %self.path.display(), error = %e, "could not take a deleted message's text out of the file");
@@ -457,9 +462,7 @@ impl RoomLog {
     /// partial line stays behind.
     fn write_whole(&self, buf: &[u8]) -> io::Result<()> {
         let before = self.committed.load(Ordering::Acquire);
-        let written = (&self.file).write_all(buf).and_then(|()| {
-            if self.sync_writes { self.file.sync_data() } else { Ok(()) }
-        });
+        let written = (&*self.file).write_all(buf).and_then(|()| self.durability.after_write(&self.file));
         if let Err(e) = written {
             let e = file_error("append to", &self.path)(e);
             if let Err(e2) = self.file.set_len(before) {

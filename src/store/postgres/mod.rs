@@ -35,7 +35,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::model::DEFAULT_ROOM;
-use crate::store::StoreError;
+use crate::store::{Fsync, StoreError};
 
 /// Connections a node keeps at most.
 const POOL_SIZE: usize = 16;
@@ -62,9 +62,12 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to `url` (postgres://…), brings the schema up to date and
     /// makes sure the default room exists. Refuses a database whose schema
-    /// is newer than this binary ([`StoreError::SchemaTooNew`]).
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let pool = build_pool(url)?;
+    /// is newer than this binary ([`StoreError::SchemaTooNew`]). With
+    /// `fsync` never, COMMIT does not wait for the write-ahead log to reach
+    /// the disk (`synchronous_commit = off`); always and batch wait (every
+    /// commit here is a group commit already).
+    pub async fn open(url: &str, fsync: Fsync) -> Result<Self, StoreError> {
+        let pool = build_pool(url, fsync)?;
         let appends = commit::start(pool.clone());
         let store = Self { pool, appends };
         schema::migrate(&store).await?;
@@ -179,11 +182,12 @@ pub fn display_url(url: &str) -> String {
 
 /// The pool for `url`: short connect timeout, TCP keepalives, and the
 /// server-side timeouts set as start-up options of every connection.
-fn build_pool(url: &str) -> Result<Pool, StoreError> {
+fn build_pool(url: &str, fsync: Fsync) -> Result<Pool, StoreError> {
     let mut config: tokio_postgres::Config =
         url.parse().map_err(|e| StoreError::Unavailable(format!("the database URL is not valid: {e}")))?;
+    let synchronous_commit = if fsync == Fsync::Never { "off" } else { "on" };
     let timeouts = format!(
-        "-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+        "-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS} -c synchronous_commit={synchronous_commit}"
     );
     let options = match config.get_options() {
         Some(given) if !given.trim().is_empty() => format!("{given} {timeouts}"),

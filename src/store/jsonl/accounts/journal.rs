@@ -49,14 +49,14 @@ struct Logged<S> {
 impl<S: Replay> Journal<S> {
     /// Replays `path` (a missing file is an empty state) and opens it for
     /// appends, compacting it first if asked. Blocking; call at start.
-    pub fn open(path: &Path, compaction: Compaction) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, compaction: Compaction, sync_appends: bool) -> Result<Self, StoreError> {
         let mut state = S::default();
         for record in LogFile::read_all::<S::Record>(path)? {
             state.apply(record);
         }
         let log = match compaction {
-            Compaction::Keep => LogFile::open(path)?,
-            Compaction::Rewrite => LogFile::rewrite(path, &state.compacted())?,
+            Compaction::Keep => LogFile::open(path, sync_appends)?,
+            Compaction::Rewrite => LogFile::rewrite(path, &state.compacted(), sync_appends)?,
         };
         Ok(Self { inner: Arc::new(Mutex::new(Logged { state, log })) })
     }

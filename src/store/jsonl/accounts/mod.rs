@@ -24,7 +24,7 @@ mod users;
 use std::path::Path;
 
 use self::journal::{Compaction, Journal};
-use crate::store::{StoreError, UserRecord};
+use crate::store::{Fsync, StoreError, UserRecord};
 
 /// The account-side stores of one data directory.
 pub struct JsonlAccounts {
@@ -56,13 +56,16 @@ impl JsonlAccounts {
         }
     }
 
-    /// Loads (and compacts) the account files of `data_dir`. Blocking.
-    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+    /// Loads (and compacts) the account files of `data_dir`; with `fsync`
+    /// always or batch every change is synced before it is answered.
+    /// Blocking.
+    pub fn open(data_dir: &Path, fsync: Fsync) -> Result<Self, StoreError> {
+        let sync = fsync != Fsync::Never;
         Ok(Self {
-            users: Journal::open(&data_dir.join("users.jsonl"), Compaction::Keep)?,
-            sessions: Journal::open(&data_dir.join("sessions.jsonl"), Compaction::Rewrite)?,
-            subscriptions: Journal::open(&data_dir.join("subscriptions.jsonl"), Compaction::Rewrite)?,
-            read_markers: Journal::open(&data_dir.join("read_markers.jsonl"), Compaction::Rewrite)?,
+            users: Journal::open(&data_dir.join("users.jsonl"), Compaction::Keep, sync)?,
+            sessions: Journal::open(&data_dir.join("sessions.jsonl"), Compaction::Rewrite, sync)?,
+            subscriptions: Journal::open(&data_dir.join("subscriptions.jsonl"), Compaction::Rewrite, sync)?,
+            read_markers: Journal::open(&data_dir.join("read_markers.jsonl"), Compaction::Rewrite, sync)?,
         })
     }
 }
@@ -85,7 +88,7 @@ mod tests {
         let lines: Vec<String> =
             ["admin", "\u{0430}dmin"].iter().map(|n| serde_json::to_string(&record(n)).unwrap() + "\n").collect();
         std::fs::write(dir.path().join("users.jsonl"), lines.concat()).unwrap();
-        let accounts = JsonlAccounts::open(dir.path()).unwrap();
+        let accounts = JsonlAccounts::open(dir.path(), Fsync::Never).unwrap();
         // Both still load and are found by their own name.
         assert_eq!(accounts.find_user("admin").await.unwrap().unwrap().username, "admin");
         assert_eq!(accounts.find_user("\u{0430}dmin").await.unwrap().unwrap().username, "\u{0430}dmin");
@@ -117,7 +120,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let accounts = JsonlAccounts::open(dir.path()).unwrap();
+        let accounts = JsonlAccounts::open(dir.path(), Fsync::Never).unwrap();
         let general = RoomName::parse("general").unwrap();
         assert_eq!(accounts.read_marker("ann", &general).await.unwrap(), Some(7));
         assert!(accounts.markers("bob").await.unwrap().is_empty());
