@@ -77,8 +77,8 @@ pub struct Cli {
     pub trust_proxy: bool,
 
     /// When stored messages reach the disk before they are acknowledged:
-    /// always (each write is fsynced), batch (writes of a 2 ms window share
-    /// one fsync round) or never (the operating system decides; survives a
+    /// always (each write is fsynced by its writer), batch (group commit:
+    /// writes that arrive while a sync runs share the next one) or never (the operating system decides; survives a
     /// crash of the server, not a power cut). docs/RELIABILITY.md.
     #[arg(long, env = "CHATROOM_FSYNC", default_value = "batch")]
     pub fsync: Fsync,

@@ -33,6 +33,7 @@ pub const STORE_APPEND: &str = "chatroom_store_append_seconds";
 pub const FANOUT_LAG: &str = "chatroom_fanout_lag_seconds";
 pub const SENDS_REJECTED: &str = "chatroom_sends_rejected_total";
 pub const HTTP_RESPONSES: &str = "chatroom_http_responses_total";
+pub const FILE_SYNCS: &str = "chatroom_file_syncs_total";
 
 /// From a tenth of a millisecond (a write into the page cache) to seconds
 /// (an fsync on a busy disk, a database far away).
@@ -56,6 +57,7 @@ struct Instruments {
     store_append: Histogram,
     fanout_lag: Histogram,
     http_responses: [Counter; 5],
+    file_syncs: Counter,
 }
 
 static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(Instruments::register);
@@ -72,6 +74,7 @@ impl Instruments {
             store_append: metrics::histogram!(STORE_APPEND),
             fanout_lag: metrics::histogram!(FANOUT_LAG),
             http_responses: STATUS_CLASSES.map(|class| metrics::counter!(HTTP_RESPONSES, "class" => class)),
+            file_syncs: metrics::counter!(FILE_SYNCS),
         }
     }
 }
@@ -116,6 +119,7 @@ fn describe() {
     metrics::describe_histogram!(FANOUT_LAG, Unit::Seconds, "Time from publishing a room event to delivering it to a socket");
     metrics::describe_counter!(SENDS_REJECTED, "Sends refused, by error code");
     metrics::describe_counter!(HTTP_RESPONSES, "HTTP responses, by status class");
+    metrics::describe_counter!(FILE_SYNCS, "fdatasync calls on room files before acknowledging (--fsync always/batch)");
 }
 
 /// Every metric in the Prometheus text format (version 0.0.4); `None` if
@@ -142,6 +146,11 @@ impl Drop for OpenSocket {
 /// One room event stored.
 pub fn event_stored() {
     INSTRUMENTS.events_stored.increment(1);
+}
+
+/// A room file was synced to disk (`--fsync` always or batch).
+pub fn file_synced() {
+    INSTRUMENTS.file_syncs.increment(1);
 }
 
 /// A room's writer stored a batch (or failed to) in `took`.
