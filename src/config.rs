@@ -77,8 +77,9 @@ pub struct Cli {
     pub trust_proxy: bool,
 
     /// When stored messages reach the disk before they are acknowledged:
-    /// always (each write is fsynced by its writer), batch (group commit:
-    /// writes that arrive while a sync runs share the next one) or never (the operating system decides; survives a
+    /// always (every message written and fsynced on its own), batch (group
+    /// commit: a room's sends that queued while its last sync ran share
+    /// the next one) or never (the operating system decides; survives a
     /// crash of the server, not a power cut). docs/RELIABILITY.md.
     #[arg(long, env = "CHATROOM_FSYNC", default_value = "batch")]
     pub fsync: Fsync,

@@ -173,7 +173,7 @@ impl JsonlStore {
             .get_or_try_init(|| {
                 let dir = self.rooms_dir.clone();
                 let room = room.clone();
-                let durability = self.durability.clone();
+                let durability = self.durability;
                 async move {
                     tokio::task::spawn_blocking(move || RoomLog::open(&dir, &room, durability))
                         .await

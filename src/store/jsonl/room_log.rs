@@ -230,7 +230,7 @@ impl State {
 pub struct RoomLog {
     room: RoomName,
     path: PathBuf,
-    file: Arc<File>,
+    file: File,
     committed: AtomicU64,
     state: Mutex<State>,
     index: ChangeIndex,
@@ -293,7 +293,7 @@ impl RoomLog {
         Ok(Self {
             room: room.clone(),
             path,
-            file: Arc::new(file),
+            file,
             committed: AtomicU64::new(len),
             state: Mutex::new(state),
             index,
@@ -321,7 +321,7 @@ impl RoomLog {
         if plan.fresh.is_empty() {
             return Ok(plan.answers);
         }
-        self.write_whole(&lines_of(&plan.fresh))?;
+        self.write_whole(&plan.fresh)?;
         let changed: Vec<StoredEvent> = plan.fresh.iter().filter(|e| !e.is_post()).cloned().collect();
         for event in plan.fresh {
             state.changes.apply(&event);
@@ -458,11 +458,19 @@ impl RoomLog {
         }
     }
 
-    /// Appends `buf` (whole lines) or, on failure, cuts the file back so no
-    /// partial line stays behind.
-    fn write_whole(&self, buf: &[u8]) -> io::Result<()> {
+    /// Appends `events` as whole lines, synced as `--fsync` says (one write
+    /// and one sync for the batch, or one of each per event with
+    /// `always`), or, on failure, cuts the file back to where the batch
+    /// began so nothing of it stays behind.
+    fn write_whole(&self, events: &[StoredEvent]) -> io::Result<()> {
         let before = self.committed.load(Ordering::Acquire);
-        let written = (&*self.file).write_all(buf).and_then(|()| self.durability.after_write(&self.file));
+        let writes: Vec<Vec<u8>> = if self.durability.syncs_each_event() {
+            events.iter().map(|event| lines_of(std::slice::from_ref(event))).collect()
+        } else {
+            vec![lines_of(events)]
+        };
+        let mut file = &self.file;
+        let written = writes.iter().try_for_each(|buf| file.write_all(buf).and_then(|()| self.durability.after_write(file)));
         if let Err(e) = written {
             let e = file_error("append to", &self.path)(e);
             if let Err(e2) = self.file.set_len(before) {
@@ -470,7 +478,7 @@ impl RoomLog {
             }
             return Err(e);
         }
-        self.committed.store(before + buf.len() as u64, Ordering::Release);
+        self.committed.store(before + writes.iter().map(|buf| buf.len() as u64).sum::<u64>(), Ordering::Release);
         Ok(())
     }
 
