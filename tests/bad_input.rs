@@ -684,3 +684,30 @@ async fn a_public_url_names_the_one_origin_and_host_to_trust() {
     let (status, _) = rebound(&server, reqwest::Method::GET, "/", &format!("127.0.0.1:{port}"), None).await;
     assert_eq!(status, 200);
 }
+
+/// Found by tests/openapi.rs: `after=u64::MAX` overflowed `after + 1` in the
+/// room log, and the panic poisoned the room for every later request.
+#[tokio::test]
+async fn a_cursor_at_the_largest_seq_is_an_empty_page_and_harms_no_room() {
+    let server = TestServer::start().await;
+    let (ann, mut a) = server.guest_in("ann", "general").await;
+    let first = ann.send_http("general", "before the probe", "c1").await;
+    assert_eq!(common::without_type(&a.next_of_type("message").await), first);
+    let max = u64::MAX;
+
+    let (status, body) = ann.get(&format!("/api/rooms/general/events?after={max}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"events": [], "seq": id(&first), "has_more": false}));
+    let (status, body) = ann.get(&format!("/api/rooms/general/messages?after={max}")).await;
+    assert_eq!((status, body), (200, json!({"messages": []})));
+    a.send_json(json!({"type": "join", "room": "general", "after": max})).await;
+    let joined = a.next_of_type("joined").await;
+    assert_eq!(joined["history"], json!([]), "{joined}");
+
+    // The room still works for everyone.
+    let second = ann.send_http("general", "after the probe", "c2").await;
+    assert_eq!(ids(&ann.messages("general", "").await), vec![id(&first), id(&second)]);
+    let (status, body) = ann.get(&format!("/api/rooms/general/events?after={}", id(&first))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"][0]["text"], "after the probe", "{body}");
+}

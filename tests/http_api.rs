@@ -341,6 +341,42 @@ async fn unknown_paths_are_404() {
     assert_eq!(response.status(), 405);
 }
 
+/// A 405's `Allow` names the methods of that path, not of the whole API
+/// (RFC 9110 §10.2.1; found by tests/openapi.rs: schemathesis compares it
+/// with docs/openapi.yaml).
+#[tokio::test]
+async fn a_405_allows_the_methods_of_its_own_path() {
+    use reqwest::Method;
+    let server = TestServer::start().await;
+    let ann = server.guest("ann").await;
+    let cases = [
+        (Method::GET, "/api/guest", "POST"),
+        (Method::GET, "/api/logout", "POST"),
+        (Method::DELETE, "/api/me", "GET"),
+        (Method::PUT, "/api/rooms", "GET, POST"),
+        (Method::DELETE, "/api/rooms/general/messages", "GET, POST"),
+        (Method::GET, "/api/rooms/general/messages/1", "PATCH, DELETE"),
+        (Method::POST, "/api/rooms/general/events", "GET"),
+        (Method::GET, "/api/rooms/general/read", "PUT"),
+        (Method::POST, "/api/subscriptions", "GET"),
+        (Method::GET, "/api/subscriptions/general", "PUT, DELETE"),
+        (Method::POST, "/", "GET"),
+        (Method::OPTIONS, "/home", "GET"),
+        (Method::PUT, "/ws", "GET"),
+        (Method::POST, "/healthz", "GET"),
+        (Method::DELETE, "/metrics", "GET"),
+        (Method::POST, "/style.css", "GET"),
+    ];
+    for (method, path, allow) in cases {
+        let response = ann.request(method.clone(), path).send().await.unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        let allowed = response.headers().get("allow").and_then(|v| v.to_str().ok()).map(str::to_string);
+        assert_eq!(allowed.as_deref(), Some(allow), "{method} {path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed", "{method} {path}");
+    }
+}
+
 /// Many browsers asking for the same free name at once: exactly one gets
 /// it, the others 409, and the winner's session works. (On several
 /// threads, like the real server.)

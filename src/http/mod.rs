@@ -46,6 +46,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use warp::filters::BoxedFilter;
+use warp::filters::path::FullPath;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
@@ -126,9 +127,9 @@ pub async fn serve_metrics(
     limits: ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let routes = metrics()
-        .recover(recover)
-        .unify()
+    let routes = warp::path::full()
+        .and(metrics().recover(recover).unify())
+        .map(|path: FullPath, response| allow_header(path.as_str(), response))
         .with(warp::reply::with::headers(reply::security_headers()))
         .map(Reply::into_response)
         .boxed();
@@ -183,8 +184,11 @@ pub fn routes(state: State) -> BoxedFilter<(HttpResponse,)> {
         .unify();
     let cors_state = state;
     warp::header::optional::<String>("origin")
+        .and(warp::path::full())
         .and(all)
-        .map(move |origin: Option<String>, response: HttpResponse| cors_headers(&cors_state, origin, response))
+        .map(move |origin: Option<String>, path: FullPath, response: HttpResponse| {
+            cors_headers(&cors_state, origin, allow_header(path.as_str(), response))
+        })
         .with(warp::reply::with::headers(reply::security_headers()))
         .map(Reply::into_response)
         .map(|response: HttpResponse| {
@@ -471,6 +475,33 @@ fn cors_headers(state: &State, origin: Option<String>, mut response: HttpRespons
     response
 }
 
+/// Adds `Allow` to a 405: the methods the request's path takes (RFC 9110
+/// §15.5.6), from the route table at the top of this file.
+fn allow_header(path: &str, mut response: HttpResponse) -> HttpResponse {
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(methods) = allowed_methods(path)
+    {
+        response.headers_mut().insert("allow", warp::http::HeaderValue::from_static(methods));
+    }
+    response
+}
+
+/// The methods the routes take on `path`; `None` where no route matches it.
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    Some(match segments.as_slice() {
+        ["api", "guest" | "signup" | "login" | "logout"] => "POST",
+        ["api", "me" | "subscriptions"] | ["api", "rooms", _, "events"] => "GET",
+        ["api", "rooms"] | ["api", "rooms", _, "messages"] => "GET, POST",
+        ["api", "rooms", _, "messages", _] => "PATCH, DELETE",
+        ["api", "rooms", _, "read"] => "PUT",
+        ["api", "subscriptions", _] => "PUT, DELETE",
+        // `/`, `/home`, `/ws`, `/healthz`, `/metrics` and the front-end files.
+        [_] => "GET",
+        _ => return None,
+    })
+}
+
 /// Turns every rejection into a JSON error with a fitting status.
 async fn recover(rejection: Rejection) -> Result<HttpResponse, Infallible> {
     let err = if let Some(Problem(err)) = rejection.find::<Problem>() {
@@ -482,12 +513,11 @@ async fn recover(rejection: Rejection) -> Result<HttpResponse, Infallible> {
     } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
         ChatError::BadRequest("a Content-Length header is required".into())
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        let mut response = reply::json(
+        // `allow_header` adds the path's methods.
+        return Ok(reply::json(
             StatusCode::METHOD_NOT_ALLOWED,
             &serde_json::json!({"error": {"code": "method_not_allowed", "message": "that method is not allowed here"}}),
-        );
-        response.headers_mut().insert("allow", "GET, POST, PUT, PATCH, DELETE".parse().expect("valid"));
-        return Ok(response);
+        ));
     } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
         ChatError::BadRequest("the query string could not be read".into())
     } else if rejection.find::<warp::reject::MissingCookie>().is_some()

@@ -163,7 +163,7 @@ impl Recent {
         };
         let posts = self.events.iter().filter_map(StoredEvent::as_post);
         let covered = match (query.after, query.before) {
-            (Some(after), _) => after + 1 >= first,
+            (Some(after), _) => after.saturating_add(1) >= first,
             (None, before) => {
                 let upper = before.unwrap_or(u64::MAX);
                 first <= 1 || posts.clone().filter(|m| m.id < upper).count() >= query.limit
@@ -184,7 +184,7 @@ impl Recent {
     /// Answers an events query from memory when it starts inside it.
     fn events_after(&self, after: u64, limit: usize, file_is_empty: bool) -> Option<Vec<StoredEvent>> {
         match self.first_seq() {
-            Some(first) if after + 1 >= first => {
+            Some(first) if after.saturating_add(1) >= first => {
                 Some(self.events.iter().filter(|e| e.seq > after).take(limit).cloned().collect())
             }
             None if file_is_empty => Some(Vec::new()),
@@ -503,7 +503,7 @@ impl RoomLog {
             let _reading = self.rewriting.read().expect("rewrite lock");
             match query.after {
                 Some(after) => {
-                    let start = lines::offset_of_first_seq_at_least(&self.file, len, after + 1)?;
+                    let start = lines::offset_of_first_seq_at_least(&self.file, len, after.saturating_add(1))?;
                     lines::read_forward(&self.file, start, len, query.limit, query.before, &StoredEvent::is_post, &hint)?
                 }
                 None => {
@@ -533,7 +533,7 @@ impl RoomLog {
         let hint = self.path.display().to_string();
         let events = {
             let _reading = self.rewriting.read().expect("rewrite lock");
-            let start = lines::offset_of_first_seq_at_least(&self.file, len, after + 1)?;
+            let start = lines::offset_of_first_seq_at_least(&self.file, len, after.saturating_add(1))?;
             lines::read_forward(&self.file, start, len, limit, None, &|_| true, &hint)?
         };
         let mut state = self.state.lock().expect("room state");
