@@ -336,15 +336,14 @@ impl Connection {
             }
             _ => return None, // ping/pong/close are handled by tungstenite
         };
-        let parsed = serde_json::from_str::<ClientEvent>(text.as_str());
+        let parsed = ClientEvent::decode(text.as_str());
         if self.frames.as_mut().is_some_and(|limit| !limit.allow()) {
             self.refuse_flood(parsed.ok(), out);
             return None;
         }
         let event = match parsed {
             Ok(event) => event,
-            Err(e) => {
-                let err = ChatError::InvalidJson(format!("could not read that frame: {e}"));
+            Err(err) => {
                 out.push(event_frame(&ServerEvent::error(&err)));
                 return None;
             }

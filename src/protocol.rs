@@ -28,6 +28,14 @@ pub enum ClientEvent {
     Read { room: String, id: u64 },
 }
 
+impl ClientEvent {
+    /// Reads a client's text frame (the only decoder of client frames);
+    /// what cannot be read is `InvalidJson`, saying why.
+    pub fn decode(frame: &str) -> Result<Self, ChatError> {
+        serde_json::from_str(frame).map_err(|e| ChatError::InvalidJson(format!("could not read that frame: {e}")))
+    }
+}
+
 /// A frame to a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -46,12 +46,27 @@ struct SeqOnly {
 
 /// The `seq` of a line (a step-1 line's `id`), without parsing the rest.
 pub fn seq_of(line: &[u8]) -> Option<u64> {
+    if !is_object(line) {
+        return None;
+    }
     serde_json::from_slice::<SeqOnly>(line).ok().and_then(|l| l.seq.or(l.id))
+}
+
+/// Whether a line is a JSON object, as every line is written. Serde also
+/// reads a struct from an array of its fields, which `seq_of` and `parse`
+/// would read differently (`[0]` is a post to one and damaged to the
+/// other): an array is a damaged line to both.
+fn is_object(line: &[u8]) -> bool {
+    line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// The event a line holds, or `None` (with a warning) when it is damaged.
 pub fn parse(line: &[u8], path_hint: &str) -> Option<StoredEvent> {
-    let parsed = serde_json::from_slice::<Line>(line).map_err(|e| e.to_string()).and_then(event_of);
+    let parsed = if is_object(line) {
+        serde_json::from_slice::<Line>(line).map_err(|e| e.to_string()).and_then(event_of)
+    } else {
+        Err("not a JSON object".to_string())
+    };
     match parsed {
         Ok(event) => Some(event),
         Err(e) => {

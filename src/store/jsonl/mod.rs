@@ -16,7 +16,7 @@
 
 mod accounts;
 mod durability;
-mod event_line;
+pub(crate) mod event_line;
 mod lines;
 mod log_file;
 mod room_log;

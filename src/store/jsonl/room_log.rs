@@ -313,6 +313,10 @@ impl RoomLog {
     /// blocking-friendly context.
     pub fn append_blocking(&self, batch: Vec<NewEvent>) -> io::Result<Vec<Result<Appended, StoreError>>> {
         let mut state = self.state.lock().expect("room state");
+        // Only a damaged or hand-edited file gets there: refuse, never wrap.
+        if state.recent.last_seq().checked_add(batch.len() as u64).is_none() {
+            return Err(file_error("append to", &self.path)(io::Error::other("the room's seq would pass its largest value")));
+        }
         let mut plan = Plan::new(state.recent.last_seq() + 1, self.room.as_str());
         for new in batch {
             let answer = self.plan_one(&mut state, &mut plan, new)?;
@@ -342,7 +346,8 @@ impl RoomLog {
         match new {
             NewEvent::Post { user, text, client_id } => {
                 let key = dedup_key(user.as_str(), &client_id);
-                let earlier = state.recent.find_post(&key).map(|m| state.changes.current(m)).or_else(|| plan.post_by_key(&key));
+                let stored = state.recent.find_post(&key).map(|m| plan.current(state.changes.current(m)));
+                let earlier = stored.or_else(|| plan.post_by_key(&key));
                 if let Some(earlier) = earlier {
                     return Ok(Ok(Appended::Duplicate(earlier)));
                 }
@@ -609,9 +614,14 @@ impl Plan {
     /// earlier edits (a repeat within one batch).
     fn post_by_key(&self, key: &(String, String)) -> Option<Message> {
         let id = *self.by_client.get(key)?;
+        self.post_with_id(id).map(|m| self.current(m.clone()))
+    }
+
+    /// `message` as it is after this batch's edits and deletes of it.
+    fn current(&self, message: Message) -> Message {
         let mut changes = Changes::default();
-        self.fresh.iter().filter(|e| e.message_id() == id).for_each(|e| changes.apply(e));
-        self.post_with_id(id).map(|m| changes.current(m))
+        self.fresh.iter().filter(|e| e.message_id() == message.id).for_each(|e| changes.apply(e));
+        changes.current(&message)
     }
 }
 
