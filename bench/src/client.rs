@@ -1,13 +1,14 @@
 //! The client side of the public protocol, kept small on purpose: a
 //! keep-alive HTTP/1.1 connection (enough for the JSON API: guest log-in,
 //! rooms, history, posting) and the WebSocket connect with the session
-//! cookie.
+//! cookie. Either can start from a chosen local address (`…_from`), so a
+//! generator spread over 127.0.0.0/8 is not bound by one address's ports.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -36,7 +37,12 @@ pub struct HttpConn {
 
 impl HttpConn {
     pub async fn connect(addr: SocketAddr) -> io::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
+        Self::connect_from(addr, None).await
+    }
+
+    /// [`connect`](Self::connect) from `source` (any free port of it).
+    pub async fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<Self> {
+        let stream = tcp_connect(addr, source).await?;
         stream.set_nodelay(true)?;
         Ok(Self { stream, host: addr.to_string(), buf: Vec::with_capacity(4096), cookie: None })
     }
@@ -118,9 +124,23 @@ fn bad(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
+/// Connects to `addr`, from a free port of `source` when one is given
+/// (bound before connecting).
+pub async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(source) = source else { return TcpStream::connect(addr).await };
+    let socket = if source.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
+}
+
 /// Logs in as a guest; returns the session cookie (`name=value`).
 pub async fn guest_login(addr: SocketAddr, username: &str) -> Result<(HttpConn, String), String> {
-    let mut conn = HttpConn::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    guest_login_from(addr, None, username).await
+}
+
+/// [`guest_login`] over a connection from `source`.
+pub async fn guest_login_from(addr: SocketAddr, source: Option<IpAddr>, username: &str) -> Result<(HttpConn, String), String> {
+    let mut conn = HttpConn::connect_from(addr, source).await.map_err(|e| format!("connect: {e}"))?;
     let body = serde_json::json!({ "username": username }).to_string();
     let res = conn.post_json("/api/guest", &body).await.map_err(|e| format!("POST /api/guest: {e}"))?;
     match (res.status, res.cookie) {
@@ -156,7 +176,18 @@ pub async fn ws_connect(addr: SocketAddr, cookie: Option<&str>, read_buffer: usi
 /// browser, a small script) may well have: Nagle's algorithm on, and the
 /// kernel's delayed ACKs for what it receives.
 pub async fn ws_connect_with(addr: SocketAddr, cookie: Option<&str>, read_buffer: usize, nodelay: bool) -> Result<Ws, String> {
-    let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    ws_connect_from(addr, None, cookie, read_buffer, nodelay).await
+}
+
+/// [`ws_connect_with`] from a free port of `source`, when one is given.
+pub async fn ws_connect_from(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    cookie: Option<&str>,
+    read_buffer: usize,
+    nodelay: bool,
+) -> Result<Ws, String> {
+    let tcp = tcp_connect(addr, source).await.map_err(|e| format!("connect: {e}"))?;
     tcp.set_nodelay(nodelay).map_err(|e| e.to_string())?;
     let mut request = format!("ws://{addr}/ws").into_client_request().map_err(|e| e.to_string())?;
     if let Some(cookie) = cookie {

@@ -9,6 +9,8 @@
 //! target/release/chatroom-bench persist --database-url postgres://postgres@127.0.0.1/postgres
 //! target/release/chatroom-bench fanout --nodes 3 --database-url postgres://postgres@127.0.0.1/postgres \
 //!     --redis-url redis://127.0.0.1:6379           # three nodes, messages crossing them
+//! target/release/chatroom-bench capacity --connections 100000 --nodes 6 \
+//!     --database-url postgres://postgres@127.0.0.1/postgres --redis-url redis://127.0.0.1:6379
 //! ```
 //!
 //! A workspace member of its own (`bench/`, with its own dependencies): it
@@ -32,7 +34,9 @@
 //! nodes over it that share live traffic through Redis (a prefix per run).
 //!
 //! Scenarios: `fanout` (N clients in M rooms at a rate, against the relays),
-//! `connections` (idle sockets: memory each), `history` (a 1,000,000-message
+//! `connections` (idle sockets: memory each), `capacity` (100,000 idle
+//! sockets over several nodes and generator processes, then one message
+//! to each room of 100), `history` (a 1,000,000-message
 //! room), `persist` (stored messages per second), `room` (20 guests chatting
 //! at a human pace, the generator's sockets *without* TCP_NODELAY: latency of
 //! each guest's own acknowledgement and the share ≥ 35 ms, where Nagle's
@@ -42,11 +46,12 @@
 //! Modules: `client` (HTTP/1.1 + WebSocket client), `process` (children and
 //! /proc), `target` (chatroom — one node or several — or relay), `backends`
 //! (a fresh database, a Redis prefix), one module per scenario
-//! (`fanout` with `compare`, `connections`, `history`, `persist`, `room`,
+//! (`fanout` with `compare`, `connections`, `capacity`, `history`, `persist`, `room`,
 //! `slow_readers`), `relay` (the baseline server), `stats` and `report`
 //! (the table).
 
 mod backends;
+mod capacity;
 mod client;
 mod compare;
 mod connections;
@@ -82,6 +87,9 @@ enum Scenario {
     Baseline,
     /// Many idle WebSockets: server memory per connection.
     Connections,
+    /// 100,000 idle WebSockets (several nodes, several generator
+    /// processes), then one message to each room: rate, memory, latency.
+    Capacity,
     /// A 1,000,000-message room: start-up and page times.
     History,
     /// Many writers into one room: stored messages per second.
@@ -96,6 +104,8 @@ enum Scenario {
     All,
     /// (internal) run the minimal relay server.
     Relay,
+    /// (internal) one generator process of `capacity`.
+    CapacityWorker,
 }
 
 /// Load benchmark for chatroom. Prints one markdown table.
@@ -160,13 +170,37 @@ struct Args {
     /// Message text length in bytes (fan-out, persist, room).
     #[arg(long, default_value_t = 200)]
     text_bytes: usize,
-    /// Fan-out: seconds to wait for late deliveries after the last send.
+    /// Fan-out and capacity: seconds to wait for late deliveries after the
+    /// last send (capacity: after the last new one).
     #[arg(long, default_value_t = 2.0)]
     drain_secs: f64,
 
-    /// Connections: idle sockets to open.
+    /// Connections and capacity: idle sockets to open.
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
+    /// Capacity: members per room (rooms = connections / room size).
+    #[arg(long, default_value_t = 100)]
+    room_size: usize,
+    /// Capacity: generator processes (default: as few as stay under the
+    /// open-file limit, ~19,000 sockets each).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Capacity: the rooms' messages are scheduled evenly over this many
+    /// seconds (0: all at once).
+    #[arg(long, default_value_t = 0.0)]
+    spread_secs: f64,
+    /// Capacity worker (internal): the nodes' addresses.
+    #[arg(long, value_delimiter = ',', hide = true)]
+    worker_nodes: Vec<SocketAddr>,
+    /// Capacity worker (internal): its first client.
+    #[arg(long, default_value_t = 0, hide = true)]
+    worker_first: usize,
+    /// Capacity worker (internal): its clients.
+    #[arg(long, default_value_t = 0, hide = true)]
+    worker_count: usize,
+    /// Capacity worker (internal): the run's tag (unique usernames).
+    #[arg(long, default_value = "", hide = true)]
+    worker_tag: String,
 
     /// History: messages in the big room.
     #[arg(long, default_value_t = 1_000_000)]
@@ -225,6 +259,11 @@ struct Args {
     /// Nodes share live traffic through this Redis (a prefix per run).
     #[arg(long)]
     redis_url: Option<String>,
+    /// Start chatroom with `--fsync always|batch|never` (default: the
+    /// server's own, batch). With PostgreSQL, never = `synchronous_commit
+    /// off`: no commit (a guest's session, a message) waits for the disk.
+    #[arg(long)]
+    server_fsync: Option<String>,
     /// chatroom processes per server (fan-out: client i joins node
     /// ⌊i / rooms⌋ mod nodes, so a room's members sit on different nodes).
     /// More than one needs --database-url and --redis-url.
@@ -240,6 +279,12 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if args.scenario == Scenario::Relay {
         return match relay::run(args.addr, args.relay_read_buffer) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
+    }
+    if args.scenario == Scenario::CapacityWorker {
+        return match run_capacity_worker(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         };
@@ -265,6 +310,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// One generator process of `capacity`, on one thread like the others.
+fn run_capacity_worker(args: &Args) -> Result<(), String> {
+    if args.worker_nodes.is_empty() {
+        return Err("capacity-worker is started by `capacity`, with --worker-nodes".into());
+    }
+    let opts = capacity::WorkerOpts {
+        nodes: args.worker_nodes.clone(),
+        first: args.worker_first,
+        count: args.worker_count,
+        connections: args.connections,
+        room_size: args.room_size,
+        text_bytes: args.text_bytes,
+        drain: Duration::from_secs_f64(args.drain_secs),
+        tag: args.worker_tag.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    tokio::task::LocalSet::new().block_on(&runtime, capacity::worker(opts))
+}
+
 fn fail(message: &str) -> ExitCode {
     eprintln!("chatroom-bench: {message}");
     ExitCode::FAILURE
@@ -287,7 +351,7 @@ fn server_opts(args: &Args) -> Result<ServerOpts, String> {
         server_bin: args.server_bin.clone().unwrap_or_else(|| process::sibling_binary("chatroom")),
         compare_bin: args.compare_bin.clone(),
         server_cpus: args.pin.then(|| "1".to_string()),
-        flags_if_supported: Vec::new(),
+        flags_if_supported: args.server_fsync.iter().map(|f| ("--fsync".to_string(), f.clone())).collect(),
         database_server: args.database_url.clone(),
         redis_url: args.redis_url.clone(),
         nodes: args.nodes,
@@ -309,6 +373,7 @@ async fn run(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<()
             fanout_scenario(args, server, report, &kinds).await
         }
         Scenario::Connections => connections_scenario(args, server, report).await,
+        Scenario::Capacity => capacity_scenario(args, server, report).await,
         Scenario::History => history_scenario(args, server, report).await,
         Scenario::Persist => persist_scenario(args, server, report).await,
         Scenario::Room => room_scenario(args, server, report).await,
@@ -322,7 +387,7 @@ async fn run(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<()
             room_scenario(args, server, report).await?;
             slow_readers_scenario(args, server, report).await
         }
-        Scenario::Relay => unreachable!("handled in main"),
+        Scenario::Relay | Scenario::CapacityWorker => unreachable!("handled in main"),
     }
 }
 
@@ -341,7 +406,7 @@ fn fanout_kinds(args: &Args) -> Vec<Kind> {
 }
 
 fn clone_args(a: &Args) -> Args {
-    Args { rate: a.rate.clone(), url: a.url.clone(), server_bin: a.server_bin.clone(), compare_bin: a.compare_bin.clone(), database_url: a.database_url.clone(), redis_url: a.redis_url.clone(), relay_read_buffer: a.relay_read_buffer, ..*a }
+    Args { worker_nodes: a.worker_nodes.clone(), worker_tag: a.worker_tag.clone(), server_fsync: a.server_fsync.clone(), rate: a.rate.clone(), url: a.url.clone(), server_bin: a.server_bin.clone(), compare_bin: a.compare_bin.clone(), database_url: a.database_url.clone(), redis_url: a.redis_url.clone(), relay_read_buffer: a.relay_read_buffer, ..*a }
 }
 
 fn print_machine() {
@@ -388,6 +453,63 @@ async fn connections_scenario(args: &Args, server: &ServerOpts, report: &mut Rep
     if let Some(per) = result.kib_per_connection() {
         let after = result.rss_after_kib.unwrap_or(0) as f64 / 1024.0;
         report.check(&scenario, "server RSS per connection", format!("{per:.1} KiB (total {after:.0} MiB)"), "≤ 16 KiB", per <= 16.0);
+    }
+    Ok(())
+}
+
+/// Many idle sockets over `--nodes` nodes (each may hold as many as its
+/// open-file limit allows) from several generator processes, then one
+/// message to each room.
+async fn capacity_scenario(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<(), String> {
+    let limit = process::open_file_limit().unwrap_or(1024);
+    let node_max = limit.saturating_sub(capacity::NODE_SPARE_FDS);
+    let mut server = server.clone();
+    server.flags_if_supported.push(("--max-connections".into(), node_max.to_string()));
+    let target = Target::chatroom(&server)?;
+    let opts = capacity::CapacityOpts {
+        connections: args.connections,
+        room_size: args.room_size,
+        workers: args.workers.unwrap_or_else(|| capacity::workers_needed(args.connections, limit)).max(1),
+        spread: Duration::from_secs_f64(args.spread_secs),
+        drain: Duration::from_secs_f64(args.drain_secs),
+        text_bytes: args.text_bytes,
+        tag: run_tag(),
+    };
+    eprintln!("capacity: open-file limit {limit} per process; nodes accept up to {node_max} connections each");
+    let r = capacity::run(&target, &opts).await?;
+    let scenario = format!("capacity {} sockets, {} nodes", thousands(opts.connections as f64), r.nodes);
+    let asked = thousands(opts.connections as f64);
+    let value = format!("{} of {asked} ({} failed)", thousands(r.opened as f64), thousands(r.open_errors as f64));
+    report.check(&scenario, "sockets open", value, &format!("= {asked}"), r.opened == opts.connections);
+    let rate = format!("{} ({:.2} s, {} generator processes)", thousands(r.opened_per_sec()), r.open_time.as_secs_f64(), r.workers);
+    report.check(&scenario, "opened per second (log-in + upgrade)", rate, "≥ 5,000", r.opened_per_sec() >= 5_000.0);
+    let halves = format!("{} / {}", dur_ms(r.login_mean), dur_ms(r.upgrade_mean));
+    report.info(&scenario, "mean log-in / upgrade per socket", halves);
+    report.info(&scenario, "CPU while opening", r.open_cpu.text());
+    if target.process.is_some() {
+        let per = r.kib_per_socket(r.rss_open_kib);
+        let value = format!("{per:.2} KiB (all nodes {:.0} MiB)", r.rss_open_kib as f64 / 1024.0);
+        report.check(&scenario, "server RSS per idle socket", value, "≤ 8 KiB", per <= 8.0);
+        let joined = format!("{:.2} KiB", r.kib_per_socket(r.rss_joined_kib));
+        report.info(&scenario, "server RSS per socket, rooms joined", joined);
+        let fds = format!("{} / {} of {limit}", thousands(r.node_fds_max as f64), thousands(r.worker_fds_max as f64));
+        report.info(&scenario, "most open files in one node / one generator", fds);
+    }
+    report.info(&scenario, "generator RSS (all workers)", format!("{:.0} MiB", r.generator_rss_kib as f64 / 1024.0));
+    let join = format!("{} in {:.2} s ({} failed)", thousands(r.joined as f64), r.join_time.as_secs_f64(), r.join_errors);
+    report.info(&scenario, &format!("joined {} rooms of {}", thousands(r.rooms as f64), opts.room_size), join);
+    report.info(&scenario, "CPU while joining", r.join_cpu.text());
+    let spread = if opts.spread.is_zero() { "at once".to_string() } else { format!("over {:.1} s", opts.spread.as_secs_f64()) };
+    let metric = format!("one message per room ({spread}): p50 / p99 / p99.9 / max");
+    report.info(&scenario, &metric, r.latency.summary());
+    let value = format!("{} / {} / {}", thousands(r.delivered as f64), r.lost(), r.dups);
+    report.check(&scenario, "delivered / lost / duplicated", value, "lost 0, dup 0", r.lost() == 0 && r.dups == 0 && r.joined > 0);
+    report.info(&scenario, "CPU while delivering", r.delivery_cpu.text());
+    if let Some(e) = &r.first_error {
+        report.note(format!("{scenario}: first error: {e}"));
+    }
+    if r.errors > 0 {
+        report.note(format!("{scenario}: {} error frames while delivering", r.errors));
     }
     Ok(())
 }

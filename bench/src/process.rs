@@ -190,6 +190,44 @@ impl Usage {
     }
 }
 
+/// Open file descriptors of `pid` (a number or `self`): the entries of
+/// `/proc/<pid>/fd`.
+pub fn open_fds(pid: &str) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// The soft open-file limit of this process (children inherit it), from
+/// `/proc/self/limits`.
+pub fn open_file_limit() -> Option<u64> {
+    limit_from(&std::fs::read_to_string("/proc/self/limits").ok()?, "Max open files")
+}
+
+/// The soft value of one row of a `/proc/<pid>/limits` table.
+fn limit_from(limits: &str, name: &str) -> Option<u64> {
+    let row = limits.lines().find(|l| l.starts_with(name))?;
+    row[name.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// CPU time (user + system) of every process whose command name
+/// (`/proc/<pid>/comm`) is `name`, summed: e.g. all of PostgreSQL's
+/// backends. Processes that ended in between are not counted.
+pub fn cpu_of_command(name: &str) -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Duration::ZERO };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| command_of_stat(stat) == Some(name))
+        .filter_map(|stat| cpu_from_stat(&stat))
+        .map(|(user, sys)| user + sys)
+        .sum()
+}
+
+/// The command name (field 2, in parentheses) of a `/proc/<pid>/stat` line.
+fn command_of_stat(stat: &str) -> Option<&str> {
+    Some(&stat[stat.find('(')? + 1..stat.rfind(')')?])
+}
+
 /// utime and stime (fields 14 and 15) of a `/proc/<pid>/stat` line.
 fn cpu_from_stat(stat: &str) -> Option<(Duration, Duration)> {
     // The command name (field 2) may hold spaces; fields restart after ')'.
@@ -254,6 +292,9 @@ mod tests {
         let status = "Name:\tx\nVmHWM:\t  4096 kB\nVmRSS:\t  2048 kB\n";
         assert_eq!(kib_from_status(status, "VmRSS:"), Some(2048));
         assert_eq!(kib_from_status(status, "VmHWM:"), Some(4096));
+        assert_eq!(command_of_stat(stat), Some("my prog"));
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\nMax open files            20000                20000                files\n";
+        assert_eq!(limit_from(limits, "Max open files"), Some(20000));
     }
 
     #[test]
