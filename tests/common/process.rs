@@ -2,6 +2,9 @@
 //! the server from outside: file descriptors, memory and CPU time read
 //! from `/proc/<pid>` (Linux only; [`ServerProcess::start`] returns `None`
 //! elsewhere, and the caller says loudly that it skipped).
+//!
+//! `CHATROOM_TEST_BINARY` runs another build of the server instead of the
+//! test profile's (e.g. `target/release/chatroom` for the soak figures).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -17,7 +20,11 @@ use super::{Endpoint, TIMEOUT};
 pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
-    _dir: TempDir,
+    dir: TempDir,
+    /// The wrapper command and the server's own arguments, to start it
+    /// again the same way ([`restart`](Self::restart)).
+    prefix: Vec<String>,
+    args: Vec<String>,
 }
 
 impl ServerProcess {
@@ -36,25 +43,20 @@ impl ServerProcess {
             return None;
         }
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let binary = env!("CARGO_BIN_EXE_chatroom");
-        let (program, rest) = match prefix.split_first() {
-            Some((first, rest)) => (*first, rest.iter().copied().chain([binary]).collect::<Vec<_>>()),
-            None => (binary, Vec::new()),
-        };
-        let mut child = Command::new(program)
-            .args(rest)
-            .args(["--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .args(args)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the chatroom binary starts");
-        let addr = listening_address(&mut child);
-        Some(Self { child, addr, _dir: dir })
+        let prefix: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = spawn(&prefix, &args, dir.path());
+        Some(Self { child, addr, dir, prefix, args })
+    }
+
+    /// Kills the process if it still runs (SIGKILL), then starts it again
+    /// with the same arguments on the same data directory, and waits until
+    /// it listens (on a new port: [`addr`](Self::addr) changes).
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, addr) = spawn(&self.prefix, &self.args, self.dir.path());
+        self.child = child;
+        self.addr = addr;
     }
 
     pub fn pid(&self) -> u32 {
@@ -143,6 +145,30 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts the server binary (under `prefix`, if any) with `args` on the
+/// data directory `dir` and a port of its choosing; where it listens.
+fn spawn(prefix: &[String], args: &[String], dir: &Path) -> (Child, SocketAddr) {
+    let binary = std::env::var("CHATROOM_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_chatroom").to_string());
+    let (program, rest) = match prefix.split_first() {
+        Some((first, rest)) => (first.clone(), rest.iter().cloned().chain([binary]).collect::<Vec<_>>()),
+        None => (binary, Vec::new()),
+    };
+    let mut child = Command::new(program)
+        .args(rest)
+        .args(["--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the chatroom binary starts");
+    let addr = listening_address(&mut child);
+    (child, addr)
 }
 
 /// The inode of the server-side socket of the TCP connection between the
