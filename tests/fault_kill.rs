@@ -47,7 +47,7 @@ use rand::{Rng, SeedableRng};
 
 const ROOM: &str = "general";
 /// Acknowledgements between two kills: a random count in this range.
-const ACKS_BETWEEN_KILLS: Range<u64> = 20..120;
+const ACKS_BETWEEN_KILLS: Range<u64> = 40..160;
 
 fn kills() -> usize {
     std::env::var("CHATROOM_FAULT_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(20)

@@ -33,6 +33,9 @@ use super::{TIMEOUT, User, WsClient, connect_ws};
 /// How long a client waits before trying a node again after a failed
 /// connection (a reconnect backoff, not a synchronisation).
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(20);
+/// How long a client waits before resending after a node said it could
+/// not store (`store_unavailable`, `internal`).
+const STORE_RETRY_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Where each node listens now (`None` while it is down): what a load
 /// balancer knows. Cheap to clone.
@@ -230,6 +233,8 @@ pub struct Client {
     pub stale: u64,
     next_send: Instant,
     next_pause: Instant,
+    /// The server could not store something: reconnect and resend.
+    must_retry: bool,
 }
 
 /// A process-wide time origin: posts carry `t=<µs since it>` so a reader
@@ -273,6 +278,7 @@ impl Client {
             gaps: Vec::new(),
             stale: 0,
             next_send: now,
+            must_retry: false,
         }
     }
 
@@ -297,7 +303,15 @@ impl Client {
             let quiet = if self.mix.window == 0 { PROGRESS_TIMEOUT } else { TIMEOUT };
             tokio::select! {
                 event = socket.next_event_or_end_within(quiet) => match event {
-                    Ok(Some(event)) => self.on_event(&event, true),
+                    Ok(Some(event)) => {
+                        self.on_event(&event, true);
+                        if self.must_retry {
+                            // The node could not store: try again, from a
+                            // resume (an error does not say which edit failed).
+                            tokio::time::sleep(STORE_RETRY_BACKOFF).await;
+                            socket = self.reconnect().await;
+                        }
+                    }
                     Ok(None) => socket = self.reconnect().await,
                     Err(_) => panic!(
                         "{} heard nothing for {quiet:?}: last seq {} (reading until {}; gaps {:?}), waiting for {:?}, queued {:?}",
@@ -422,7 +436,10 @@ impl Client {
                     self.tally.acknowledged(&self.tally.acked_deletes);
                 }
             }
-            Some("error") => self.tally.errors.lock().unwrap().push(event.clone()),
+            Some("error") => {
+                self.must_retry |= matches!(event["code"].as_str(), Some("store_unavailable" | "internal"));
+                self.tally.errors.lock().unwrap().push(event.clone());
+            }
             Some(_) => return,
         }
         self.advance(event);
@@ -491,6 +508,7 @@ impl Client {
     /// A joined socket on a live node, caught up, with every unacknowledged
     /// item queued again (to go first).
     async fn connect(&mut self) -> WsClient {
+        self.must_retry = false;
         loop {
             let addr = self.balancer.pick(self.preferred).await;
             if let Some(socket) = self.resume(addr).await {
@@ -524,6 +542,10 @@ impl Client {
             let event = socket.next_event_or_end().await?;
             match event["type"].as_str() {
                 Some("joined") => break event,
+                Some("error") if event["code"] == "store_unavailable" => {
+                    self.tally.errors.lock().unwrap().push(event);
+                    return None;
+                }
                 Some("error") => panic!("{} could not join {}: {event}", self.user.name, self.room),
                 _ => {}
             }
