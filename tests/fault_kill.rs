@@ -38,7 +38,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::backends::Backends;
-use common::outbox::{Balancer, Client, Controls, Mix, PROGRESS_TIMEOUT, Tally, check_room, fault_seed, quantile};
+use common::outbox::{Balancer, Client, Controls, Mix, PROGRESS_TIMEOUT, Tally, check_room, fault_seed, last_word, quantile};
 use common::pg::TestDatabase;
 use common::process::ServerProcess;
 use common::say;
@@ -141,11 +141,10 @@ async fn survive_kills(label: &str, nodes: &mut [ServerProcess], killable: Range
     let writers = finish(writers).await;
     let drained = draining.elapsed();
 
-    let auditor = writers[0].user.on(&nodes[0].endpoint());
-    let events = auditor.all_events(ROOM).await;
-    let messages = auditor.all_messages(ROOM).await;
+    let auditor = nodes[0].endpoint().guest("auditor").await;
+    let (events, messages) = last_word(&auditor, ROOM).await;
     let last_seq = events.len() as u64;
-    let check = check_room(&writers, &events, &messages);
+    let check = check_room(&writers, 1, &events, &messages);
     let _ = controls.read_until.send(last_seq);
     let reader = match reader {
         Some(task) => finish(vec![task]).await.pop(),

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use common::backends::Backends;
 use common::outbox::{
-    Balancer, Client, Control, Controls, Mix, PROGRESS_TIMEOUT, Pauses, Tally, check_room, fault_seed, quantile,
+    Balancer, Client, Control, Controls, Mix, PROGRESS_TIMEOUT, Pauses, Tally, check_room, fault_seed, last_word, quantile,
 };
 use common::process::ServerProcess;
 use common::say;
@@ -103,13 +103,12 @@ async fn three_nodes_under_mixed_traffic_and_faults_lose_nothing_and_do_not_grow
     let faults = run_faults(&mut nodes, &balancer, &controls, &mut rng, Duration::from_secs(seconds)).await;
     let _ = controls.stop_sending.send(true);
     let writers = finish(writers).await;
-    let auditor = writers[0].user.on(&nodes[0].endpoint());
-    let events = auditor.all_events(ROOM).await;
-    let messages = auditor.all_messages(ROOM).await;
+    let auditor = nodes[0].endpoint().guest("auditor").await;
+    let (events, messages) = last_word(&auditor, ROOM).await;
     let last_seq = events.len() as u64;
     let _ = controls.read_until.send(last_seq);
     let readers = finish(readers).await;
-    let check = check_room(&writers, &events, &messages);
+    let check = check_room(&writers, 1, &events, &messages);
 
     let acked = writer_tally.acks();
     let errors = writer_tally.error_count() + reader_tally.error_count() + slow_tally.error_count();
