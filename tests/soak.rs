@@ -206,7 +206,8 @@ async fn finish(tasks: Vec<tokio::task::JoinHandle<Client>>) -> Vec<Client> {
 fn print_rss(samples: &[(f64, Vec<u64>)]) {
     say("soak: RSS over time (MiB; node 0 stays up, nodes 1–2 are killed and restarted):");
     let step = samples.len().div_ceil(20).max(1);
-    for (at, rss) in samples.iter().step_by(step).chain(samples.last()) {
+    let last = samples.last().filter(|_| (samples.len() - 1) % step != 0);
+    for (at, rss) in samples.iter().step_by(step).chain(last) {
         let row: Vec<String> = rss.iter().map(|kib| format!("{:7.1}", *kib as f64 / 1024.0)).collect();
         say(&format!("  {at:6.1} s {}", row.join(" ")));
     }
