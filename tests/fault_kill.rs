@@ -53,32 +53,33 @@ fn kills() -> usize {
     std::env::var("CHATROOM_FAULT_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(20)
 }
 
-fn jsonl_args(fsync: &str) -> Vec<String> {
+/// One node's flags: `--fsync`, and no pacing or pings.
+fn single_node_args(fsync: &str) -> Vec<String> {
     ["--fsync", fsync, "--send-rate", "0", "--frame-rate", "0", "--ping-secs", "0"].map(String::from).to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jsonl_fsync_always_keeps_everything_acknowledged_across_kills() {
-    let Some(mut server) = ServerProcess::start(&refs(&jsonl_args("always"))) else { return };
+    let Some(mut server) = ServerProcess::start(&refs(&single_node_args("always"))) else { return };
     survive_kills("JSON-lines --fsync always", std::slice::from_mut(&mut server), 0..1, 4, kills()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jsonl_fsync_batch_keeps_everything_acknowledged_across_kills() {
-    let Some(mut server) = ServerProcess::start(&refs(&jsonl_args("batch"))) else { return };
+    let Some(mut server) = ServerProcess::start(&refs(&single_node_args("batch"))) else { return };
     survive_kills("JSON-lines --fsync batch", std::slice::from_mut(&mut server), 0..1, 4, kills()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jsonl_fsync_never_keeps_everything_acknowledged_across_kills() {
-    let Some(mut server) = ServerProcess::start(&refs(&jsonl_args("never"))) else { return };
+    let Some(mut server) = ServerProcess::start(&refs(&single_node_args("never"))) else { return };
     survive_kills("JSON-lines --fsync never", std::slice::from_mut(&mut server), 0..1, 4, kills()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_keeps_everything_acknowledged_across_kills() {
     let Some(database) = TestDatabase::create().await else { return };
-    let mut args = jsonl_args("batch");
+    let mut args = single_node_args("batch");
     args.extend(["--database-url".to_string(), database.url().to_string()]);
     let Some(mut server) = ServerProcess::start(&refs(&args)) else { return };
     survive_kills("PostgreSQL", std::slice::from_mut(&mut server), 0..1, 4, kills()).await;
