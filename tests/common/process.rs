@@ -167,8 +167,15 @@ fn spawn(prefix: &[String], args: &[String], dir: &Path) -> (Child, SocketAddr) 
         .stderr(Stdio::piped())
         .spawn()
         .expect("the chatroom binary starts");
-    let addr = listening_address(&mut child);
-    (child, addr)
+    match listening_address(&mut child) {
+        Ok(addr) => (child, addr),
+        Err(why) => {
+            // Not left running behind the failing test.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not say where it listens: {why}");
+        }
+    }
 }
 
 /// The inode of the server-side socket of the TCP connection between the
@@ -190,7 +197,7 @@ fn connection_inode(server_port: u16, client_port: u16) -> Option<String> {
 
 /// Reads the child's log until it says where it listens; the rest of its
 /// log is passed on to the test's stderr (shown when a test fails).
-fn listening_address(child: &mut Child) -> SocketAddr {
+fn listening_address(child: &mut Child) -> Result<SocketAddr, std::sync::mpsc::RecvTimeoutError> {
     let stderr = child.stderr.take().expect("piped stderr");
     let (found, address) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -205,5 +212,5 @@ fn listening_address(child: &mut Child) -> SocketAddr {
             }
         }
     });
-    address.recv_timeout(TIMEOUT).expect("the server said where it listens")
+    address.recv_timeout(TIMEOUT)
 }
