@@ -16,70 +16,13 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::backends::Backends;
 use common::pg::{self, TestDatabase};
 use common::process::ServerProcess;
 use common::proxy::TcpProxy;
-use common::redis::{PrivateRedis, RedisPrefix};
+use common::redis::PrivateRedis;
 use common::{TIMEOUT, User, WsClient, connect_ws, ids};
 use serde_json::{Value, json};
-
-/// The shared backends of one cluster and the flags that point a node at
-/// them.
-struct Backends {
-    database: TestDatabase,
-    redis_url: String,
-    prefix: String,
-    /// PostgreSQL as the nodes see it (through a proxy, or directly).
-    database_url: String,
-}
-
-impl Backends {
-    /// A fresh database and a Redis prefix on the machine's servers
-    /// (`None`, after a loud notice, where they are missing).
-    async fn shared() -> Option<(Self, RedisPrefix)> {
-        let database = TestDatabase::create().await?;
-        let prefix = RedisPrefix::new()?;
-        let backends = Backends {
-            database_url: database.url().to_string(),
-            redis_url: prefix.url.clone(),
-            prefix: prefix.prefix.clone(),
-            database,
-        };
-        Some((backends, prefix))
-    }
-
-    fn node_args(&self) -> Vec<String> {
-        [
-            "--database-url",
-            &self.database_url,
-            "--redis-url",
-            &self.redis_url,
-            "--redis-prefix",
-            &self.prefix,
-            "--send-rate",
-            "0",
-            "--frame-rate",
-            "0",
-            "--room-create-burst",
-            "0",
-            "--ping-secs",
-            "0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    }
-
-    fn start_node(&self) -> ServerProcess {
-        let args = self.node_args();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        ServerProcess::start(&args).expect("/proc is available where PostgreSQL is")
-    }
-
-    fn start_nodes(&self, count: usize) -> Vec<ServerProcess> {
-        (0..count).map(|_| self.start_node()).collect()
-    }
-}
 
 /// A guest on `node` in `room` (created by the first one to ask).
 async fn guest_in(node: &ServerProcess, name: &str, room: &str) -> (User, WsClient) {

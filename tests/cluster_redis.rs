@@ -236,6 +236,29 @@ async fn the_fan_out_reports_an_outage_keeps_local_delivery_and_recovers_by_itse
     assert_eq!(next_room_event(&mut on_b, false).await.seq, Some(3), "live delivery resumed");
 }
 
+/// Found by tests/fault_kill.rs: a node killed after storing an event and
+/// before publishing it left the other nodes' sockets without that event
+/// until the room's next one. Its expired presence is the sign that it
+/// died: the node that prunes it sends the room a resync marker, so every
+/// connection re-reads the room after its last seq.
+#[tokio::test]
+async fn a_dead_nodes_expired_presence_makes_every_node_reread_the_room() {
+    let Some(redis) = RedisPrefix::new() else { return };
+    let room = RoomName::parse("lobby").unwrap();
+    let a = RedisFanout::connect_with(&redis.url, &redis.prefix, 1, short_timings()).await.unwrap();
+    let b = RedisFanout::connect_with(&redis.url, &redis.prefix, 2, short_timings()).await.unwrap();
+    let c = RedisFanout::connect_with(&redis.url, &redis.prefix, 3, short_timings()).await.unwrap();
+    let (mut on_b, mut on_c) = (b.subscribe(&room), c.subscribe(&room));
+    // Once a node follows the room in Redis, it says so with a resync marker.
+    next_room_event(&mut on_b, true).await;
+    next_room_event(&mut on_c, true).await;
+    assert!(a.arrive(&room, "Ann").await);
+
+    drop(a); // node A dies: maybe with an event stored and not published
+    next_room_event(&mut on_b, true).await;
+    next_room_event(&mut on_c, true).await;
+}
+
 #[tokio::test]
 async fn a_dead_nodes_users_leave_presence_and_are_announced_offline() {
     let Some(redis) = RedisPrefix::new() else { return };

@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod backends;
+pub mod outbox;
 pub mod pg;
 pub mod process;
 pub mod proxy;
@@ -52,6 +54,12 @@ pub fn skip_or_fail(why: &str) {
         panic!("{test} must run under CI=true, but {why}");
     }
     let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {why} ***\n");
+}
+
+/// Prints a suite's figures where they are seen even when the test passes
+/// (straight to the process's stderr, past libtest's capture).
+pub fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// A loopback port that was free a moment ago (nothing listens on it now).
@@ -444,6 +452,23 @@ impl User {
         }
     }
 
+    /// The room's whole event log (`GET …/events`, paged with `seq` until
+    /// `has_more` is false); asserts each page answers 200.
+    pub async fn all_events(&self, room: &str) -> Vec<Value> {
+        let mut all: Vec<Value> = Vec::new();
+        let mut after = 0;
+        loop {
+            let path = format!("/api/rooms/{room}/events?after={after}&limit=500");
+            let (status, body) = self.get(&path).await;
+            assert_eq!(status, 200, "GET {path}: {body}");
+            all.extend(body["events"].as_array().unwrap_or_else(|| panic!("GET {path}: no events: {body}")).iter().cloned());
+            after = body["seq"].as_u64().unwrap_or_else(|| panic!("GET {path}: no seq: {body}"));
+            if body["has_more"] != true {
+                return all;
+            }
+        }
+    }
+
     /// A WebSocket with this browser's session cookie and no Origin.
     pub async fn ws(&self) -> WsClient {
         self.try_ws(None).await.unwrap_or_else(|e| panic!("WebSocket for {}: {}", self.name, describe_ws_error(&e)))
@@ -520,6 +545,12 @@ impl WsClient {
             .expect("sending a frame");
     }
 
+    /// Sends a JSON frame; `false` if the socket has failed (its server
+    /// died, say) instead of panicking.
+    pub async fn try_send_json(&mut self, value: &Value) -> bool {
+        matches!(tokio::time::timeout(TIMEOUT, self.ws.send(WsMessage::text(value.to_string()))).await, Ok(Ok(())))
+    }
+
     pub async fn send_text(&mut self, text: impl Into<String>) {
         self.send_raw(WsMessage::text(text.into())).await;
     }
@@ -550,13 +581,18 @@ impl WsClient {
     /// The next event, or `None` once the socket has ended (a close frame,
     /// a reset or the end of the stream).
     pub async fn next_event_or_end(&mut self) -> Option<Value> {
+        self.next_event_or_end_within(TIMEOUT).await.unwrap_or_else(|_| panic!("neither an event nor the end within {TIMEOUT:?}"))
+    }
+
+    /// [`next_event_or_end`](Self::next_event_or_end), or `Err` if neither
+    /// came within `wait` (for the caller to say what it was waiting for).
+    pub async fn next_event_or_end_within(&mut self, wait: Duration) -> Result<Option<Value>, tokio::time::error::Elapsed> {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let frame = tokio::time::timeout(TIMEOUT, self.ws.next())
-                .await
-                .unwrap_or_else(|_| panic!("neither an event nor the end within {TIMEOUT:?}"));
+            let frame = tokio::time::timeout_at(deadline, self.ws.next()).await?;
             match frame {
-                Some(Ok(WsMessage::Text(text))) => return Some(serde_json::from_str(text.as_str()).expect("a JSON event")),
-                Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(WsMessage::Text(text))) => return Ok(Some(serde_json::from_str(text.as_str()).expect("a JSON event"))),
+                Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => return Ok(None),
                 Some(Ok(_)) => continue,
             }
         }

@@ -2,6 +2,9 @@
 //! the server from outside: file descriptors, memory and CPU time read
 //! from `/proc/<pid>` (Linux only; [`ServerProcess::start`] returns `None`
 //! elsewhere, and the caller says loudly that it skipped).
+//!
+//! `CHATROOM_TEST_BINARY` runs another build of the server instead of the
+//! test profile's (e.g. `target/release/chatroom` for the soak figures).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -17,7 +20,11 @@ use super::{Endpoint, TIMEOUT};
 pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
-    _dir: TempDir,
+    dir: TempDir,
+    /// The wrapper command and the server's own arguments, to start it
+    /// again the same way ([`restart`](Self::restart)).
+    prefix: Vec<String>,
+    args: Vec<String>,
 }
 
 impl ServerProcess {
@@ -36,25 +43,20 @@ impl ServerProcess {
             return None;
         }
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let binary = env!("CARGO_BIN_EXE_chatroom");
-        let (program, rest) = match prefix.split_first() {
-            Some((first, rest)) => (*first, rest.iter().copied().chain([binary]).collect::<Vec<_>>()),
-            None => (binary, Vec::new()),
-        };
-        let mut child = Command::new(program)
-            .args(rest)
-            .args(["--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .args(args)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the chatroom binary starts");
-        let addr = listening_address(&mut child);
-        Some(Self { child, addr, _dir: dir })
+        let prefix: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = spawn(&prefix, &args, dir.path());
+        Some(Self { child, addr, dir, prefix, args })
+    }
+
+    /// Kills the process if it still runs (SIGKILL), then starts it again
+    /// with the same arguments on the same data directory, and waits until
+    /// it listens (on a new port: [`addr`](Self::addr) changes).
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, addr) = spawn(&self.prefix, &self.args, self.dir.path());
+        self.child = child;
+        self.addr = addr;
     }
 
     pub fn pid(&self) -> u32 {
@@ -145,6 +147,37 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Starts the server binary (under `prefix`, if any) with `args` on the
+/// data directory `dir` and a port of its choosing; where it listens.
+fn spawn(prefix: &[String], args: &[String], dir: &Path) -> (Child, SocketAddr) {
+    let binary = std::env::var("CHATROOM_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_chatroom").to_string());
+    let (program, rest) = match prefix.split_first() {
+        Some((first, rest)) => (first.clone(), rest.iter().cloned().chain([binary]).collect::<Vec<_>>()),
+        None => (binary, Vec::new()),
+    };
+    let mut child = Command::new(program)
+        .args(rest)
+        .args(["--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the chatroom binary starts");
+    match listening_address(&mut child) {
+        Ok(addr) => (child, addr),
+        Err(why) => {
+            // Not left running behind the failing test.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not say where it listens: {why}");
+        }
+    }
+}
+
 /// The inode of the server-side socket of the TCP connection between the
 /// local ports `server_port` and `client_port`, if the kernel has one.
 fn connection_inode(server_port: u16, client_port: u16) -> Option<String> {
@@ -164,7 +197,7 @@ fn connection_inode(server_port: u16, client_port: u16) -> Option<String> {
 
 /// Reads the child's log until it says where it listens; the rest of its
 /// log is passed on to the test's stderr (shown when a test fails).
-fn listening_address(child: &mut Child) -> SocketAddr {
+fn listening_address(child: &mut Child) -> Result<SocketAddr, std::sync::mpsc::RecvTimeoutError> {
     let stderr = child.stderr.take().expect("piped stderr");
     let (found, address) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -179,5 +212,5 @@ fn listening_address(child: &mut Child) -> SocketAddr {
             }
         }
     });
-    address.recv_timeout(TIMEOUT).expect("the server said where it listens")
+    address.recv_timeout(TIMEOUT)
 }

@@ -9,7 +9,9 @@
 //! the expired members of the rooms it serves, and the one whose `ZREM`
 //! removed a member announces that user offline (unless they are still
 //! online somewhere), so a dead node's users leave within the TTL plus one
-//! prune period.
+//! prune period. That node also sends the room a resync marker: what the
+//! dead node stored but had not published yet is re-read from the store by
+//! every connection, instead of waiting for the room's next event.
 //!
 //! Arrivals and departures go through one task, in the order they were
 //! asked, so a quick leave-and-rejoin cannot remove a fresh entry. "First
@@ -187,9 +189,16 @@ async fn prune_room(
     let key = shared.keys.presence(room);
     let now = unix_ms();
     let expired: Vec<String> = ::redis::cmd("ZRANGEBYSCORE").arg(&key).arg("-inf").arg(format!("({now}")).query_async(commands).await?;
+    let mut resynced = false;
     for gone in expired {
         let removed: u32 = ::redis::cmd("ZREM").arg(&key).arg(&gone).query_async(commands).await?;
         let Some(user) = user_of(&gone).filter(|_| removed > 0) else { continue };
+        if !resynced {
+            // Its node died, maybe between storing an event and publishing
+            // it: every node's connections re-read the room from the store.
+            shared.publish(room, RoomEvent::resync());
+            resynced = true;
+        }
         if local.is_some_and(|users| users.contains_key(&user.to_lowercase())) {
             continue;
         }
