@@ -13,11 +13,12 @@ use tempfile::TempDir;
 
 use super::{Endpoint, TIMEOUT};
 
-/// A `chatroom` process with its own data directory; killed on drop.
+/// A `chatroom` process with its own data directory (or one the test
+/// gave it); killed on drop.
 pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
-    _dir: TempDir,
+    _dir: Option<TempDir>,
 }
 
 impl ServerProcess {
@@ -36,15 +37,36 @@ impl ServerProcess {
             return None;
         }
         let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut child = Self::spawn(prefix, dir.path(), args);
+        let addr = listening_address(&mut child).expect("the server said where it listens");
+        Some(Self { child, addr, _dir: Some(dir) })
+    }
+
+    /// Like [`start`](Self::start), on the test's own data directory `data`
+    /// (left in place afterwards). `Err` with the server's last log line
+    /// if it exits before it listens.
+    pub fn start_in(data: &Path, args: &[&str]) -> Result<Self, String> {
+        let mut child = Self::spawn(&[], data, args);
+        match listening_address(&mut child) {
+            Ok(addr) => Ok(Self { child, addr, _dir: None }),
+            Err(last_line) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(last_line)
+            }
+        }
+    }
+
+    fn spawn(prefix: &[&str], data: &Path, args: &[&str]) -> Child {
         let binary = env!("CARGO_BIN_EXE_chatroom");
         let (program, rest) = match prefix.split_first() {
             Some((first, rest)) => (*first, rest.iter().copied().chain([binary]).collect::<Vec<_>>()),
             None => (binary, Vec::new()),
         };
-        let mut child = Command::new(program)
+        Command::new(program)
             .args(rest)
             .args(["--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
+            .arg(data)
             .args(args)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
@@ -52,9 +74,7 @@ impl ServerProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("the chatroom binary starts");
-        let addr = listening_address(&mut child);
-        Some(Self { child, addr, _dir: dir })
+            .expect("the chatroom binary starts")
     }
 
     pub fn pid(&self) -> u32 {
@@ -163,21 +183,28 @@ fn connection_inode(server_port: u16, client_port: u16) -> Option<String> {
 }
 
 /// Reads the child's log until it says where it listens; the rest of its
-/// log is passed on to the test's stderr (shown when a test fails).
-fn listening_address(child: &mut Child) -> SocketAddr {
+/// log is passed on to the test's stderr (shown when a test fails). `Err`
+/// with the last line of its log if it ended (or fell silent) first.
+fn listening_address(child: &mut Child) -> Result<SocketAddr, String> {
     let stderr = child.stderr.take().expect("piped stderr");
     let (found, address) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut found = Some(found);
+        let mut last = String::new();
+        let mut listening = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("[server] {line}");
-            if let Some(rest) = line.split("listening on http://").nth(1) {
+            if let Some(rest) = line.split("listening on http://").nth(1).filter(|_| !listening) {
                 let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                if let (Some(tx), Ok(addr)) = (found.take(), addr.parse::<SocketAddr>()) {
-                    let _ = tx.send(addr);
+                if let Ok(addr) = addr.parse::<SocketAddr>() {
+                    listening = true;
+                    let _ = found.send(Ok(addr));
                 }
             }
+            last = line;
+        }
+        if !listening {
+            let _ = found.send(Err(last));
         }
     });
-    address.recv_timeout(TIMEOUT).expect("the server said where it listens")
+    address.recv_timeout(TIMEOUT).unwrap_or_else(|_| Err(format!("no word within {TIMEOUT:?}")))
 }
