@@ -33,10 +33,16 @@ use common::process::ServerProcess;
 use common::{User, WsClient, ids, print_figure, read_room_file, without_type};
 use serde_json::Value;
 
-/// The code a send refused for a full or read-only disk gets, on the socket
-/// and over HTTP (docs/PROTOCOL.md §13).
-const DISK_REFUSAL: &str = "internal";
-const DISK_REFUSAL_STATUS: u16 = 500;
+/// What a send refused for a full disk gets, on the socket and over HTTP
+/// (docs/PROTOCOL.md §13)…
+const DISK_FULL: Refusal = Refusal { code: "storage_full", status: 507 };
+/// …and for a read-only one (an operator's problem, like a bug).
+const READ_ONLY: Refusal = Refusal { code: "internal", status: 500 };
+
+struct Refusal {
+    code: &'static str,
+    status: u16,
+}
 
 const ARGS: [&str; 6] = ["--send-rate", "0", "--frame-rate", "0", "--ping-secs", "0"];
 
@@ -68,7 +74,7 @@ async fn send_until_refused(writers: &mut [(&str, &mut WsClient)], room: &str, r
                 assert_eq!(in_a_row[w], 0, "{client_id} was stored after a refusal on a disk still full");
                 answers.acknowledged.push(answer);
             } else {
-                assert_refusal(&answer, room);
+                assert_refusal(&answer, room, &DISK_FULL);
                 in_a_row[w] += 1;
                 answers.refused.push((client_id, answer));
             }
@@ -82,9 +88,9 @@ async fn send_until_refused(writers: &mut [(&str, &mut WsClient)], room: &str, r
 
 /// A send refused for the disk: an error frame that names the send and
 /// the room and carries the documented code.
-fn assert_refusal(answer: &Value, room: &str) {
+fn assert_refusal(answer: &Value, room: &str, refusal: &Refusal) {
     assert_eq!(answer["type"], "error", "{answer}");
-    assert_eq!(answer["code"], DISK_REFUSAL, "{answer}");
+    assert_eq!(answer["code"], refusal.code, "{answer}");
     assert_eq!(answer["room"], room, "{answer}");
     assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{answer}");
 }
@@ -132,7 +138,7 @@ async fn a_full_disk_refuses_sends_clearly_and_every_acknowledged_one_holds() {
     assert_eq!(history.len(), 5 + answers.acknowledged.len(), "every acknowledged send is readable");
     let mut dan_ws = dan.ws_in("side").await;
     let (status, body) = dan.post_message("side", "over http", "dan-http").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (DISK_REFUSAL_STATUS, Some(DISK_REFUSAL)), "{body}");
+    assert_eq!((status, body["error"]["code"].as_str()), (DISK_FULL.status, Some(DISK_FULL.code)), "{body}");
     let (status, health) = endpoint.anonymous().get("/healthz").await;
     print_figure(&format!("/healthz on a full disk: {status} {health}"));
 
@@ -268,12 +274,12 @@ async fn a_data_directory_gone_read_only_refuses_sends_and_loses_nothing_acknowl
     for i in 0..5 {
         let client_id = format!("during-{i}");
         let answer = send_and_answer(&mut ann_ws, "general", &client_id).await;
-        assert_refusal(&answer, "general");
+        assert_refusal(&answer, "general", &READ_ONLY);
         refused.push(client_id);
     }
-    print_figure(&format!("read-only: {} sends refused with {:?}", refused.len(), DISK_REFUSAL));
+    print_figure(&format!("read-only: {} sends refused with {:?}", refused.len(), READ_ONLY.code));
     let (status, body) = ann.post_message("general", "over http", "http-1").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (DISK_REFUSAL_STATUS, Some(DISK_REFUSAL)), "{body}");
+    assert_eq!((status, body["error"]["code"].as_str()), (READ_ONLY.status, Some(READ_ONLY.code)), "{body}");
     // Reads go on.
     assert_eq!(client_ids(&carol.all_messages("general").await), client_ids(&acknowledged));
     let seen = carol_ws.next_messages(acknowledged.len()).await;

@@ -532,9 +532,9 @@ async fn a_message_is_written_before_it_is_broadcast() {
     }
 }
 
-/// A storage failure as every route answers it: 500, `internal`.
+/// A full disk as every route answers it: 507, `storage_full`.
 fn assert_storage_error(what: &str, (status, body): (u16, Value)) {
-    assert_eq!((status, body["error"]["code"].as_str()), (500, Some("internal")), "{what}: {body}");
+    assert_eq!((status, body["error"]["code"].as_str()), (507, Some("storage_full")), "{what}: {body}");
 }
 
 /// Every account, session, subscription and room-list file in `data` is
