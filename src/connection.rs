@@ -327,20 +327,21 @@ impl Connection {
 
     /// Handles one frame from the client; a `send` becomes a pending store.
     async fn on_frame(&mut self, frame: WsMessage, out: &mut Outbox) -> Option<PendingSend> {
-        let text = match frame {
-            WsMessage::Text(text) => text,
-            WsMessage::Binary(_) => {
-                let err = ChatError::BadRequest("binary frames are not supported; send JSON text frames".into());
-                out.push(event_frame(&ServerEvent::error(&err)));
-                return None;
-            }
+        // Text and binary frames count against the frame rate alike.
+        let parsed = match frame {
+            WsMessage::Text(text) => Some(ClientEvent::decode(text.as_str())),
+            WsMessage::Binary(_) => None,
             _ => return None, // ping/pong/close are handled by tungstenite
         };
-        let parsed = ClientEvent::decode(text.as_str());
         if self.frames.as_mut().is_some_and(|limit| !limit.allow()) {
-            self.refuse_flood(parsed.ok(), out);
+            self.refuse_flood(parsed.and_then(Result::ok), out);
             return None;
         }
+        let Some(parsed) = parsed else {
+            let err = ChatError::BadRequest("binary frames are not supported; send JSON text frames".into());
+            out.push(event_frame(&ServerEvent::error(&err)));
+            return None;
+        };
         let event = match parsed {
             Ok(event) => event,
             Err(err) => {

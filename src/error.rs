@@ -108,6 +108,7 @@ impl ChatError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::NotFound => "not_found",
             Self::Storage(StoreError::Unavailable(_)) => "store_unavailable",
+            Self::Storage(failure) if failure.is_disk_full() => "storage_full",
             Self::Storage(_) | Self::Internal(_) => "internal",
         }
     }
@@ -130,6 +131,7 @@ impl ChatError {
             Self::UnsupportedMediaType => 415,
             Self::TooManyAttempts { .. } | Self::RateLimited | Self::RateLimitedFor { .. } | Self::TooManyConnections(_) => 429,
             Self::Storage(StoreError::Unavailable(_)) => 503,
+            Self::Storage(failure) if failure.is_disk_full() => 507,
             Self::Storage(_) | Self::Internal(_) => 500,
             Self::Busy | Self::ServerFull => 503,
         }
@@ -140,6 +142,7 @@ impl ChatError {
     pub fn client_message(&self) -> String {
         match self {
             Self::Storage(StoreError::Unavailable(_)) => "storage is unavailable; try again shortly (a resend with the same client_id is never stored twice)".into(),
+            Self::Storage(failure) if failure.is_disk_full() => "the server's disk is full: nothing was stored; try again later (a resend with the same client_id is never stored twice)".into(),
             Self::Storage(_) | Self::Internal(_) => "the server failed to do that; it has been logged".into(),
             other => other.to_string(),
         }

@@ -559,6 +559,30 @@ async fn every_send_dropped_by_the_frame_limit_is_answered_with_its_client_id() 
     assert_eq!(on_disk.len(), 5);
 }
 
+/// Binary frames are frames too: beyond the frame rate they are dropped
+/// like text frames (one `rate_limited` a second), not each answered, or a
+/// client could make the server write one error frame per frame it sends
+/// without limit (found by tests/fault_flood.rs).
+#[tokio::test]
+async fn binary_frames_count_against_the_frame_rate() {
+    let server = TestServer::start_with(|config| {
+        config.send_rate = None;
+        config.frame_rate = Some(chatroom::rate::SendRate { per_second: 0.001, burst: 6 });
+    })
+    .await;
+    // The join takes one frame of the burst of 6: five binary frames are answered.
+    let (_ann, mut a) = server.guest_in("ann", "general").await;
+    for _ in 0..20 {
+        a.send_raw(WsMessage::binary(vec![0xff, 0x00, 0x13])).await;
+    }
+    for _ in 0..5 {
+        a.expect_error("bad_request").await;
+    }
+    let warning = a.expect_error("rate_limited").await;
+    assert!(warning.get("client_id").is_none(), "{warning}");
+    a.expect_silence().await;
+}
+
 #[tokio::test]
 async fn a_retry_of_a_stored_message_is_answered_even_over_the_send_rate() {
     let server = TestServer::start_with(|config| {

@@ -41,7 +41,7 @@ use common::backends::Backends;
 use common::outbox::{Balancer, Client, Controls, Mix, PROGRESS_TIMEOUT, Tally, check_room, fault_seed, last_word, quantile};
 use common::pg::TestDatabase;
 use common::process::ServerProcess;
-use common::say;
+use common::print_figure;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -151,7 +151,7 @@ async fn survive_kills(label: &str, nodes: &mut [ServerProcess], killable: Range
         Some(task) => finish(vec![task]).await.pop(),
         None => None,
     };
-    say(&format!("{label}: drained the outboxes in {drained:?}; read back and checked {last_seq} events in {:?}", draining.elapsed() - drained));
+    print_figure(&format!("{label}: drained the outboxes in {drained:?}; read back and checked {last_seq} events in {:?}", draining.elapsed() - drained));
 
     report(label, kills, &tally, &check, &mut downtimes);
     let errors = tally.errors.lock().unwrap().clone();
@@ -178,7 +178,7 @@ async fn finish(tasks: Vec<tokio::task::JoinHandle<Client>>) -> Vec<Client> {
 
 fn report(label: &str, kills: usize, tally: &Tally, check: &common::outbox::RoomCheck, downtimes: &mut [Duration]) {
     let mut recoveries = tally.recoveries.lock().unwrap().clone();
-    say(&format!(
+    print_figure(&format!(
         "{label}: {kills} kills; acknowledged {} posts, {} edits, {} deletes; {} resent over {} reconnects; \
          {} posts stored of {} made; duplicates {}; lost {}; restart → first ack median {:?}, max {:?}; \
          kill → listening again median {:?}, max {:?}",

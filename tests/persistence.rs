@@ -6,12 +6,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use chatroom::{Config, RunningServer};
+use common::disk::SmallDisk;
 use common::{TestServer, User, WsClient, id, ids, list_files, read_room_file, texts, without_type};
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 #[tokio::test]
 async fn a_restart_keeps_history_and_ids_continue() {
@@ -533,65 +532,9 @@ async fn a_message_is_written_before_it_is_broadcast() {
     }
 }
 
-/// A small tmpfs mounted on a temporary directory (so a test can fill it),
-/// unmounted when dropped.
-struct SmallDisk {
-    dir: TempDir,
-}
-
-impl SmallDisk {
-    /// Mounts a tmpfs of `size` (e.g. `"1m"`). Where that is not allowed
-    /// (not root) the test is skipped with a loud notice — except on CI
-    /// (`CI=true`), where it fails.
-    fn mount_or_skip(test: &str, size: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir.path()).output();
-        let why = match mounted {
-            Ok(out) if out.status.success() => return Some(Self { dir }),
-            Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            Err(e) => e.to_string(),
-        };
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test} must run on CI, but a tmpfs cannot be mounted: {why}");
-        }
-        let notice = format!("SKIPPED {test}: cannot mount a tmpfs (this test needs root): {why}");
-        let bar = "!".repeat(notice.chars().count().min(100));
-        // Straight to stderr: libtest would swallow an eprintln! of a passing test.
-        let _ = writeln!(std::io::stderr(), "\n{bar}\n{notice}\n{bar}\n");
-        None
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Takes every free block with a filler file; returns its path.
-    fn fill(&self) -> PathBuf {
-        let path = self.path().join("filler");
-        let mut file = std::fs::File::create(&path).expect("create the filler");
-        let chunk = vec![0u8; 64 * 1024];
-        loop {
-            match file.write(&chunk) {
-                Ok(0) => break,
-                Ok(_) => continue,
-                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-                Err(e) => panic!("filling the disk: {e}"),
-            }
-        }
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        // Lazy, so a file still open (a failed test's server) cannot keep it mounted.
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
-    }
-}
-
-/// A storage failure as every route answers it: 500, `internal`.
+/// A full disk as every route answers it: 507, `storage_full`.
 fn assert_storage_error(what: &str, (status, body): (u16, Value)) {
-    assert_eq!((status, body["error"]["code"].as_str()), (500, Some("internal")), "{what}: {body}");
+    assert_eq!((status, body["error"]["code"].as_str()), (507, Some("storage_full")), "{what}: {body}");
 }
 
 /// Every account, session, subscription and room-list file in `data` is
@@ -673,7 +616,7 @@ async fn room_names(user: &User) -> BTreeSet<String> {
 /// could not be written still ends the session, now and after the restart.
 #[tokio::test]
 async fn a_full_disk_fails_cleanly_and_loses_nothing_that_was_answered() {
-    let Some(disk) = SmallDisk::mount_or_skip("a_full_disk_fails_cleanly_and_loses_nothing_that_was_answered", "1m") else {
+    let Some(disk) = SmallDisk::mount_or_skip("1m") else {
         return;
     };
     let data = disk.path().to_path_buf();

@@ -6,6 +6,10 @@
 //!
 //! The server runs as a child process (`common::process`) so its memory and
 //! descriptors are read from `/proc/<pid>`.
+//!
+//! Readers that stop for a while in a busy room, with the figures, are in
+//! tests/fault_slow_clients.rs (a binary of its own: its load would upset
+//! the timing of the tests here).
 
 mod common;
 

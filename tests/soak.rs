@@ -40,7 +40,7 @@ use common::outbox::{
     Balancer, Client, Control, Controls, Mix, PROGRESS_TIMEOUT, Pauses, Tally, check_room, fault_seed, last_word, quantile,
 };
 use common::process::ServerProcess;
-use common::say;
+use common::print_figure;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -114,7 +114,7 @@ async fn three_nodes_under_mixed_traffic_and_faults_lose_nothing_and_do_not_grow
     let errors = writer_tally.error_count() + reader_tally.error_count() + slow_tally.error_count();
     let mut latencies = reader_tally.latencies.lock().unwrap().clone();
     let mut slow_latencies = slow_tally.latencies.lock().unwrap().clone();
-    say(&format!(
+    print_figure(&format!(
         "soak: {:?} of traffic at {rate} items/s over {NODES} nodes ({} writers, {} readers); {} kills, {} storms; \
          acknowledged {} posts, {} edits, {} deletes; {} resent; {errors} error frames (error rate {:.4} %); \
          duplicates {}; lost {}; send → delivery p50 {:?}, p99 {:?}, max {:?} over {} deliveries (slow reader p99 {:?})",
@@ -204,12 +204,12 @@ async fn finish(tasks: Vec<tokio::task::JoinHandle<Client>>) -> Vec<Client> {
 
 /// RSS over time, at most ~20 rows (every k-th sample).
 fn print_rss(samples: &[(f64, Vec<u64>)]) {
-    say("soak: RSS over time (MiB; node 0 stays up, nodes 1–2 are killed and restarted):");
+    print_figure("soak: RSS over time (MiB; node 0 stays up, nodes 1–2 are killed and restarted):");
     let step = samples.len().div_ceil(20).max(1);
     let last = samples.last().filter(|_| (samples.len() - 1) % step != 0);
     for (at, rss) in samples.iter().step_by(step).chain(last) {
         let row: Vec<String> = rss.iter().map(|kib| format!("{:7.1}", *kib as f64 / 1024.0)).collect();
-        say(&format!("  {at:6.1} s {}", row.join(" ")));
+        print_figure(&format!("  {at:6.1} s {}", row.join(" ")));
     }
 }
 
@@ -226,6 +226,6 @@ fn assert_rss_levels_off(samples: &[(f64, Vec<u64>)]) {
     };
     let (middle, last) = (median(&node0[third..2 * third]), median(&node0[2 * third..]));
     let bound = (middle as f64 * (1.0 + RSS_GROWTH_SHARE)) as u64 + RSS_SLACK_KIB;
-    say(&format!("soak: node 0 RSS median, middle third {} KiB, last third {last} KiB (bound {bound} KiB)", middle));
+    print_figure(&format!("soak: node 0 RSS median, middle third {} KiB, last third {last} KiB (bound {bound} KiB)", middle));
     assert!(last <= bound, "node 0's RSS kept growing: middle third {middle} KiB, last third {last} KiB (bound {bound}): {node0:?}");
 }

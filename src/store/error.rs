@@ -52,6 +52,14 @@ pub enum StoreError {
     SchemaTooNew { database: i32, known: i32 },
 }
 
+impl StoreError {
+    /// A data file could not be written because its disk (or the quota of
+    /// the server's user) is full: `storage_full` to the client.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Io { cause, .. } if matches!(cause.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
+    }
+}
+
 /// A failed batch answers each of its senders: the same error for each (an
 /// I/O cause keeps its kind and text).
 impl Clone for StoreError {
@@ -128,6 +136,13 @@ mod tests {
         assert!(matches!(&error, StoreError::Io { action: "append to", path, .. } if path.ends_with("users.jsonl")));
         assert!(error.to_string().starts_with("cannot append to /data/users.jsonl: "), "{error}");
         let chat = ChatError::from(error);
+        assert_eq!((chat.code(), chat.http_status()), ("storage_full", 507));
+    }
+
+    #[test]
+    fn another_file_error_is_internal() {
+        let file = FileError { action: "append to", path: "/data/users.jsonl".into(), cause: io::Error::from_raw_os_error(30) };
+        let chat = ChatError::from(StoreError::from(io::Error::new(io::ErrorKind::ReadOnlyFilesystem, file)));
         assert_eq!((chat.code(), chat.http_status()), ("internal", 500));
     }
 

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod disk;
 pub mod outbox;
 pub mod pg;
 pub mod process;
@@ -56,10 +57,12 @@ pub fn skip_or_fail(why: &str) {
     let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {why} ***\n");
 }
 
-/// Prints a suite's figures where they are seen even when the test passes
-/// (straight to the process's stderr, past libtest's capture).
-pub fn say(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
+/// Prints one measured figure of a suite where it is seen even when the
+/// test passes (straight to the process's stderr: libtest swallows an
+/// `eprintln!` of a passing test), marked so it can be grepped.
+pub fn print_figure(text: &str) {
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    let _ = writeln!(std::io::stderr(), "FIGURE {test}: {text}");
 }
 
 /// A loopback port that was free a moment ago (nothing listens on it now).
@@ -596,6 +599,12 @@ impl WsClient {
                 Some(Ok(_)) => continue,
             }
         }
+    }
+
+    /// The raw socket, for a test that must read and write at once
+    /// (`StreamExt::split`).
+    pub fn into_stream(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.ws
     }
 
     /// This client's end of the TCP connection.

@@ -674,7 +674,7 @@ pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
 /// printed either way.
 pub fn fault_seed(what: &str) -> u64 {
     let seed = std::env::var("CHATROOM_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    super::say(&format!("{what}: CHATROOM_FAULT_SEED={seed}"));
+    super::print_figure(&format!("{what}: CHATROOM_FAULT_SEED={seed}"));
     seed
 }
 

@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -16,11 +16,15 @@ use tempfile::TempDir;
 
 use super::{Endpoint, TIMEOUT};
 
-/// A `chatroom` process with its own data directory; killed on drop.
+/// A `chatroom` process with its own data directory (or one the test
+/// gave it); killed on drop.
 pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
-    dir: TempDir,
+    /// The data directory, kept while the process lives (`_dir`: one made
+    /// for it, deleted with it).
+    data: PathBuf,
+    _dir: Option<TempDir>,
     /// The wrapper command and the server's own arguments, to start it
     /// again the same way ([`restart`](Self::restart)).
     prefix: Vec<String>,
@@ -45,8 +49,17 @@ impl ServerProcess {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let prefix: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = spawn(&prefix, &args, dir.path());
-        Some(Self { child, addr, dir, prefix, args })
+        let (child, addr) = spawn(&prefix, &args, dir.path()).unwrap_or_else(|why| panic!("the server did not say where it listens: {why}"));
+        Some(Self { child, addr, data: dir.path().to_path_buf(), _dir: Some(dir), prefix, args })
+    }
+
+    /// Like [`start`](Self::start), on the test's own data directory `data`
+    /// (left in place afterwards). `Err` with the server's last log line
+    /// if it exits before it listens.
+    pub fn start_in(data: &Path, args: &[&str]) -> Result<Self, String> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = spawn(&[], &args, data)?;
+        Ok(Self { child, addr, data: data.to_path_buf(), _dir: None, prefix: Vec::new(), args })
     }
 
     /// Kills the process if it still runs (SIGKILL), then starts it again
@@ -54,7 +67,7 @@ impl ServerProcess {
     /// it listens (on a new port: [`addr`](Self::addr) changes).
     pub fn restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(&self.prefix, &self.args, self.dir.path());
+        let (child, addr) = spawn(&self.prefix, &self.args, &self.data).unwrap_or_else(|why| panic!("the server did not start again: {why}"));
         self.child = child;
         self.addr = addr;
     }
@@ -148,8 +161,9 @@ impl Drop for ServerProcess {
 }
 
 /// Starts the server binary (under `prefix`, if any) with `args` on the
-/// data directory `dir` and a port of its choosing; where it listens.
-fn spawn(prefix: &[String], args: &[String], dir: &Path) -> (Child, SocketAddr) {
+/// data directory `dir` and a port of its choosing; where it listens, or
+/// the last line of its log if it ended first (it is not left running).
+fn spawn(prefix: &[String], args: &[String], dir: &Path) -> Result<(Child, SocketAddr), String> {
     let binary = std::env::var("CHATROOM_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_chatroom").to_string());
     let (program, rest) = match prefix.split_first() {
         Some((first, rest)) => (first.clone(), rest.iter().cloned().chain([binary]).collect::<Vec<_>>()),
@@ -168,12 +182,12 @@ fn spawn(prefix: &[String], args: &[String], dir: &Path) -> (Child, SocketAddr) 
         .spawn()
         .expect("the chatroom binary starts");
     match listening_address(&mut child) {
-        Ok(addr) => (child, addr),
+        Ok(addr) => Ok((child, addr)),
         Err(why) => {
             // Not left running behind the failing test.
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the server did not say where it listens: {why}");
+            Err(why)
         }
     }
 }
@@ -196,21 +210,28 @@ fn connection_inode(server_port: u16, client_port: u16) -> Option<String> {
 }
 
 /// Reads the child's log until it says where it listens; the rest of its
-/// log is passed on to the test's stderr (shown when a test fails).
-fn listening_address(child: &mut Child) -> Result<SocketAddr, std::sync::mpsc::RecvTimeoutError> {
+/// log is passed on to the test's stderr (shown when a test fails). `Err`
+/// with the last line of its log if it ended (or fell silent) first.
+fn listening_address(child: &mut Child) -> Result<SocketAddr, String> {
     let stderr = child.stderr.take().expect("piped stderr");
     let (found, address) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut found = Some(found);
+        let mut last = String::new();
+        let mut listening = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("[server] {line}");
-            if let Some(rest) = line.split("listening on http://").nth(1) {
+            if let Some(rest) = line.split("listening on http://").nth(1).filter(|_| !listening) {
                 let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                if let (Some(tx), Ok(addr)) = (found.take(), addr.parse::<SocketAddr>()) {
-                    let _ = tx.send(addr);
+                if let Ok(addr) = addr.parse::<SocketAddr>() {
+                    listening = true;
+                    let _ = found.send(Ok(addr));
                 }
             }
+            last = line;
+        }
+        if !listening {
+            let _ = found.send(Err(last));
         }
     });
-    address.recv_timeout(TIMEOUT)
+    address.recv_timeout(TIMEOUT).unwrap_or_else(|_| Err(format!("no word within {TIMEOUT:?}")))
 }
