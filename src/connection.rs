@@ -173,12 +173,20 @@ where
         if out.is_empty() {
             continue;
         }
-        let write = tokio::time::timeout(ctx.write_timeout, write_all(&mut socket, out.frames));
+        let mut write = std::pin::pin!(write_all(&mut socket, out.frames));
+        // Most writes finish on the first try: only one that waits for the
+        // client needs a deadline, and the watch on shutdown and session end.
+        if let Poll::Ready(written) = futures::poll!(write.as_mut()) {
+            match written {
+                Ok(()) => continue,
+                Err(_) => break None,
+            }
+        }
         tokio::select! {
             biased;
             _ = &mut stopping => break Some(going_away()),
             reason = &mut ended => break Some(session_ended_frame(reason)),
-            written = write => match written {
+            written = tokio::time::timeout(ctx.write_timeout, write) => match written {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break None,
                 Err(_) => {
