@@ -191,6 +191,7 @@ where
         if out.is_empty() {
             continue;
         }
+        out.count_relayed();
         let mut write = std::pin::pin!(write_all(&mut socket, out.frames));
         // Most writes finish on the first try: only one that waits for the
         // client needs a deadline, and the watch on shutdown and session end.
@@ -292,12 +293,31 @@ impl<F: Future + Unpin> Future for Gated<F> {
 struct Outbox {
     frames: Vec<WsMessage>,
     bytes: usize,
+    /// Frames relayed from the rooms' live fan-out, and when the oldest
+    /// of them was published (unix ms): counted once per write.
+    relayed: u64,
+    oldest_published_ms: u64,
 }
 
 impl Outbox {
     fn push(&mut self, frame: WsMessage) {
         self.bytes += frame.len();
         self.frames.push(frame);
+    }
+
+    /// A live room event's frame.
+    fn push_relayed(&mut self, frame: WsMessage, published_at_ms: u64) {
+        self.oldest_published_ms = if self.relayed == 0 { published_at_ms } else { self.oldest_published_ms.min(published_at_ms) };
+        self.relayed += 1;
+        self.push(frame);
+    }
+
+    /// Counts the relayed frames (one clock read and one lag sample for
+    /// all of them, not one each).
+    fn count_relayed(&self) {
+        if self.relayed > 0 {
+            telemetry::room_events_delivered(self.relayed, self.oldest_published_ms);
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -616,8 +636,7 @@ impl Connection {
         {
             return;
         }
-        telemetry::room_event_delivered(event.published_at_ms);
-        out.push(WsMessage::Text(event.frame.clone()));
+        out.push_relayed(WsMessage::Text(event.frame.clone()), event.published_at_ms);
     }
 
     /// One step of a catch-up: the next page of events the store holds
