@@ -25,6 +25,12 @@
 //!   shutdown interrupts a stuck write too;
 //! - with `ping_interval`, the client is pinged; one that sends nothing
 //!   back (not even a pong) for a whole interval is dropped.
+//!
+//! Shutdown, the session's end, the keepalive timer and the user's own
+//! events are polled only when their own waker fired ([`WakeGate`]), not on
+//! every event relayed.
+
+mod wake_gate;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,12 +52,13 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use crate::auth::sessions::{EndReason, Session};
 use crate::error::ChatError;
 use crate::chat::{Actor, Chat};
-use crate::fanout::RoomEvent;
+use crate::fanout::{RoomEvent, UserEvent};
 use crate::model::{MAX_CLIENT_ID, RoomName};
 use crate::protocol::{ClientEvent, HistoryItem, ServerEvent};
 use crate::rate::{RateLimiter, SendRate};
 use crate::store::Appended;
 use crate::telemetry;
+use self::wake_gate::WakeGate;
 
 /// Largest frame a client may send (bigger: closed with 1009).
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -114,11 +121,19 @@ where
     let mut pending: FuturesUnordered<PendingSend> = FuturesUnordered::new();
     // Made once and polled across turns of the loop: made anew each turn,
     // they registered and dropped a waiter on two watch channels (one
-    // shared by every socket) for every event relayed.
-    let stopping = async move { shutdown.wait_for(|stop| *stop).await.map(|_| ()) };
-    let ended = async move { session_ended.wait_for(Option::is_some).await.ok().and_then(|r| *r) };
-    tokio::pin!(stopping, ended);
+    // shared by every socket) for every event relayed. Gated, they are
+    // polled only when one of the two channels woke them.
+    let stop = async move {
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => Stop::Shutdown,
+            reason = session_ended.wait_for(Option::is_some) => Stop::SessionEnded(reason.ok().and_then(|r| *r)),
+        }
+    };
+    tokio::pin!(stop);
+    let mut stop = Gated::new(stop);
     let mut pings = Keepalive::new(ctx.ping_interval);
+    let quiet = WakeGate::default();
     let mut catch_up_first = false;
 
     // The socket is not split: the branches below only borrow it while
@@ -127,22 +142,25 @@ where
         let mut out = Outbox::default();
         tokio::select! {
             biased;
-            _ = &mut stopping => break Some(going_away()),
-            reason = &mut ended => break Some(session_ended_frame(reason)),
-            _ = pings.tick() => match pings.on_tick() {
-                Some(ping) => out.push(ping),
-                None => break None, // silent for a whole interval
-            },
-            Some(done) = pending.next(), if !pending.is_empty() => conn.on_send_done(done, &mut out),
-            Some(news) = user_events.next() => {
+            stopped = &mut stop => break Some(stopped.close_frame()),
+            // The keepalive timer and the user's own news: rarely anything,
+            // so polled only when one of them woke the task.
+            event = quiet_event(&quiet, &mut pings, &mut user_events) => match event {
+                Quiet::PingDue => match pings.on_tick() {
+                    Some(ping) => out.push(ping),
+                    None => break None, // silent for a whole interval
+                },
                 // A lagged user channel loses only read hints: the next
                 // `joined` or GET /api/subscriptions has the markers.
-                if let Ok(news) = news
-                    && news.from_connection != conn.actor.connection
-                {
-                    out.push(WsMessage::Text(news.frame.clone()));
+                Quiet::UserNews(news) => {
+                    if let Ok(news) = news
+                        && news.from_connection != conn.actor.connection
+                    {
+                        out.push(WsMessage::Text(news.frame.clone()));
+                    }
                 }
-            }
+            },
+            Some(done) = pending.next(), if !pending.is_empty() => conn.on_send_done(done, &mut out),
             frame = socket.next(), if pending.len() < MAX_PENDING_SENDS => match frame {
                 Some(Ok(frame)) => {
                     pings.heard();
@@ -173,12 +191,20 @@ where
         if out.is_empty() {
             continue;
         }
-        let write = tokio::time::timeout(ctx.write_timeout, write_all(&mut socket, out.frames));
+        out.count_relayed();
+        let mut write = std::pin::pin!(write_all(&mut socket, out.frames));
+        // Most writes finish on the first try: only one that waits for the
+        // client needs a deadline, and the watch on shutdown and session end.
+        if let Poll::Ready(written) = futures::poll!(write.as_mut()) {
+            match written {
+                Ok(()) => continue,
+                Err(_) => break None,
+            }
+        }
         tokio::select! {
             biased;
-            _ = &mut stopping => break Some(going_away()),
-            reason = &mut ended => break Some(session_ended_frame(reason)),
-            written = write => match written {
+            stopped = &mut stop => break Some(stopped.close_frame()),
+            written = tokio::time::timeout(ctx.write_timeout, write) => match written {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break None,
                 Err(_) => {
@@ -196,17 +222,70 @@ where
     let _ = tokio::time::timeout(CLOSE_GRACE, socket.close()).await;
 }
 
-fn going_away() -> WsMessage {
-    close_frame(CloseCode::Away, "server shutting down")
+/// What ends a connection from outside.
+enum Stop {
+    Shutdown,
+    SessionEnded(Option<EndReason>),
 }
 
-fn session_ended_frame(reason: Option<EndReason>) -> WsMessage {
-    let why = match reason {
-        Some(EndReason::LoggedOut) => "logged out",
-        Some(EndReason::Replaced) => "logged in again",
-        _ => "session expired",
-    };
-    close_frame(CloseCode::from(CLOSE_SESSION_ENDED), why)
+impl Stop {
+    fn close_frame(self) -> WsMessage {
+        let why = match self {
+            Stop::Shutdown => return close_frame(CloseCode::Away, "server shutting down"),
+            Stop::SessionEnded(Some(EndReason::LoggedOut)) => "logged out",
+            Stop::SessionEnded(Some(EndReason::Replaced)) => "logged in again",
+            Stop::SessionEnded(_) => "session expired",
+        };
+        close_frame(CloseCode::from(CLOSE_SESSION_ENDED), why)
+    }
+}
+
+/// What the rarely busy branches of the loop have.
+enum Quiet {
+    PingDue,
+    UserNews(Result<Arc<UserEvent>, BroadcastStreamRecvError>),
+}
+
+/// The next ping time or user event, through `gate`: the timer and the
+/// user's channel are polled only when one of them woke the task.
+fn quiet_event<'a>(
+    gate: &'a WakeGate,
+    pings: &'a mut Keepalive,
+    user_events: &'a mut BroadcastStream<Arc<UserEvent>>,
+) -> impl Future<Output = Quiet> + 'a {
+    futures::future::poll_fn(move |cx| {
+        gate.poll(cx, |cx| {
+            if pings.poll_tick(cx).is_ready() {
+                return Poll::Ready(Quiet::PingDue);
+            }
+            match user_events.poll_next_unpin(cx) {
+                Poll::Ready(Some(news)) => Poll::Ready(Quiet::UserNews(news)),
+                // The channel closed: nothing more will come from it.
+                Poll::Ready(None) | Poll::Pending => Poll::Pending,
+            }
+        })
+    })
+}
+
+/// A future behind a [`WakeGate`].
+struct Gated<F> {
+    inner: F,
+    gate: WakeGate,
+}
+
+impl<F> Gated<F> {
+    fn new(inner: F) -> Self {
+        Self { inner, gate: WakeGate::default() }
+    }
+}
+
+impl<F: Future + Unpin> Future for Gated<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        this.gate.poll(cx, |cx| Pin::new(&mut this.inner).poll(cx))
+    }
 }
 
 /// Frames to write after one turn of the loop, and their size.
@@ -214,12 +293,31 @@ fn session_ended_frame(reason: Option<EndReason>) -> WsMessage {
 struct Outbox {
     frames: Vec<WsMessage>,
     bytes: usize,
+    /// Frames relayed from the rooms' live fan-out, and when the oldest
+    /// of them was published (unix ms): counted once per write.
+    relayed: u64,
+    oldest_published_ms: u64,
 }
 
 impl Outbox {
     fn push(&mut self, frame: WsMessage) {
         self.bytes += frame.len();
         self.frames.push(frame);
+    }
+
+    /// A live room event's frame.
+    fn push_relayed(&mut self, frame: WsMessage, published_at_ms: u64) {
+        self.oldest_published_ms = if self.relayed == 0 { published_at_ms } else { self.oldest_published_ms.min(published_at_ms) };
+        self.relayed += 1;
+        self.push(frame);
+    }
+
+    /// Counts the relayed frames (one clock read and one lag sample for
+    /// all of them, not one each).
+    fn count_relayed(&self) {
+        if self.relayed > 0 {
+            telemetry::room_events_delivered(self.relayed, self.oldest_published_ms);
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -249,13 +347,11 @@ impl Keepalive {
         Self { interval, heard_since_ping: true }
     }
 
-    /// Resolves at the next ping time (never, without pings).
-    async fn tick(&mut self) {
+    /// Ready at the next ping time (never, without pings).
+    fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match &mut self.interval {
-            Some(interval) => {
-                interval.tick().await;
-            }
-            None => std::future::pending().await,
+            Some(interval) => interval.poll_tick(cx).map(|_| ()),
+            None => Poll::Pending,
         }
     }
 
@@ -540,8 +636,7 @@ impl Connection {
         {
             return;
         }
-        telemetry::room_event_delivered(event.published_at_ms);
-        out.push(WsMessage::Text(event.frame.clone()));
+        out.push_relayed(WsMessage::Text(event.frame.clone()), event.published_at_ms);
     }
 
     /// One step of a catch-up: the next page of events the store holds

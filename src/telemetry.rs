@@ -8,7 +8,7 @@
 //! | `chatroom_events_stored_total` | counter | room events stored (posts, edits, deletes) |
 //! | `chatroom_deliveries_total` | counter | room-event frames queued to sockets from the fan-out |
 //! | `chatroom_store_append_seconds` | histogram | one batch append in a room's writer |
-//! | `chatroom_fanout_lag_seconds` | histogram | publish → delivery to a socket (1 ms resolution) |
+//! | `chatroom_fanout_lag_seconds` | histogram | publish → the socket write that carries it: one sample per write, for its oldest event (1 ms resolution) |
 //! | `chatroom_sends_rejected_total{reason}` | counter | sends refused, by error code |
 //! | `chatroom_http_responses_total{class}` | counter | HTTP responses by status class (`2xx`, …) |
 //!
@@ -17,8 +17,8 @@
 //! process shares it (tests run many): the figures are the process's. Other
 //! modules may record with `metrics::counter!` and friends too; it shows
 //! up here. The handles of the hot-path instruments are registered once and
-//! kept, so a delivery costs one atomic add and one histogram sample: no
-//! registry lookup, no allocation of ours.
+//! kept, so a socket write of relayed events costs one atomic add and one
+//! histogram sample: no registry lookup, no allocation of ours.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -158,11 +158,14 @@ pub fn store_appended(took: Duration) {
     INSTRUMENTS.store_append.record(took.as_secs_f64());
 }
 
-/// A room event published at `published_at_ms` (unix ms) is going out to
-/// a socket now. A publisher's clock ahead of ours counts as no lag.
-pub fn room_event_delivered(published_at_ms: u64) {
-    let lag_ms = crate::model::unix_ms().saturating_sub(published_at_ms);
-    INSTRUMENTS.deliveries.increment(1);
+/// `count` room events are going out to a socket now, in one write, the
+/// oldest of them published at `oldest_published_at_ms` (unix ms): one
+/// clock read and one lag sample per write, not per event (this runs for
+/// every write of every socket). A publisher's clock ahead of ours counts
+/// as no lag.
+pub fn room_events_delivered(count: u64, oldest_published_at_ms: u64) {
+    let lag_ms = crate::model::unix_ms().saturating_sub(oldest_published_at_ms);
+    INSTRUMENTS.deliveries.increment(count);
     INSTRUMENTS.fanout_lag.record(lag_ms as f64 / 1000.0);
 }
 
@@ -196,7 +199,7 @@ mod tests {
         let open = socket_opened();
         event_stored();
         store_appended(Duration::from_millis(3));
-        room_event_delivered(crate::model::unix_ms());
+        room_events_delivered(2, crate::model::unix_ms());
         send_rejected("invalid_text");
         http_response(204);
         let during = render().expect("a rendering");
