@@ -456,7 +456,7 @@ impl RoomLog {
                     writer.write_all_at(&redacted, offset)?;
                 }
             }
-            if self.durability.syncs() { writer.sync_data() } else { Ok(()) }
+            self.durability.after_write(&writer)
         })();
         if let Err(e) = result {
             tracing::error!(file = %self.path.display(), error = %e, "could not take a deleted message's text out of the file");
@@ -469,22 +469,31 @@ impl RoomLog {
     /// began so nothing of it stays behind.
     fn write_whole(&self, events: &[StoredEvent]) -> io::Result<()> {
         let before = self.committed.load(Ordering::Acquire);
-        let writes: Vec<Vec<u8>> = if self.durability.syncs_each_event() {
-            events.iter().map(|event| lines_of(std::slice::from_ref(event))).collect()
+        let written = if self.durability.syncs_each_event() {
+            events.iter().try_fold(0, |len, event| Ok(len + self.write_synced(&lines_of(std::slice::from_ref(event)))?))
         } else {
-            vec![lines_of(events)]
+            self.write_synced(&lines_of(events))
         };
-        let mut file = &self.file;
-        let written = writes.iter().try_for_each(|buf| file.write_all(buf).and_then(|()| self.durability.after_write(file)));
-        if let Err(e) = written {
-            let e = file_error("append to", &self.path)(e);
-            if let Err(e2) = self.file.set_len(before) {
-                tracing::error!(file = %self.path.display(), error = %e2, "could not roll back a failed append");
+        match written {
+            Ok(len) => {
+                self.committed.store(before + len, Ordering::Release);
+                Ok(())
             }
-            return Err(e);
+            Err(e) => {
+                let e = file_error("append to", &self.path)(e);
+                if let Err(e2) = self.file.set_len(before) {
+                    tracing::error!(file = %self.path.display(), error = %e2, "could not roll back a failed append");
+                }
+                Err(e)
+            }
         }
-        self.committed.store(before + writes.iter().map(|buf| buf.len() as u64).sum::<u64>(), Ordering::Release);
-        Ok(())
+    }
+
+    /// Writes `buf` and syncs it as `--fsync` says; how many bytes it added.
+    fn write_synced(&self, buf: &[u8]) -> io::Result<u64> {
+        (&self.file).write_all(buf)?;
+        self.durability.after_write(&self.file)?;
+        Ok(buf.len() as u64)
     }
 
     /// The stored message `user` sent with `client_id`, if recent, as it is now.

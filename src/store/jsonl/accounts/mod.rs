@@ -24,6 +24,7 @@ mod users;
 use std::path::Path;
 
 use self::journal::{Compaction, Journal};
+use super::durability::Durability;
 use crate::store::{Fsync, StoreError, UserRecord};
 
 /// The account-side stores of one data directory.
@@ -60,7 +61,7 @@ impl JsonlAccounts {
     /// always or batch every change is synced before it is answered.
     /// Blocking.
     pub fn open(data_dir: &Path, fsync: Fsync) -> Result<Self, StoreError> {
-        let sync = fsync != Fsync::Never;
+        let sync = Durability::new(fsync).syncs();
         Ok(Self {
             users: Journal::open(&data_dir.join("users.jsonl"), Compaction::Keep, sync)?,
             sessions: Journal::open(&data_dir.join("sessions.jsonl"), Compaction::Rewrite, sync)?,
