@@ -45,10 +45,7 @@ async fn send_all(user: &common::User, tag: &str, mode: &str) {
 }
 
 async fn file_syncs(server: &ServerProcess) -> f64 {
-    let text = reqwest::get(server.url("/metrics")).await.expect("GET /metrics").text().await.expect("a body");
-    text.lines()
-        .find_map(|line| line.strip_prefix("chatroom_file_syncs_total "))
-        .map_or(0.0, |value| value.trim().parse().expect("a number"))
+    common::scrape(&server.url("/metrics")).await.value("chatroom_file_syncs_total")
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ use chatroom::model::{Message, NewEvent, RoomName, StoredEvent, Username};
 use chatroom::store::memory::MemoryStore;
 use chatroom::store::{Appended, HistoryQuery, MessageStore, RoomInfo, StoreError};
 use chatroom::{Config, RunningServer, Stores};
-use common::{Endpoint, TIMEOUT, TestServer};
+use common::{Endpoint, Scrape, TIMEOUT, TestServer, scrape};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -218,26 +218,6 @@ async fn metrics_on_an_address_of_their_own_are_served_only_there() {
 }
 
 // ---------------------------------------------------------------- helpers
-
-/// One scrape of `/metrics`.
-struct Scrape(String);
-
-impl Scrape {
-    /// The value of one series, named as rendered (`name` or
-    /// `name{label="value"}`); 0 if it is not there yet.
-    fn value(&self, series: &str) -> f64 {
-        self.0
-            .lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or(0.0)
-    }
-}
-
-async fn scrape(url: &str) -> Scrape {
-    let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    assert_eq!(response.status(), 200, "GET {url}");
-    Scrape(response.text().await.expect("a body"))
-}
 
 /// Waits until `chatroom_open_sockets` is `want` (a socket's count goes
 /// when its task ends, just after the close handshake).

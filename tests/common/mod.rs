@@ -57,6 +57,27 @@ pub fn skip_or_fail(why: &str) {
     let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {why} ***\n");
 }
 
+/// One scrape of `/metrics` (Prometheus text).
+pub struct Scrape(pub String);
+
+impl Scrape {
+    /// The value of one series, named as rendered (`name` or
+    /// `name{label="value"}`); 0 if it is not there yet.
+    pub fn value(&self, series: &str) -> f64 {
+        self.0
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// GETs `url` (a `/metrics` address), which must answer 200.
+pub async fn scrape(url: &str) -> Scrape {
+    let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(response.status(), 200, "GET {url}");
+    Scrape(response.text().await.expect("a body"))
+}
+
 /// Prints one measured figure of a suite where it is seen even when the
 /// test passes (straight to the process's stderr: libtest swallows an
 /// `eprintln!` of a passing test), marked so it can be grepped.
