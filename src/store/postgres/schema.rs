@@ -20,7 +20,10 @@ pub(super) struct Migration {
 }
 
 /// Every migration this binary knows, oldest first, versions 1, 2, 3…
-pub(super) const MIGRATIONS: &[Migration] = &[Migration { version: 1, sql: include_str!("migrations/0001_initial.sql") }];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, sql: include_str!("migrations/0001_initial.sql") },
+    Migration { version: 2, sql: include_str!("migrations/0002_private_rooms.sql") },
+];
 
 /// The newest schema version this binary knows.
 pub(super) fn latest_version() -> i32 {
