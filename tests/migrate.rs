@@ -34,7 +34,7 @@ fn name(raw: &str) -> Username {
 }
 
 fn post(user: &str, text: &str, client_id: &str) -> NewEvent {
-    NewEvent::Post { user: name(user), text: text.into(), client_id: client_id.into() }
+    NewEvent::Post { user: name(user), text: text.into(), client_id: client_id.into(), thread: None }
 }
 
 fn user(username: &str, created_at: &str) -> UserRecord {

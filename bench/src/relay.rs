@@ -119,7 +119,7 @@ fn on_text(
             }
             let mut last_id = room.last_id.lock().expect("room lock");
             *last_id += 1;
-            let message = Message { id: *last_id, room: name, user: user.to_string(), text, ts: now_rfc3339(), client_id, edited_at: None, deleted: false };
+            let message = Message { id: *last_id, room: name, user: user.to_string(), text, ts: now_rfc3339(), client_id, ..Message::default() };
             let _ = room.events.send(ServerEvent::Message(message).to_json().into());
             None
         }

@@ -36,22 +36,33 @@ pub struct OpenedRoom {
 }
 
 impl Chat {
-    /// Posts a message (a repeat of a stored `client_id` is answered with
-    /// the stored copy, even over the send rate). A refusal is counted by
-    /// its code (`telemetry::send_rejected`).
-    pub async fn send(&self, actor: &Actor, room: &str, text: &str, client_id: &str) -> Result<Appended, ChatError> {
-        let sent = self.post(actor, room, text, client_id).await;
-        if let Err(err) = &sent {
-            telemetry::send_rejected(err.code());
+    /// Posts a message, or with `thread` a reply to that message (a repeat
+    /// of a stored `client_id` is answered with the stored copy as the
+    /// actor sees it, even over the send rate). A new reply tells the
+    /// thread's other participants (`notify_thread`). A refusal is counted
+    /// by its code (`telemetry::send_rejected`).
+    pub async fn send(&self, actor: &Actor, room: &str, text: &str, client_id: &str, thread: Option<u64>) -> Result<Appended, ChatError> {
+        let sent = self.post(actor, room, text, client_id, thread).await;
+        match &sent {
+            Err(err) => telemetry::send_rejected(err.code()),
+            Ok(Appended::New(stored)) => {
+                if let Some(reply) = stored.as_post().filter(|m| m.thread.is_some()) {
+                    self.notify_thread(actor, reply).await;
+                }
+            }
+            Ok(Appended::Duplicate(_)) => {}
         }
-        sent
+        match sent? {
+            Appended::Duplicate(message) => Ok(Appended::Duplicate(message.seen_by(&actor.session.user.key()))),
+            new => Ok(new),
+        }
     }
 
-    async fn post(&self, actor: &Actor, room: &str, text: &str, client_id: &str) -> Result<Appended, ChatError> {
+    async fn post(&self, actor: &Actor, room: &str, text: &str, client_id: &str, thread: Option<u64>) -> Result<Appended, ChatError> {
         let room = RoomName::parse(room)?;
         let client_id = validate_client_id(client_id)?;
         let text = validate_text(text)?;
-        let post = NewEvent::Post { user: actor.session.user.clone(), text, client_id };
+        let post = NewEvent::Post { user: actor.session.user.clone(), text, client_id, thread };
         self.hub.send_paced(&room, post, self.within_rate(actor)).await
     }
 
@@ -75,10 +86,13 @@ impl Chat {
         }
     }
 
-    /// A slice of a room's messages as they are now.
-    pub async fn history(&self, _actor: &Actor, room: &str, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {
+    /// A slice of a room's messages as they are now, as the actor sees
+    /// them (their own reactions marked `me`).
+    pub async fn history(&self, actor: &Actor, room: &str, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {
         let room = RoomName::parse(room)?;
-        self.hub.history(&room, HistoryQuery { limit: query.limit.min(MAX_PAGE), ..query }).await
+        let messages = self.hub.history(&room, HistoryQuery { limit: query.limit.min(MAX_PAGE), ..query }).await?;
+        let reader = actor.session.user.key();
+        Ok(messages.into_iter().map(|m| m.seen_by(&reader)).collect())
     }
 
     /// A page of a room's event log after `after`.
@@ -111,7 +125,8 @@ impl Chat {
                 let head = self.hub.last_seq(&room).await?;
                 let query = HistoryQuery { before: Some(head + 1), ..HistoryQuery::latest(OPEN_HISTORY) };
                 let messages = self.hub.history(&room, query).await?;
-                (messages.into_iter().map(StoredEvent::post).collect(), false, head)
+                let reader = actor.session.user.key();
+                (messages.into_iter().map(|m| StoredEvent::post(m.seen_by(&reader))).collect(), false, head)
             }
         };
         Ok(OpenedRoom { room, live, history, has_more, seq })

@@ -7,17 +7,20 @@
 //! storage, fan-out) and [`Auth`] (per-user state).
 //!
 //! - `messages`: send, edit, delete, history, events, opening a room.
+//! - `threads`: reactions, thread pages, telling a thread of a reply.
 //! - `rooms`: create, list, subscriptions, presence and typing.
 
 mod messages;
 mod reading;
 mod rooms;
+mod threads;
 
 use std::sync::{Arc, Mutex};
 
 pub use self::messages::{EventsPage, OpenedRoom};
 pub use self::reading::{MAX_UNREAD_COUNTED, RoomReadState};
 pub use self::rooms::MAX_ROOM_RESULTS;
+pub use self::threads::Thread;
 use crate::auth::Auth;
 use crate::auth::sessions::Session;
 use crate::fanout::Fanout;

@@ -47,7 +47,7 @@ use crate::fanout::{Fanout, RoomEvent};
 use crate::model::{Message, NewEvent, RoomName, StoredEvent, Username};
 use crate::protocol::ServerEvent;
 use crate::rate::{KeyedLimiter, SendRate};
-use crate::store::{Appended, HistoryQuery, MessageStore, RoomInfo};
+use crate::store::{Appended, HistoryQuery, MessageStore, RoomInfo, ThreadPage};
 use crate::telemetry;
 
 /// Sends queued for one room's writer before senders wait.
@@ -231,6 +231,16 @@ impl Hub {
 
     pub async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {
         Ok(self.inner.store.history(room, query).await?)
+    }
+
+    /// A thread's parent and a page of its replies (`MessageStore::thread`).
+    pub async fn thread(&self, room: &RoomName, parent: u64, after: u64, limit: usize) -> Result<ThreadPage, ChatError> {
+        Ok(self.inner.store.thread(room, parent, after, limit).await?)
+    }
+
+    /// Who takes part in a thread (`MessageStore::thread_participants`).
+    pub async fn thread_participants(&self, room: &RoomName, parent: u64) -> Result<Vec<String>, ChatError> {
+        Ok(self.inner.store.thread_participants(room, parent).await?)
     }
 
     /// Marks `user` present in `room`; announces it when this is the user's

@@ -37,7 +37,7 @@ use tokio::sync::OnceCell;
 use self::durability::Durability;
 use self::log_file::LogFile;
 use self::room_log::{RoomLog, SharedRoomLog};
-use super::{Appended, Fsync, HistoryQuery, MessageStore, RoomInfo, rank_rooms};
+use super::{Appended, Fsync, HistoryQuery, MessageStore, RoomInfo, ThreadPage, rank_rooms};
 use crate::store::StoreError;
 use crate::model::{DEFAULT_ROOM, Message, NewEvent, RoomName, StoredEvent, Username, now_rfc3339};
 
@@ -276,6 +276,14 @@ impl MessageStore for JsonlStore {
             .await
             .map_err(StoreError::from)?
             .map_err(StoreError::from)
+    }
+
+    async fn thread(&self, room: &RoomName, parent: u64, after: u64, limit: usize) -> Result<ThreadPage, StoreError> {
+        let log = self.log(room).await?;
+        tokio::task::spawn_blocking(move || log.thread_blocking(parent, after, limit))
+            .await
+            .map_err(StoreError::from)?
+            .map_err(StoreError::from)?
     }
 
     async fn events(&self, room: &RoomName, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
