@@ -138,7 +138,7 @@ impl Hub {
     /// The room, if it exists; `RoomNotFound` otherwise.
     pub async fn existing_room(&self, room: &RoomName) -> Result<RoomInfo, ChatError> {
         match self.inner.store.room_exists(room).await? {
-            true => Ok(RoomInfo { name: room.to_string() }),
+            true => Ok(RoomInfo::public(room.as_str())),
             false => Err(ChatError::RoomNotFound(room.to_string())),
         }
     }
