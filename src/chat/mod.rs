@@ -7,16 +7,20 @@
 //! storage, fan-out) and [`Auth`] (per-user state).
 //!
 //! - `messages`: send, edit, delete, history, events, opening a room.
-//! - `rooms`: create, list, subscriptions, presence and typing.
+//! - `members`: who may read a room (`Chat::readable`, checked by every
+//!   use case), private rooms' members, direct messages.
+//! - `rooms`: list, subscriptions, presence and typing.
 
+mod members;
 mod messages;
 mod reading;
 mod rooms;
 
 use std::sync::{Arc, Mutex};
 
+pub use self::members::{DirectMessage, Members, dm_room};
 pub use self::messages::{EventsPage, OpenedRoom};
-pub use self::reading::{MAX_UNREAD_COUNTED, RoomReadState};
+pub use self::reading::{DmReadState, MAX_UNREAD_COUNTED, RoomReadState};
 pub use self::rooms::MAX_ROOM_RESULTS;
 use crate::auth::Auth;
 use crate::auth::sessions::Session;
