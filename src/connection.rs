@@ -53,7 +53,7 @@ use crate::auth::sessions::{EndReason, Session};
 use crate::error::ChatError;
 use crate::chat::{Actor, Chat};
 use crate::fanout::{RoomEvent, UserEvent};
-use crate::model::{MAX_CLIENT_ID, RoomName};
+use crate::model::{EventKind, MAX_CLIENT_ID, RoomName};
 use crate::protocol::{ClientEvent, HistoryItem, ServerEvent};
 use crate::rate::{RateLimiter, SendRate};
 use crate::store::Appended;
@@ -105,6 +105,18 @@ enum Change {
     Edit(u64, String),
     Delete(u64),
     React(u64, String),
+}
+
+/// Whether a room event's frame says the user with this (lower-cased) key
+/// was removed from the room. Only `member` frames are parsed.
+fn removes(frame: &str, user_key: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct MemberFrame {
+        user: String,
+        added: bool,
+    }
+    frame.starts_with(r#"{"type":"member""#)
+        && serde_json::from_str::<MemberFrame>(frame).is_ok_and(|m| !m.added && m.user.to_lowercase() == user_key)
 }
 
 /// Runs a connection to its end.
@@ -640,6 +652,17 @@ impl Connection {
             return;
         }
         out.push_relayed(WsMessage::Text(event.frame.clone()), event.published_at_ms);
+        if removes(&event.frame, &self.user_key) {
+            self.removed_from(feed, out);
+        }
+    }
+
+    /// This user was removed from the room of `feed`: its events stop here
+    /// (the `member` frame was the last), as if the client had left.
+    fn removed_from(&mut self, feed: usize, out: &mut Outbox) {
+        let room = self.feeds.get(feed).room.clone();
+        tracing::info!(room = %room, user = %self.user, "removed from a private room: leaving it");
+        self.leave(room.as_str(), out);
     }
 
     /// One step of a catch-up: the next page of events the store holds
@@ -668,7 +691,12 @@ impl Connection {
                 break;
             }
             self.feeds.get_mut(feed).last_seq = event.seq;
+            let removed = matches!(&event.kind, EventKind::Member { user, added: false, .. } if user.to_lowercase() == self.user_key);
             out.push(event_frame(&ServerEvent::from_stored(event)));
+            if removed {
+                self.removed_from(feed, out);
+                return;
+            }
         }
         if all_sent && !more {
             self.feeds.get_mut(feed).catching_up = false;

@@ -85,6 +85,9 @@ pub enum ServerEvent {
         thread: Option<u64>,
         reason: &'static str,
     },
+    /// `user` was added to (`added`) or removed from a private room by
+    /// `by`. A removed member's sockets get it last: the room is left.
+    Member { room: String, user: String, by: String, added: bool, seq: u64 },
     /// The user's read marker moved (sent to the user's other sockets).
     Read { room: String, id: u64 },
     /// Someone came online in / left a room.
@@ -131,6 +134,7 @@ impl ServerEvent {
             EventKind::React { id, user, emoji, added, reactions, .. } => {
                 ServerEvent::Reacted { room: event.room, id, user, emoji, added, reactions, seq: event.seq }
             }
+            EventKind::Member { user, by, added, .. } => ServerEvent::Member { room: event.room, user, by, added, seq: event.seq },
         }
     }
 

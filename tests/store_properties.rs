@@ -393,7 +393,7 @@ fn replay(events: &[StoredEvent]) -> Vec<Message> {
                     messages[i].edited_at = Some(ts.clone());
                 }
             }
-            EventKind::Edit { text: None, .. } => {}
+            EventKind::Edit { text: None, .. } | EventKind::Member { .. } => {}
             EventKind::Delete { id, .. } => {
                 if let Some(&i) = at.get(id) {
                     messages[i] = messages[i].redacted();
@@ -475,6 +475,7 @@ fn blank_event(event: StoredEvent) -> StoredEvent {
         EventKind::Edit { id, user, text, .. } => EventKind::Edit { id, user, text, ts: BLANK.into() },
         EventKind::Delete { id, user, .. } => EventKind::Delete { id, user, ts: BLANK.into() },
         EventKind::React { id, user, emoji, added, reactions, .. } => EventKind::React { id, user, emoji, added, ts: BLANK.into(), reactions },
+        EventKind::Member { user, by, added, .. } => EventKind::Member { user, by, added, ts: BLANK.into() },
     };
     StoredEvent { kind, ..event }
 }

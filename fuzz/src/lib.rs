@@ -213,6 +213,7 @@ pub fn event_line(data: &[u8]) {
             EventKind::Edit { user, .. } => assert!(user.is_empty()),
             EventKind::Delete { .. } => panic!("a delete line is never redacted"),
             EventKind::React { .. } => panic!("a react line is never redacted"),
+            EventKind::Member { .. } => panic!("a member line is never redacted"),
         }
     }
 }
@@ -221,7 +222,7 @@ fn is_redacted(event: &StoredEvent) -> bool {
     match &event.kind {
         EventKind::Post(m) => m.deleted,
         EventKind::Edit { text, .. } => text.is_none(),
-        EventKind::Delete { .. } | EventKind::React { .. } => false,
+            EventKind::Delete { .. } | EventKind::React { .. } | EventKind::Member { .. } => false,
     }
 }
 
@@ -231,6 +232,7 @@ fn kind_of(event: &StoredEvent) -> &'static str {
         EventKind::Edit { .. } => "edit",
         EventKind::Delete { .. } => "delete",
         EventKind::React { .. } => "react",
+        EventKind::Member { .. } => "member",
     }
 }
 

@@ -386,6 +386,17 @@ impl Auth {
         Ok(self.stores.read_markers.advance_marker(&subscriber_key(session), room, id).await?)
     }
 
+    /// The account named `name` (any case), as its owner spells it.
+    pub async fn account(&self, name: &Username) -> Result<Option<Username>, ChatError> {
+        let Some(record) = self.stores.users.find_user(&name.key()).await? else { return Ok(None) };
+        Ok(Username::parse(&record.username).ok())
+    }
+
+    /// Drops an account's subscription to a room (it lost access to it).
+    pub async fn unsubscribe_account(&self, user: &Username, room: &RoomName) -> Result<(), ChatError> {
+        Ok(self.stores.subscriptions.unsubscribe(&user.key(), room).await?)
+    }
+
     /// Who a session's per-user state belongs to: an account (all its
     /// sessions and devices share it) or one guest session.
     pub fn subscriber(&self, session: &Session) -> String {

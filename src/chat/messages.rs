@@ -60,6 +60,7 @@ impl Chat {
 
     async fn post(&self, actor: &Actor, room: &str, text: &str, client_id: &str, thread: Option<u64>) -> Result<Appended, ChatError> {
         let room = RoomName::parse(room)?;
+        self.readable(actor, &room).await?;
         let client_id = validate_client_id(client_id)?;
         let text = validate_text(text)?;
         let post = NewEvent::Post { user: actor.session.user.clone(), text, client_id, thread };
@@ -80,6 +81,7 @@ impl Chat {
     }
 
     async fn store_change(&self, actor: &Actor, room: &RoomName, change: NewEvent) -> Result<StoredEvent, ChatError> {
+        self.readable(actor, room).await?;
         match self.hub.send_paced(room, change, self.within_rate(actor)).await? {
             Appended::New(stored) => Ok(stored),
             Appended::Duplicate(_) => Err(ChatError::Internal("a change was answered as a repeated post".into())),
@@ -90,14 +92,16 @@ impl Chat {
     /// them (their own reactions marked `me`).
     pub async fn history(&self, actor: &Actor, room: &str, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {
         let room = RoomName::parse(room)?;
+        self.readable(actor, &room).await?;
         let messages = self.hub.history(&room, HistoryQuery { limit: query.limit.min(MAX_PAGE), ..query }).await?;
         let reader = actor.session.user.key();
         Ok(messages.into_iter().map(|m| m.seen_by(&reader)).collect())
     }
 
     /// A page of a room's event log after `after`.
-    pub async fn events(&self, _actor: &Actor, room: &str, after: u64, limit: usize) -> Result<EventsPage, ChatError> {
+    pub async fn events(&self, actor: &Actor, room: &str, after: u64, limit: usize) -> Result<EventsPage, ChatError> {
         let room = RoomName::parse(room)?;
+        self.readable(actor, &room).await?;
         let limit = limit.clamp(1, MAX_PAGE);
         let head = self.hub.last_seq(&room).await?;
         let mut events = self.hub.events(&room, after, limit + 1).await?;
@@ -114,6 +118,7 @@ impl Chat {
     /// (what arrives twice is dropped by seq).
     pub async fn open_room(&self, actor: &Actor, room: &str, after: Option<u64>) -> Result<OpenedRoom, ChatError> {
         let room = RoomName::parse(room)?;
+        self.readable(actor, &room).await?;
         let live = self.hub.subscribe(&room).await?;
         let (history, has_more, seq) = match after {
             Some(after) => {

@@ -8,8 +8,11 @@
 //!
 //! - `messages`: send, edit, delete, history, events, opening a room.
 //! - `threads`: reactions, thread pages, telling a thread of a reply.
-//! - `rooms`: create, list, subscriptions, presence and typing.
+//! - `members`: who may read a room (`Chat::readable`, checked by every
+//!   use case), private rooms' members, direct messages.
+//! - `rooms`: list, subscriptions, presence and typing.
 
+mod members;
 mod messages;
 mod reading;
 mod rooms;
@@ -17,8 +20,9 @@ mod threads;
 
 use std::sync::{Arc, Mutex};
 
+pub use self::members::{DirectMessage, Members, dm_room};
 pub use self::messages::{EventsPage, OpenedRoom};
-pub use self::reading::{MAX_UNREAD_COUNTED, RoomReadState};
+pub use self::reading::{DmReadState, MAX_UNREAD_COUNTED, RoomReadState};
 pub use self::rooms::MAX_ROOM_RESULTS;
 pub use self::threads::Thread;
 use crate::auth::Auth;

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::{Actor, Chat};
+use super::{Actor, Chat, DirectMessage};
 use crate::error::ChatError;
 use crate::fanout::UserEvent;
 use crate::model::{EventKind, RoomName};
@@ -28,12 +28,22 @@ pub struct RoomReadState {
     pub unread: u64,
 }
 
+/// A direct message with the user's read state.
+#[derive(Debug, Clone, Serialize)]
+pub struct DmReadState {
+    #[serde(flatten)]
+    pub dm: DirectMessage,
+    pub read: u64,
+    pub unread: u64,
+}
+
 impl Chat {
     /// Moves the actor's read marker in `room` forward to `id` (never past
     /// the room's newest message); tells the user's other sockets when it
     /// moved. The marker as it is now.
     pub async fn mark_read(&self, actor: &Actor, room: &str, id: u64) -> Result<u64, ChatError> {
         let room = RoomName::parse(room)?;
+        self.readable(actor, &room).await?;
         let id = id.min(self.hub.last_seq(&room).await?);
         let moved = self.auth.advance_read_marker(&actor.session, &room, id).await?;
         let now = self.auth.read_marker(&actor.session, &room).await?;
@@ -67,6 +77,20 @@ impl Chat {
             rooms.push(RoomReadState { name: info.name, read, unread });
         }
         Ok(rooms)
+    }
+
+    /// The actor's direct messages with their read markers and unread
+    /// counts.
+    pub async fn dms_read(&self, actor: &Actor) -> Result<Vec<DmReadState>, ChatError> {
+        let markers = self.auth.read_markers(&actor.session).await?;
+        let mut dms = Vec::new();
+        for dm in self.dms(actor).await? {
+            let read = markers.get(&dm.room.name).copied().unwrap_or(0);
+            let room = RoomName::parse(&dm.room.name)?;
+            let unread = self.count_unread(actor, &room, read).await?;
+            dms.push(DmReadState { dm, read, unread });
+        }
+        Ok(dms)
     }
 
     /// Messages after `read` by others, not deleted, up to the cap.

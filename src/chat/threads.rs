@@ -29,6 +29,7 @@ impl Chat {
     /// of the room gets it as a `reacted` frame).
     pub async fn react(&self, actor: &Actor, room: &str, id: u64, emoji: &str) -> Result<StoredEvent, ChatError> {
         let room = RoomName::parse(room)?;
+        self.readable(actor, &room).await?;
         let react = NewEvent::React { user: actor.session.user.clone(), id, emoji: validate_emoji(emoji)? };
         match self.hub.send_paced(&room, react, self.within_rate(actor)).await? {
             Appended::New(stored) => Ok(stored),
@@ -41,6 +42,7 @@ impl Chat {
     /// message or it is a reply itself.
     pub async fn thread(&self, actor: &Actor, room: &str, id: u64, after: u64, limit: usize) -> Result<Thread, ChatError> {
         let room = RoomName::parse(room)?;
+        self.readable(actor, &room).await?;
         let limit = limit.clamp(1, MAX_PAGE);
         let page = self.hub.thread(&room, id, after, limit + 1).await?;
         let reader = actor.session.user.key();
@@ -50,15 +52,17 @@ impl Chat {
     }
 
     /// Tells everyone taking part in the thread `reply` belongs to (the
-    /// parent's author and the repliers), except the replier, of the new
-    /// reply: a `mention` user event with `"reason":"thread"`, on every
-    /// socket of theirs. Best effort: a failure to read the participants
-    /// is logged, the reply stays stored.
+    /// parent's author and the repliers), except the replier and anyone
+    /// who may no longer read the room, of the new reply: a `mention` user
+    /// event with `"reason":"thread"`, on every socket of theirs. Best
+    /// effort: a failure to read the participants is logged, the reply
+    /// stays stored.
     pub(super) async fn notify_thread(&self, actor: &Actor, reply: &Message) {
         let Some(parent) = reply.thread else { return };
         let Ok(room) = RoomName::parse(&reply.room) else { return };
-        let participants = match self.hub.thread_participants(&room, parent).await {
-            Ok(keys) => keys,
+        let found = async { Ok::<_, ChatError>((self.hub.thread_participants(&room, parent).await?, self.hub.access(&room).await?)) };
+        let (participants, access) = match found.await {
+            Ok(found) => found,
             Err(err) => {
                 tracing::warn!(room = %room, parent, error = %err, "could not tell a thread of a reply");
                 return;
@@ -74,7 +78,7 @@ impl Chat {
             reason: "thread",
         };
         let frame = UserEvent::new(&event, None);
-        for key in participants.iter().filter(|k| **k != replier) {
+        for key in participants.iter().filter(|k| **k != replier && access.admits(k)) {
             // An account's sockets listen under its key (guests under
             // their session, which a name cannot reach).
             self.fanout.publish_to_user(key, frame.clone());

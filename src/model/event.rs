@@ -3,9 +3,10 @@
 //! message's id is the `seq` of the event that posted it.
 //!
 //! Kinds: a message posted (a reply names its parent in `thread`), edited,
-//! deleted, reacted to. The log is the log, not a view: a post then its
-//! edit are two events; only a deleted message's text is taken out of its
-//! post (and its edits), everywhere.
+//! deleted, reacted to; a member added to or removed from a private room.
+//! The log is the log, not a view: a post then its edit are two events;
+//! only a deleted message's text is taken out of its post (and its edits),
+//! everywhere.
 
 use super::{Message, ReactionCount, Username};
 
@@ -29,6 +30,9 @@ pub enum EventKind {
     /// `reactions`: the message's counts right after (what the `reacted`
     /// frame carries, stored with the event so the log replays it).
     React { id: u64, user: String, emoji: String, added: bool, ts: String, reactions: Vec<ReactionCount> },
+    /// `user` was added to (`added`) or removed from the private room, by
+    /// `by`. Not about a message: its message id is 0.
+    Member { user: String, by: String, added: bool, ts: String },
 }
 
 impl StoredEvent {
@@ -42,6 +46,7 @@ impl StoredEvent {
         match &self.kind {
             EventKind::Post(m) => m.id,
             EventKind::Edit { id, .. } | EventKind::Delete { id, .. } | EventKind::React { id, .. } => *id,
+            EventKind::Member { .. } => 0,
         }
     }
 
@@ -75,12 +80,16 @@ pub enum NewEvent {
     /// Toggles `user`'s `emoji` on live message `id` (`MessageNotFound`
     /// otherwise): the store decides whether it is added or taken back.
     React { user: Username, id: u64, emoji: String },
+    /// `by` added `member` to (or removed them from) the room; who may do
+    /// it is checked before (`chat::members`).
+    Member { by: Username, member: Username, added: bool },
 }
 
 impl NewEvent {
     pub fn user(&self) -> &Username {
         match self {
             NewEvent::Post { user, .. } | NewEvent::Edit { user, .. } | NewEvent::Delete { user, .. } | NewEvent::React { user, .. } => user,
+            NewEvent::Member { by, .. } => by,
         }
     }
 }

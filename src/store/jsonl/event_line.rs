@@ -6,6 +6,7 @@
 //! {"seq":10,"op":"delete","id":7,"room":"general","user":"ann","ts":"…"}
 //! {"seq":11,"op":"post","id":11,"room":"general","user":"bob","text":"yes","ts":"…","client_id":"c3","thread":5}   (a reply to 5)
 //! {"seq":12,"op":"react","id":5,"room":"general","user":"ann","ts":"…","emoji":"👍","added":true,"reactions":[{"emoji":"👍","count":1}]}
+//! {"seq":11,"op":"member","room":"team","user":"bob","by":"ann","added":true,"ts":"…"}
 //! {"seq":7,"op":"post","id":7,"room":"general","deleted":true}          (a redacted post, padded)
 //! {"id":3,"room":"general","user":"bob","text":"hey","ts":"…","client_id":"c2"}   (a step-1 line: a post, seq = id)
 //! ```
@@ -50,6 +51,8 @@ struct Line {
     added: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reactions: Option<Vec<ReactionCount>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +123,12 @@ fn event_of(line: Line) -> Result<StoredEvent, String> {
             ts: line.ts.unwrap_or_default(),
             reactions: line.reactions.unwrap_or_default(),
         },
+        Some("member") => EventKind::Member {
+            user: line.user.ok_or("a member line without the user")?,
+            by: line.by.unwrap_or_default(),
+            added: line.added.ok_or("a member line without added")?,
+            ts: line.ts.unwrap_or_default(),
+        },
         Some(other) => return Err(format!("unknown op {other:?}")),
     };
     Ok(StoredEvent { seq, room: line.room, kind })
@@ -131,7 +140,8 @@ fn event_of(line: Line) -> Result<StoredEvent, String> {
 struct LineOut<'a> {
     seq: u64,
     op: &'a str,
-    id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<u64>,
     room: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<&'a str>,
@@ -151,6 +161,8 @@ struct LineOut<'a> {
     added: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reactions: Option<&'a [ReactionCount]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by: Option<&'a str>,
 }
 
 /// The line for an event (without the newline).
@@ -158,7 +170,7 @@ pub fn line_of(event: &StoredEvent) -> Vec<u8> {
     let base = |op, id| LineOut {
         seq: event.seq,
         op,
-        id,
+        id: Some(id),
         room: &event.room,
         user: None,
         text: None,
@@ -169,6 +181,7 @@ pub fn line_of(event: &StoredEvent) -> Vec<u8> {
         emoji: None,
         added: None,
         reactions: None,
+        by: None,
     };
     let line = match &event.kind {
         EventKind::Post(m) if m.deleted => {
@@ -194,6 +207,9 @@ pub fn line_of(event: &StoredEvent) -> Vec<u8> {
             reactions: Some(reactions),
             ..base("react", *id)
         },
+        EventKind::Member { user, by, added, ts } => {
+            LineOut { id: None, user: Some(user), by: Some(by), added: Some(*added), ts: Some(ts), ..base("member", 0) }
+        }
     };
     serde_json::to_vec(&line).expect("a line always serialises")
 }
@@ -213,7 +229,7 @@ pub fn redact_in_place(original: &[u8], path_hint: &str) -> Option<Vec<u8>> {
     let (op, id, reply) = match &event.kind {
         EventKind::Post(m) => ("post", m.id, m.thread.map(|t| (t, m.ts.clone()))),
         EventKind::Edit { id, .. } => ("edit", *id, None),
-        EventKind::Delete { .. } | EventKind::React { .. } => return None,
+        EventKind::Delete { .. } | EventKind::React { .. } | EventKind::Member { .. } => return None,
     };
     let mut line = serde_json::to_vec(&redacted(event.seq, op, id, &event.room, reply)).expect("a line always serialises");
     if line.len() > original.len() {
@@ -264,7 +280,12 @@ mod tests {
                 reactions: vec![ReactionCount { emoji: "🎉".into(), count: 2 }],
             },
         };
-        for event in [post(7, "hi"), edit, delete, reply, react] {
+        let member = StoredEvent {
+            seq: 13,
+            room: "general".into(),
+            kind: EventKind::Member { user: "bob".into(), by: "ann".into(), added: false, ts: "t".into() },
+        };
+        for event in [post(7, "hi"), edit, delete, reply, react, member] {
             let line = line_of(&event);
             assert_eq!(parse(&line, "t"), Some(event.clone()), "{}", String::from_utf8_lossy(&line));
             assert_eq!(seq_of(&line), Some(event.seq));

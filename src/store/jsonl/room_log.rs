@@ -80,6 +80,7 @@ impl Changes {
                     change.last_reply_at = Some(m.ts.clone());
                 }
             }
+            EventKind::Member { .. } => {}
             EventKind::Edit { id, text, ts, .. } => {
                 let change = self.0.entry(*id).or_default();
                 change.edit_seqs.push(event.seq);
@@ -186,7 +187,7 @@ impl Recent {
             match &mut event.kind {
                 EventKind::Post(m) => *m = m.redacted(),
                 EventKind::Edit { text, .. } => *text = None,
-                EventKind::Delete { .. } | EventKind::React { .. } => {}
+                EventKind::Delete { .. } | EventKind::React { .. } | EventKind::Member { .. } => {}
             }
         }
     }
@@ -422,6 +423,10 @@ impl RoomLog {
                 let added = reactions.toggle(&emoji, &user.key(), plan.next_seq);
                 let ts = plan.ts.clone();
                 plan.push(EventKind::React { id, user: user.to_string(), emoji, added, ts, reactions: reactions.counts() });
+                Ok(Ok(Appended::New(plan.last())))
+            }
+            NewEvent::Member { by, member, added } => {
+                plan.push(EventKind::Member { user: member.to_string(), by: by.to_string(), added, ts: plan.ts.clone() });
                 Ok(Ok(Appended::New(plan.last())))
             }
         }

@@ -21,7 +21,7 @@ use super::plan::{Counters, EventRow, MessageNow, Writes};
 use super::{PgStore, execute, from_db, rows, to_db};
 use crate::model::reaction::Reacted;
 use crate::model::{Message, NewEvent, ReactionSet, RoomName, StoredEvent, Username};
-use crate::store::{Appended, HistoryQuery, MessageStore, RoomInfo, StoreError, ThreadPage};
+use crate::store::{Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, StoreError, ThreadPage};
 
 /// The columns that make a [`MessageNow`], in its order: `messages`
 /// (as `m`) and its reactions (as `r`, from [`messages_with_reactions`]).
@@ -49,9 +49,9 @@ pub(super) const ROOM_COLUMN: usize = 15;
 const ROOM_COUNTERS: &str = "SELECT last_seq, posts FROM rooms WHERE name = $1";
 const LOCK_ROOM: &str = "SELECT last_seq, posts FROM rooms WHERE name = $1 FOR UPDATE";
 const CREATE_ROOM: &str = "INSERT INTO rooms (name, created_by) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
-const LIST_ALL_ROOMS: &str = "SELECT name FROM rooms ORDER BY name LIMIT $1";
+const LIST_ALL_ROOMS: &str = "SELECT name FROM rooms WHERE NOT private ORDER BY name LIMIT $1";
 /// Exact match, then prefix, then the rest, each by name (`rank_rooms`).
-const SEARCH_ROOMS: &str = "SELECT name FROM rooms WHERE lower(name) LIKE $1
+const SEARCH_ROOMS: &str = "SELECT name FROM rooms WHERE lower(name) LIKE $1 AND NOT private
     ORDER BY lower(name) <> $2, NOT starts_with(lower(name), $2), name LIMIT $3";
 const EVENTS_AFTER: &str = "SELECT seq, kind, message_id, author, text, client_id, ts, thread, subject, added, reactions FROM events
     WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3";
@@ -164,6 +164,7 @@ fn event_row_of(row: &Row) -> EventRow {
         "post" => super::plan::POST,
         "edit" => super::plan::EDIT,
         "react" => super::plan::REACT,
+        "member" => super::plan::MEMBER,
         _ => super::plan::DELETE,
     };
     EventRow {
@@ -358,7 +359,23 @@ impl MessageStore for PgStore {
         if !self.ensure_room(room.as_str(), created_by).await? {
             return Err(StoreError::RoomExists(room.to_string()));
         }
-        Ok(RoomInfo { name: room.to_string() })
+        Ok(RoomInfo::public(room.as_str()))
+    }
+
+    async fn create_private_room(&self, room: &RoomName, creator: &Username, kind: PrivateRoom<'_>) -> Result<RoomInfo, StoreError> {
+        self.insert_private_room(room, creator, kind).await
+    }
+
+    async fn room_access(&self, room: &RoomName) -> Result<Option<RoomAccess>, StoreError> {
+        self.read_access(room).await
+    }
+
+    async fn set_member(&self, room: &RoomName, member: &Username, by: &str, added: bool) -> Result<bool, StoreError> {
+        self.write_member(room, member, by, added).await
+    }
+
+    async fn private_rooms_of(&self, user_key: &str) -> Result<Vec<RoomInfo>, StoreError> {
+        self.rooms_of(user_key).await
     }
 
     async fn room_exists(&self, room: &RoomName) -> Result<bool, StoreError> {
@@ -377,7 +394,7 @@ impl MessageStore for PgStore {
             } else {
                 rows(&*client, "search rooms", SEARCH_ROOMS, &[&contains_pattern(&filter), &filter, &limit]).await?
             };
-            Ok(found.iter().map(|row| RoomInfo { name: row.get(0) }).collect())
+            Ok(found.iter().map(|row| RoomInfo::public(row.get::<_, String>(0))).collect())
         })
         .await
     }

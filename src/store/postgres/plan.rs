@@ -78,6 +78,7 @@ pub(super) const POST: &str = "post";
 pub(super) const EDIT: &str = "edit";
 pub(super) const DELETE: &str = "delete";
 pub(super) const REACT: &str = "react";
+pub(super) const MEMBER: &str = "member";
 
 /// One row of `events`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -94,9 +95,9 @@ pub(super) struct EventRow {
     pub ts: String,
     /// A reply's parent.
     pub thread: Option<u64>,
-    /// A reaction's emoji.
+    /// A reaction's emoji; a member event's member.
     pub subject: Option<String>,
-    /// A reaction's way: added or taken back.
+    /// A reaction's or member event's way: added, or taken back / removed.
     pub added: Option<bool>,
     /// A reaction's counts right after it (JSON).
     pub reactions: Option<String>,
@@ -127,6 +128,12 @@ impl EventRow {
                 added: self.added.unwrap_or(true),
                 ts: self.ts.clone(),
                 reactions: self.reactions.as_deref().and_then(|json| serde_json::from_str(json).ok()).unwrap_or_default(),
+            },
+            MEMBER => EventKind::Member {
+                user: self.subject.clone().unwrap_or_default(),
+                by: self.author.clone(),
+                added: self.added.unwrap_or_default(),
+                ts: self.ts.clone(),
             },
             _ => EventKind::Delete { id: self.message_id, user: self.author.clone(), ts: self.ts.clone() },
         };
@@ -227,6 +234,9 @@ impl Batch {
                 let counts = counts_json(&reactions.counts());
                 Ok(Appended::New(self.record(EventRow { subject: Some(emoji), added: Some(added), reactions: Some(counts), ..row(REACT, id, &user) })))
             }
+            NewEvent::Member { by, member, added } => {
+                Ok(Appended::New(self.record(EventRow { subject: Some(member.to_string()), added: Some(added), ..row(MEMBER, 0, &by) })))
+            }
         }
     }
 
@@ -256,6 +266,7 @@ impl Batch {
                 reactions: Some(counts_json(reactions)),
                 ..base(REACT, *id, user, ts)
             },
+            EventKind::Member { user, by, added, ts } => EventRow { subject: Some(user.clone()), added: Some(*added), ..base(MEMBER, 0, by, ts) },
         };
         let deleted_post = event.as_post().is_some_and(|m| m.deleted);
         self.record(row);
@@ -267,7 +278,7 @@ impl Batch {
     /// What the batch writes.
     pub fn finish(mut self) -> Writes {
         for row in &mut self.events {
-            if row.kind != DELETE && self.deleted.contains(&row.message_id) {
+            if (row.kind == POST || row.kind == EDIT) && self.deleted.contains(&row.message_id) {
                 row.text = None;
             }
         }
@@ -325,6 +336,7 @@ impl Batch {
             POST => self.add_post(&row),
             EDIT => self.edit_message(&row),
             REACT => self.react_to_message(&row),
+            MEMBER => {}
             _ => self.delete_message(row.message_id),
         }
         self.events.push(row);
