@@ -49,11 +49,17 @@ impl Chat {
 
     async fn post(&self, actor: &Actor, room: &str, text: &str, client_id: &str) -> Result<Appended, ChatError> {
         let room = RoomName::parse(room)?;
-        self.readable(actor, &room).await?;
+        let access = self.readable(actor, &room).await?;
         let client_id = validate_client_id(client_id)?;
         let text = validate_text(text)?;
         let post = NewEvent::Post { user: actor.session.user.clone(), text, client_id };
-        self.hub.send_paced(&room, post, self.within_rate(actor)).await
+        let stored = self.hub.send_paced(&room, post, self.within_rate(actor)).await?;
+        if let Appended::New(event) = &stored
+            && let Some(message) = event.as_post()
+        {
+            self.notify_mentions(actor, &room, &access, message).await;
+        }
+        Ok(stored)
     }
 
     /// Changes the text of the actor's own message.

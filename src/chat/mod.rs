@@ -9,9 +9,11 @@
 //! - `messages`: send, edit, delete, history, events, opening a room.
 //! - `members`: who may read a room (`Chat::readable`, checked by every
 //!   use case), private rooms' members, direct messages.
+//! - `mentions`: `@name`, `@here` and direct messages notify users.
 //! - `rooms`: list, subscriptions, presence and typing.
 
 mod members;
+mod mentions;
 mod messages;
 mod reading;
 mod rooms;
@@ -19,6 +21,7 @@ mod rooms;
 use std::sync::{Arc, Mutex};
 
 pub use self::members::{DirectMessage, Members, dm_room};
+pub use self::mentions::{Reason, mentioned, mentions_user};
 pub use self::messages::{EventsPage, OpenedRoom};
 pub use self::reading::{DmReadState, MAX_UNREAD_COUNTED, RoomReadState};
 pub use self::rooms::MAX_ROOM_RESULTS;
