@@ -498,4 +498,24 @@ mod tests {
         let records = std::fs::read_to_string(dir.path().join("rooms.jsonl")).unwrap();
         assert_eq!(records.lines().filter(|l| l.contains("\"name\":\"big\",\"created_by\":")).count(), 1, "{records}");
     }
+
+    #[tokio::test]
+    async fn a_private_room_whose_record_is_lost_is_restored_private_with_its_members() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JsonlStore::open(dir.path(), Fsync::Never).unwrap();
+        let team = RoomName::parse("team").unwrap();
+        let (ann, bob, carol) = (Username::parse("ann").unwrap(), Username::parse("Bob").unwrap(), Username::parse("carol").unwrap());
+        store.create_private_room(&team, &ann, PrivateRoom::Group).await.unwrap();
+        let member = |who: &Username, added| NewEvent::Member { by: ann.clone(), member: who.clone(), added };
+        store.append(&team, vec![member(&ann, true), member(&bob, true), member(&carol, true), member(&carol, false)]).await.unwrap();
+        drop(store);
+        std::fs::write(dir.path().join("rooms.jsonl"), "").unwrap();
+
+        let store = JsonlStore::open(dir.path(), Fsync::Never).unwrap();
+        let access = store.room_access(&team).await.unwrap().expect("restored");
+        assert!(access.private, "never restored public");
+        assert_eq!(access.members.values().cloned().collect::<Vec<_>>(), ["ann", "Bob"]);
+        assert_eq!(access.created_by, "ann");
+        assert!(store.list_rooms("", 10).await.unwrap().iter().all(|r| r.name != "team"));
+    }
 }
