@@ -242,7 +242,7 @@ fn rooms_with_a_file(rooms_dir: &Path) -> io::Result<Vec<RoomName>> {
 /// A private room's record rebuilt from the member events of its file
 /// (`None`: the file has none, so the room was public).
 fn members_from_events(path: &Path) -> io::Result<Option<RoomRecord>> {
-    let bytes = std::fs::read(path).map_err(file_error("read", path))?;
+    let bytes = std::fs::read(path).map_err(file_error("open", path))?;
     let hint = path.display().to_string();
     let mut record: Option<RoomRecord> = None;
     for line in bytes.split(|b| *b == b'\n').filter(|line| memchr::memmem::find(line, br#""op":"member""#).is_some()) {
