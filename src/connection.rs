@@ -129,6 +129,8 @@ where
     let mut conn = Connection::new(&ctx);
     // The user's own news (a read marker moved on another device).
     let mut user_events = BroadcastStream::new(conn.chat.user_events(&conn.actor));
+    // A guest's mentions (they come by name, not on the session's channel).
+    let mut name_events = conn.chat.guest_name_events(&conn.actor).map(BroadcastStream::new);
     let mut session_ended = ctx.session.ended();
     let mut shutdown = ctx.shutdown.clone();
     let mut pending: FuturesUnordered<PendingSend> = FuturesUnordered::new();
@@ -158,7 +160,7 @@ where
             stopped = &mut stop => break Some(stopped.close_frame()),
             // The keepalive timer and the user's own news: rarely anything,
             // so polled only when one of them woke the task.
-            event = quiet_event(&quiet, &mut pings, &mut user_events) => match event {
+            event = quiet_event(&quiet, &mut pings, &mut user_events, name_events.as_mut()) => match event {
                 Quiet::PingDue => match pings.on_tick() {
                     Some(ping) => out.push(ping),
                     None => break None, // silent for a whole interval
@@ -265,11 +267,17 @@ fn quiet_event<'a>(
     gate: &'a WakeGate,
     pings: &'a mut Keepalive,
     user_events: &'a mut BroadcastStream<Arc<UserEvent>>,
+    mut name_events: Option<&'a mut BroadcastStream<Arc<UserEvent>>>,
 ) -> impl Future<Output = Quiet> + 'a {
     futures::future::poll_fn(move |cx| {
         gate.poll(cx, |cx| {
             if pings.poll_tick(cx).is_ready() {
                 return Poll::Ready(Quiet::PingDue);
+            }
+            if let Some(names) = name_events.as_deref_mut()
+                && let Poll::Ready(Some(news)) = names.poll_next_unpin(cx)
+            {
+                return Poll::Ready(Quiet::UserNews(news));
             }
             match user_events.poll_next_unpin(cx) {
                 Poll::Ready(Some(news)) => Poll::Ready(Quiet::UserNews(news)),

@@ -74,8 +74,13 @@ pub enum ServerEvent {
     /// `user` added (`added`) or took back their `emoji` on message `id`;
     /// `reactions`: the message's counts right after.
     Reacted { room: String, id: u64, user: String, emoji: String, added: bool, reactions: Vec<ReactionCount>, seq: u64 },
-    /// A message for this user (sent to all of their sockets): a reply in
-    /// a thread they take part in (`"reason":"thread"`, `thread`: its parent).
+    /// `user` was added to (`added`) or removed from a private room by
+    /// `by`. A removed member's sockets get it last: the room is left.
+    Member { room: String, user: String, by: String, added: bool, seq: u64 },
+    /// A message concerns the user (`reason`: `mention` for `@name`, `here`
+    /// for `@here`, `dm` in a direct message, `thread` for a reply in a
+    /// thread they took part in); sent to all of their sockets. `thread`:
+    /// the parent, when the message is a reply.
     Mention {
         room: String,
         id: u64,
@@ -83,11 +88,8 @@ pub enum ServerEvent {
         text: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         thread: Option<u64>,
-        reason: &'static str,
+        reason: String,
     },
-    /// `user` was added to (`added`) or removed from a private room by
-    /// `by`. A removed member's sockets get it last: the room is left.
-    Member { room: String, user: String, by: String, added: bool, seq: u64 },
     /// The user's read marker moved (sent to the user's other sockets).
     Read { room: String, id: u64 },
     /// Someone came online in / left a room.

@@ -293,9 +293,17 @@ async fn a_threads_participants_but_not_the_replier_are_told_of_a_reply() {
     assert_eq!(bob_socket.next_of_type("mention").await["id"], id(&second));
     carol_socket.expect_silence().await;
     dan_socket.expect_silence().await;
+    // A reply that mentions a participant tells them once, as a mention.
+    let (_, third) = reply_http(&dan, "general", "@ann count me in", "d1", id(&parent)).await;
+    let once = ann_socket.next_of_type("mention").await;
+    assert_eq!((once["id"].as_u64(), once["reason"].as_str(), once["thread"].as_u64()), (Some(id(&third)), Some("mention"), Some(id(&parent))));
+    assert_eq!(bob_socket.next_of_type("mention").await["reason"], "thread");
+    assert_eq!(carol_socket.next_of_type("mention").await["reason"], "thread");
+    ann_socket.expect_silence().await;
     // A post outside the thread tells nobody.
     ann.send_http("general", "elsewhere", "a2").await;
     bob_socket.expect_silence().await;
+    dan_socket.expect_silence().await;
 }
 
 #[tokio::test]

@@ -38,19 +38,14 @@ pub struct OpenedRoom {
 impl Chat {
     /// Posts a message, or with `thread` a reply to that message (a repeat
     /// of a stored `client_id` is answered with the stored copy as the
-    /// actor sees it, even over the send rate). A new reply tells the
-    /// thread's other participants (`notify_thread`). A refusal is counted
-    /// by its code (`telemetry::send_rejected`).
+    /// actor sees it, even over the send rate). A new message notifies
+    /// whom it mentions (`notify_mentions`) and, a reply, the thread's
+    /// other participants (`notify_thread`), each once. A refusal is
+    /// counted by its code (`telemetry::send_rejected`).
     pub async fn send(&self, actor: &Actor, room: &str, text: &str, client_id: &str, thread: Option<u64>) -> Result<Appended, ChatError> {
         let sent = self.post(actor, room, text, client_id, thread).await;
-        match &sent {
-            Err(err) => telemetry::send_rejected(err.code()),
-            Ok(Appended::New(stored)) => {
-                if let Some(reply) = stored.as_post().filter(|m| m.thread.is_some()) {
-                    self.notify_thread(actor, reply).await;
-                }
-            }
-            Ok(Appended::Duplicate(_)) => {}
+        if let Err(err) = &sent {
+            telemetry::send_rejected(err.code());
         }
         match sent? {
             Appended::Duplicate(message) => Ok(Appended::Duplicate(message.seen_by(&actor.session.user.key()))),
@@ -60,11 +55,20 @@ impl Chat {
 
     async fn post(&self, actor: &Actor, room: &str, text: &str, client_id: &str, thread: Option<u64>) -> Result<Appended, ChatError> {
         let room = RoomName::parse(room)?;
-        self.readable(actor, &room).await?;
+        let access = self.readable(actor, &room).await?;
         let client_id = validate_client_id(client_id)?;
         let text = validate_text(text)?;
         let post = NewEvent::Post { user: actor.session.user.clone(), text, client_id, thread };
-        self.hub.send_paced(&room, post, self.within_rate(actor)).await
+        let stored = self.hub.send_paced(&room, post, self.within_rate(actor)).await?;
+        if let Appended::New(event) = &stored
+            && let Some(message) = event.as_post()
+        {
+            let mut notified = self.notify_mentions(actor, &room, &access, message).await;
+            if message.thread.is_some() {
+                self.notify_thread(&room, &access, message, &mut notified).await;
+            }
+        }
+        Ok(stored)
     }
 
     /// Changes the text of the actor's own message.

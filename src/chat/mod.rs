@@ -10,9 +10,11 @@
 //! - `threads`: reactions, thread pages, telling a thread of a reply.
 //! - `members`: who may read a room (`Chat::readable`, checked by every
 //!   use case), private rooms' members, direct messages.
+//! - `mentions`: `@name`, `@here` and direct messages notify users.
 //! - `rooms`: list, subscriptions, presence and typing.
 
 mod members;
+mod mentions;
 mod messages;
 mod reading;
 mod rooms;
@@ -21,6 +23,7 @@ mod threads;
 use std::sync::{Arc, Mutex};
 
 pub use self::members::{DirectMessage, Members, dm_room};
+pub use self::mentions::{Reason, mentioned, mentions_user};
 pub use self::messages::{EventsPage, OpenedRoom};
 pub use self::reading::{DmReadState, MAX_UNREAD_COUNTED, RoomReadState};
 pub use self::rooms::MAX_ROOM_RESULTS;

@@ -4,14 +4,15 @@
 //! The store keeps who reacted (users' keys); what a reader sees — whether
 //! a reaction is theirs (`me`) — is decided here, per reader.
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 
+use super::mentions::Reason;
 use super::{Actor, Chat};
 use crate::error::ChatError;
-use crate::fanout::UserEvent;
 use crate::model::{Message, NewEvent, RoomName, StoredEvent, validate_emoji};
-use crate::protocol::ServerEvent;
-use crate::store::{Appended, MAX_PAGE};
+use crate::store::{Appended, MAX_PAGE, RoomAccess};
 
 /// A page of a thread, as one reader sees it:
 /// `{"parent": Message, "replies": [Message…], "has_more": bool}`.
@@ -52,36 +53,24 @@ impl Chat {
     }
 
     /// Tells everyone taking part in the thread `reply` belongs to (the
-    /// parent's author and the repliers), except the replier and anyone
-    /// who may no longer read the room, of the new reply: a `mention` user
-    /// event with `"reason":"thread"`, on every socket of theirs. Best
-    /// effort: a failure to read the participants is logged, the reply
-    /// stays stored.
-    pub(super) async fn notify_thread(&self, actor: &Actor, reply: &Message) {
+    /// parent's author and the repliers) who may read the room and was not
+    /// notified of it already (`notified`: the author, whom it mentions),
+    /// of the new reply: a `mention` user event with `"reason":"thread"`,
+    /// on every socket of theirs. Best effort: a failure to read the
+    /// participants is logged, the reply stays stored.
+    pub(super) async fn notify_thread(&self, room: &RoomName, access: &RoomAccess, reply: &Message, notified: &mut BTreeSet<String>) {
         let Some(parent) = reply.thread else { return };
-        let Ok(room) = RoomName::parse(&reply.room) else { return };
-        let found = async { Ok::<_, ChatError>((self.hub.thread_participants(&room, parent).await?, self.hub.access(&room).await?)) };
-        let (participants, access) = match found.await {
-            Ok(found) => found,
+        let participants = match self.hub.thread_participants(room, parent).await {
+            Ok(keys) => keys,
             Err(err) => {
                 tracing::warn!(room = %room, parent, error = %err, "could not tell a thread of a reply");
                 return;
             }
         };
-        let replier = actor.session.user.key();
-        let event = ServerEvent::Mention {
-            room: reply.room.clone(),
-            id: reply.id,
-            user: reply.user.clone(),
-            text: reply.text.clone(),
-            thread: Some(parent),
-            reason: "thread",
-        };
-        let frame = UserEvent::new(&event, None);
-        for key in participants.iter().filter(|k| **k != replier && access.admits(k)) {
-            // An account's sockets listen under its key (guests under
-            // their session, which a name cannot reach).
-            self.fanout.publish_to_user(key, frame.clone());
+        for key in participants {
+            if access.admits(&key) && notified.insert(key.clone()) {
+                self.notify(&key, room, reply, Reason::Thread);
+            }
         }
     }
 }
