@@ -457,6 +457,32 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn replies_and_reactions_to_a_message_older_than_the_tail_are_found_without_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let general = RoomName::parse(DEFAULT_ROOM).unwrap();
+        let (ann, bob) = (Username::parse("ann").unwrap(), Username::parse("bob").unwrap());
+        let post = |n: usize, thread| NewEvent::Post { user: ann.clone(), text: format!("m{n}"), client_id: format!("c{n}"), thread };
+        {
+            let store = JsonlStore::open(dir.path(), Fsync::Never).unwrap();
+            let batch: Vec<NewEvent> = (1..=crate::store::DEDUP_WINDOW + 10).map(|n| post(n, None)).collect();
+            store.append(&general, batch).await.unwrap();
+            let late = vec![post(0, Some(1)), NewEvent::React { user: bob.clone(), id: 1, emoji: "👍".into() }];
+            assert!(store.append(&general, late).await.unwrap().iter().all(Result::is_ok));
+            store.flush().await.unwrap();
+        }
+        // Without the index, the tail does not reach message 1: a read of
+        // it scans the log once.
+        std::fs::remove_file(dir.path().join("rooms").join("general.jsonl.changes")).unwrap();
+        let store = JsonlStore::open(dir.path(), Fsync::Never).unwrap();
+        let first = store.history(&general, HistoryQuery::after(0, 1)).await.unwrap().remove(0);
+        assert_eq!((first.reply_count, first.reactions.len()), (1, 1), "{first:?}");
+        let page = store.thread(&general, 1, 0, 10).await.unwrap();
+        assert_eq!(page.replies.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["m0"]);
+        let again = store.append(&general, vec![NewEvent::React { user: bob, id: 1, emoji: "👍".into() }]).await.unwrap();
+        assert!(matches!(&again[0], Ok(Appended::New(StoredEvent { kind: EventKind::React { added: false, .. }, .. }))), "{again:?}");
+    }
+
+    #[tokio::test]
     async fn damaged_or_hostile_room_records_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
