@@ -16,7 +16,7 @@ async fn sign_up_logs_in_and_me_says_not_guest() {
     let server = TestServer::start().await;
     let ann = User::sign_up(&server, "Ann", PASSWORD).await;
     assert_eq!(ann.get("/api/me").await, (200, json!({"username": "Ann", "guest": false})));
-    assert_eq!(ann.get("/api/subscriptions").await, (200, json!([{"name": "general", "read": 0, "unread": 0}])));
+    assert_eq!(ann.get("/api/subscriptions").await, (200, json!([{"name": "general", "read": 0, "unread": 0, "mentions": 0}])));
 }
 
 #[tokio::test]
@@ -182,7 +182,7 @@ async fn sessions_and_subscriptions_survive_a_restart() {
     server.restart().await;
     assert_eq!(
         server.get_with_cookie("/api/subscriptions", &cookie).await,
-        (200, json!([{"name": "general", "read": 0, "unread": 0}, {"name": "rust", "read": 0, "unread": 0}]))
+        (200, json!([{"name": "general", "read": 0, "unread": 0, "mentions": 0}, {"name": "rust", "read": 0, "unread": 0, "mentions": 0}]))
     );
     // Log-in still works after the restart (the hash was stored).
     let mut again = server.anonymous();
@@ -312,14 +312,14 @@ async fn guest_subscriptions_last_as_long_as_the_session_even_across_restarts() 
     server.restart().await;
 
     let (_, subscriptions) = server.get_with_cookie("/api/subscriptions", &cookie).await;
-    assert_eq!(subscriptions, json!([{"name": "general", "read": 0, "unread": 0}, {"name": "lobby", "read": 0, "unread": 0}]));
+    assert_eq!(subscriptions, json!([{"name": "general", "read": 0, "unread": 0, "mentions": 0}, {"name": "lobby", "read": 0, "unread": 0, "mentions": 0}]));
 
     // After logout a new guest of the same name starts afresh.
     let gus = gus.at(&server);
     assert_eq!(gus.post("/api/logout", json!({})).await.0, 204);
     let mut again = server.anonymous();
     again.login_guest("gus").await;
-    assert_eq!(again.get("/api/subscriptions").await, (200, json!([{"name": "general", "read": 0, "unread": 0}])));
+    assert_eq!(again.get("/api/subscriptions").await, (200, json!([{"name": "general", "read": 0, "unread": 0, "mentions": 0}])));
 }
 
 #[tokio::test]
@@ -340,7 +340,7 @@ async fn state_changing_requests_must_be_json() {
     let bare_delete = ann.request(Method::DELETE, "/api/subscriptions/general").send().await.unwrap();
     assert_eq!(bare_delete.status().as_u16(), 415);
     assert_eq!(ann.get("/api/me").await.0, 200, "still logged in");
-    assert_eq!(ann.get("/api/subscriptions").await.1, json!([{"name": "general", "read": 0, "unread": 0}]));
+    assert_eq!(ann.get("/api/subscriptions").await.1, json!([{"name": "general", "read": 0, "unread": 0, "mentions": 0}]));
 }
 
 /// Sends `POST path` over a raw connection, with exactly `headers` (plus
