@@ -38,6 +38,8 @@ pub enum ChatError {
     NameTaken(String),
     #[error("no user named '{0}'")]
     UserNotFound(String),
+    #[error("{0}")]
+    NoMembers(String),
     #[error("you are not logged in")]
     Unauthorized,
     #[error("this request's Origin is not allowed")]
@@ -97,6 +99,7 @@ impl ChatError {
             Self::RoomExists(_) => "room_exists",
             Self::NameTaken(_) => "name_taken",
             Self::UserNotFound(_) => "user_not_found",
+            Self::NoMembers(_) => "no_members",
             Self::Unauthorized => "unauthorized",
             Self::ForbiddenOrigin => "forbidden_origin",
             Self::ForbiddenHost(_) => "forbidden_host",
@@ -133,7 +136,7 @@ impl ChatError {
             Self::Unauthorized | Self::BadCredentials => 401,
             Self::Forbidden(_) | Self::ForbiddenOrigin | Self::ForbiddenHost(_) | Self::GuestsDisabled | Self::NotJoined(_) | Self::TooManyRooms(_) => 403,
             Self::RoomNotFound(_) | Self::NotFound | Self::MessageNotFound(_) | Self::UserNotFound(_) => 404,
-            Self::RoomExists(_) | Self::NameTaken(_) => 409,
+            Self::RoomExists(_) | Self::NameTaken(_) | Self::NoMembers(_) => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::TooManyAttempts { .. } | Self::RateLimited | Self::RateLimitedFor { .. } | Self::TooManyConnections(_) => 429,

@@ -117,7 +117,8 @@ async fn the_creator_alone_changes_members(server: &TestServer) {
     assert_eq!(refusal(bob.put("/api/rooms/team/members/carol", json!({})).await), (403, "forbidden".into()), "only the creator adds");
     assert_eq!(refusal(ann.put("/api/rooms/team/members/nobody", json!({})).await), (404, "user_not_found".into()));
     assert_eq!(refusal(ann.delete("/api/rooms/team/members/ann").await), (403, "forbidden".into()), "the creator stays");
-    assert_eq!(refusal(ann.put("/api/rooms/general/members/carol", json!({})).await).0, 400, "a public room has no members");
+    assert_eq!(refusal(ann.put("/api/rooms/general/members/carol", json!({})).await), (409, "no_members".into()), "a public room has no members");
+    assert_eq!(refusal(ann.get("/api/rooms/general/members").await), (409, "no_members".into()));
 
     let (status, body) = ann.delete("/api/rooms/team/members/bob").await;
     assert_eq!((status, &body["members"]), (200, &json!(["ann"])), "{body}");
@@ -227,7 +228,7 @@ async fn a_dm_is_one_room_of_two(server: &TestServer) {
     assert!(rooms.as_array().unwrap().iter().all(|r| r["name"] != name.as_str()), "DMs are listed apart: {rooms}");
 
     assert_eq!(refusal(carol.get(&format!("/api/rooms/{name}/messages")).await), (404, "room_not_found".into()));
-    assert_eq!(refusal(ann.put(&format!("/api/rooms/{name}/members/carol"), json!({})).await).0, 400, "a DM's members never change");
+    assert_eq!(refusal(ann.put(&format!("/api/rooms/{name}/members/carol"), json!({})).await), (409, "no_members".into()), "a DM's members never change");
     assert_eq!(refusal(ann.post("/api/dms", json!({ "user": "nobody" })).await), (404, "user_not_found".into()));
     assert_eq!(refusal(ann.post("/api/dms", json!({ "user": "ann" })).await).0, 400, "not with oneself");
     let guest = server.guest("gus").await;

@@ -73,7 +73,7 @@ impl Chat {
         let room = RoomName::parse(room)?;
         let access = self.readable(actor, &room).await?;
         if !access.private {
-            return Err(ChatError::BadRequest(format!("'{room}' is public: everyone may read it")));
+            return Err(ChatError::NoMembers(format!("'{room}' is public: everyone may read it")));
         }
         Ok(Members { room: room.to_string(), created_by: access.created_by, members: access.members.into_values().collect() })
     }
@@ -85,7 +85,7 @@ impl Chat {
         let access = self.readable(actor, &room).await?;
         let by = &actor.session.user;
         if !access.private || access.dm {
-            return Err(ChatError::BadRequest(format!("'{room}' has no members to change")));
+            return Err(ChatError::NoMembers(format!("'{room}' has no members to change: it is public or a direct message")));
         }
         if access.created_by.to_lowercase() != by.key() {
             return Err(ChatError::Forbidden(format!("only {} may change who is in '{room}'", access.created_by)));

@@ -12,7 +12,12 @@
 //! GET  /api/me
 //! POST /api/logout             no body, or a JSON one
 //! GET  /api/rooms?q=&limit=
-//! POST /api/rooms              {"name"}
+//! POST /api/rooms              {"name","private"}
+//! GET  /api/rooms/{room}/members
+//! PUT  /api/rooms/{room}/members/{user}
+//! DELETE /api/rooms/{room}/members/{user}
+//! GET  /api/dms
+//! POST /api/dms                {"user"}
 //! GET  /api/rooms/{room}/messages?after=&before=&limit=
 //! POST /api/rooms/{room}/messages {"text","client_id","thread"?}
 //! PATCH /api/rooms/{room}/messages/{id} {"text"}
