@@ -303,6 +303,8 @@ function apply(room, items, live) {
       if (item.type === 'deleted' && !reads.remove(room, item.id)) recount();
       continue;
     }
+    // Reactions and member changes are not shown yet: only messages are.
+    if (item.type !== undefined && item.type !== 'message') continue;
     const { type, ...msg } = item;
     if (!Number.isFinite(msg.id)) continue;
     acknowledge(msg.client_id);
