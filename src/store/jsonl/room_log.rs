@@ -970,7 +970,7 @@ mod tests {
     }
 
     fn post(user: &str, client_id: &str) -> NewEvent {
-        NewEvent::Post { user: crate::model::Username::parse(user).unwrap(), text: "new".into(), client_id: client_id.into() }
+        NewEvent::Post { user: crate::model::Username::parse(user).unwrap(), text: "new".into(), client_id: client_id.into(), thread: None }
     }
 
     #[test]
