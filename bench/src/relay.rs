@@ -112,7 +112,7 @@ fn on_text(
             let reply = ServerEvent::Joined { room: name, history: Vec::new(), online: Vec::new(), has_more: false, seq: 0, read: 0 };
             Some(reply.to_json().into())
         }
-        ClientEvent::Send { room: name, text, client_id } => {
+        ClientEvent::Send { room: name, text, client_id, .. } => {
             let (room, joined_name, _) = joined.as_ref()?;
             if *joined_name != name {
                 return None;
