@@ -728,7 +728,7 @@ impl Connection {
             out.push(event_frame(&ServerEvent::from_stored(event)));
             if removed {
                 self.removed_from(feed, out);
-                return;
+                return Ok(());
             }
         }
         if all_sent && !more {
