@@ -696,7 +696,9 @@ function fillViewport() {
 function showHistoryStatus() {
   if (state.loadingOlder) ui.historyStatus.textContent = 'Loading older messages…';
   else if (state.hasOlder) ui.historyStatus.textContent = '';
-  else ui.historyStatus.textContent = `This is the beginning of ${state.current}.`;
+  else if (state.dms.has(state.current)) {
+    ui.historyStatus.textContent = `This is the beginning of your messages with ${roomLabel(state.current)}.`;
+  } else ui.historyStatus.textContent = `This is the beginning of ${state.current}.`;
 }
 
 function addSubscription(room) {
