@@ -5,6 +5,7 @@
 // "message deleted" line), pending (unacknowledged) sends at the bottom, and scroll
 // position handled. One's own stored messages carry Edit and Delete buttons (the clicks
 // are handled in editing.js). A "New messages" line can mark where the unread ones begin.
+// Messages that mention the user (`feed.mentionsMe`) carry the class `mention`.
 
 /** createElement with attributes; string children become text nodes. */
 export function el(tag, attrs = {}, ...children) {
@@ -155,6 +156,7 @@ export class Feed {
     this.root = root;
     this.isMine = isMine; // (msg) => boolean
     this.onDeleted = () => {}; // (id) => void, set by whoever edits messages
+    this.mentionsMe = () => false; // (text) => boolean: such messages are highlighted
     this.clear();
   }
 
@@ -255,7 +257,9 @@ export class Feed {
         changeSeq: 0,
       };
       this.items.set(msg.id, item);
-      this.insert(msg.id, messageElement(item, !item.deleted && this.isMine(item)));
+      const node = messageElement(item, !item.deleted && this.isMine(item));
+      if (!item.deleted && this.mentionsMe(item.text)) node.classList.add('mention');
+      this.insert(msg.id, node);
       added += 1;
     }
     return added;
@@ -291,7 +295,9 @@ export class Feed {
   setText(item, text, editedAt) {
     item.text = text;
     item.edited_at = editedAt;
-    showEdited(this.nodes.get(item.id), text, editedAt);
+    const node = this.nodes.get(item.id);
+    showEdited(node, text, editedAt);
+    node.classList.toggle('mention', this.mentionsMe(text));
   }
 
   markDeleted(item) {
@@ -362,14 +368,21 @@ export class Feed {
   }
 }
 
-export function roomListItem(room) {
+/**
+ * A row of the room list (or, with `dm`, of the direct messages: `label` is the other
+ * user's name and there is no unsubscribe): open button with unread and mention badges.
+ */
+export function roomListItem(room, { label = room, dm = false } = {}) {
   const badge = el('span', { class: 'unread', hidden: true }, '0');
+  const mentions = el('span', { class: 'mentions', hidden: true, title: 'Mentions you' }, '@0');
   const open = el(
     'button',
     { type: 'button', class: 'open-room', 'data-room': room },
-    el('span', { class: 'room-name' }, room),
+    el('span', { class: 'room-name', dir: 'auto' }, label),
+    mentions,
     badge,
   );
+  if (dm) return el('li', { class: 'room-item dm' }, open);
   const unsubscribe = el(
     'button',
     { type: 'button', class: 'unsubscribe', 'aria-label': `Unsubscribe from ${room}`, title: 'Unsubscribe' },
@@ -381,13 +394,19 @@ export function roomListItem(room) {
 /** Counts above this show as "999+" (the server counts up to 1,000). */
 const MOST_UNREAD_SHOWN = 999;
 
-export function setUnreadBadge(item, room, count) {
+export function setUnreadBadge(item, label, count, mentions = 0) {
   const badge = item.querySelector('.unread');
   const shown = count > MOST_UNREAD_SHOWN ? `${MOST_UNREAD_SHOWN}+` : String(count);
   badge.textContent = shown;
   badge.hidden = count === 0;
+  const mark = item.querySelector('.mentions');
+  mark.textContent = `@${mentions}`;
+  mark.hidden = mentions === 0;
   const open = item.querySelector('.open-room');
-  if (count) open.setAttribute('aria-label', `${room}, ${shown} unread`);
+  const parts = [label];
+  if (count) parts.push(`${shown} unread`);
+  if (mentions) parts.push(`${mentions} mentioning you`);
+  if (parts.length > 1) open.setAttribute('aria-label', parts.join(', '));
   else open.removeAttribute('aria-label');
 }
 

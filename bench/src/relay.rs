@@ -123,7 +123,12 @@ fn on_text(
             let _ = room.events.send(ServerEvent::Message(message).to_json().into());
             None
         }
-        ClientEvent::Leave { .. } | ClientEvent::Typing { .. } | ClientEvent::Edit { .. } | ClientEvent::Delete { .. } | ClientEvent::Read { .. } => None,
+        ClientEvent::Leave { .. }
+        | ClientEvent::Typing { .. }
+        | ClientEvent::Edit { .. }
+        | ClientEvent::Delete { .. }
+        | ClientEvent::Read { .. }
+        | ClientEvent::React { .. } => None,
     }
 }
 

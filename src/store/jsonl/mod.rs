@@ -191,6 +191,11 @@ impl JsonlStore {
         self.rooms.lock().expect("rooms lock").get(room.as_str()).cloned()
     }
 
+    /// Every room's name, public and private, sorted (`chatroom migrate`).
+    pub fn room_names(&self) -> Vec<String> {
+        self.rooms.lock().expect("rooms lock").keys().cloned().collect()
+    }
+
     fn knows(&self, room: &RoomName) -> bool {
         self.rooms.lock().expect("rooms lock").contains_key(room.as_str())
     }
