@@ -4,7 +4,7 @@
 // sidebar.js. The connection itself (WebSocket or polling) lives in transport.js; editing
 // and deleting one's own messages in editing.js; the read-marker bookkeeping in unread.js;
 // a private room's members in members.js; `@` mentions (highlight, autocomplete,
-// notifications) in mentions.js.
+// notifications) in mentions.js; searching messages in message_search.js.
 //
 // Direct messages are listed apart from the rooms (GET /api/dms) but are otherwise rooms
 // like any other: joined on the socket, counted, opened the same way. A `mention` frame
@@ -20,6 +20,7 @@ import { api, roomPath } from './api.js';
 import { MessageActions } from './editing.js';
 import { MembersPanel } from './members.js';
 import { MentionSuggest, Notifier, mentionsMe } from './mentions.js';
+import { MessageSearch } from './message_search.js';
 import { Feed, el, onlineItem } from './render.js';
 import { setupSearch } from './search.js';
 import { Outbox } from './outbox.js';
@@ -107,6 +108,21 @@ const members = new MembersPanel(
 );
 const suggest = new MentionSuggest(ui.input, $('mention-suggestions'), mentionCandidates);
 const notifier = new Notifier($('enable-notifications'), (room) => openRoom(room));
+const messageSearch = new MessageSearch(
+  {
+    form: $('message-search-form'),
+    panel: $('search-panel'),
+    title: $('search-title'),
+    list: $('search-hits'),
+    more: $('search-more'),
+    close: $('search-close'),
+  },
+  {
+    onOpen: (room, id) => openAt(room, id),
+    onError: failed,
+    label: (room) => `${state.dms.has(room) ? '@' : '#'}${roomLabel(room)}`,
+  },
+);
 const typing = new TypingIndicator(ui.typing, TYPING_SHOWN_FOR_MS);
 const reads = new ReadState((room) => {
   (state.dms.has(room) ? dmList : roomList).setUnread(room, reads.count(room), reads.mentions(room));
@@ -627,6 +643,16 @@ async function openRoom(room) {
   ui.historyStatus.textContent = 'Loading messages…';
   if (!isListed(room) && transport) transport.join(room);
   await loadLatest(room, seq);
+}
+
+/** Opens `room` and, if message `id` is among those shown, brings it into view, marked. */
+async function openAt(room, id) {
+  await openRoom(room);
+  const node = room === state.current && feed.node(id);
+  if (!node) return;
+  for (const old of ui.messages.querySelectorAll('.message.found')) old.classList.remove('found');
+  node.classList.add('found');
+  node.scrollIntoView({ block: 'center' });
 }
 
 async function loadLatest(room, seq) {

@@ -11,7 +11,8 @@
 //! adds a direct message (listed apart, with its unread badge), a private room that only its
 //! members find and open (members panel; a removed member loses it at once), and a mention
 //! in another room (mention badge, highlight, `@` autocomplete, one notification while the
-//! tab is hidden). The tests take turns (one pair of browsers at a time).
+//! tab is hidden), and a message search (a URL and an id found, marked, the room opened).
+//! The tests take turns (one pair of browsers at a time).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the suite is skipped with a
 //! loud notice — except in CI (`CI=true`), where it is mandatory and fails instead.
@@ -2228,6 +2229,113 @@ async fn a_mention_in_another_room_shows_a_badge_and_is_highlighted_when_opened(
         expect_open_room(bob, "general").await;
         expect_badges(bob, &room_button(ROOM_A), 2, 2, STEP).await;
         expect_badges(bob, &room_button(ROOM_B), 0, 0, STEP).await;
+    })
+    .await;
+}
+
+/// Script: the message search's results as `[room label, user, text, [marked parts]]`.
+const SEARCH_HITS: &str =
+    "return [...document.querySelectorAll('#search-hits button.hit')].map(h => [
+    h.querySelector('.hit-room').textContent,
+    h.querySelector('bdi.user').textContent,
+    h.querySelector('div.text').textContent,
+    [...h.querySelectorAll('div.text mark')].map(m => m.textContent)]);";
+
+/// Searches messages with the box in the top bar (once the server finds `expect` results,
+/// asked over the API first: the index may take up to a second); returns the hits shown.
+async fn search_messages(b: &Browser, query: &str, expect: usize) -> Value {
+    let path = format!("/api/search?q={}", urlencoding(query));
+    let mut last = Value::Null;
+    let found = browser_support::poll(STEP, async || {
+        last = fetch_json(b, "GET", &path, Value::Null).await;
+        (last[1]["results"].as_array().map(Vec::len) == Some(expect)).then_some(())
+    })
+    .await;
+    assert!(found.is_some(), "[{}] {path} should find {expect}: {last}", b.name);
+    b.clear("#message-search").await;
+    b.type_into("#message-search", &format!("{query}{}", Key::Enter))
+        .await;
+    b.wait_js(
+        &format!("the search for {query:?} shows {expect} result(s)"),
+        STEP,
+        &format!("const hits = (function () {{ {SEARCH_HITS} }})();
+            return document.getElementById('search-title').textContent.includes('found for')
+                && hits.length === arguments[0] && hits;"),
+        vec![json!(expect)],
+    )
+    .await
+}
+
+/// `text` percent-encoded for a query string.
+fn urlencoding(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_search_finds_a_url_and_an_id_marks_them_and_opens_the_room() {
+    const ROOM: &str = "release-notes";
+    with_two_browsers([ANN, BOB], STEP9_STORY_LIMIT, async |ann, bob| {
+        two_guests_in(ann, bob, ROOM).await;
+        let texts = [
+            "the spec is at https://example.com/a?b=1 now",
+            "fixed ABC-123 today",
+            "unrelated: abc and 123 apart",
+            "<img src=x onerror=alert(1)> ABC-123 again",
+        ];
+        for text in texts {
+            let sent = send(ann, text).await;
+            expect_delivered(ann, bob, text, sent).await;
+        }
+        bob.click(&room_button("general")).await;
+        expect_open_room(bob, "general").await;
+
+        // An id: both messages that have it, newest first, the id marked; markup stays text.
+        let hits = search_messages(bob, "ABC-123", 2).await;
+        assert_eq!(
+            hits,
+            json!([
+                [format!("#{ROOM}"), ANN, texts[3], ["ABC-123"]],
+                [format!("#{ROOM}"), ANN, texts[1], ["ABC-123"]],
+            ]),
+            "[{BOB}] the results"
+        );
+        assert_eq!(
+            bob.js("return document.querySelectorAll('#search-panel img').length", vec![]).await,
+            json!(0),
+            "no <img> was made from a result"
+        );
+
+        // A URL, found whole.
+        let hits = search_messages(bob, "https://example.com/a?b=1", 1).await;
+        assert_eq!(hits[0][2], json!(texts[0]));
+        let marked = hits[0][3].as_array().unwrap();
+        assert!(
+            !marked.is_empty() && marked.iter().all(|m| texts[0].contains(m.as_str().unwrap())),
+            "the marks are parts of the text: {hits}"
+        );
+        assert!(
+            marked.iter().any(|m| m.as_str().unwrap().contains("example.com")),
+            "the URL is marked: {hits}"
+        );
+        bob.screenshot(&artifacts().join("home-search.png")).await;
+
+        // Choosing the result opens its room with the message in view.
+        bob.click("#search-hits button.hit").await;
+        expect_open_room(bob, ROOM).await;
+        let id = message_id(bob, texts[0]).await;
+        bob.wait_js(
+            "the found message is marked",
+            STEP,
+            "return document.querySelector(arguments[0]).classList.contains('found')
+                && document.getElementById('search-panel').hidden",
+            vec![json!(message_css(id))],
+        )
+        .await;
     })
     .await;
 }
