@@ -4,7 +4,10 @@
 // sidebar.js. The connection itself (WebSocket or polling) lives in transport.js; editing
 // and deleting one's own messages in editing.js; the read-marker bookkeeping in unread.js;
 // a private room's members in members.js; `@` mentions (highlight, autocomplete,
-// notifications) in mentions.js.
+// notifications) in mentions.js; searching messages in message_search.js; the thread
+// panel in threads.js. Reactions (the emoji picker, chips that toggle) are wired here for
+// both feeds. A reply is not in the main feed: its parent's "N replies" counts it when it
+// comes live (a page opened later gets the counts from the server).
 //
 // Direct messages are listed apart from the rooms (GET /api/dms) but are otherwise rooms
 // like any other: joined on the socket, counted, opened the same way. A `mention` frame
@@ -20,10 +23,12 @@ import { api, roomPath } from './api.js';
 import { MessageActions } from './editing.js';
 import { MembersPanel } from './members.js';
 import { MentionSuggest, Notifier, mentionsMe } from './mentions.js';
-import { Feed, el, onlineItem } from './render.js';
+import { MessageSearch } from './message_search.js';
+import { Feed, el, emojiPicker, onlineItem } from './render.js';
 import { setupSearch } from './search.js';
 import { Outbox } from './outbox.js';
 import { RoomList, setupNewRoomForm } from './sidebar.js';
+import { ThreadPanel } from './threads.js';
 import { Transport } from './transport.js';
 import { TypingIndicator } from './typing.js';
 import { ReadState } from './unread.js';
@@ -84,6 +89,22 @@ const state = {
 
 const feed = new Feed(ui.messages, (msg) => msg.user != null && sameUser(msg.user, state.me.username));
 feed.mentionsMe = (text) => mentionsMe(text, state.me.username);
+feed.isMe = (user) => user != null && sameUser(user, state.me.username);
+const threads = new ThreadPanel(
+  {
+    panel: $('thread-panel'),
+    messages: $('thread-messages'),
+    form: $('thread-composer'),
+    close: $('thread-close'),
+    title: $('thread-title'),
+  },
+  {
+    isMine: (msg) => msg.user != null && sameUser(msg.user, state.me.username),
+    isMe: feed.isMe,
+    mentionsMe: feed.mentionsMe,
+    onError: failed,
+  },
+);
 const actions = new MessageActions(feed, {
   save: (id, text) => changeMessage('PATCH', id, { text }),
   remove: (id) => changeMessage('DELETE', id, {}),
@@ -107,6 +128,21 @@ const members = new MembersPanel(
 );
 const suggest = new MentionSuggest(ui.input, $('mention-suggestions'), mentionCandidates);
 const notifier = new Notifier($('enable-notifications'), (room) => openRoom(room));
+const messageSearch = new MessageSearch(
+  {
+    form: $('message-search-form'),
+    panel: $('search-panel'),
+    title: $('search-title'),
+    list: $('search-hits'),
+    more: $('search-more'),
+    close: $('search-close'),
+  },
+  {
+    onOpen: (room, id) => openAt(room, id),
+    onError: failed,
+    label: (room) => `${state.dms.has(room) ? '@' : '#'}${roomLabel(room)}`,
+  },
+);
 const typing = new TypingIndicator(ui.typing, TYPING_SHOWN_FOR_MS);
 const reads = new ReadState((room) => {
   (state.dms.has(room) ? dmList : roomList).setUnread(room, reads.count(room), reads.mentions(room));
@@ -193,7 +229,7 @@ async function changeMessage(method, id, body) {
 
 // ---- incoming events -----------------------------------------------------------------------
 
-const isChange = (item) => item.type === 'edited' || item.type === 'deleted';
+const isChange = (item) => item.type === 'edited' || item.type === 'deleted' || item.type === 'reacted';
 /** Events about no message's text: members (they only move the room's seq here). */
 const isOther = (item) => item.type === 'member';
 /** An event's place in its room: its seq (a message's id is the seq of its post). */
@@ -216,6 +252,7 @@ function onEvent(event) {
     case 'message':
     case 'edited':
     case 'deleted':
+    case 'reacted':
       apply(event.room, [event], true);
       sawLive(event.room, seqOf(event));
       break;
@@ -351,11 +388,49 @@ function apply(room, items, live) {
     if (open) {
       feed.add([msg]);
       if (fresh && msg.user) typing.stop(msg.user);
+      if (msg.thread && live && fresh) feed.replied(msg.thread, msg);
     }
     if (counting && fresh && isOthers(msg)) reads.add(room, msg.id);
   }
   if (stick) feed.scrollToBottom();
   if (open && items.length) readShown(room);
+  threads.apply(room, items);
+}
+
+// ---- reactions and threads: the buttons on a message, in either feed -----------------------
+
+/** Clicks on React, an emoji, a reaction chip, Reply or "N replies" in a feed of `room()`. */
+function wireSocial(root, room) {
+  root.addEventListener('click', (event) => {
+    const button = event.target.closest('button[data-action]');
+    const node = button && button.closest('.message[data-id]');
+    if (!node || !room()) return;
+    const id = Number(node.dataset.id);
+    switch (button.dataset.action) {
+      case 'react': {
+        const open = node.querySelector('.emoji-picker');
+        if (open) open.remove();
+        else node.querySelector('.meta').after(emojiPicker());
+        break;
+      }
+      case 'pick-emoji':
+        node.querySelector('.emoji-picker')?.remove();
+        transport?.react(room(), id, button.dataset.emoji);
+        break;
+      case 'toggle-reaction':
+        transport?.react(room(), id, button.dataset.emoji);
+        break;
+      case 'reply':
+      case 'open-thread':
+        threads.open(room(), id);
+        break;
+      default:
+        break;
+    }
+  });
+  root.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape') event.target.closest('.emoji-picker')?.remove();
+  });
 }
 
 /** A stored message someone else wrote, not deleted. */
@@ -599,6 +674,7 @@ function closeRoom() {
   typing.clear();
   actions.reset();
   feed.clear();
+  threads.close();
   renderOnline();
   updateDocumentTitle();
 }
@@ -622,6 +698,7 @@ async function openRoom(room) {
   typing.clear();
   actions.reset();
   feed.clear();
+  if (threads.room !== room) threads.close();
   renderOnline();
   for (const entry of state.outbox.all()) {
     if (entry.room === room) feed.showPending(entry, state.me.username);
@@ -629,6 +706,16 @@ async function openRoom(room) {
   ui.historyStatus.textContent = 'Loading messages…';
   if (!isListed(room) && transport) transport.join(room);
   await loadLatest(room, seq);
+}
+
+/** Opens `room` and, if message `id` is among those shown, brings it into view, marked. */
+async function openAt(room, id) {
+  await openRoom(room);
+  const node = room === state.current && feed.node(id);
+  if (!node) return;
+  for (const old of ui.messages.querySelectorAll('.message.found')) old.classList.remove('found');
+  node.classList.add('found');
+  node.scrollIntoView({ block: 'center' });
 }
 
 async function loadLatest(room, seq) {
@@ -811,6 +898,8 @@ async function openDm(user) {
 // ---- wiring --------------------------------------------------------------------------------
 
 function wireComposer() {
+  wireSocial(ui.messages, () => state.current);
+  wireSocial($('thread-messages'), () => threads.room);
   ui.composer.addEventListener('submit', (event) => {
     event.preventDefault();
     sendMessage();

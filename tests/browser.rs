@@ -11,7 +11,8 @@
 //! adds a direct message (listed apart, with its unread badge), a private room that only its
 //! members find and open (members panel; a removed member loses it at once), and a mention
 //! in another room (mention badge, highlight, `@` autocomplete, one notification while the
-//! tab is hidden). The tests take turns (one pair of browsers at a time).
+//! tab is hidden), a message search (a URL and an id found, marked, the room opened), and a
+//! thread reply with reactions. The tests take turns (one pair of browsers at a time).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the suite is skipped with a
 //! loud notice — except in CI (`CI=true`), where it is mandatory and fails instead.
@@ -1230,7 +1231,7 @@ async fn edit_and_delete_live(ann: &Browser, bob: &Browser) {
     let controls = bob
         .js(
             "return [...document.querySelectorAll('#messages div.message[data-id]')]
-                .map(m => [Number(m.dataset.id), m.querySelectorAll('[data-action]').length]);",
+                .map(m => [Number(m.dataset.id), m.querySelectorAll('[data-action=edit], [data-action=delete]').length]);",
             vec![],
         )
         .await;
@@ -2228,6 +2229,239 @@ async fn a_mention_in_another_room_shows_a_badge_and_is_highlighted_when_opened(
         expect_open_room(bob, "general").await;
         expect_badges(bob, &room_button(ROOM_A), 2, 2, STEP).await;
         expect_badges(bob, &room_button(ROOM_B), 0, 0, STEP).await;
+    })
+    .await;
+}
+
+/// Script: the message search's results as `[room label, user, text, [marked parts]]`.
+const SEARCH_HITS: &str =
+    "return [...document.querySelectorAll('#search-hits button.hit')].map(h => [
+    h.querySelector('.hit-room').textContent,
+    h.querySelector('bdi.user').textContent,
+    h.querySelector('div.text').textContent,
+    [...h.querySelectorAll('div.text mark')].map(m => m.textContent)]);";
+
+/// Searches messages with the box in the top bar (once the server finds `expect` results,
+/// asked over the API first: the index may take up to a second); returns the hits shown.
+async fn search_messages(b: &Browser, query: &str, expect: usize) -> Value {
+    let path = format!("/api/search?q={}", urlencoding(query));
+    let mut last = Value::Null;
+    let found = browser_support::poll(STEP, async || {
+        last = fetch_json(b, "GET", &path, Value::Null).await;
+        (last[1]["results"].as_array().map(Vec::len) == Some(expect)).then_some(())
+    })
+    .await;
+    assert!(found.is_some(), "[{}] {path} should find {expect}: {last}", b.name);
+    b.clear("#message-search").await;
+    b.type_into("#message-search", &format!("{query}{}", Key::Enter))
+        .await;
+    b.wait_js(
+        &format!("the search for {query:?} shows {expect} result(s)"),
+        STEP,
+        &format!("const hits = (function () {{ {SEARCH_HITS} }})();
+            return document.getElementById('search-title').textContent.includes('found for')
+                && hits.length === arguments[0] && hits;"),
+        vec![json!(expect)],
+    )
+    .await
+}
+
+/// `text` percent-encoded for a query string.
+fn urlencoding(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_search_finds_a_url_and_an_id_marks_them_and_opens_the_room() {
+    const ROOM: &str = "release-notes";
+    with_two_browsers([ANN, BOB], STEP9_STORY_LIMIT, async |ann, bob| {
+        two_guests_in(ann, bob, ROOM).await;
+        let texts = [
+            "the spec is at https://example.com/a?b=1 now",
+            "fixed ABC-123 today",
+            "unrelated: abc and 123 apart",
+            "<img src=x onerror=alert(1)> ABC-123 again",
+        ];
+        for text in texts {
+            let sent = send(ann, text).await;
+            expect_delivered(ann, bob, text, sent).await;
+        }
+        bob.click(&room_button("general")).await;
+        expect_open_room(bob, "general").await;
+
+        // An id: both messages that have it, newest first, the id marked; markup stays text.
+        let hits = search_messages(bob, "ABC-123", 2).await;
+        assert_eq!(
+            hits,
+            json!([
+                [format!("#{ROOM}"), ANN, texts[3], ["ABC-123"]],
+                [format!("#{ROOM}"), ANN, texts[1], ["ABC-123"]],
+            ]),
+            "[{BOB}] the results"
+        );
+        assert_eq!(
+            bob.js("return document.querySelectorAll('#search-panel img').length", vec![]).await,
+            json!(0),
+            "no <img> was made from a result"
+        );
+
+        // A URL, found whole.
+        let hits = search_messages(bob, "https://example.com/a?b=1", 1).await;
+        assert_eq!(hits[0][2], json!(texts[0]));
+        let marked = hits[0][3].as_array().unwrap();
+        assert!(
+            !marked.is_empty() && marked.iter().all(|m| texts[0].contains(m.as_str().unwrap())),
+            "the marks are parts of the text: {hits}"
+        );
+        assert!(
+            marked.iter().any(|m| m.as_str().unwrap().contains("example.com")),
+            "the URL is marked: {hits}"
+        );
+        bob.screenshot(&artifacts().join("home-search.png")).await;
+
+        // Choosing the result opens its room with the message in view.
+        bob.click("#search-hits button.hit").await;
+        expect_open_room(bob, ROOM).await;
+        let id = message_id(bob, texts[0]).await;
+        bob.wait_js(
+            "the found message is marked",
+            STEP,
+            "return document.querySelector(arguments[0]).classList.contains('found')
+                && document.getElementById('search-panel').hidden",
+            vec![json!(message_css(id))],
+        )
+        .await;
+    })
+    .await;
+}
+
+/// Waits until message `id` in `feed` (`#messages` or `#thread-messages`) shows the
+/// reactions `chips` (`[emoji, count, mine]`, in order).
+async fn expect_reactions(b: &Browser, feed: &str, id: u64, chips: Value, within: Duration) {
+    b.wait_js(
+        &format!("message {id} in {feed} shows the reactions {chips}"),
+        within,
+        "const m = document.querySelector(`${arguments[0]} div.message[data-id=\"${arguments[1]}\"]`);
+         if (!m) return false;
+         const shown = [...m.querySelectorAll('.reactions button.reaction')].map(c =>
+             [c.querySelector('.emoji').textContent, Number(c.querySelector('.count').textContent), c.classList.contains('me')]);
+         return JSON.stringify(shown) === JSON.stringify(arguments[2]);",
+        vec![json!(feed), json!(id), chips],
+    )
+    .await;
+}
+
+/// Waits until the parent `id` in the main feed says `summary` under it ("" for none shown).
+async fn expect_thread_summary(b: &Browser, id: u64, summary: &str, within: Duration) {
+    b.wait_js(
+        &format!("message {id} shows {summary:?} under it"),
+        within,
+        "const s = document.querySelector(`#messages div.message[data-id=\"${arguments[0]}\"] button.thread-summary`);
+         if (!s) return false;
+         const shown = !s.hidden && s.getClientRects().length > 0;
+         return arguments[1] === '' ? !shown : shown && s.textContent.startsWith(arguments[1]);",
+        vec![json!(id), json!(summary)],
+    )
+    .await;
+}
+
+/// Script: the thread panel's messages as `[id, side, user, text]`.
+const THREAD: &str =
+    "return [...document.querySelectorAll('#thread-messages div.message[data-id]')].map(m => [
+    Number(m.dataset.id),
+    m.classList.contains('mine') ? 'mine' : 'theirs',
+    m.querySelector('.meta > bdi.user').textContent,
+    m.querySelector('div.text').textContent]);";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_reply_and_reactions_reach_the_other_user_live() {
+    const ROOM: &str = "cake-thread";
+    with_two_browsers([ANN, BOB], STEP9_STORY_LIMIT, async |ann, bob| {
+        two_guests_in(ann, bob, ROOM).await;
+        let parent = "Who brings the cake?";
+        let sent = send(ann, parent).await;
+        expect_delivered(ann, bob, parent, sent).await;
+        let id = message_id(bob, parent).await;
+        expect_thread_summary(ann, id, "", STEP).await;
+
+        // Bob replies in the thread: the panel opens on the parent; the reply goes there.
+        bob.click(&format!("{} button[data-action=reply]", message_css(id)))
+            .await;
+        bob.wait_js(
+            "the thread panel shows the parent",
+            STEP,
+            &format!("const shown = (function () {{ {THREAD} }})();
+                return shown.length === 1 && shown[0][0] === arguments[0]
+                    && document.activeElement.id === 'thread-input';"),
+            vec![json!(id)],
+        )
+        .await;
+        let reply = "I will — chocolate";
+        let sent = Instant::now();
+        bob.type_here(&format!("{reply}{}", Key::Enter)).await;
+        let thread = bob
+            .wait_js(
+                "the reply shows in the thread",
+                STEP,
+                &format!("const shown = (function () {{ {THREAD} }})();
+                    return shown.length === 2 && shown;"),
+                vec![],
+            )
+            .await;
+        assert_eq!(thread[1].as_array().unwrap()[1..], [json!("mine"), json!(BOB), json!(reply)]);
+        let reply_id = thread[1][0].as_u64().unwrap();
+
+        // Ann sees "1 reply" under the parent, live; the reply is not in the main feed.
+        expect_thread_summary(ann, id, "1 reply", left_of_live(sent)).await;
+        eprintln!("  [{ANN}] \"1 reply\" {:.0?} after Bob's Enter", sent.elapsed());
+        let texts = ann.js(FEED, vec![]).await;
+        assert!(!texts.to_string().contains(reply), "[{ANN}] the reply stays in its thread: {texts}");
+        expect_thread_summary(bob, id, "1 reply", STEP).await;
+        ann.click(&format!("{} button.thread-summary", message_css(id)))
+            .await;
+        ann.wait_js(
+            "Ann's thread panel shows the parent and the reply",
+            STEP,
+            &format!("const shown = (function () {{ {THREAD} }})();
+                return JSON.stringify(shown) === JSON.stringify(arguments[0]);"),
+            vec![json!([[id, "mine", ANN, parent], [reply_id, "theirs", BOB, reply]])],
+        )
+        .await;
+
+        // Ann reacts with the picker; Bob sees it live and adds his by clicking the chip.
+        ann.click(&format!("{} button[data-action=react]", message_css(id)))
+            .await;
+        let reacted = Instant::now();
+        ann.click(&format!("{} .emoji-picker button[data-emoji=\"🎉\"]", message_css(id)))
+            .await;
+        expect_reactions(bob, "#messages", id, json!([["🎉", 1, false]]), left_of_live(reacted)).await;
+        eprintln!("  [{BOB}] reaction shown {:.0?} after Ann's click", reacted.elapsed());
+        expect_reactions(ann, "#messages", id, json!([["🎉", 1, true]]), STEP).await;
+        expect_reactions(ann, "#thread-messages", id, json!([["🎉", 1, true]]), STEP).await;
+        let chip = format!("{} button.reaction[data-emoji=\"🎉\"]", message_css(id));
+        bob.click(&chip).await;
+        expect_reactions(bob, "#messages", id, json!([["🎉", 2, true]]), STEP).await;
+        expect_reactions(ann, "#messages", id, json!([["🎉", 2, true]]), LIVE).await;
+        // A reaction on the reply, in the thread panel.
+        bob.click(&format!("#thread-messages div.message[data-id=\"{reply_id}\"] button[data-action=react]"))
+            .await;
+        bob.click(&format!("#thread-messages div.message[data-id=\"{reply_id}\"] .emoji-picker button[data-emoji=\"👍\"]"))
+            .await;
+        expect_reactions(ann, "#thread-messages", reply_id, json!([["👍", 1, false]]), STEP).await;
+        ann.screenshot(&artifacts().join("home-thread.png")).await;
+        // Clicking one's own chip again takes it back.
+        bob.click(&chip).await;
+        expect_reactions(ann, "#messages", id, json!([["🎉", 1, true]]), STEP).await;
+
+        // After a reload the counts come with the history (and which are Ann's).
+        reload_into(ann, "/home", ROOM).await;
+        expect_thread_summary(ann, id, "1 reply", STEP).await;
+        expect_reactions(ann, "#messages", id, json!([["🎉", 1, true]]), STEP).await;
     })
     .await;
 }
