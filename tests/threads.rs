@@ -11,29 +11,11 @@
 
 mod common;
 
-use common::pg::TestDatabase;
 use common::redis::{Cluster, RedisPrefix};
 use common::{TestServer, User, id, ids, without_type};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery";
-
-/// A server on JSON-lines files.
-async fn on_files() -> TestServer {
-    TestServer::start_unthrottled().await
-}
-
-/// A server on a PostgreSQL database of its own (kept alive by the caller).
-async fn on_postgres() -> Option<(TestServer, TestDatabase)> {
-    let database = TestDatabase::create().await?;
-    let url = database.url().to_string();
-    let server = TestServer::start_with(move |config| {
-        config.database_url = Some(url.clone());
-        config.send_rate = None;
-    })
-    .await;
-    Some((server, database))
-}
 
 /// `POST …/messages` with `thread`.
 async fn reply_http(user: &User, room: &str, text: &str, client_id: &str, thread: u64) -> (u16, Value) {
@@ -116,13 +98,13 @@ async fn replies_are_counted_paged_and_kept_across_a_restart(server: &mut TestSe
 
 #[tokio::test]
 async fn replies_are_counted_paged_and_kept_across_a_restart_on_files() {
-    let mut server = on_files().await;
+    let mut server = TestServer::start_unthrottled().await;
     replies_are_counted_paged_and_kept_across_a_restart(&mut server).await;
 }
 
 #[tokio::test]
 async fn replies_are_counted_paged_and_kept_across_a_restart_on_postgres() {
-    let Some((mut server, _database)) = on_postgres().await else { return };
+    let Some((mut server, _database)) = TestServer::on_postgres().await else { return };
     replies_are_counted_paged_and_kept_across_a_restart(&mut server).await;
 }
 
@@ -151,12 +133,12 @@ async fn what_cannot_be_replied_to_is_not_found(server: &TestServer) {
 
 #[tokio::test]
 async fn what_cannot_be_replied_to_is_not_found_on_files() {
-    what_cannot_be_replied_to_is_not_found(&on_files().await).await;
+    what_cannot_be_replied_to_is_not_found(&TestServer::start_unthrottled().await).await;
 }
 
 #[tokio::test]
 async fn what_cannot_be_replied_to_is_not_found_on_postgres() {
-    let Some((server, _database)) = on_postgres().await else { return };
+    let Some((server, _database)) = TestServer::on_postgres().await else { return };
     what_cannot_be_replied_to_is_not_found(&server).await;
 }
 
@@ -240,13 +222,13 @@ async fn reactions_toggle_and_show_me_to_each_reader(server: &mut TestServer) {
 
 #[tokio::test]
 async fn reactions_toggle_and_show_me_to_each_reader_on_files() {
-    let mut server = on_files().await;
+    let mut server = TestServer::start_unthrottled().await;
     reactions_toggle_and_show_me_to_each_reader(&mut server).await;
 }
 
 #[tokio::test]
 async fn reactions_toggle_and_show_me_to_each_reader_on_postgres() {
-    let Some((mut server, _database)) = on_postgres().await else { return };
+    let Some((mut server, _database)) = TestServer::on_postgres().await else { return };
     reactions_toggle_and_show_me_to_each_reader(&mut server).await;
 }
 
@@ -272,7 +254,7 @@ async fn a_reacted_frame_reaches_a_socket_on_the_other_node() {
 
 #[tokio::test]
 async fn a_threads_participants_but_not_the_replier_are_told_of_a_reply() {
-    let server = on_files().await;
+    let server = TestServer::start_unthrottled().await;
     let ann = User::sign_up(&server, "ann", PASSWORD).await;
     let bob = User::sign_up(&server, "bob", PASSWORD).await;
     let carol = User::sign_up(&server, "carol", PASSWORD).await;
@@ -308,7 +290,7 @@ async fn a_threads_participants_but_not_the_replier_are_told_of_a_reply() {
 
 #[tokio::test]
 async fn a_private_rooms_threads_and_reactions_are_for_its_members_only() {
-    let server = on_files().await;
+    let server = TestServer::start_unthrottled().await;
     let ann = User::sign_up(&server, "ann", PASSWORD).await;
     let carol = User::sign_up(&server, "carol", PASSWORD).await;
     let (status, _) = ann.post("/api/rooms", json!({ "name": "team", "private": true })).await;
