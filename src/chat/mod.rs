@@ -8,16 +8,19 @@
 //!
 //! - `messages`: send, edit, delete, history, events, opening a room.
 //! - `rooms`: create, list, subscriptions, presence and typing.
+//! - `search`: message search.
 
 mod messages;
 mod reading;
 mod rooms;
+mod search;
 
 use std::sync::{Arc, Mutex};
 
 pub use self::messages::{EventsPage, OpenedRoom};
 pub use self::reading::{MAX_UNREAD_COUNTED, RoomReadState};
 pub use self::rooms::MAX_ROOM_RESULTS;
+pub use self::search::SearchRequest;
 use crate::auth::Auth;
 use crate::auth::sessions::Session;
 use crate::fanout::Fanout;

@@ -22,6 +22,7 @@
 //! GET  /api/subscriptions
 //! PUT  /api/subscriptions/{room}
 //! DELETE /api/subscriptions/{room}
+//! GET  /api/search?q=&room=&limit=&before=
 //! GET  /ws                     WebSocket
 //! GET  /healthz                store and fan-out state (200, or 503: no sends)
 //! GET  /metrics                Prometheus text (`--metrics on`; with
@@ -169,6 +170,8 @@ pub fn routes(state: State) -> BoxedFilter<(HttpResponse,)> {
         .unify()
         .or(unsubscribe(state.clone()))
         .unify()
+        .or(search(state.clone()))
+        .unify()
         .boxed();
     let routes = websocket(state.clone())
         .or(api)
@@ -299,6 +302,17 @@ fn unsubscribe(state: State) -> BoxedFilter<(HttpResponse,)> {
         .and(with_state(state.clone()))
         .and(session(state))
         .and_then(|room, state, session| api::unsubscribe(state, room, session))
+        .boxed()
+}
+
+/// GET /api/search?q=&room=&limit=&before=
+fn search(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "search")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and(warp::query::<HashMap<String, String>>())
+        .and_then(api::search)
         .boxed()
 }
 
@@ -491,7 +505,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     Some(match segments.as_slice() {
         ["api", "guest" | "signup" | "login" | "logout"] => "POST",
-        ["api", "me" | "subscriptions"] | ["api", "rooms", _, "events"] => "GET",
+        ["api", "me" | "subscriptions" | "search"] | ["api", "rooms", _, "events"] => "GET",
         ["api", "rooms"] | ["api", "rooms", _, "messages"] => "GET, POST",
         ["api", "rooms", _, "messages", _] => "PATCH, DELETE",
         ["api", "rooms", _, "read"] => "PUT",

@@ -47,7 +47,7 @@ use crate::fanout::{Fanout, RoomEvent};
 use crate::model::{Message, NewEvent, RoomName, StoredEvent, Username};
 use crate::protocol::ServerEvent;
 use crate::rate::{KeyedLimiter, SendRate};
-use crate::store::{Appended, HistoryQuery, MessageStore, RoomInfo};
+use crate::store::{Appended, HistoryQuery, MessageStore, RoomInfo, SearchPage, SearchQuery};
 use crate::telemetry;
 
 /// Sends queued for one room's writer before senders wait.
@@ -231,6 +231,12 @@ impl Hub {
 
     pub async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {
         Ok(self.inner.store.history(room, query).await?)
+    }
+
+    /// Messages matching `query` in the rooms a member of `member_of` may
+    /// see (`SearchStore::search`).
+    pub async fn search(&self, query: &SearchQuery, member_of: &[String]) -> Result<SearchPage, ChatError> {
+        Ok(self.inner.store.search(query, member_of).await?)
     }
 
     /// Marks `user` present in `room`; announces it when this is the user's

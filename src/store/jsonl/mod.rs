@@ -6,6 +6,7 @@
 //!   rooms/general.jsonl    one line per message, oldest first
 //!   rooms/general.jsonl.torn   bytes of a line torn by a crash (rare)
 //!   users.jsonl, sessions.jsonl, subscriptions.jsonl, read_markers.jsonl   see `accounts`
+//!   search/                the message search index (tantivy; rebuilt from rooms/ when lost)
 //! ```
 //!
 //! Start-up reads only `rooms.jsonl` and the list of files in `rooms/` (a
@@ -20,6 +21,7 @@ pub(crate) mod event_line;
 mod lines;
 mod log_file;
 mod room_log;
+mod search_index;
 
 pub use self::accounts::{AccountRecords, JsonlAccounts};
 
@@ -37,7 +39,8 @@ use tokio::sync::OnceCell;
 use self::durability::Durability;
 use self::log_file::LogFile;
 use self::room_log::{RoomLog, SharedRoomLog};
-use super::{Appended, Fsync, HistoryQuery, MessageStore, RoomInfo, rank_rooms};
+use self::search_index::SearchIndex;
+use super::{Appended, Fsync, HistoryQuery, MessageStore, RoomInfo, SearchPage, SearchQuery, SearchStore, rank_rooms};
 use crate::store::StoreError;
 use crate::model::{DEFAULT_ROOM, Message, NewEvent, RoomName, StoredEvent, Username, now_rfc3339};
 
@@ -78,6 +81,8 @@ pub struct JsonlStore {
     /// Rooms in use, each with when it was last used.
     open_rooms: Mutex<HashMap<RoomName, (RoomSlot, Instant)>>,
     durability: Durability,
+    /// The message search index (`search/`), fed by `append`.
+    search: Arc<SearchIndex>,
 }
 
 impl JsonlStore {
@@ -90,12 +95,14 @@ impl JsonlStore {
         let rooms = read_room_records(&rooms_path)?;
         let durability = Durability::new(fsync);
         let rooms_file = LogFile::open(&rooms_path, durability.syncs())?;
+        let search = Arc::new(SearchIndex::open(data_dir, &rooms_dir, rooms_with_a_file(&rooms_dir)?)?);
         let store = Self {
             rooms_dir,
             rooms_file: Mutex::new(rooms_file),
             rooms: Mutex::new(rooms),
             open_rooms: Mutex::new(HashMap::new()),
             durability,
+            search,
         };
         store.restore_unlisted_rooms()?;
         let general = RoomName::parse(DEFAULT_ROOM).expect("the default room name is valid");
@@ -252,18 +259,23 @@ impl MessageStore for JsonlStore {
     async fn append(&self, room: &RoomName, batch: Vec<NewEvent>) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
         let log = self.log(room).await?;
         let _serial = log.write_lock().lock().await;
-        if !self.durability.syncs() {
+        let answers = if !self.durability.syncs() {
             // Without fsync an append is one write(2) into the page cache,
             // a few microseconds: cheaper done here than handed to a
             // blocking thread and back, which cost more CPU than the write
             // itself (docs/BENCHMARKS.md).
-            return Ok(log.append_blocking(batch)?);
-        }
-        let writer = log.clone();
-        let result = tokio::task::spawn_blocking(move || writer.append_blocking(batch))
-            .await
-            .map_err(StoreError::from)?;
-        Ok(result?)
+            log.append_blocking(batch)?
+        } else {
+            let writer = log.clone();
+            tokio::task::spawn_blocking(move || writer.append_blocking(batch)).await.map_err(StoreError::from)??
+        };
+        // Handed to the indexer under the room's write lock: in seq order.
+        let stored = answers.iter().filter_map(|a| match a {
+            Ok(Appended::New(event)) => Some(event.clone()),
+            _ => None,
+        });
+        self.search.record(stored.collect());
+        Ok(answers)
     }
 
     async fn find_sent(&self, room: &RoomName, user: &Username, client_id: &str) -> Result<Option<Message>, StoreError> {
@@ -301,6 +313,8 @@ impl MessageStore for JsonlStore {
             }
         }
         self.rooms_file.lock().expect("rooms file lock").sync()?;
+        let search = self.search.clone();
+        tokio::task::spawn_blocking(move || search.commit()).await.map_err(StoreError::from)?;
         Ok(())
     }
 
@@ -313,6 +327,14 @@ impl MessageStore for JsonlStore {
                 .map_err(StoreError::from)??;
         }
         Ok(count)
+    }
+}
+
+#[async_trait]
+impl SearchStore for JsonlStore {
+    async fn search(&self, query: &SearchQuery, member_of: &[String]) -> Result<SearchPage, StoreError> {
+        let (search, query, member_of) = (self.search.clone(), query.clone(), member_of.to_vec());
+        Ok(tokio::task::spawn_blocking(move || search.search(&query, &member_of)).await.map_err(StoreError::from)??)
     }
 }
 

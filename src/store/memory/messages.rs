@@ -12,7 +12,7 @@ use crate::model::{EventKind, Message, NewEvent, RoomName, StoredEvent, Username
 use crate::store::{Appended, DEDUP_WINDOW, HistoryQuery, MessageStore, RoomInfo, rank_rooms};
 
 /// A room's messages as they are now, oldest first.
-fn messages_now(events: &[StoredEvent]) -> Vec<Message> {
+pub(super) fn messages_now(events: &[StoredEvent]) -> Vec<Message> {
     let mut messages: Vec<Message> = Vec::new();
     for event in events {
         match &event.kind {

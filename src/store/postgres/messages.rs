@@ -9,7 +9,8 @@
 //! (`chatroom migrate`'s import uses them too, for one room).
 //!
 //! History is a range scan of `messages`' primary key, the log one of
-//! `events`'; room search a trigram index on `lower(name)`.
+//! `events`'; room search a trigram index on `lower(name)`; message search
+//! is `search`'s (its rows written here, with the messages).
 
 use std::time::Duration;
 
@@ -151,6 +152,7 @@ pub(super) async fn write(client: &impl GenericClient, rooms: &[(&str, &Writes)]
         update_messages(client, &rooms),
         redact_events(client, &rooms),
         set_counters(client, &rooms),
+        super::search::write_rows(client, &rooms),
     )?;
     Ok(())
 }
