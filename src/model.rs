@@ -16,6 +16,10 @@ pub use self::event::{EventKind, NewEvent, StoredEvent};
 /// The room every server has; newcomers are subscribed to it.
 pub const DEFAULT_ROOM: &str = "general";
 
+/// Names of direct messages start with this; no one can create a room so
+/// named (`RoomName::parse_new`).
+pub const DM_PREFIX: &str = "dm-";
+
 /// Longest room name, in characters (like Slack channel names).
 pub const MAX_ROOM_NAME: usize = 80;
 /// Longest username, in characters.

@@ -62,6 +62,9 @@ pub enum ServerEvent {
     },
     /// A message was deleted.
     Deleted { room: String, id: u64, seq: u64 },
+    /// `user` was added to (`added`) or removed from a private room by
+    /// `by`. A removed member's sockets get it last: the room is left.
+    Member { room: String, user: String, by: String, added: bool, seq: u64 },
     /// The user's read marker moved (sent to the user's other sockets).
     Read { room: String, id: u64 },
     /// Someone came online in / left a room.
@@ -105,6 +108,7 @@ impl ServerEvent {
             EventKind::Post(message) => ServerEvent::Message(message),
             EventKind::Edit { id, text, ts, .. } => ServerEvent::Edited { room: event.room, id, text, edited_at: ts, seq: event.seq },
             EventKind::Delete { id, .. } => ServerEvent::Deleted { room: event.room, id, seq: event.seq },
+            EventKind::Member { user, by, added, .. } => ServerEvent::Member { room: event.room, user, by, added, seq: event.seq },
         }
     }
 

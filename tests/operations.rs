@@ -20,7 +20,7 @@ use chatroom::auth::AuthStores;
 use chatroom::config::{MetricsEndpoint, SendRate};
 use chatroom::model::{Message, NewEvent, RoomName, StoredEvent, Username};
 use chatroom::store::memory::MemoryStore;
-use chatroom::store::{Appended, HistoryQuery, MessageStore, RoomInfo, SearchPage, SearchQuery, SearchStore, StoreError};
+use chatroom::store::{Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, SearchPage, SearchQuery, SearchStore, StoreError};
 use chatroom::{Config, RunningServer, Stores};
 use common::{Endpoint, Scrape, TIMEOUT, TestServer, scrape};
 use serde_json::Value;
@@ -316,6 +316,18 @@ impl MessageStore for SwitchableStore {
     }
     async fn room_exists(&self, room: &RoomName) -> Result<bool, StoreError> {
         self.inner.room_exists(room).await
+    }
+    async fn create_private_room(&self, room: &RoomName, creator: &Username, kind: PrivateRoom<'_>) -> Result<RoomInfo, StoreError> {
+        self.inner.create_private_room(room, creator, kind).await
+    }
+    async fn room_access(&self, room: &RoomName) -> Result<Option<RoomAccess>, StoreError> {
+        self.inner.room_access(room).await
+    }
+    async fn set_member(&self, room: &RoomName, member: &Username, by: &str, added: bool) -> Result<bool, StoreError> {
+        self.inner.set_member(room, member, by, added).await
+    }
+    async fn private_rooms_of(&self, user_key: &str) -> Result<Vec<RoomInfo>, StoreError> {
+        self.inner.private_rooms_of(user_key).await
     }
     async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
         self.inner.list_rooms(filter, limit).await

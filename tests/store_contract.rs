@@ -21,8 +21,8 @@ use chatroom::store::jsonl::{JsonlAccounts, JsonlStore};
 use chatroom::store::memory::MemoryStore;
 use chatroom::store::postgres::PgStore;
 use chatroom::store::{
-    Appended, DEDUP_WINDOW, Fsync, HistoryQuery, MessageStore, ReadMarkerStore, SessionRecord, SessionStore, StoreError, SubscriptionStore,
-    UserRecord, UserStore,
+    Appended, DEDUP_WINDOW, Fsync, HistoryQuery, MessageStore, PrivateRoom, ReadMarkerStore, SessionRecord, SessionStore, StoreError,
+    SubscriptionStore, UserRecord, UserStore,
 };
 use common::pg::TestDatabase;
 
@@ -162,6 +162,9 @@ macro_rules! contract_suite {
                 messages_survive_a_reopen,
                 edits_and_deletes_are_checked_and_logged_as_events,
                 edits_and_deletes_survive_a_reopen,
+                private_rooms_admit_members_only_and_are_never_listed,
+                direct_messages_have_two_fixed_members,
+                members_and_member_events_survive_a_reopen,
             );
         }
     };
@@ -522,6 +525,7 @@ fn kinds(events: &[StoredEvent]) -> Vec<(u64, &'static str, u64)> {
             let kind = match e.kind {
                 EventKind::Post(_) => "post",
                 EventKind::Edit { .. } => "edit",
+                EventKind::Member { .. } => "member",
                 EventKind::Delete { .. } => "delete",
             };
             (e.seq, kind, e.message_id())
@@ -577,4 +581,78 @@ async fn edits_and_deletes_survive_a_reopen<B: Backend>(backend: B) {
     assert_eq!(messages.last_seq(&general).await.unwrap(), 4);
     let answers = messages.append(&general, vec![edit("ann", 2, "back")]).await.unwrap();
     assert!(matches!(answers[0], Err(StoreError::MessageNotFound(2))), "still deleted after a reopen");
+}
+
+// ---- private rooms and direct messages -----------------------------------
+
+fn member_event(by: &str, member: &str, added: bool) -> NewEvent {
+    NewEvent::Member { by: name(by), member: name(member), added }
+}
+
+async fn private_rooms_admit_members_only_and_are_never_listed<B: Backend>(backend: B) {
+    let messages = backend.stores().messages;
+    let team = room("team");
+    let info = messages.create_private_room(&team, &name("Ann"), PrivateRoom::Group).await.unwrap();
+    assert!(info.private && !info.dm, "{info:?}");
+    let again = messages.create_private_room(&team, &name("bob"), PrivateRoom::Group).await;
+    assert!(matches!(again, Err(StoreError::RoomExists(_))), "{again:?}");
+    assert!(matches!(messages.create_room(&team, "bob").await, Err(StoreError::RoomExists(_))));
+
+    let access = messages.room_access(&team).await.unwrap().expect("the room exists");
+    assert!(access.private && access.admits("ann") && !access.admits("bob"), "{access:?}");
+    assert_eq!(access.members.get("ann").map(String::as_str), Some("Ann"), "the name as spelled");
+    assert!(!messages.room_access(&room("general")).await.unwrap().unwrap().private);
+    assert_eq!(messages.room_access(&room("nowhere")).await.unwrap(), None);
+
+    assert!(messages.set_member(&team, &name("Bob"), "ann", true).await.unwrap());
+    assert!(!messages.set_member(&team, &name("BOB"), "ann", true).await.unwrap(), "already a member, by key");
+    assert!(messages.room_access(&team).await.unwrap().unwrap().admits("bob"));
+    assert_eq!(names(messages.private_rooms_of("bob").await.unwrap()), ["team"]);
+    assert!(messages.private_rooms_of("carol").await.unwrap().is_empty());
+    assert_eq!(names(messages.list_rooms("", 10).await.unwrap()), ["general"], "private rooms are never listed");
+    assert!(messages.list_rooms("team", 10).await.unwrap().is_empty());
+
+    assert!(messages.set_member(&team, &name("bob"), "ann", false).await.unwrap());
+    assert!(!messages.set_member(&team, &name("bob"), "ann", false).await.unwrap(), "not a member any more");
+    assert!(!messages.room_access(&team).await.unwrap().unwrap().admits("bob"));
+    assert!(messages.private_rooms_of("bob").await.unwrap().is_empty());
+
+    let stored = ok(messages.append(&team, vec![member_event("ann", "Bob", true), send("ann", "hi", "c1")]).await.unwrap());
+    assert!(
+        matches!(&stored[0], Appended::New(StoredEvent { seq: 1, kind: EventKind::Member { user, by, added: true, .. }, .. }) if user == "Bob" && by == "ann"),
+        "{stored:?}"
+    );
+    assert_eq!(kinds(&messages.events(&team, 0, 10).await.unwrap()), [(1, "member", 0), (2, "post", 2)]);
+    assert_eq!(ids(&messages.history(&team, HistoryQuery::latest(10)).await.unwrap()), [2], "member events are not messages");
+}
+
+async fn direct_messages_have_two_fixed_members<B: Backend>(backend: B) {
+    let messages = backend.stores().messages;
+    let dm = room("dm-0123456789abcdef");
+    let info = messages.create_private_room(&dm, &name("ann"), PrivateRoom::Direct(&name("Bob"))).await.unwrap();
+    assert!(info.private && info.dm, "{info:?}");
+    assert_eq!(info.members, ["ann", "Bob"]);
+    let access = messages.room_access(&dm).await.unwrap().unwrap();
+    assert!(access.dm && access.admits("ann") && access.admits("bob") && !access.admits("carol"));
+    let of_bob = messages.private_rooms_of("bob").await.unwrap();
+    assert_eq!(of_bob.len(), 1);
+    assert!(of_bob[0].dm && of_bob[0].members == ["ann", "Bob"], "{of_bob:?}");
+}
+
+async fn members_and_member_events_survive_a_reopen<B: Backend>(backend: B) {
+    let team = room("team");
+    {
+        let messages = backend.stores().messages;
+        messages.create_private_room(&team, &name("ann"), PrivateRoom::Group).await.unwrap();
+        messages.set_member(&team, &name("bob"), "ann", true).await.unwrap();
+        messages.set_member(&team, &name("carol"), "ann", true).await.unwrap();
+        messages.set_member(&team, &name("carol"), "ann", false).await.unwrap();
+        ok(messages.append(&team, vec![member_event("ann", "bob", true)]).await.unwrap());
+    }
+    let Some(backend) = backend.reopen().await else { return };
+    let messages = backend.stores().messages;
+    let access = messages.room_access(&team).await.unwrap().unwrap();
+    assert!(access.private && access.admits("ann") && access.admits("bob") && !access.admits("carol"), "{access:?}");
+    assert_eq!(kinds(&messages.events(&team, 0, 10).await.unwrap()), [(1, "member", 0)]);
+    assert!(messages.list_rooms("", 10).await.unwrap().iter().all(|r| r.name != "team"));
 }

@@ -206,6 +206,7 @@ pub fn event_line(data: &[u8]) {
             EventKind::Post(m) => assert!(m.user.is_empty() && m.text.is_empty() && m.client_id.is_empty()),
             EventKind::Edit { user, .. } => assert!(user.is_empty()),
             EventKind::Delete { .. } => panic!("a delete line is never redacted"),
+            EventKind::Member { .. } => panic!("a member line is never redacted"),
         }
     }
 }
@@ -214,7 +215,7 @@ fn is_redacted(event: &StoredEvent) -> bool {
     match &event.kind {
         EventKind::Post(m) => m.deleted,
         EventKind::Edit { text, .. } => text.is_none(),
-        EventKind::Delete { .. } => false,
+        EventKind::Delete { .. } | EventKind::Member { .. } => false,
     }
 }
 
@@ -223,6 +224,7 @@ fn kind_of(event: &StoredEvent) -> &'static str {
         EventKind::Post(_) => "post",
         EventKind::Edit { .. } => "edit",
         EventKind::Delete { .. } => "delete",
+        EventKind::Member { .. } => "member",
     }
 }
 

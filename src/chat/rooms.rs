@@ -28,7 +28,7 @@ impl Chat {
     /// The actor's subscribed rooms, alphabetically.
     pub async fn subscriptions(&self, actor: &Actor) -> Result<Vec<RoomInfo>, ChatError> {
         let names = self.auth.subscriptions(&actor.session).await?;
-        Ok(names.into_iter().map(|name| RoomInfo { name }).collect())
+        Ok(names.into_iter().map(|name| RoomInfo::public(name)).collect())
     }
 
     /// Subscribes the actor to an existing room.

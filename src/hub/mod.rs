@@ -138,7 +138,7 @@ impl Hub {
     /// The room, if it exists; `RoomNotFound` otherwise.
     pub async fn existing_room(&self, room: &RoomName) -> Result<RoomInfo, ChatError> {
         match self.inner.store.room_exists(room).await? {
-            true => Ok(RoomInfo { name: room.to_string() }),
+            true => Ok(RoomInfo::public(room.as_str())),
             false => Err(ChatError::RoomNotFound(room.to_string())),
         }
     }
@@ -233,10 +233,18 @@ impl Hub {
         Ok(self.inner.store.history(room, query).await?)
     }
 
-    /// Messages matching `query` in the rooms a member of `member_of` may
-    /// see (`SearchStore::search`).
-    pub async fn search(&self, query: &SearchQuery, member_of: &[String]) -> Result<SearchPage, ChatError> {
-        Ok(self.inner.store.search(query, member_of).await?)
+    /// Messages matching `query` that the user with `reader_key` may see:
+    /// public rooms and their private ones (`SearchStore::search`). A
+    /// `query.room` they may not read is `RoomNotFound`, like a missing one.
+    pub async fn search(&self, query: &SearchQuery, reader_key: &str) -> Result<SearchPage, ChatError> {
+        if let Some(room) = &query.room {
+            let access = self.inner.store.room_access(room).await?;
+            if !access.is_some_and(|a| a.admits(reader_key)) {
+                return Err(ChatError::RoomNotFound(room.to_string()));
+            }
+        }
+        let member_of: Vec<String> = self.inner.store.private_rooms_of(reader_key).await?.into_iter().map(|r| r.name).collect();
+        Ok(self.inner.store.search(query, &member_of).await?)
     }
 
     /// Marks `user` present in `room`; announces it when this is the user's

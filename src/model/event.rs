@@ -2,7 +2,8 @@
 //! `seq`, strictly increasing, assigned by the store when it appends. A
 //! message's id is the `seq` of the event that posted it.
 //!
-//! Kinds: a message posted, edited, deleted. The log is the log, not a view:
+//! Kinds: a message posted, edited, deleted; a member added to or removed
+//! from a private room. The log is the log, not a view:
 //! a post then its edit are two events; only a deleted message's text is
 //! taken out of its post (and its edits), everywhere.
 
@@ -24,6 +25,9 @@ pub enum EventKind {
     Edit { id: u64, user: String, text: Option<String>, ts: String },
     /// Message `id` was deleted.
     Delete { id: u64, user: String, ts: String },
+    /// `user` was added to (`added`) or removed from the private room, by
+    /// `by`. Not about a message: its message id is 0.
+    Member { user: String, by: String, added: bool, ts: String },
 }
 
 impl StoredEvent {
@@ -37,6 +41,7 @@ impl StoredEvent {
         match &self.kind {
             EventKind::Post(m) => m.id,
             EventKind::Edit { id, .. } | EventKind::Delete { id, .. } => *id,
+            EventKind::Member { .. } => 0,
         }
     }
 
@@ -60,12 +65,16 @@ pub enum NewEvent {
     Post { user: Username, text: String, client_id: String },
     Edit { user: Username, id: u64, text: String },
     Delete { user: Username, id: u64 },
+    /// `by` added `member` to (or removed them from) the room; who may do
+    /// it is checked before (`chat::members`).
+    Member { by: Username, member: Username, added: bool },
 }
 
 impl NewEvent {
     pub fn user(&self) -> &Username {
         match self {
             NewEvent::Post { user, .. } | NewEvent::Edit { user, .. } | NewEvent::Delete { user, .. } => user,
+            NewEvent::Member { by, .. } => by,
         }
     }
 }

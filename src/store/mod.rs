@@ -39,6 +39,9 @@ pub use self::accounts::{ReadMarkerStore, SessionRecord, SessionStore, Subscript
 pub use self::error::StoreError;
 pub use self::search::{SearchPage, SearchQuery, SearchStore};
 
+
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -94,6 +97,81 @@ impl std::fmt::Display for Fsync {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomInfo {
     pub name: String,
+    /// Only members may find, read or join it.
+    #[serde(default)]
+    pub private: bool,
+    /// A direct message: a private room of two members that never change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dm: bool,
+    /// A direct message's two members, as they spell their names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+}
+
+impl RoomInfo {
+    /// A public room.
+    pub fn public(name: impl Into<String>) -> Self {
+        Self { name: name.into(), private: false, dm: false, members: Vec::new() }
+    }
+}
+
+/// Who may read a room: everyone (public) or its members (private). A
+/// room's privacy is fixed when it is created.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoomAccess {
+    pub private: bool,
+    /// A direct message (its members never change).
+    pub dm: bool,
+    pub created_by: String,
+    /// A private room's members: lower-cased key → the name as spelled.
+    pub members: BTreeMap<String, String>,
+}
+
+impl RoomAccess {
+    /// Whether the user with this (lower-cased) key may read the room.
+    pub fn admits(&self, user_key: &str) -> bool {
+        !self.private || self.members.contains_key(user_key)
+    }
+
+    /// A new private room's access: its creator is a member (a direct
+    /// message: both of its users).
+    pub fn new_private(creator: &Username, kind: PrivateRoom<'_>) -> Self {
+        let mut access = RoomAccess { private: true, dm: false, created_by: creator.to_string(), members: BTreeMap::new() };
+        access.set_member(creator, true);
+        if let PrivateRoom::Direct(other) = kind {
+            access.dm = true;
+            access.set_member(other, true);
+        }
+        access
+    }
+
+    /// Adds or removes a member; whether that changed anything.
+    pub fn set_member(&mut self, member: &Username, added: bool) -> bool {
+        if added {
+            self.members.insert(member.key(), member.to_string()).is_none()
+        } else {
+            self.members.remove(&member.key()).is_some()
+        }
+    }
+
+    /// The room as listed for a reader.
+    pub fn info(&self, name: &str) -> RoomInfo {
+        RoomInfo {
+            name: name.to_string(),
+            private: self.private,
+            dm: self.dm,
+            members: if self.dm { self.members.values().cloned().collect() } else { Vec::new() },
+        }
+    }
+}
+
+/// What kind of private room to create.
+#[derive(Debug, Clone, Copy)]
+pub enum PrivateRoom<'a> {
+    /// A private room; its creator is its first member.
+    Group,
+    /// A direct message between the creator and this user.
+    Direct(&'a Username),
 }
 
 /// Which slice of a room's history to read.
@@ -143,8 +221,20 @@ pub trait MessageStore: SearchStore {
     async fn create_room(&self, room: &RoomName, created_by: &str) -> Result<RoomInfo, StoreError>;
     /// Whether the room exists.
     async fn room_exists(&self, room: &RoomName) -> Result<bool, StoreError>;
-    /// Rooms whose name contains `filter` (case-insensitive); exact match
-    /// first, then prefix matches, then the rest, each alphabetically.
+    /// Creates a private room (or a direct message) whose first member is
+    /// `creator` (a direct message: both); `RoomExists` if it is there.
+    async fn create_private_room(&self, room: &RoomName, creator: &Username, kind: PrivateRoom<'_>) -> Result<RoomInfo, StoreError>;
+    /// Who may read the room; `None` when it does not exist.
+    async fn room_access(&self, room: &RoomName) -> Result<Option<RoomAccess>, StoreError>;
+    /// Adds `member` to a private room (or removes them); whether that
+    /// changed anything. Who may do it is the caller's rule.
+    async fn set_member(&self, room: &RoomName, member: &Username, by: &str, added: bool) -> Result<bool, StoreError>;
+    /// The private rooms and direct messages `user_key` is a member of, by
+    /// name.
+    async fn private_rooms_of(&self, user_key: &str) -> Result<Vec<RoomInfo>, StoreError>;
+    /// Public rooms whose name contains `filter` (case-insensitive); exact
+    /// match first, then prefix matches, then the rest, each
+    /// alphabetically. Private rooms are never listed here.
     async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, StoreError>;
     /// Stores a batch of events in order (see the module doc); one answer
     /// per item. `Err` only when the batch could not be written at all.
@@ -185,5 +275,5 @@ pub fn rank_rooms<'a>(names: impl Iterator<Item = &'a str>, filter: &str, limit:
         })
         .collect();
     hits.sort_unstable();
-    hits.into_iter().take(limit).map(|(_, n)| RoomInfo { name: n.to_string() }).collect()
+    hits.into_iter().take(limit).map(|(_, n)| RoomInfo::public(n)).collect()
 }

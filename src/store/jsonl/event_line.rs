@@ -4,6 +4,7 @@
 //! {"seq":7,"op":"post","id":7,"room":"general","user":"ann","text":"hi","ts":"…","client_id":"c1"}
 //! {"seq":9,"op":"edit","id":7,"room":"general","user":"ann","text":"hello","ts":"…"}
 //! {"seq":10,"op":"delete","id":7,"room":"general","user":"ann","ts":"…"}
+//! {"seq":11,"op":"member","room":"team","user":"bob","by":"ann","added":true,"ts":"…"}
 //! {"seq":7,"op":"post","id":7,"room":"general","deleted":true}          (a redacted post, padded)
 //! {"id":3,"room":"general","user":"bob","text":"hey","ts":"…","client_id":"c2"}   (a step-1 line: a post, seq = id)
 //! ```
@@ -36,6 +37,10 @@ struct Line {
     client_id: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     deleted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    added: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +102,12 @@ fn event_of(line: Line) -> Result<StoredEvent, String> {
             ts: line.ts.unwrap_or_default(),
         },
         Some("delete") => EventKind::Delete { id: target()?, user: line.user.unwrap_or_default(), ts: line.ts.unwrap_or_default() },
+        Some("member") => EventKind::Member {
+            user: line.user.ok_or("a member line without the user")?,
+            by: line.by.unwrap_or_default(),
+            added: line.added.ok_or("a member line without added")?,
+            ts: line.ts.unwrap_or_default(),
+        },
         Some(other) => return Err(format!("unknown op {other:?}")),
     };
     Ok(StoredEvent { seq, room: line.room, kind })
@@ -108,7 +119,8 @@ fn event_of(line: Line) -> Result<StoredEvent, String> {
 struct LineOut<'a> {
     seq: u64,
     op: &'a str,
-    id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<u64>,
     room: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<&'a str>,
@@ -120,11 +132,27 @@ struct LineOut<'a> {
     client_id: Option<&'a str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     deleted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    added: Option<bool>,
 }
 
 /// The line for an event (without the newline).
 pub fn line_of(event: &StoredEvent) -> Vec<u8> {
-    let base = |op, id| LineOut { seq: event.seq, op, id, room: &event.room, user: None, text: None, ts: None, client_id: None, deleted: false };
+    let base = |op, id| LineOut {
+        seq: event.seq,
+        op,
+        id: Some(id),
+        room: &event.room,
+        user: None,
+        text: None,
+        ts: None,
+        client_id: None,
+        deleted: false,
+        by: None,
+        added: None,
+    };
     let line = match &event.kind {
         EventKind::Post(m) if m.deleted => LineOut { deleted: true, ..base("post", m.id) },
         EventKind::Post(m) => LineOut {
@@ -137,6 +165,9 @@ pub fn line_of(event: &StoredEvent) -> Vec<u8> {
         EventKind::Edit { id, text: None, .. } => LineOut { deleted: true, ..base("edit", *id) },
         EventKind::Edit { id, user, text: Some(text), ts } => LineOut { user: Some(user), text: Some(text), ts: Some(ts), ..base("edit", *id) },
         EventKind::Delete { id, user, ts } => LineOut { user: Some(user), ts: Some(ts), ..base("delete", *id) },
+        EventKind::Member { user, by, added, ts } => {
+            LineOut { id: None, user: Some(user), by: Some(by), added: Some(*added), ts: Some(ts), ..base("member", 0) }
+        }
     };
     serde_json::to_vec(&line).expect("a line always serialises")
 }
@@ -153,7 +184,7 @@ pub fn redact_in_place(original: &[u8], path_hint: &str) -> Option<Vec<u8>> {
     let (op, id) = match &event.kind {
         EventKind::Post(m) => ("post", m.id),
         EventKind::Edit { id, .. } => ("edit", *id),
-        EventKind::Delete { .. } => return None,
+        EventKind::Delete { .. } | EventKind::Member { .. } => return None,
     };
     let mut line = serde_json::to_vec(&redacted(event.seq, op, id, &event.room)).expect("a line always serialises");
     if line.len() > original.len() {
@@ -189,7 +220,12 @@ mod tests {
             kind: EventKind::Edit { id: 7, user: "ann".into(), text: Some("hello".into()), ts: "t".into() },
         };
         let delete = StoredEvent { seq: 10, room: "general".into(), kind: EventKind::Delete { id: 7, user: "ann".into(), ts: "t".into() } };
-        for event in [post(7, "hi"), edit, delete] {
+        let member = StoredEvent {
+            seq: 11,
+            room: "general".into(),
+            kind: EventKind::Member { user: "bob".into(), by: "ann".into(), added: false, ts: "t".into() },
+        };
+        for event in [post(7, "hi"), edit, delete, member] {
             let line = line_of(&event);
             assert_eq!(parse(&line, "t"), Some(event.clone()), "{}", String::from_utf8_lossy(&line));
             assert_eq!(seq_of(&line), Some(event.seq));

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! data/
-//!   rooms.jsonl            one line per room: {"name","created_by","created_at"}
+//!   rooms.jsonl            one line per room: {"name","created_by","created_at"}; a private
+//!                          room's line also holds "private":true and its "members" (and a
+//!                          direct message's "dm":true), written again whole when they change
 //!   rooms/general.jsonl    one line per message, oldest first
 //!   rooms/general.jsonl.torn   bytes of a line torn by a crash (rare)
 //!   users.jsonl, sessions.jsonl, subscriptions.jsonl, read_markers.jsonl   see `accounts`
@@ -40,19 +42,35 @@ use self::durability::Durability;
 use self::log_file::LogFile;
 use self::room_log::{RoomLog, SharedRoomLog};
 use self::search_index::SearchIndex;
-use super::{Appended, Fsync, HistoryQuery, MessageStore, RoomInfo, SearchPage, SearchQuery, SearchStore, rank_rooms};
+use super::{Appended, Fsync, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, SearchPage, SearchQuery, SearchStore, rank_rooms};
 use crate::store::StoreError;
-use crate::model::{DEFAULT_ROOM, Message, NewEvent, RoomName, StoredEvent, Username, now_rfc3339};
+use crate::model::{DEFAULT_ROOM, DM_PREFIX, EventKind, Message, NewEvent, RoomName, StoredEvent, Username, now_rfc3339};
 
 /// `created_by` of the rooms the server records itself: the default room,
 /// and rooms whose record is restored from their message file.
 const SERVER_AUTHOR: &str = "chatroom";
 
+/// One line of `rooms.jsonl`. A private room's line is written again,
+/// whole, each time its members change: the last line of a name wins.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RoomRecord {
     name: String,
     created_by: String,
     created_at: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    private: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    dm: bool,
+    /// A private room's members, as they spell their names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    members: Vec<String>,
+}
+
+impl RoomRecord {
+    fn access(&self) -> RoomAccess {
+        let members = self.members.iter().map(|name| (name.to_lowercase(), name.clone())).collect();
+        RoomAccess { private: self.private, dm: self.dm, created_by: self.created_by.clone(), members }
+    }
 }
 
 type RoomSlot = Arc<OnceCell<SharedRoomLog>>;
@@ -77,7 +95,8 @@ fn file_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error
 pub struct JsonlStore {
     rooms_dir: PathBuf,
     rooms_file: Mutex<LogFile>,
-    rooms: Mutex<BTreeMap<String, RoomRecord>>,
+    /// Shared with the search indexer (which asks whether a room is private).
+    rooms: Arc<Mutex<BTreeMap<String, RoomRecord>>>,
     /// Rooms in use, each with when it was last used.
     open_rooms: Mutex<HashMap<RoomName, (RoomSlot, Instant)>>,
     durability: Durability,
@@ -95,11 +114,11 @@ impl JsonlStore {
         let rooms = read_room_records(&rooms_path)?;
         let durability = Durability::new(fsync);
         let rooms_file = LogFile::open(&rooms_path, durability.syncs())?;
-        let search = Arc::new(SearchIndex::open(data_dir, &rooms_dir, rooms_with_a_file(&rooms_dir)?)?);
-        let store = Self {
+        let search = Arc::new(SearchIndex::open(data_dir)?);
+        let mut store = Self {
             rooms_dir,
             rooms_file: Mutex::new(rooms_file),
-            rooms: Mutex::new(rooms),
+            rooms: Arc::new(Mutex::new(rooms)),
             open_rooms: Mutex::new(HashMap::new()),
             durability,
             search,
@@ -111,22 +130,35 @@ impl JsonlStore {
             store.record_room(&mut file, &general, SERVER_AUTHOR)?;
         }
         store.repair_all_rooms()?;
+        // Every room is known now, public or private: the indexer may
+        // catch up with the room files.
+        let rooms = store.rooms.clone();
+        let is_private = move |room: &str| rooms.lock().expect("rooms lock").get(room).is_some_and(|r| r.private);
+        let rooms = rooms_with_a_file(&store.rooms_dir)?;
+        let search = Arc::get_mut(&mut store.search).expect("the index is not shared before open returns");
+        search.start(&store.rooms_dir, rooms, Arc::new(is_private))?;
         Ok(store)
     }
 
     /// A room whose message file exists is a room, even when `rooms.jsonl`
     /// lost or damaged its line: its record is written again, with a
-    /// warning. One directory listing; no room file is read.
+    /// warning. One directory listing; only such a room's file is read: a
+    /// file with member events was a private room, and is restored private
+    /// with the members its events leave (never public).
     fn restore_unlisted_rooms(&self) -> io::Result<()> {
         let mut file = self.rooms_file.lock().expect("rooms file lock");
         for room in rooms_with_a_file(&self.rooms_dir)? {
             if !self.knows(&room) {
+                let path = self.rooms_dir.join(format!("{room}.jsonl"));
                 tracing::warn!(
                     room = %room,
-                    file = %self.rooms_dir.join(format!("{room}.jsonl")).display(),
+                    file = %path.display(),
                     "rooms.jsonl does not list a room whose message file exists; restoring its record"
                 );
-                self.record_room(&mut file, &room, SERVER_AUTHOR)?;
+                match members_from_events(&path)? {
+                    Some(record) => self.write_record(&mut file, RoomRecord { name: room.to_string(), ..record })?,
+                    None => self.record_room(&mut file, &room, SERVER_AUTHOR)?,
+                };
             }
         }
         Ok(())
@@ -149,16 +181,29 @@ impl JsonlStore {
         Ok(())
     }
 
-    /// Appends a room record; the caller holds the rooms file lock.
+    /// Appends a public room's record; the caller holds the rooms file lock.
     fn record_room(&self, file: &mut LogFile, room: &RoomName, created_by: &str) -> io::Result<RoomRecord> {
         let record = RoomRecord {
             name: room.to_string(),
             created_by: created_by.to_string(),
             created_at: now_rfc3339(),
+            private: false,
+            dm: false,
+            members: Vec::new(),
         };
+        self.write_record(file, record)
+    }
+
+    /// Appends `record` (a new room, or a private room's new members) and
+    /// makes it the room's; the caller holds the rooms file lock.
+    fn write_record(&self, file: &mut LogFile, record: RoomRecord) -> io::Result<RoomRecord> {
         file.append(std::slice::from_ref(&record))?;
         self.rooms.lock().expect("rooms lock").insert(record.name.clone(), record.clone());
         Ok(record)
+    }
+
+    fn record(&self, room: &RoomName) -> Option<RoomRecord> {
+        self.rooms.lock().expect("rooms lock").get(room.as_str()).cloned()
     }
 
     fn knows(&self, room: &RoomName) -> bool {
@@ -209,6 +254,31 @@ fn rooms_with_a_file(rooms_dir: &Path) -> io::Result<Vec<RoomName>> {
     Ok(rooms)
 }
 
+/// A private room's record rebuilt from the member events of its file
+/// (`None`: the file has none, so the room was public).
+fn members_from_events(path: &Path) -> io::Result<Option<RoomRecord>> {
+    let bytes = std::fs::read(path).map_err(file_error("read", path))?;
+    let hint = path.display().to_string();
+    let mut record: Option<RoomRecord> = None;
+    for line in bytes.split(|b| *b == b'\n').filter(|line| memchr::memmem::find(line, br#""op":"member""#).is_some()) {
+        let Some(event) = event_line::parse(line, &hint) else { continue };
+        let EventKind::Member { user, by, added, ts } = event.kind else { continue };
+        let record = record.get_or_insert_with(|| RoomRecord {
+            name: String::new(),
+            created_by: by,
+            created_at: ts,
+            private: true,
+            dm: event.room.starts_with(DM_PREFIX),
+            members: Vec::new(),
+        });
+        record.members.retain(|name| name.to_lowercase() != user.to_lowercase());
+        if added {
+            record.members.push(user);
+        }
+    }
+    Ok(record)
+}
+
 /// The rooms of `rooms.jsonl`, by name; records with an invalid name are
 /// skipped with a warning (like damaged lines).
 fn read_room_records(path: &Path) -> io::Result<BTreeMap<String, RoomRecord>> {
@@ -244,7 +314,52 @@ impl MessageStore for JsonlStore {
             return Err(StoreError::RoomExists(room.to_string()));
         }
         let record = self.record_room(&mut file, room, created_by)?;
-        Ok(RoomInfo { name: record.name })
+        Ok(RoomInfo::public(record.name))
+    }
+
+    async fn create_private_room(&self, room: &RoomName, creator: &Username, kind: PrivateRoom<'_>) -> Result<RoomInfo, StoreError> {
+        let mut file = self.rooms_file.lock().expect("rooms file lock");
+        if self.knows(room) {
+            return Err(StoreError::RoomExists(room.to_string()));
+        }
+        let access = RoomAccess::new_private(creator, kind);
+        let record = RoomRecord {
+            name: room.to_string(),
+            created_by: creator.to_string(),
+            created_at: now_rfc3339(),
+            private: true,
+            dm: access.dm,
+            members: access.members.values().cloned().collect(),
+        };
+        self.write_record(&mut file, record)?;
+        Ok(access.info(room.as_str()))
+    }
+
+    async fn room_access(&self, room: &RoomName) -> Result<Option<RoomAccess>, StoreError> {
+        Ok(self.record(room).map(|record| record.access()))
+    }
+
+    async fn set_member(&self, room: &RoomName, member: &Username, _by: &str, added: bool) -> Result<bool, StoreError> {
+        let mut file = self.rooms_file.lock().expect("rooms file lock");
+        let mut record = self.record(room).ok_or_else(|| StoreError::RoomNotFound(room.to_string()))?;
+        let mut access = record.access();
+        if !access.set_member(member, added) {
+            return Ok(false);
+        }
+        record.members = access.members.into_values().collect();
+        self.write_record(&mut file, record)?;
+        Ok(true)
+    }
+
+    async fn private_rooms_of(&self, user_key: &str) -> Result<Vec<RoomInfo>, StoreError> {
+        let rooms = self.rooms.lock().expect("rooms lock");
+        Ok(rooms
+            .values()
+            .filter(|record| record.private)
+            .map(|record| (record.name.as_str(), record.access()))
+            .filter(|(_, access)| access.admits(user_key))
+            .map(|(name, access)| access.info(name))
+            .collect())
     }
 
     async fn room_exists(&self, room: &RoomName) -> Result<bool, StoreError> {
@@ -253,7 +368,7 @@ impl MessageStore for JsonlStore {
 
     async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
         let rooms = self.rooms.lock().expect("rooms lock");
-        Ok(rank_rooms(rooms.keys().map(String::as_str), filter, limit))
+        Ok(rank_rooms(rooms.values().filter(|record| !record.private).map(|record| record.name.as_str()), filter, limit))
     }
 
     async fn append(&self, room: &RoomName, batch: Vec<NewEvent>) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {

@@ -54,7 +54,7 @@ struct Changes(HashMap<u64, Change>);
 impl Changes {
     fn apply(&mut self, event: &StoredEvent) {
         match &event.kind {
-            EventKind::Post(_) => {}
+            EventKind::Post(_) | EventKind::Member { .. } => {}
             EventKind::Edit { id, text, ts, .. } => {
                 let change = self.0.entry(*id).or_default();
                 change.edit_seqs.push(event.seq);
@@ -149,7 +149,7 @@ impl Recent {
             match &mut event.kind {
                 EventKind::Post(m) => *m = m.redacted(),
                 EventKind::Edit { text, .. } => *text = None,
-                EventKind::Delete { .. } => {}
+                EventKind::Delete { .. } | EventKind::Member { .. } => {}
             }
         }
     }
@@ -368,6 +368,10 @@ impl RoomLog {
                 }
                 plan.push(EventKind::Delete { id, user: user.to_string(), ts: plan.ts.clone() });
                 plan.deleted.push(id);
+                Ok(Ok(Appended::New(plan.last())))
+            }
+            NewEvent::Member { by, member, added } => {
+                plan.push(EventKind::Member { user: member.to_string(), by: by.to_string(), added, ts: plan.ts.clone() });
                 Ok(Ok(Appended::New(plan.last())))
             }
         }

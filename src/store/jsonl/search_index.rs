@@ -26,7 +26,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -108,13 +108,14 @@ pub struct SearchIndex {
     fields: Fields,
     ops: Option<mpsc::Sender<Op>>,
     thread: Option<JoinHandle<()>>,
+    /// The indexer, until it is started.
+    idle: Option<Indexer>,
 }
 
 impl SearchIndex {
-    /// Opens `data_dir/search` (rebuilding it if it is missing, damaged or
-    /// of another version) and starts the indexer, which first catches up
-    /// with the room files of `rooms`. Blocking.
-    pub fn open(data_dir: &Path, rooms_dir: &Path, rooms: Vec<RoomName>) -> io::Result<Self> {
+    /// Opens `data_dir/search`, rebuilding it if it is missing, damaged or
+    /// of another version. Blocking. Nothing is indexed until [`start`](Self::start).
+    pub fn open(data_dir: &Path) -> io::Result<Self> {
         let path = data_dir.join("search");
         let (index, marks) = match open_existing(&path) {
             Ok(found) => found,
@@ -131,13 +132,24 @@ impl SearchIndex {
         let (_, fields) = schema();
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(to_io)?;
         let writer: IndexWriter = index.writer_with_num_threads(1, WRITER_MEMORY).map_err(to_io)?;
+        let indexer = Indexer { writer, reader: reader.clone(), fields, marks, pending: HashMap::new(), dirty: 0, is_private: Arc::new(|_| true) };
+        Ok(Self { reader, fields, ops: None, thread: None, idle: Some(indexer) })
+    }
+
+    /// Starts the indexer, which first catches up with the files of
+    /// `rooms` in `rooms_dir`. `is_private` says whether a room is
+    /// private (fixed when it was created). Blocking only to spawn.
+    pub fn start(&mut self, rooms_dir: &Path, rooms: Vec<RoomName>, is_private: Arc<dyn Fn(&str) -> bool + Send + Sync>) -> io::Result<()> {
+        let Some(mut indexer) = self.idle.take() else { return Ok(()) };
+        indexer.is_private = is_private;
         let (ops, queue) = mpsc::channel();
-        let indexer = Indexer { writer, reader: reader.clone(), fields, marks, pending: HashMap::new(), dirty: 0 };
         let rooms_dir = rooms_dir.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("search-indexer".into())
             .spawn(move || indexer.run(&rooms_dir, rooms, queue))?;
-        Ok(Self { reader, fields, ops: Some(ops), thread: Some(thread) })
+        self.ops = Some(ops);
+        self.thread = Some(thread);
+        Ok(())
     }
 
     /// Hands stored events to the indexer (never blocks).
@@ -293,6 +305,8 @@ struct Indexer {
     pending: HashMap<String, Message>,
     /// Changes since the last commit.
     dirty: usize,
+    /// Whether a room is private (its documents' scope is its name).
+    is_private: Arc<dyn Fn(&str) -> bool + Send + Sync>,
 }
 
 impl Indexer {
@@ -391,7 +405,7 @@ impl Indexer {
         let mut doc = TantivyDocument::default();
         doc.add_text(f.key, &k);
         doc.add_text(f.room, &message.room);
-        doc.add_text(f.scope, PUBLIC);
+        doc.add_text(f.scope, if (self.is_private)(&message.room) { message.room.as_str() } else { PUBLIC });
         doc.add_u64(f.id, message.id);
         doc.add_i64(f.ts_ms, crate::store::search::ts_ms(&message.ts));
         doc.add_text(f.ts, &message.ts);

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::{MemoryStore, lock};
 use crate::store::StoreError;
 use crate::model::{EventKind, Message, NewEvent, RoomName, StoredEvent, Username, now_rfc3339};
-use crate::store::{Appended, DEDUP_WINDOW, HistoryQuery, MessageStore, RoomInfo, rank_rooms};
+use crate::store::{Appended, DEDUP_WINDOW, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, rank_rooms};
 
 /// A room's messages as they are now, oldest first.
 pub(super) fn messages_now(events: &[StoredEvent]) -> Vec<Message> {
@@ -23,7 +23,7 @@ pub(super) fn messages_now(events: &[StoredEvent]) -> Vec<Message> {
                     m.edited_at = Some(ts.clone());
                 }
             }
-            EventKind::Edit { .. } => {}
+            EventKind::Edit { .. } | EventKind::Member { .. } => {}
             EventKind::Delete { id, .. } => {
                 if let Some(m) = messages.iter_mut().find(|m| m.id == *id) {
                     *m = m.redacted();
@@ -95,6 +95,7 @@ fn append_one(events: &mut Vec<StoredEvent>, batch_start: usize, room: &RoomName
             check_author(events, id, &user)?;
             EventKind::Delete { id, user: user.to_string(), ts: ts.to_string() }
         }
+        NewEvent::Member { by, member, added } => EventKind::Member { user: member.to_string(), by: by.to_string(), added, ts: ts.to_string() },
     };
     let event = StoredEvent { seq, room: room.to_string(), kind };
     events.push(event.clone());
@@ -123,7 +124,7 @@ fn shown(events: &[StoredEvent]) -> Vec<StoredEvent> {
                 match &mut event.kind {
                     EventKind::Post(m) => *m = m.redacted(),
                     EventKind::Edit { text, .. } => *text = None,
-                    EventKind::Delete { .. } => {}
+                    EventKind::Delete { .. } | EventKind::Member { .. } => {}
                 }
             }
             event
@@ -139,7 +140,37 @@ impl MessageStore for MemoryStore {
             return Err(StoreError::RoomExists(room.to_string()));
         }
         rooms.insert(room.to_string(), Vec::new());
-        Ok(RoomInfo { name: room.to_string() })
+        Ok(RoomInfo::public(room.as_str()))
+    }
+
+    async fn create_private_room(&self, room: &RoomName, creator: &Username, kind: PrivateRoom<'_>) -> Result<RoomInfo, StoreError> {
+        let mut rooms = lock(&self.rooms);
+        if rooms.contains_key(room.as_str()) {
+            return Err(StoreError::RoomExists(room.to_string()));
+        }
+        let access = RoomAccess::new_private(creator, kind);
+        rooms.insert(room.to_string(), Vec::new());
+        let info = access.info(room.as_str());
+        lock(&self.private_rooms).insert(room.to_string(), access);
+        Ok(info)
+    }
+
+    async fn room_access(&self, room: &RoomName) -> Result<Option<RoomAccess>, StoreError> {
+        if !lock(&self.rooms).contains_key(room.as_str()) {
+            return Ok(None);
+        }
+        Ok(Some(lock(&self.private_rooms).get(room.as_str()).cloned().unwrap_or_default()))
+    }
+
+    async fn set_member(&self, room: &RoomName, member: &Username, _by: &str, added: bool) -> Result<bool, StoreError> {
+        let mut private = lock(&self.private_rooms);
+        let access = private.get_mut(room.as_str()).ok_or_else(|| StoreError::RoomNotFound(room.to_string()))?;
+        Ok(access.set_member(member, added))
+    }
+
+    async fn private_rooms_of(&self, user_key: &str) -> Result<Vec<RoomInfo>, StoreError> {
+        let private = lock(&self.private_rooms);
+        Ok(private.iter().filter(|(_, access)| access.admits(user_key)).map(|(name, access)| access.info(name)).collect())
     }
 
     async fn room_exists(&self, room: &RoomName) -> Result<bool, StoreError> {
@@ -147,7 +178,9 @@ impl MessageStore for MemoryStore {
     }
 
     async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
-        Ok(rank_rooms(lock(&self.rooms).keys().map(String::as_str), filter, limit))
+        let private = lock(&self.private_rooms);
+        let rooms = lock(&self.rooms);
+        Ok(rank_rooms(rooms.keys().map(String::as_str).filter(|name| !private.contains_key(*name)), filter, limit))
     }
 
     async fn append(&self, room: &RoomName, batch: Vec<NewEvent>) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::model::{DEFAULT_ROOM, StoredEvent};
-use crate::store::{SessionRecord, UserRecord};
+use crate::store::{RoomAccess, SessionRecord, UserRecord};
 
 /// Every store, in memory. A new one holds the default room, like a new
 /// data directory.
@@ -34,6 +34,8 @@ pub struct MemoryStore {
     read_markers: Mutex<HashMap<String, BTreeMap<String, u64>>>,
     /// room name → its messages, oldest first
     rooms: Mutex<BTreeMap<String, Vec<StoredEvent>>>,
+    /// room name → who may read it, for private rooms (the others are public)
+    private_rooms: Mutex<BTreeMap<String, RoomAccess>>,
 }
 
 impl MemoryStore {
@@ -44,6 +46,7 @@ impl MemoryStore {
             subscriptions: Mutex::default(),
             read_markers: Mutex::default(),
             rooms: Mutex::new(BTreeMap::from([(DEFAULT_ROOM.to_string(), Vec::new())])),
+            private_rooms: Mutex::default(),
         }
     }
 }

@@ -10,22 +10,16 @@ use crate::model::Message;
 use crate::store::search::{PageBuilder, SearchKey, SearchPage, SearchQuery, SearchStore};
 use crate::store::StoreError;
 
-impl MemoryStore {
-    /// Whether a reader who is a member of `member_of` may see `room`.
-    /// Every room is public until rooms can be private.
-    fn visible(&self, _room: &str, _member_of: &[String]) -> bool {
-        true
-    }
-}
-
 #[async_trait]
 impl SearchStore for MemoryStore {
     async fn search(&self, query: &SearchQuery, member_of: &[String]) -> Result<SearchPage, StoreError> {
         let mut candidates: Vec<(SearchKey, Message)> = {
+            let private = lock(&self.private_rooms).keys().cloned().collect::<Vec<String>>();
+            let visible = |room: &String| !private.contains(room) || member_of.contains(room);
             let rooms = lock(&self.rooms);
             rooms
                 .iter()
-                .filter(|(room, _)| self.visible(room, member_of))
+                .filter(|(room, _)| visible(room))
                 .flat_map(|(_, events)| messages_now(events))
                 .map(|m| (SearchKey::of(&m), m))
                 .collect()

@@ -197,6 +197,7 @@ async fn known_messages(
                     named_rooms.push(room.as_str());
                     targets.push(to_db(*id));
                 }
+                NewEvent::Member { .. } => {}
             }
         }
     }

@@ -21,7 +21,7 @@ use tokio_postgres::Row;
 use super::plan::{Counters, EventRow, MessageNow, Writes};
 use super::{PgStore, execute, from_db, rows, to_db};
 use crate::model::{Message, NewEvent, RoomName, StoredEvent, Username};
-use crate::store::{Appended, HistoryQuery, MessageStore, RoomInfo, StoreError};
+use crate::store::{Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, StoreError};
 
 /// The columns of `messages` that make a [`MessageNow`], in its order.
 macro_rules! message_columns {
@@ -33,17 +33,17 @@ macro_rules! message_columns {
 const ROOM_COUNTERS: &str = "SELECT last_seq, posts FROM rooms WHERE name = $1";
 const LOCK_ROOM: &str = "SELECT last_seq, posts FROM rooms WHERE name = $1 FOR UPDATE";
 const CREATE_ROOM: &str = "INSERT INTO rooms (name, created_by) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
-const LIST_ALL_ROOMS: &str = "SELECT name FROM rooms ORDER BY name LIMIT $1";
+const LIST_ALL_ROOMS: &str = "SELECT name FROM rooms WHERE NOT private ORDER BY name LIMIT $1";
 /// Exact match, then prefix, then the rest, each by name (`rank_rooms`).
-const SEARCH_ROOMS: &str = "SELECT name FROM rooms WHERE lower(name) LIKE $1
+const SEARCH_ROOMS: &str = "SELECT name FROM rooms WHERE lower(name) LIKE $1 AND NOT private
     ORDER BY lower(name) <> $2, NOT starts_with(lower(name), $2), name LIMIT $3";
-const EVENTS_AFTER: &str = "SELECT seq, kind, message_id, author, text, client_id, ts FROM events
+const EVENTS_AFTER: &str = "SELECT seq, kind, message_id, author, text, client_id, ts, subject, added FROM events
     WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 /// Locks every room of a group of batches, in one fixed order (by name,
 /// "C" collation): two nodes locking overlapping sets never deadlock.
 pub(super) const LOCK_ROOMS: &str = "SELECT name, last_seq, posts FROM rooms WHERE name = ANY($1) ORDER BY name FOR UPDATE";
-const INSERT_EVENTS: &str = "INSERT INTO events (room, seq, kind, message_id, author, text, client_id, ts)
-    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[])";
+const INSERT_EVENTS: &str = "INSERT INTO events (room, seq, kind, message_id, author, text, client_id, ts, subject, added)
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bool[])";
 const INSERT_MESSAGES: &str = "INSERT INTO messages (room, id, post_no, author, author_key, client_id, text, ts, edited_at, deleted)
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bool[])";
 const UPDATE_MESSAGES: &str = "UPDATE messages AS m SET text = c.text, edited_at = c.edited_at, deleted = c.deleted
@@ -103,6 +103,7 @@ fn event_row_of(row: &Row) -> EventRow {
     let kind = match row.get::<_, &str>(1) {
         "post" => super::plan::POST,
         "edit" => super::plan::EDIT,
+        "member" => super::plan::MEMBER,
         _ => super::plan::DELETE,
     };
     EventRow {
@@ -113,6 +114,8 @@ fn event_row_of(row: &Row) -> EventRow {
         text: row.get(4),
         client_id: row.get(5),
         ts: row.get(6),
+        subject: row.get(7),
+        added: row.get(8),
     }
 }
 
@@ -176,8 +179,10 @@ async fn insert_events(client: &impl GenericClient, rooms: &[(&str, &Writes)]) -
     let texts: Vec<Option<&str>> = events.iter().map(|(_, e)| e.text.as_deref()).collect();
     let client_ids: Vec<Option<&str>> = events.iter().map(|(_, e)| e.client_id.as_deref()).collect();
     let times: Vec<&str> = events.iter().map(|(_, e)| e.ts.as_str()).collect();
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
-        [&names, &seqs, &kinds, &message_ids, &authors, &texts, &client_ids, &times];
+    let subjects: Vec<Option<&str>> = events.iter().map(|(_, e)| e.subject.as_deref()).collect();
+    let added: Vec<Option<bool>> = events.iter().map(|(_, e)| e.added).collect();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] =
+        [&names, &seqs, &kinds, &message_ids, &authors, &texts, &client_ids, &times, &subjects, &added];
     execute(client, "store events", INSERT_EVENTS, &params).await
 }
 
@@ -252,7 +257,23 @@ impl MessageStore for PgStore {
         if !self.ensure_room(room.as_str(), created_by).await? {
             return Err(StoreError::RoomExists(room.to_string()));
         }
-        Ok(RoomInfo { name: room.to_string() })
+        Ok(RoomInfo::public(room.as_str()))
+    }
+
+    async fn create_private_room(&self, room: &RoomName, creator: &Username, kind: PrivateRoom<'_>) -> Result<RoomInfo, StoreError> {
+        self.insert_private_room(room, creator, kind).await
+    }
+
+    async fn room_access(&self, room: &RoomName) -> Result<Option<RoomAccess>, StoreError> {
+        self.read_access(room).await
+    }
+
+    async fn set_member(&self, room: &RoomName, member: &Username, by: &str, added: bool) -> Result<bool, StoreError> {
+        self.write_member(room, member, by, added).await
+    }
+
+    async fn private_rooms_of(&self, user_key: &str) -> Result<Vec<RoomInfo>, StoreError> {
+        self.rooms_of(user_key).await
     }
 
     async fn room_exists(&self, room: &RoomName) -> Result<bool, StoreError> {
@@ -271,7 +292,7 @@ impl MessageStore for PgStore {
             } else {
                 rows(&*client, "search rooms", SEARCH_ROOMS, &[&contains_pattern(&filter), &filter, &limit]).await?
             };
-            Ok(found.iter().map(|row| RoomInfo { name: row.get(0) }).collect())
+            Ok(found.iter().map(|row| RoomInfo::public(row.get::<_, String>(0))).collect())
         })
         .await
     }

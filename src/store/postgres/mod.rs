@@ -20,6 +20,7 @@
 //! five seconds, never a hang. A connection whose operation did not finish
 //! (timed out, or failed on the wire) is closed, never handed out again.
 
+mod access;
 mod accounts;
 mod commit;
 mod import;

@@ -67,6 +67,7 @@ impl MessageNow {
 pub(super) const POST: &str = "post";
 pub(super) const EDIT: &str = "edit";
 pub(super) const DELETE: &str = "delete";
+pub(super) const MEMBER: &str = "member";
 
 /// One row of `events`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +82,10 @@ pub(super) struct EventRow {
     /// A post's.
     pub client_id: Option<String>,
     pub ts: String,
+    /// A member event's member.
+    pub subject: Option<String>,
+    /// A member event's direction (added or removed).
+    pub added: Option<bool>,
 }
 
 impl EventRow {
@@ -101,6 +106,12 @@ impl EventRow {
                 EventKind::Post(if self.text.is_none() { message.redacted() } else { message })
             }
             EDIT => EventKind::Edit { id: self.message_id, user: self.author.clone(), text: self.text.clone(), ts: self.ts.clone() },
+            MEMBER => EventKind::Member {
+                user: self.subject.clone().unwrap_or_default(),
+                by: self.author.clone(),
+                added: self.added.unwrap_or_default(),
+                ts: self.ts.clone(),
+            },
             _ => EventKind::Delete { id: self.message_id, user: self.author.clone(), ts: self.ts.clone() },
         };
         StoredEvent { seq: self.seq, room: room.to_string(), kind }
@@ -172,17 +183,28 @@ impl Batch {
                 if let Some(stored) = self.sent_before(&user, &client_id) {
                     return Ok(Appended::Duplicate(stored));
                 }
-                let row = EventRow { seq, kind: POST, message_id: seq, author: user.to_string(), text: Some(text), client_id: Some(client_id), ts: ts.into() };
+                let row = EventRow { seq, kind: POST, message_id: seq, author: user.to_string(), text: Some(text), client_id: Some(client_id), ts: ts.into(), subject: None, added: None };
                 Ok(Appended::New(self.record(row)))
             }
             NewEvent::Edit { user, id, text } => {
                 self.check_author(id, &user)?;
-                Ok(Appended::New(self.record(EventRow { seq, kind: EDIT, message_id: id, author: user.to_string(), text: Some(text), client_id: None, ts: ts.into() })))
+                Ok(Appended::New(self.record(EventRow { seq, kind: EDIT, message_id: id, author: user.to_string(), text: Some(text), client_id: None, ts: ts.into(), subject: None, added: None })))
             }
             NewEvent::Delete { user, id } => {
                 self.check_author(id, &user)?;
-                Ok(Appended::New(self.record(EventRow { seq, kind: DELETE, message_id: id, author: user.to_string(), text: None, client_id: None, ts: ts.into() })))
+                Ok(Appended::New(self.record(EventRow { seq, kind: DELETE, message_id: id, author: user.to_string(), text: None, client_id: None, ts: ts.into(), subject: None, added: None })))
             }
+            NewEvent::Member { by, member, added } => Ok(Appended::New(self.record(EventRow {
+                seq,
+                kind: MEMBER,
+                message_id: 0,
+                author: by.to_string(),
+                text: None,
+                client_id: None,
+                ts: ts.into(),
+                subject: Some(member.to_string()),
+                added: Some(added),
+            }))),
         }
     }
 
@@ -198,13 +220,26 @@ impl Batch {
                 text: (!m.deleted).then(|| m.text.clone()),
                 client_id: Some(m.client_id.clone()),
                 ts: m.ts.clone(),
+                subject: None,
+                added: None,
             },
             EventKind::Edit { id, user, text, ts } => {
-                EventRow { seq: event.seq, kind: EDIT, message_id: *id, author: user.clone(), text: text.clone(), client_id: None, ts: ts.clone() }
+                EventRow { seq: event.seq, kind: EDIT, message_id: *id, author: user.clone(), text: text.clone(), client_id: None, ts: ts.clone(), subject: None, added: None }
             }
             EventKind::Delete { id, user, ts } => {
-                EventRow { seq: event.seq, kind: DELETE, message_id: *id, author: user.clone(), text: None, client_id: None, ts: ts.clone() }
+                EventRow { seq: event.seq, kind: DELETE, message_id: *id, author: user.clone(), text: None, client_id: None, ts: ts.clone(), subject: None, added: None }
             }
+            EventKind::Member { user, by, added, ts } => EventRow {
+                seq: event.seq,
+                kind: MEMBER,
+                message_id: 0,
+                author: by.clone(),
+                text: None,
+                client_id: None,
+                ts: ts.clone(),
+                subject: Some(user.clone()),
+                added: Some(*added),
+            },
         };
         let deleted_post = event.as_post().is_some_and(|m| m.deleted);
         self.record(row);
@@ -216,7 +251,7 @@ impl Batch {
     /// What the batch writes.
     pub fn finish(mut self) -> Writes {
         for row in &mut self.events {
-            if row.kind != DELETE && self.deleted.contains(&row.message_id) {
+            if (row.kind == POST || row.kind == EDIT) && self.deleted.contains(&row.message_id) {
                 row.text = None;
             }
         }
@@ -256,6 +291,7 @@ impl Batch {
         match row.kind {
             POST => self.add_post(&row),
             EDIT => self.edit_message(&row),
+            MEMBER => {}
             _ => self.delete_message(row.message_id),
         }
         self.events.push(row);
