@@ -301,3 +301,50 @@ async fn a_sent_message_is_findable_within_a_second() {
         }
     }
 }
+
+/// The store contract's visibility rule, on every backend (private rooms
+/// have no HTTP route yet): a private room's messages are found only with
+/// the room among `member_of`; on the files, also after a rebuild.
+#[tokio::test]
+async fn private_rooms_are_searched_by_their_members_only_on_every_backend() {
+    use chatroom::model::{NewEvent, RoomName, Username};
+    use chatroom::store::jsonl::JsonlStore;
+    use chatroom::store::memory::MemoryStore;
+    use chatroom::store::postgres::PgStore;
+    use chatroom::store::search::text::parse_terms;
+    use chatroom::store::{Fsync, MessageStore, PrivateRoom, SearchQuery, SearchStore};
+    use std::sync::Arc;
+
+    async fn check(store: Arc<dyn MessageStore>, backend: &str) {
+        let ann = Username::parse("Ann").unwrap();
+        let hidden = RoomName::parse("hidden").unwrap();
+        store.create_private_room(&hidden, &ann, PrivateRoom::Group).await.unwrap();
+        let post = |text: &str, client_id: &str| NewEvent::Post { user: ann.clone(), text: text.into(), client_id: client_id.into() };
+        store.append(&hidden, vec![post("merger plans for acme", "p1")]).await.unwrap();
+        let general = RoomName::parse("general").unwrap();
+        store.append(&general, vec![post("acme party", "g1")]).await.unwrap();
+        store.flush().await.unwrap();
+        let query = SearchQuery { terms: parse_terms("acme"), room: None, before: None, limit: 20 };
+        let rooms = |page: chatroom::store::SearchPage| {
+            let mut rooms: Vec<String> = page.results.iter().map(|r| r.room.clone()).collect();
+            rooms.sort();
+            rooms
+        };
+        assert_eq!(rooms(store.search(&query, &[]).await.unwrap()), ["general"], "{backend}: a non-member");
+        let member_of = ["hidden".to_string()];
+        assert_eq!(rooms(store.search(&query, &member_of).await.unwrap()), ["general", "hidden"], "{backend}: a member");
+    }
+
+    check(Arc::new(MemoryStore::new()), "memory").await;
+    let dir = tempfile::tempdir().unwrap();
+    check(Arc::new(JsonlStore::open(dir.path(), Fsync::Never).unwrap()), "jsonl").await;
+    std::fs::remove_dir_all(dir.path().join("search")).unwrap();
+    let reopened = JsonlStore::open(dir.path(), Fsync::Never).unwrap();
+    reopened.flush().await.unwrap();
+    let query = SearchQuery { terms: parse_terms("acme"), room: None, before: None, limit: 20 };
+    let found: Vec<String> = reopened.search(&query, &[]).await.unwrap().results.into_iter().map(|r| r.room).collect();
+    assert_eq!(found, ["general"], "rebuilt, the private room stays private");
+    if let Some(database) = TestDatabase::create().await {
+        check(Arc::new(PgStore::open(database.url(), Fsync::Never).await.unwrap()), "postgres").await;
+    }
+}
