@@ -22,7 +22,7 @@
 //! GET  /api/subscriptions
 //! PUT  /api/subscriptions/{room}
 //! DELETE /api/subscriptions/{room}
-//! GET  /api/search?q=&room=&limit=&before=
+//! GET  /api/search?q=&room=&limit=&before=   message search (docs/PROTOCOL.md §15)
 //! GET  /ws                     WebSocket
 //! GET  /healthz                store and fan-out state (200, or 503: no sends)
 //! GET  /metrics                Prometheus text (`--metrics on`; with
