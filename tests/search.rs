@@ -348,3 +348,75 @@ async fn private_rooms_are_searched_by_their_members_only_on_every_backend() {
         check(Arc::new(PgStore::open(database.url(), Fsync::Never).await.unwrap()), "postgres").await;
     }
 }
+
+/// The three backends answer alike (the reference, `memory`, decides) on
+/// a room bigger than PostgreSQL's first window (4,096 rows): frequent
+/// and rare terms, paging through cursors, edits and deletes.
+#[tokio::test]
+async fn every_backend_answers_like_the_reference_on_a_big_room() {
+    use chatroom::model::{NewEvent, RoomName, Username};
+    use chatroom::store::jsonl::JsonlStore;
+    use chatroom::store::memory::MemoryStore;
+    use chatroom::store::postgres::PgStore;
+    use chatroom::store::search::SearchKey;
+    use chatroom::store::search::text::parse_terms;
+    use chatroom::store::{Fsync, MessageStore, SearchQuery};
+    use std::sync::Arc;
+
+    const MESSAGES: u64 = 5_000;
+    let words = ["alpha", "beta", "gamma", "delta", "QA", "go", "über", "東京", "ABC-12", "x.pdf"];
+    let text = |n: u64| match n {
+        3 => "the needle https://example.com/a?b=1".to_string(),
+        _ => format!("{} {} {} n{n}", words[(n % 10) as usize], words[(n / 10 % 10) as usize], words[(n / 100 % 10) as usize]),
+    };
+    async fn fill(store: &Arc<dyn MessageStore>, text: &dyn Fn(u64) -> String) {
+        let ann = Username::parse("ann").unwrap();
+        let room = RoomName::parse("general").unwrap();
+        for first in (1..=MESSAGES).step_by(500) {
+            let batch = (first..first + 500)
+                .map(|n| NewEvent::Post { user: ann.clone(), text: text(n), client_id: format!("c{n}") })
+                .collect();
+            store.append(&room, batch).await.unwrap();
+        }
+        let change = vec![
+            NewEvent::Edit { user: ann.clone(), id: 10, text: "rewritten with zeta".into() },
+            NewEvent::Delete { user: ann.clone(), id: 20 },
+        ];
+        store.append(&room, change).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    /// Every page of `q` (limit 37) as (id, highlight), following cursors.
+    async fn all_pages(store: &Arc<dyn MessageStore>, q: &str) -> Vec<(u64, Vec<[u32; 2]>)> {
+        let mut found = Vec::new();
+        let mut before: Option<SearchKey> = None;
+        loop {
+            let query = SearchQuery { terms: parse_terms(q), room: None, before: before.clone(), limit: 37 };
+            let page = store.search(&query, &[]).await.unwrap();
+            found.extend(page.results.iter().map(|r| (r.id, r.highlight.clone())));
+            match page.next_before {
+                Some(cursor) => before = Some(SearchKey::parse_cursor(&cursor).unwrap()),
+                None => return found,
+            }
+        }
+    }
+
+    let reference: Arc<dyn MessageStore> = Arc::new(MemoryStore::new());
+    fill(&reference, &text).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut others: Vec<(&str, Arc<dyn MessageStore>)> = vec![("jsonl", Arc::new(JsonlStore::open(dir.path(), Fsync::Never).unwrap()))];
+    let database = TestDatabase::create().await;
+    if let Some(database) = &database {
+        others.push(("postgres", Arc::new(PgStore::open(database.url(), Fsync::Never).await.unwrap())));
+    }
+    for (_, store) in &others {
+        fill(store, &text).await;
+    }
+    for q in ["needle", "example.com/a", "alpha", "alpha beta", "qa", "go", "über", "東京", "abc-12", "x.pdf", "zeta", "n20", "n1234", "?b=1"] {
+        let expected = all_pages(&reference, q).await;
+        for (name, store) in &others {
+            assert_eq!(all_pages(store, q).await, expected, "{name}: {q}");
+        }
+    }
+    assert_eq!(all_pages(&reference, "needle").await.len(), 1);
+    assert!(all_pages(&reference, "alpha").await.len() > 1_000, "many pages, past the first window");
+}

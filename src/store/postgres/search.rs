@@ -6,7 +6,9 @@
 //! words, and its last token as a prefix: `'example' & 'com':*`); rows come
 //! newest first (`ts_ms, room, id` descending, after the cursor) joined
 //! with `messages` for the text and with `rooms` for who may see them, a
-//! batch at a time, and [`PageBuilder`] keeps what really matches.
+//! batch at a time — first from a window of the newest rows, then, for
+//! rare terms, from the GIN index ([`WINDOW`]) — and [`PageBuilder`] keeps
+//! what really matches.
 
 use std::time::Duration;
 
@@ -30,26 +32,47 @@ const DELETE: &str = "DELETE FROM message_search AS s USING unnest($1::text[], $
 
 /// The candidates of one batch, newest first. `$1` the tsquery, `$2` the
 /// reader's private rooms, `$3` one room or NULL, `$4..$6` the cursor
-/// (exclusive), `$7` the batch size.
+/// (exclusive), `$7` the batch size; `$8` the window (see [`WINDOW`]).
 macro_rules! candidates {
-    ($words:literal) => {
+    ($source:expr, $words:literal) => {
         concat!(
-            "SELECT m.room, m.id, m.author, m.text, m.ts, m.deleted, s.ts_ms FROM message_search s
-            JOIN rooms r ON r.name = s.room
+            "SELECT m.room, m.id, m.author, m.text, m.ts, m.deleted, s.ts_ms FROM ",
+            $source,
+            " s JOIN rooms r ON r.name = s.room
             JOIN messages m ON m.room = s.room AND m.id = s.id
             WHERE ",
             $words,
             " AND (NOT r.private OR s.room = ANY($2::text[]))
               AND ($3::text IS NULL OR s.room = $3::text)
               AND (s.ts_ms, s.room, s.id) < ($4::bigint, $5::text, $6::bigint)
+              AND $8::bigint > 0
             ORDER BY s.ts_ms DESC, s.room DESC, s.id DESC LIMIT $7"
         )
     };
 }
-const CANDIDATES: &str = candidates!("s.words @@ $1::text::tsquery");
+/// The newest [`WINDOW`] rows after the cursor, walked in time order (the
+/// order index), then filtered: cheap whatever the terms, and what a
+/// query matching many messages needs.
+macro_rules! window {
+    () => {
+        "(SELECT * FROM message_search WHERE (ts_ms, room, id) < ($4::bigint, $5::text, $6::bigint)
+          ORDER BY ts_ms DESC, room DESC, id DESC LIMIT $8)"
+    };
+}
+const WORDS: &str = candidates!("message_search", "s.words @@ $1::text::tsquery");
+const WORDS_IN_WINDOW: &str = candidates!(window!(), "s.words @@ $1::text::tsquery");
 /// For a query with no token at all (only punctuation): every message is
-/// a candidate; `$1` is unused.
-const CANDIDATES_ANY: &str = candidates!("$1::text IS NOT NULL");
+/// a candidate, walked in time order; `$1` is unused.
+const ANY_IN_WINDOW: &str = candidates!(window!(), "$1::text IS NOT NULL");
+/// Where a window after the cursor ends: its oldest row (`$4` = window − 1).
+const WINDOW_EDGE: &str = "SELECT ts_ms, room, id FROM message_search WHERE (ts_ms, room, id) < ($1::bigint, $2::text, $3::bigint)
+    ORDER BY ts_ms DESC, room DESC, id DESC OFFSET $4 LIMIT 1";
+/// Rows a window walks. A query first takes the newest window after its
+/// cursor in time order; when that holds less than a batch of matches the
+/// terms are rare, and the rest comes from the GIN index (few rows to
+/// sort). So both kinds cost little, whatever the planner would guess
+/// about how the terms combine.
+const WINDOW: i64 = 4096;
 
 /// The tsquery of `terms`: their whole words, and each last token as a
 /// prefix; `None` when they have no token.
@@ -65,10 +88,7 @@ fn tsquery(terms: &[QueryTerm]) -> Option<String> {
 impl SearchStore for PgStore {
     async fn search(&self, query: &SearchQuery, member_of: &[String]) -> Result<SearchPage, StoreError> {
         const WHAT: &str = "search messages";
-        let (sql, tsq) = match tsquery(&query.terms) {
-            Some(tsq) => (CANDIDATES, tsq),
-            None => (CANDIDATES_ANY, String::new()),
-        };
+        let tsq = tsquery(&query.terms);
         let room = query.room.as_ref().map(|r| r.to_string());
         self.run(WHAT, async |client| {
             let mut page = PageBuilder::new(query);
@@ -77,33 +97,53 @@ impl SearchStore for PgStore {
                 None => (i64::MAX, String::new(), 0),
             };
             let mut batch: i64 = ((query.limit as i64 + 1) * 2).max(64);
+            let mut windowed = true;
+            let words = tsq.clone().unwrap_or_default();
             loop {
-                let found = rows(&*client, WHAT, sql, &[&tsq, &member_of, &room, &ts, &after_room, &after_id, &batch]).await?;
+                let sql = match (&tsq, windowed) {
+                    (None, _) => ANY_IN_WINDOW,
+                    (Some(_), true) => WORDS_IN_WINDOW,
+                    (Some(_), false) => WORDS,
+                };
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+                    [&words, &member_of, &room, &ts, &after_room, &after_id, &batch, &WINDOW];
+                let found = rows(&*client, WHAT, sql, &params).await?;
                 for row in &found {
-                    let message = Message {
-                        room: row.get(0),
-                        id: from_db(row.get(1)),
-                        user: row.get(2),
-                        text: row.get(3),
-                        ts: row.get(4),
-                        client_id: String::new(),
-                        edited_at: None,
-                        deleted: row.get(5),
-                    };
-                    if !page.offer(&message) {
+                    if !page.offer(&message_of(row)) {
                         return Ok(page.finish());
                     }
                 }
-                let Some(last) = found.last() else { break };
-                if (found.len() as i64) < batch {
+                if let Some(last) = found.last().filter(|_| found.len() as i64 == batch) {
+                    (ts, after_room, after_id) = (last.get(6), last.get(0), last.get(1));
+                    batch = (batch * 2).min(4096);
+                    continue;
+                }
+                if !windowed {
                     break;
                 }
-                (ts, after_room, after_id) = (last.get(6), last.get(0), last.get(1));
-                batch = (batch * 2).min(4096);
+                // The window held less than a batch: go on after it.
+                let edge = rows(&*client, WHAT, WINDOW_EDGE, &[&ts, &after_room, &after_id, &(WINDOW - 1)]).await?;
+                let Some(edge) = edge.first() else { break };
+                (ts, after_room, after_id) = (edge.get(0), edge.get(1), edge.get(2));
+                windowed = tsq.is_none();
             }
             Ok(page.finish())
         })
         .await
+    }
+}
+
+/// A candidate row as a message (its text as it is now).
+fn message_of(row: &tokio_postgres::Row) -> Message {
+    Message {
+        room: row.get(0),
+        id: from_db(row.get(1)),
+        user: row.get(2),
+        text: row.get(3),
+        ts: row.get(4),
+        client_id: String::new(),
+        edited_at: None,
+        deleted: row.get(5),
     }
 }
 
