@@ -18,6 +18,11 @@
 //!   to the newest one seen) and when the fan-out sends a resync marker
 //!   (it may have lost events: Redis was down), so a client gets every
 //!   seq once, in order, whatever the fan-out dropped;
+//! - a catch-up whose store read fails is tried again after 50, 200 and
+//!   800 ms (a timer the loop waits on with everything else, so the socket
+//!   keeps relaying its other rooms); if the store still fails, the socket
+//!   is closed with 1013 ([`CLOSE_TRY_AGAIN`]) and the client resumes with
+//!   `after`: it is never left open and silently behind;
 //! - at most [`MAX_QUEUED_BYTES`] of frames are gathered before a write,
 //!   and queued frames are written with one flush, not one syscall each;
 //! - a write that makes no progress for `write_timeout` drops the socket
@@ -53,7 +58,7 @@ use crate::auth::sessions::{EndReason, Session};
 use crate::error::ChatError;
 use crate::chat::{Actor, Chat};
 use crate::fanout::{RoomEvent, UserEvent};
-use crate::model::{MAX_CLIENT_ID, RoomName};
+use crate::model::{EventKind, MAX_CLIENT_ID, RoomName};
 use crate::protocol::{ClientEvent, HistoryItem, ServerEvent};
 use crate::rate::{RateLimiter, SendRate};
 use crate::store::Appended;
@@ -73,6 +78,9 @@ const MAX_FRAMES_PER_FLUSH: usize = 256;
 pub const MAX_QUEUED_BYTES: usize = 256 * 1024;
 /// Messages read from the store per catch-up step.
 const CATCH_UP_PAGE: usize = 100;
+/// Waits before each new try of a catch-up read that failed; once they are
+/// used up, the socket is closed with [`CLOSE_TRY_AGAIN`].
+const CATCH_UP_RETRIES: [Duration; 3] = [Duration::from_millis(50), Duration::from_millis(200), Duration::from_millis(800)];
 /// How long the close frame may take once a socket is being dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Typing events relayed per user and room, at most one per this period.
@@ -81,6 +89,9 @@ const TYPING_PERIOD: Duration = Duration::from_secs(1);
 static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 /// Close code for "your session ended" (application range 4000–4999).
 pub const CLOSE_SESSION_ENDED: u16 = 4401;
+/// Close code for "try again later" (RFC 6455's 1013): missed events could
+/// not be re-read from the store; the client rejoins with `after`.
+pub const CLOSE_TRY_AGAIN: u16 = 1013;
 
 /// What a connection needs from the rest of the server.
 pub struct ConnectionContext {
@@ -106,6 +117,18 @@ enum Change {
     Delete(u64),
 }
 
+/// Whether a room event's frame says the user with this (lower-cased) key
+/// was removed from the room. Only `member` frames are parsed.
+fn removes(frame: &str, user_key: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct MemberFrame {
+        user: String,
+        added: bool,
+    }
+    frame.starts_with(r#"{"type":"member""#)
+        && serde_json::from_str::<MemberFrame>(frame).is_ok_and(|m| !m.added && m.user.to_lowercase() == user_key)
+}
+
 /// Runs a connection to its end.
 pub async fn run<S>(mut socket: S, ctx: ConnectionContext)
 where
@@ -116,6 +139,8 @@ where
     let mut conn = Connection::new(&ctx);
     // The user's own news (a read marker moved on another device).
     let mut user_events = BroadcastStream::new(conn.chat.user_events(&conn.actor));
+    // A guest's mentions (they come by name, not on the session's channel).
+    let mut name_events = conn.chat.guest_name_events(&conn.actor).map(BroadcastStream::new);
     let mut session_ended = ctx.session.ended();
     let mut shutdown = ctx.shutdown.clone();
     let mut pending: FuturesUnordered<PendingSend> = FuturesUnordered::new();
@@ -140,12 +165,13 @@ where
     // waiting, and writes happen after the `select!`, so no lock is needed.
     let close = loop {
         let mut out = Outbox::default();
+        let retry_at = conn.feeds.next_retry();
         tokio::select! {
             biased;
             stopped = &mut stop => break Some(stopped.close_frame()),
             // The keepalive timer and the user's own news: rarely anything,
             // so polled only when one of them woke the task.
-            event = quiet_event(&quiet, &mut pings, &mut user_events) => match event {
+            event = quiet_event(&quiet, &mut pings, &mut user_events, name_events.as_mut()) => match event {
                 Quiet::PingDue => match pings.on_tick() {
                     Some(ping) => out.push(ping),
                     None => break None, // silent for a whole interval
@@ -176,7 +202,11 @@ where
                 Some(Err(_)) | None => break None,
             },
             // Catch-up and live events take turns, so neither starves the other.
-            _ = std::future::ready(()), if catch_up_first && conn.feeds.catching_up().is_some() => conn.catch_up_step(&mut out).await,
+            _ = std::future::ready(()), if catch_up_first && conn.feeds.catching_up().is_some() => {
+                if let Err(close) = conn.catch_up_step(&mut out).await {
+                    break Some(close);
+                }
+            }
             Some((feed, event)) = conn.feeds.next(), if !conn.feeds.is_empty() => {
                 conn.on_room_event(feed, event, &mut out);
                 // Take whatever else is ready now, to write it in one flush.
@@ -185,7 +215,13 @@ where
                     conn.on_room_event(feed, event, &mut out);
                 }
             }
-            _ = std::future::ready(()), if conn.feeds.catching_up().is_some() => conn.catch_up_step(&mut out).await,
+            _ = std::future::ready(()), if conn.feeds.catching_up().is_some() => {
+                if let Err(close) = conn.catch_up_step(&mut out).await {
+                    break Some(close);
+                }
+            }
+            // A catch-up waiting to try its read again: the next turn runs it.
+            _ = retry_timer(retry_at), if retry_at.is_some() => {}
         }
         catch_up_first = !catch_up_first;
         if out.is_empty() {
@@ -252,11 +288,17 @@ fn quiet_event<'a>(
     gate: &'a WakeGate,
     pings: &'a mut Keepalive,
     user_events: &'a mut BroadcastStream<Arc<UserEvent>>,
+    mut name_events: Option<&'a mut BroadcastStream<Arc<UserEvent>>>,
 ) -> impl Future<Output = Quiet> + 'a {
     futures::future::poll_fn(move |cx| {
         gate.poll(cx, |cx| {
             if pings.poll_tick(cx).is_ready() {
                 return Poll::Ready(Quiet::PingDue);
+            }
+            if let Some(names) = name_events.as_deref_mut()
+                && let Poll::Ready(Some(news)) = names.poll_next_unpin(cx)
+            {
+                return Poll::Ready(Quiet::UserNews(news));
             }
             match user_events.poll_next_unpin(cx) {
                 Poll::Ready(Some(news)) => Poll::Ready(Quiet::UserNews(news)),
@@ -376,6 +418,14 @@ where
         sink.feed(frame).await?;
     }
     sink.flush().await
+}
+
+/// Ready at `at` (never without one).
+async fn retry_timer(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn close_frame(code: CloseCode, reason: &'static str) -> WsMessage {
@@ -637,26 +687,35 @@ impl Connection {
             return;
         }
         out.push_relayed(WsMessage::Text(event.frame.clone()), event.published_at_ms);
+        if removes(&event.frame, &self.user_key) {
+            self.removed_from(feed, out);
+        }
+    }
+
+    /// This user was removed from the room of `feed`: its events stop here
+    /// (the `member` frame was the last), as if the client had left.
+    fn removed_from(&mut self, feed: usize, out: &mut Outbox) {
+        let room = self.feeds.get(feed).room.clone();
+        tracing::info!(room = %room, user = %self.user, "removed from a private room: leaving it");
+        self.leave(room.as_str(), out);
     }
 
     /// One step of a catch-up: the next page of events the store holds
     /// after the last seq the client saw, up to [`MAX_QUEUED_BYTES`]. A
-    /// short page ends the catch-up.
-    async fn catch_up_step(&mut self, out: &mut Outbox) {
-        let Some(feed) = self.feeds.catching_up() else { return };
+    /// short page ends the catch-up. A failed read is tried again later
+    /// ([`CATCH_UP_RETRIES`]); `Err` with the close frame once the tries
+    /// are used up.
+    async fn catch_up_step(&mut self, out: &mut Outbox) -> Result<(), WsMessage> {
+        let Some(feed) = self.feeds.catching_up() else { return Ok(()) };
         let (room, after) = {
             let f = self.feeds.get(feed);
             (f.room.clone(), f.last_seq)
         };
         let missed = match self.chat.events(&self.actor, room.as_str(), after, CATCH_UP_PAGE).await {
             Ok(page) => page,
-            Err(err) => {
-                // Stop trying; the client's next resume (`after`) fills the gap.
-                tracing::error!(room = %room, error = %err, "could not re-read missed events");
-                self.feeds.get_mut(feed).catching_up = false;
-                return;
-            }
+            Err(err) => return self.catch_up_failed(feed, &err),
         };
+        self.feeds.get_mut(feed).read_succeeded();
         let more = missed.has_more;
         let mut all_sent = true;
         for event in missed.events {
@@ -665,10 +724,32 @@ impl Connection {
                 break;
             }
             self.feeds.get_mut(feed).last_seq = event.seq;
+            let removed = matches!(&event.kind, EventKind::Member { user, added: false, .. } if user.to_lowercase() == self.user_key);
             out.push(event_frame(&ServerEvent::from_stored(event)));
+            if removed {
+                self.removed_from(feed, out);
+                return Ok(());
+            }
         }
         if all_sent && !more {
             self.feeds.get_mut(feed).catching_up = false;
+        }
+        Ok(())
+    }
+
+    /// A catch-up read failed: try again after the next wait, or give up
+    /// and close the socket (the client resumes with `after`).
+    fn catch_up_failed(&mut self, feed: usize, err: &ChatError) -> Result<(), WsMessage> {
+        let feed = self.feeds.get_mut(feed);
+        match feed.read_failed() {
+            Some(wait) => {
+                tracing::warn!(room = %feed.room, user = %self.user, error = %err, ?wait, "could not re-read missed events; trying again");
+                Ok(())
+            }
+            None => {
+                tracing::error!(room = %feed.room, user = %self.user, error = %err, "could not re-read missed events; closing the socket for the client to resume");
+                Err(close_frame(CloseCode::from(CLOSE_TRY_AGAIN), "missed events could not be read; rejoin with after"))
+            }
         }
     }
 }
@@ -693,6 +774,10 @@ struct Feed {
     /// lost events): messages come from the store, a page per turn, until
     /// it is level again.
     catching_up: bool,
+    /// Catch-up reads that failed in a row.
+    failed_reads: usize,
+    /// When the catch-up may read again after a failure.
+    retry_at: Option<tokio::time::Instant>,
     /// Seqs arrive one after another: a gap means events were lost on the
     /// way. Off after a join that left the client paging the rest
     /// (`has_more`), until the first live event sets the pace.
@@ -729,6 +814,26 @@ impl Feed {
     fn start_catch_up(&mut self) {
         self.catching_up = true;
     }
+
+    /// Whether the catch-up may read now (`now` is asked only while a
+    /// retry waits).
+    fn may_read(&self, now: &mut impl FnMut() -> tokio::time::Instant) -> bool {
+        self.catching_up && self.retry_at.is_none_or(|at| at <= now())
+    }
+
+    /// A catch-up read failed: how long to wait before the next try, or
+    /// `None` once the tries are used up.
+    fn read_failed(&mut self) -> Option<Duration> {
+        let wait = CATCH_UP_RETRIES.get(self.failed_reads).copied();
+        self.failed_reads += 1;
+        self.retry_at = wait.map(|wait| tokio::time::Instant::now() + wait);
+        wait
+    }
+
+    fn read_succeeded(&mut self) {
+        self.failed_reads = 0;
+        self.retry_at = None;
+    }
 }
 
 type FeedItem = (usize, Result<Arc<RoomEvent>, BroadcastStreamRecvError>);
@@ -746,9 +851,16 @@ impl Feeds {
         self.feeds.is_empty()
     }
 
-    /// A room that is catching up from the store, if any.
+    /// A room that is catching up from the store and may read now, if any.
     fn catching_up(&self) -> Option<usize> {
-        self.feeds.iter().position(|f| f.catching_up)
+        let mut now = None;
+        let mut now = || *now.get_or_insert_with(tokio::time::Instant::now);
+        self.feeds.iter().position(|f| f.may_read(&mut now))
+    }
+
+    /// The earliest time a catch-up waits for to read again, if any.
+    fn next_retry(&self) -> Option<tokio::time::Instant> {
+        self.feeds.iter().filter(|f| f.catching_up).filter_map(|f| f.retry_at).min()
     }
 
     fn len(&self) -> usize {
@@ -767,7 +879,7 @@ impl Feeds {
     /// unless the client still pages events before the live ones. `true`
     /// if it was already there.
     fn insert(&mut self, room: RoomName, events: BroadcastStream<Arc<RoomEvent>>, last_seq: u64, contiguous: bool) -> bool {
-        let feed = Feed { room, events, last_seq, catching_up: false, contiguous };
+        let feed = Feed { room, events, last_seq, catching_up: false, failed_reads: 0, retry_at: None, contiguous };
         match self.position(&feed.room) {
             Some(i) => {
                 self.feeds[i] = feed;
@@ -827,7 +939,15 @@ mod tests {
 
     fn feed_at(last_seq: u64, contiguous: bool) -> Feed {
         let (_, receiver) = tokio::sync::broadcast::channel(1);
-        Feed { room: RoomName::parse("general").unwrap(), events: BroadcastStream::new(receiver), last_seq, catching_up: false, contiguous }
+        Feed {
+            room: RoomName::parse("general").unwrap(),
+            events: BroadcastStream::new(receiver),
+            last_seq,
+            catching_up: false,
+            failed_reads: 0,
+            retry_at: None,
+            contiguous,
+        }
     }
 
     #[tokio::test]
@@ -855,6 +975,33 @@ mod tests {
         let mut feed = feed_at(500, false);
         assert_eq!(feed.admit(900), Admit::Deliver);
         assert_eq!(feed.admit(902), Admit::CatchUp);
+    }
+
+    #[tokio::test]
+    async fn a_failed_catch_up_read_waits_longer_each_time_then_gives_up() {
+        let mut feeds = Feeds::default();
+        feeds.feeds.push(feed_at(3, true));
+        feeds.get_mut(0).start_catch_up();
+        for wait in CATCH_UP_RETRIES {
+            assert_eq!(feeds.catching_up(), Some(0));
+            let before = tokio::time::Instant::now();
+            assert_eq!(feeds.get_mut(0).read_failed(), Some(wait));
+            assert_eq!(feeds.catching_up(), None, "no read before the wait is over");
+            let retry = feeds.next_retry().expect("a retry time");
+            assert!(retry >= before + wait && retry <= tokio::time::Instant::now() + wait);
+            feeds.get_mut(0).retry_at = Some(tokio::time::Instant::now()); // the wait is over
+        }
+        assert_eq!(feeds.get_mut(0).read_failed(), None, "the tries are used up");
+    }
+
+    #[tokio::test]
+    async fn a_successful_read_starts_the_tries_afresh() {
+        let mut feed = feed_at(3, true);
+        feed.start_catch_up();
+        assert_eq!(feed.read_failed(), Some(CATCH_UP_RETRIES[0]));
+        assert_eq!(feed.read_failed(), Some(CATCH_UP_RETRIES[1]));
+        feed.read_succeeded();
+        assert_eq!(feed.read_failed(), Some(CATCH_UP_RETRIES[0]));
     }
 
     #[tokio::test]

@@ -34,6 +34,10 @@ pub enum ChatError {
     RoomExists(String),
     #[error("the name '{0}' is taken")]
     NameTaken(String),
+    #[error("no user named '{0}'")]
+    UserNotFound(String),
+    #[error("{0}")]
+    NoMembers(String),
     #[error("you are not logged in")]
     Unauthorized,
     #[error("this request's Origin is not allowed")]
@@ -91,6 +95,8 @@ impl ChatError {
             Self::Forbidden(_) => "forbidden",
             Self::RoomExists(_) => "room_exists",
             Self::NameTaken(_) => "name_taken",
+            Self::UserNotFound(_) => "user_not_found",
+            Self::NoMembers(_) => "no_members",
             Self::Unauthorized => "unauthorized",
             Self::ForbiddenOrigin => "forbidden_origin",
             Self::ForbiddenHost(_) => "forbidden_host",
@@ -125,8 +131,8 @@ impl ChatError {
             | Self::WeakPassword(_) => 400,
             Self::Unauthorized | Self::BadCredentials => 401,
             Self::Forbidden(_) | Self::ForbiddenOrigin | Self::ForbiddenHost(_) | Self::GuestsDisabled | Self::NotJoined(_) | Self::TooManyRooms(_) => 403,
-            Self::RoomNotFound(_) | Self::NotFound | Self::MessageNotFound(_) => 404,
-            Self::RoomExists(_) | Self::NameTaken(_) => 409,
+            Self::RoomNotFound(_) | Self::NotFound | Self::MessageNotFound(_) | Self::UserNotFound(_) => 404,
+            Self::RoomExists(_) | Self::NameTaken(_) | Self::NoMembers(_) => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::TooManyAttempts { .. } | Self::RateLimited | Self::RateLimitedFor { .. } | Self::TooManyConnections(_) => 429,

@@ -65,6 +65,10 @@ pub enum ServerEvent {
     /// `user` was added to (`added`) or removed from a private room by
     /// `by`. A removed member's sockets get it last: the room is left.
     Member { room: String, user: String, by: String, added: bool, seq: u64 },
+    /// A message concerns the user (`reason`: `mention` for `@name`, `here`
+    /// for `@here`, `dm` in a direct message, `thread` for a reply in a
+    /// thread they took part in); sent to all of their sockets.
+    Mention { room: String, id: u64, user: String, text: String, reason: String },
     /// The user's read marker moved (sent to the user's other sockets).
     Read { room: String, id: u64 },
     /// Someone came online in / left a room.

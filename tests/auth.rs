@@ -5,7 +5,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{COOKIE, TestServer, User, list_files, refused_status};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chatroom::auth::AuthStores;
+use chatroom::store::memory::MemoryStore;
+use chatroom::store::{SessionRecord, SessionStore, StoreError};
+use chatroom::{Config, RunningServer, Stores};
+use common::{COOKIE, Endpoint, TestServer, User, list_files, refused_status};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -16,7 +23,7 @@ async fn sign_up_logs_in_and_me_says_not_guest() {
     let server = TestServer::start().await;
     let ann = User::sign_up(&server, "Ann", PASSWORD).await;
     assert_eq!(ann.get("/api/me").await, (200, json!({"username": "Ann", "guest": false})));
-    assert_eq!(ann.get("/api/subscriptions").await, (200, json!([{"name": "general", "read": 0, "unread": 0}])));
+    assert_eq!(ann.get("/api/subscriptions").await, (200, json!([{"name": "general", "read": 0, "unread": 0, "mentions": 0}])));
 }
 
 #[tokio::test]
@@ -182,7 +189,7 @@ async fn sessions_and_subscriptions_survive_a_restart() {
     server.restart().await;
     assert_eq!(
         server.get_with_cookie("/api/subscriptions", &cookie).await,
-        (200, json!([{"name": "general", "read": 0, "unread": 0}, {"name": "rust", "read": 0, "unread": 0}]))
+        (200, json!([{"name": "general", "read": 0, "unread": 0, "mentions": 0}, {"name": "rust", "read": 0, "unread": 0, "mentions": 0}]))
     );
     // Log-in still works after the restart (the hash was stored).
     let mut again = server.anonymous();
@@ -312,14 +319,14 @@ async fn guest_subscriptions_last_as_long_as_the_session_even_across_restarts() 
     server.restart().await;
 
     let (_, subscriptions) = server.get_with_cookie("/api/subscriptions", &cookie).await;
-    assert_eq!(subscriptions, json!([{"name": "general", "read": 0, "unread": 0}, {"name": "lobby", "read": 0, "unread": 0}]));
+    assert_eq!(subscriptions, json!([{"name": "general", "read": 0, "unread": 0, "mentions": 0}, {"name": "lobby", "read": 0, "unread": 0, "mentions": 0}]));
 
     // After logout a new guest of the same name starts afresh.
     let gus = gus.at(&server);
     assert_eq!(gus.post("/api/logout", json!({})).await.0, 204);
     let mut again = server.anonymous();
     again.login_guest("gus").await;
-    assert_eq!(again.get("/api/subscriptions").await, (200, json!([{"name": "general", "read": 0, "unread": 0}])));
+    assert_eq!(again.get("/api/subscriptions").await, (200, json!([{"name": "general", "read": 0, "unread": 0, "mentions": 0}])));
 }
 
 #[tokio::test]
@@ -340,7 +347,7 @@ async fn state_changing_requests_must_be_json() {
     let bare_delete = ann.request(Method::DELETE, "/api/subscriptions/general").send().await.unwrap();
     assert_eq!(bare_delete.status().as_u16(), 415);
     assert_eq!(ann.get("/api/me").await.0, 200, "still logged in");
-    assert_eq!(ann.get("/api/subscriptions").await.1, json!([{"name": "general", "read": 0, "unread": 0}]));
+    assert_eq!(ann.get("/api/subscriptions").await.1, json!([{"name": "general", "read": 0, "unread": 0, "mentions": 0}]));
 }
 
 /// Sends `POST path` over a raw connection, with exactly `headers` (plus
@@ -480,4 +487,127 @@ async fn a_right_password_does_not_count_as_a_failure() {
         assert_eq!(ann.log_in("ann", "guess guess").await.0, 401);
     }
     assert_eq!(ann.log_in("ann", PASSWORD).await.0, 429);
+}
+
+// ------------------------------------------------ concurrent guest log-ins
+
+/// Guest log-ins of different names run at once: each one's session write
+/// waits (up to a second) for all the others to be writing too, which only
+/// happens if none waits for another's log-in to finish.
+#[tokio::test]
+async fn guest_log_ins_of_different_names_run_at_once() {
+    const GUESTS: usize = 16;
+    let node = GatedNode::start(GUESTS).await;
+    let endpoint = node.endpoint();
+    let log_ins = (0..GUESTS).map(|i| {
+        let mut visitor = endpoint.anonymous();
+        async move { visitor.login_guest(&format!("guest{i}")).await }
+    });
+    let started = Instant::now();
+    let answers = futures::future::join_all(log_ins).await;
+    let took = started.elapsed();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+    }
+    let most = node.sessions.most_at_once();
+    assert_eq!(most, GUESTS, "session writes in flight at once (took {took:?})");
+    node.stop().await;
+}
+
+/// Two log-ins of look-alike names at once: exactly one gets the name,
+/// even though the first one's session write is held up meanwhile.
+#[tokio::test]
+async fn of_two_guest_log_ins_of_look_alike_names_at_once_exactly_one_wins() {
+    for (a, b) in [("ann", "ANN"), ("admin", "\u{0430}dmin")] {
+        let node = GatedNode::start(2).await;
+        let endpoint = node.endpoint();
+        let (mut first, mut second) = (endpoint.anonymous(), endpoint.anonymous());
+        let (one, two) = tokio::join!(first.login_guest(a), second.login_guest(b));
+        let mut statuses = [one.0, two.0];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "{a:?}: {}, {b:?}: {}", one.1, two.1);
+        let loser = if one.0 == 409 { &one.1 } else { &two.1 };
+        assert_eq!(loser["error"]["code"], "name_taken", "{loser}");
+        assert_eq!(node.sessions.most_at_once(), 1, "the look-alike never reached its session write");
+        node.stop().await;
+    }
+}
+
+/// A server whose session writes go through [`GatedSessions`].
+struct GatedNode {
+    server: RunningServer,
+    sessions: Arc<GatedSessions>,
+    _dir: tempfile::TempDir,
+}
+
+impl GatedNode {
+    async fn start(wait_for: usize) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let memory = Arc::new(MemoryStore::new());
+        let sessions = Arc::new(GatedSessions::new(memory.clone(), wait_for));
+        let accounts = AuthStores { sessions: sessions.clone(), ..AuthStores::of(memory.clone()) };
+        let stores = Stores { messages: memory, accounts };
+        let server = RunningServer::start_with_stores(Config::for_data_dir(dir.path()), stores).await.expect("the server starts");
+        Self { server, sessions, _dir: dir }
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint { addr: self.server.addr }
+    }
+
+    async fn stop(self) {
+        tokio::time::timeout(Duration::from_secs(30), self.server.stop())
+            .await
+            .expect("the server stops within 30 s")
+            .expect("the server stops cleanly");
+    }
+}
+
+/// The memory store's sessions, where each new session's write waits until
+/// `wait_for` writes are in flight at once, or a second has passed; it
+/// counts the most seen in flight.
+struct GatedSessions {
+    inner: Arc<MemoryStore>,
+    wait_for: usize,
+    in_flight: tokio::sync::watch::Sender<usize>,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl GatedSessions {
+    fn new(inner: Arc<MemoryStore>, wait_for: usize) -> Self {
+        Self { inner, wait_for, in_flight: tokio::sync::watch::channel(0).0, most: Default::default() }
+    }
+
+    fn most_at_once(&self) -> usize {
+        self.most.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl SessionStore for GatedSessions {
+    async fn save_session(&self, session: SessionRecord) -> Result<(), StoreError> {
+        let mut now = 0;
+        self.in_flight.send_modify(|n| {
+            *n += 1;
+            now = *n;
+        });
+        self.most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+        let mut all_in = self.in_flight.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(1), all_in.wait_for(|n| *n >= self.wait_for)).await;
+        let saved = self.inner.save_session(session).await;
+        self.in_flight.send_modify(|n| *n -= 1);
+        saved
+    }
+    async fn find_session(&self, id_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.inner.find_session(id_hash).await
+    }
+    async fn load_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        self.inner.load_sessions().await
+    }
+    async fn touch_sessions(&self, seen: Vec<(String, u64)>) -> Result<(), StoreError> {
+        self.inner.touch_sessions(seen).await
+    }
+    async fn delete_sessions(&self, id_hashes: Vec<String>) -> Result<(), StoreError> {
+        self.inner.delete_sessions(id_hashes).await
+    }
 }

@@ -176,7 +176,7 @@ async fn hostile_room_names_are_refused_everywhere_and_never_touch_the_disk() {
         assert!(ok, "unexpected file in the data directory: {file} (all: {after:?})");
     }
     let (_, rooms) = ann.get("/api/rooms").await;
-    assert_eq!(rooms, json!([{"name": "general"}]));
+    assert_eq!(rooms, json!([{"name": "general", "private": false}]));
 }
 
 #[tokio::test]
@@ -374,7 +374,7 @@ async fn a_foreign_origin_is_refused() {
     assert_eq!(ann.messages("general", "").await, Vec::<Value>::new());
     assert_eq!(ann.get("/api/me").await.1["username"], "ann", "the session was not replaced");
     let (_, rooms) = ann.get("/api/rooms").await;
-    assert_eq!(rooms, json!([{"name": "general"}]));
+    assert_eq!(rooms, json!([{"name": "general", "private": false}]));
 
     // The server's own origin is fine.
     let mut a = ann.try_ws(Some(&server.origin())).await.expect("same-origin WebSocket");

@@ -150,7 +150,7 @@ async fn rooms_are_searched_case_insensitively() {
     let mut all = names(&body);
     all.sort();
     assert_eq!(all, vec!["general", "python", "rust", "rust-lang", "rustaceans", "trust"]);
-    assert_eq!(body[0], json!({"name": "general"}), "entries look like {{\"name\":...}}: {body}");
+    assert_eq!(body[0], json!({"name": "general", "private": false}), "entries look like {{\"name\",\"private\"}}: {body}");
 
     let (status, body) = ann.get("/api/rooms?limit=0").await;
     assert_eq!(status, 400, "{body}");

@@ -47,7 +47,7 @@ async fn a_restart_keeps_history_and_ids_continue() {
 
     // Rooms survive too.
     let (_, rooms) = ann.get("/api/rooms?q=kept").await;
-    assert_eq!(rooms, json!([{"name": "kept"}]));
+    assert_eq!(rooms, json!([{"name": "kept", "private": false}]));
     assert_eq!(texts(&ann.messages("kept", "").await), vec!["in another room"]);
     assert_eq!(id(&ann.send_http("kept", "more", "k2").await), 2);
 
@@ -273,7 +273,7 @@ async fn whole_last_records_of_users_and_rooms_survive_a_restart() {
     let (status, body, _) = ann.log_in("Ann", "correct horse battery").await;
     assert_eq!(status, 200, "the account outlived two restarts: {body}");
     let (_, rooms) = ann.get("/api/rooms?q=kept").await;
-    assert_eq!(rooms, json!([{"name": "kept-room"}]));
+    assert_eq!(rooms, json!([{"name": "kept-room", "private": false}]));
 }
 
 /// Step 5: a room whose line in `rooms.jsonl` is damaged is still a room:

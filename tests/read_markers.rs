@@ -66,7 +66,7 @@ async fn markers_survive_a_restart_and_joined_carries_them() {
     let mut ws = ann.ws().await;
     let joined = ws.join("general").await;
     assert_eq!(joined["read"], 2);
-    assert_eq!(state_of(&ann, "general").await, json!({"name": "general", "read": 2, "unread": 2}));
+    assert_eq!(state_of(&ann, "general").await, json!({"name": "general", "read": 2, "unread": 2, "mentions": 0}));
 }
 
 #[tokio::test]
@@ -74,7 +74,7 @@ async fn unread_counts_skip_ones_own_and_deleted_messages() {
     let server = TestServer::start().await;
     let ann = User::sign_up(&server, "Ann", PASSWORD).await;
     let bob = server.guest("bob").await;
-    assert_eq!(state_of(&ann, "general").await, json!({"name": "general", "read": 0, "unread": 0}));
+    assert_eq!(state_of(&ann, "general").await, json!({"name": "general", "read": 0, "unread": 0, "mentions": 0}));
     bob.send_http("general", "b1", "b1").await;
     ann.send_http("general", "a2", "a2").await;
     bob.send_http("general", "b3", "b3").await;
@@ -84,7 +84,7 @@ async fn unread_counts_skip_ones_own_and_deleted_messages() {
     assert_eq!(response.status(), 200);
     assert_eq!(state_of(&ann, "general").await["unread"], 2, "a deleted message is not unread");
     put_read(&ann, "general", 3).await;
-    assert_eq!(state_of(&ann, "general").await, json!({"name": "general", "read": 3, "unread": 1}));
+    assert_eq!(state_of(&ann, "general").await, json!({"name": "general", "read": 3, "unread": 1, "mentions": 0}));
     put_read(&ann, "general", 5).await;
     assert_eq!(state_of(&ann, "general").await["unread"], 0);
     // Another user's marker is their own.
@@ -103,5 +103,5 @@ async fn a_guests_markers_last_as_long_as_its_session() {
     assert_eq!(status, 204);
     let (status, _) = cleo.login_guest("cleo").await;
     assert_eq!(status, 200);
-    assert_eq!(state_of(&cleo, "general").await, json!({"name": "general", "read": 0, "unread": 1}), "a new guest session starts afresh");
+    assert_eq!(state_of(&cleo, "general").await, json!({"name": "general", "read": 0, "unread": 1, "mentions": 0}), "a new guest session starts afresh");
 }

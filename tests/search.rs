@@ -246,6 +246,31 @@ async fn refuses_bad_queries_with_clear_errors(backend: Backend) {
 }
 on_both!(refuses_bad_queries_with_clear_errors);
 
+async fn finds_private_rooms_for_their_members_only(backend: Backend) {
+    let server = &backend.server;
+    let ann = User::sign_up(server, "ann", "correct horse battery").await;
+    let bob = User::sign_up(server, "bob", "correct horse battery").await;
+    let (status, body) = ann.post("/api/rooms", json!({ "name": "team", "private": true })).await;
+    assert_eq!(status, 201, "{body}");
+    let secret = id(&ann.send_http("team", "the zanzibar launch plan", "t1").await);
+    let public = id(&ann.send_http("general", "zanzibar trip photos", "g1").await);
+    find(&ann, "zanzibar", &[public, secret]).await;
+    let page = find(&bob, "zanzibar", &[public]).await;
+    assert!(page["results"].as_array().unwrap().iter().all(|r| r["room"] == "general"), "{page}");
+    for who in [&bob, &server.guest("ann-guest").await] {
+        let (status, body) = search(who, &[("q", "zanzibar"), ("room", "team")]).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (404, Some("room_not_found")), "like a missing room: {body}");
+    }
+    let (status, body) = ann.put("/api/rooms/team/members/bob", json!({})).await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    find(&bob, "zanzibar", &[public, secret]).await;
+    find_with(&bob, &[("q", "zanzibar"), ("room", "team")], &[secret]).await;
+    let (status, _) = ann.delete("/api/rooms/team/members/bob").await;
+    assert!(status < 300, "{status}");
+    find(&bob, "zanzibar", &[public]).await;
+}
+on_both!(finds_private_rooms_for_their_members_only);
+
 /// The index is derived data: deleted, or damaged, it is rebuilt from the
 /// room files at the next start, and finds what it found before.
 #[tokio::test]

@@ -352,7 +352,7 @@ fn replay(events: &[StoredEvent]) -> Vec<Message> {
                     messages[i].edited_at = Some(ts.clone());
                 }
             }
-            EventKind::Edit { text: None, .. } => {}
+            EventKind::Edit { text: None, .. } | EventKind::Member { .. } => {}
             EventKind::Delete { id, .. } => {
                 if let Some(&i) = at.get(id) {
                     messages[i] = messages[i].redacted();
@@ -426,6 +426,7 @@ fn blank_event(event: StoredEvent) -> StoredEvent {
         EventKind::Edit { id, text: None, .. } => EventKind::Edit { id, user: String::new(), text: None, ts: BLANK.into() },
         EventKind::Edit { id, user, text, .. } => EventKind::Edit { id, user, text, ts: BLANK.into() },
         EventKind::Delete { id, user, .. } => EventKind::Delete { id, user, ts: BLANK.into() },
+        EventKind::Member { user, by, added, .. } => EventKind::Member { user, by, added, ts: BLANK.into() },
     };
     StoredEvent { kind, ..event }
 }

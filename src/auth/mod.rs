@@ -5,6 +5,7 @@
 //! address and calls in here. Persistence goes through the store traits
 //! it is given ([`AuthStores`]), whatever the backend.
 
+mod claims;
 pub mod password;
 pub mod sessions;
 pub mod throttle;
@@ -13,6 +14,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use self::claims::NameClaims;
 use self::password::Hasher;
 use self::sessions::{EndReason, Session, SessionLimits, SessionTable, hash_session_id};
 use self::throttle::{Attempt, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USER, Throttle};
@@ -57,9 +59,10 @@ pub struct Auth {
     guests_allowed: bool,
     hasher: Hasher,
     throttle: Throttle,
-    /// Held from "is this name free?" to "it is mine now", so two log-ins
-    /// (guest or sign-up) can never both take one name.
-    name_claims: tokio::sync::Mutex<()>,
+    /// Held per name (and its look-alikes) from "is this name free?" to
+    /// "it is mine now", so two log-ins (guest or sign-up) can never both
+    /// take one name, while log-ins of other names go ahead at once.
+    name_claims: NameClaims,
     /// Sessions ended in memory whose end could not be written yet (a full
     /// disk); [`Auth::upkeep`] writes them, so a restart cannot revive them.
     unwritten_ends: std::sync::Mutex<Vec<Arc<Session>>>,
@@ -78,7 +81,7 @@ impl Auth {
             guests_allowed,
             hasher: Hasher::default(),
             throttle: Throttle::default(),
-            name_claims: tokio::sync::Mutex::new(()),
+            name_claims: NameClaims::default(),
             unwritten_ends: std::sync::Mutex::new(Vec::new()),
             ended_here: tokio::sync::broadcast::channel(ENDED_HERE_CAPACITY).0,
         };
@@ -108,7 +111,7 @@ impl Auth {
             return Err(ChatError::NameTaken(user.to_string()));
         }
         let password_hash = self.hasher.hash(password).await?;
-        let _claim = self.name_claims.lock().await;
+        let _claim = self.name_claims.claim(&user).await;
         if self.guest_holds(&user, current) {
             return Err(ChatError::NameTaken(user.to_string()));
         }
@@ -183,7 +186,7 @@ impl Auth {
             return Err(ChatError::GuestsDisabled);
         }
         let user = Username::parse(name)?;
-        let _claim = self.name_claims.lock().await;
+        let _claim = self.name_claims.claim(&user).await;
         if self.guest_holds(&user, current) || self.stores.users.find_look_alike(&user).await?.is_some() {
             return Err(ChatError::NameTaken(user.to_string()));
         }
@@ -384,6 +387,17 @@ impl Auth {
     /// Moves the user's marker in `room` forward to `id`; whether it moved.
     pub async fn advance_read_marker(&self, session: &Session, room: &RoomName, id: u64) -> Result<bool, ChatError> {
         Ok(self.stores.read_markers.advance_marker(&subscriber_key(session), room, id).await?)
+    }
+
+    /// The account named `name` (any case), as its owner spells it.
+    pub async fn account(&self, name: &Username) -> Result<Option<Username>, ChatError> {
+        let Some(record) = self.stores.users.find_user(&name.key()).await? else { return Ok(None) };
+        Ok(Username::parse(&record.username).ok())
+    }
+
+    /// Drops an account's subscription to a room (it lost access to it).
+    pub async fn unsubscribe_account(&self, user: &Username, room: &RoomName) -> Result<(), ChatError> {
+        Ok(self.stores.subscriptions.unsubscribe(&user.key(), room).await?)
     }
 
     /// Who a session's per-user state belongs to: an account (all its

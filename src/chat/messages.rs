@@ -49,10 +49,17 @@ impl Chat {
 
     async fn post(&self, actor: &Actor, room: &str, text: &str, client_id: &str) -> Result<Appended, ChatError> {
         let room = RoomName::parse(room)?;
+        let access = self.readable(actor, &room).await?;
         let client_id = validate_client_id(client_id)?;
         let text = validate_text(text)?;
         let post = NewEvent::Post { user: actor.session.user.clone(), text, client_id };
-        self.hub.send_paced(&room, post, self.within_rate(actor)).await
+        let stored = self.hub.send_paced(&room, post, self.within_rate(actor)).await?;
+        if let Appended::New(event) = &stored
+            && let Some(message) = event.as_post()
+        {
+            self.notify_mentions(actor, &room, &access, message).await;
+        }
+        Ok(stored)
     }
 
     /// Changes the text of the actor's own message.
@@ -69,6 +76,7 @@ impl Chat {
     }
 
     async fn store_change(&self, actor: &Actor, room: &RoomName, change: NewEvent) -> Result<StoredEvent, ChatError> {
+        self.readable(actor, room).await?;
         match self.hub.send_paced(room, change, self.within_rate(actor)).await? {
             Appended::New(stored) => Ok(stored),
             Appended::Duplicate(_) => Err(ChatError::Internal("a change was answered as a repeated post".into())),
@@ -76,14 +84,16 @@ impl Chat {
     }
 
     /// A slice of a room's messages as they are now.
-    pub async fn history(&self, _actor: &Actor, room: &str, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {
+    pub async fn history(&self, actor: &Actor, room: &str, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {
         let room = RoomName::parse(room)?;
+        self.readable(actor, &room).await?;
         self.hub.history(&room, HistoryQuery { limit: query.limit.min(MAX_PAGE), ..query }).await
     }
 
     /// A page of a room's event log after `after`.
-    pub async fn events(&self, _actor: &Actor, room: &str, after: u64, limit: usize) -> Result<EventsPage, ChatError> {
+    pub async fn events(&self, actor: &Actor, room: &str, after: u64, limit: usize) -> Result<EventsPage, ChatError> {
         let room = RoomName::parse(room)?;
+        self.readable(actor, &room).await?;
         let limit = limit.clamp(1, MAX_PAGE);
         let head = self.hub.last_seq(&room).await?;
         let mut events = self.hub.events(&room, after, limit + 1).await?;
@@ -100,6 +110,7 @@ impl Chat {
     /// (what arrives twice is dropped by seq).
     pub async fn open_room(&self, actor: &Actor, room: &str, after: Option<u64>) -> Result<OpenedRoom, ChatError> {
         let room = RoomName::parse(room)?;
+        self.readable(actor, &room).await?;
         let live = self.hub.subscribe(&room).await?;
         let (history, has_more, seq) = match after {
             Some(after) => {

@@ -7,9 +7,14 @@
 //! storage, fan-out) and [`Auth`] (per-user state).
 //!
 //! - `messages`: send, edit, delete, history, events, opening a room.
-//! - `rooms`: create, list, subscriptions, presence and typing.
+//! - `members`: who may read a room (`Chat::readable`, checked by every
+//!   use case), private rooms' members, direct messages.
+//! - `mentions`: `@name`, `@here` and direct messages notify users.
+//! - `rooms`: list, subscriptions, presence and typing.
 //! - `search`: message search.
 
+mod members;
+mod mentions;
 mod messages;
 mod reading;
 mod rooms;
@@ -17,8 +22,10 @@ mod search;
 
 use std::sync::{Arc, Mutex};
 
+pub use self::members::{DirectMessage, Members, dm_room};
+pub use self::mentions::{Reason, mentioned, mentions_user};
 pub use self::messages::{EventsPage, OpenedRoom};
-pub use self::reading::{MAX_UNREAD_COUNTED, RoomReadState};
+pub use self::reading::{DmReadState, MAX_UNREAD_COUNTED, RoomReadState};
 pub use self::rooms::MAX_ROOM_RESULTS;
 pub use self::search::SearchRequest;
 use crate::auth::Auth;

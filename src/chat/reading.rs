@@ -5,7 +5,7 @@
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::{Actor, Chat};
+use super::{Actor, Chat, DirectMessage, mentions_user};
 use crate::error::ChatError;
 use crate::fanout::UserEvent;
 use crate::model::{EventKind, RoomName};
@@ -17,6 +17,13 @@ use std::sync::Arc;
 /// Unread messages are counted up to this many (shown as "999+" beyond).
 pub const MAX_UNREAD_COUNTED: u64 = 1000;
 
+/// What a user has not read in a room.
+#[derive(Debug, Clone, Copy, Default)]
+struct Unread {
+    unread: u64,
+    mentions: u64,
+}
+
 /// A subscribed room with the user's read state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RoomReadState {
@@ -26,6 +33,18 @@ pub struct RoomReadState {
     /// Messages after `read` that are not the user's own and not deleted,
     /// counted up to [`MAX_UNREAD_COUNTED`].
     pub unread: u64,
+    /// Of those, the ones that mention the user by name.
+    pub mentions: u64,
+}
+
+/// A direct message with the user's read state.
+#[derive(Debug, Clone, Serialize)]
+pub struct DmReadState {
+    #[serde(flatten)]
+    pub dm: DirectMessage,
+    pub read: u64,
+    pub unread: u64,
+    pub mentions: u64,
 }
 
 impl Chat {
@@ -34,6 +53,7 @@ impl Chat {
     /// moved. The marker as it is now.
     pub async fn mark_read(&self, actor: &Actor, room: &str, id: u64) -> Result<u64, ChatError> {
         let room = RoomName::parse(room)?;
+        self.readable(actor, &room).await?;
         let id = id.min(self.hub.last_seq(&room).await?);
         let moved = self.auth.advance_read_marker(&actor.session, &room, id).await?;
         let now = self.auth.read_marker(&actor.session, &room).await?;
@@ -49,9 +69,16 @@ impl Chat {
         self.auth.read_marker(&actor.session, room).await
     }
 
-    /// Events for all of the actor's sockets (their read markers moving).
+    /// Events for all of the actor's sockets (their read markers moving,
+    /// mentions).
     pub fn user_events(&self, actor: &Actor) -> broadcast::Receiver<Arc<UserEvent>> {
         self.fanout.subscribe_user(&self.auth.subscriber(&actor.session))
+    }
+
+    /// A guest's mentions: they come by name, and a guest's own channel is
+    /// its session's (an account's channel is its name's: `None`).
+    pub fn guest_name_events(&self, actor: &Actor) -> Option<broadcast::Receiver<Arc<UserEvent>>> {
+        actor.session.guest.then(|| self.fanout.subscribe_user(&actor.session.user.key()))
     }
 
     /// The actor's subscribed rooms with their read markers and unread counts.
@@ -60,29 +87,50 @@ impl Chat {
         let mut rooms = Vec::new();
         for info in self.subscriptions(actor).await? {
             let read = markers.get(&info.name).copied().unwrap_or(0);
-            let unread = match RoomName::parse(&info.name) {
+            let Unread { unread, mentions } = match RoomName::parse(&info.name) {
                 Ok(room) => self.count_unread(actor, &room, read).await?,
-                Err(_) => 0,
+                Err(_) => Unread::default(),
             };
-            rooms.push(RoomReadState { name: info.name, read, unread });
+            rooms.push(RoomReadState { name: info.name, read, unread, mentions });
         }
         Ok(rooms)
     }
 
-    /// Messages after `read` by others, not deleted, up to the cap.
-    async fn count_unread(&self, actor: &Actor, room: &RoomName, read: u64) -> Result<u64, ChatError> {
+    /// The actor's direct messages with their read markers and unread
+    /// counts.
+    pub async fn dms_read(&self, actor: &Actor) -> Result<Vec<DmReadState>, ChatError> {
+        let markers = self.auth.read_markers(&actor.session).await?;
+        let mut dms = Vec::new();
+        for dm in self.dms(actor).await? {
+            let read = markers.get(&dm.room.name).copied().unwrap_or(0);
+            let room = RoomName::parse(&dm.room.name)?;
+            let Unread { unread, mentions } = self.count_unread(actor, &room, read).await?;
+            dms.push(DmReadState { dm, read, unread, mentions });
+        }
+        Ok(dms)
+    }
+
+    /// Messages after `read` by others, not deleted, up to the cap, and
+    /// how many of them mention the actor.
+    async fn count_unread(&self, actor: &Actor, room: &RoomName, read: u64) -> Result<Unread, ChatError> {
         let me = actor.session.user.key();
-        let (mut count, mut after) = (0, read);
+        let (mut counts, mut after) = (Unread::default(), read);
         loop {
             let page = self.hub.events(room, after, MAX_PAGE).await?;
-            let Some(last) = page.last() else { return Ok(count) };
+            let Some(last) = page.last() else { return Ok(counts) };
             after = last.seq;
-            count += page
-                .iter()
-                .filter(|e| matches!(&e.kind, EventKind::Post(m) if !m.deleted && m.user.to_lowercase() != me))
-                .count() as u64;
-            if count >= MAX_UNREAD_COUNTED {
-                return Ok(MAX_UNREAD_COUNTED);
+            for event in &page {
+                if let EventKind::Post(m) = &event.kind
+                    && !m.deleted
+                    && m.user.to_lowercase() != me
+                {
+                    counts.unread += 1;
+                    counts.mentions += u64::from(mentions_user(&m.text, &me));
+                }
+            }
+            if counts.unread >= MAX_UNREAD_COUNTED {
+                counts.unread = MAX_UNREAD_COUNTED;
+                return Ok(counts);
             }
         }
     }

@@ -1,28 +1,28 @@
 //! Rooms: create (within the creation pace), list and search, a user's
 //! subscriptions; presence and typing for a socket that opened a room.
 
-use std::net::IpAddr;
-
 use super::{Actor, Chat};
 use crate::error::ChatError;
 use crate::model::RoomName;
-use crate::store::RoomInfo;
+use crate::store::{RoomInfo, rank_rooms};
 
 /// Most rooms one search returns.
 pub const MAX_ROOM_RESULTS: usize = 100;
 
 impl Chat {
-    /// Creates a room (connected from `from`, for the per-address pace).
-    pub async fn create_room(&self, actor: &Actor, name: &str, from: Option<IpAddr>) -> Result<RoomInfo, ChatError> {
-        let room = RoomName::parse(name)?;
-        let created = self.hub.create_room(&room, &actor.session.user, from).await?;
-        tracing::info!(room = %room, by = %actor.session.user, "room created");
-        Ok(created)
-    }
-
-    /// Rooms whose name contains `filter`, best matches first.
-    pub async fn list_rooms(&self, _actor: &Actor, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, ChatError> {
-        self.hub.list_rooms(filter, limit.clamp(1, MAX_ROOM_RESULTS)).await
+    /// Rooms whose name contains `filter`, best matches first: public
+    /// rooms and the actor's own private rooms (direct messages are
+    /// listed apart, `Chat::dms`).
+    pub async fn list_rooms(&self, actor: &Actor, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, ChatError> {
+        let limit = limit.clamp(1, MAX_ROOM_RESULTS);
+        let mut found = self.hub.list_rooms(filter, limit).await?;
+        let private = self.private_rooms(actor).await?;
+        if private.is_empty() {
+            return Ok(found);
+        }
+        found.extend(private);
+        let ranked = rank_rooms(found.iter().map(|room| room.name.as_str()), filter, limit);
+        Ok(ranked.into_iter().filter_map(|hit| found.iter().find(|room| room.name == hit.name).cloned()).collect())
     }
 
     /// The actor's subscribed rooms, alphabetically.
@@ -31,10 +31,10 @@ impl Chat {
         Ok(names.into_iter().map(|name| RoomInfo::public(name)).collect())
     }
 
-    /// Subscribes the actor to an existing room.
+    /// Subscribes the actor to a room they may read.
     pub async fn subscribe(&self, actor: &Actor, room: &str) -> Result<RoomInfo, ChatError> {
         let room = RoomName::parse(room)?;
-        let info = self.hub.existing_room(&room).await?;
+        let info = self.readable(actor, &room).await?.info(room.as_str());
         self.auth.subscribe(&actor.session, &room).await?;
         Ok(info)
     }
@@ -46,6 +46,7 @@ impl Chat {
 
     /// Marks the actor present in a room their socket opened.
     pub async fn enter(&self, actor: &Actor, room: &RoomName) -> Result<(), ChatError> {
+        self.readable(actor, room).await?;
         self.hub.enter(room, actor.session.user.as_str()).await
     }
 
@@ -61,6 +62,7 @@ impl Chat {
 
     /// Tells the others in the room that the actor is typing.
     pub async fn typing(&self, actor: &Actor, room: &RoomName) -> Result<(), ChatError> {
+        self.readable(actor, room).await?;
         self.hub.typing(room, actor.session.user.as_str()).await
     }
 }

@@ -23,7 +23,15 @@ impl Chat {
     /// newest first.
     pub async fn search(&self, actor: &Actor, request: SearchRequest) -> Result<SearchPage, ChatError> {
         let query = checked_query(&request)?;
-        self.hub.search(&query, &actor.session.user.key()).await
+        if let Some(room) = &query.room {
+            self.readable(actor, room).await?;
+        }
+        // Guests are never members, whatever their name.
+        let member_of: Vec<String> = match actor.session.guest {
+            true => Vec::new(),
+            false => self.hub.private_rooms_of(&actor.session.user).await?.into_iter().map(|r| r.name).collect(),
+        };
+        self.hub.search(&query, &member_of).await
     }
 }
 

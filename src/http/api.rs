@@ -28,6 +28,14 @@ pub struct NameBody {
 #[derive(Debug, Deserialize)]
 pub struct RoomBody {
     pub name: String,
+    /// Only members may find, read or join it.
+    #[serde(default)]
+    pub private: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DmBody {
+    pub user: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,12 +124,53 @@ pub async fn list_rooms(state: State, session: Arc<Session>, query: HashMap<Stri
     }.await))
 }
 
-/// POST /api/rooms {"name"}
+/// POST /api/rooms {"name","private"}
 pub async fn create_room(state: State, session: Arc<Session>, from: Option<IpAddr>, body: RoomBody) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
-        let created = state.chat.create_room(&Actor::http(session), &body.name, from).await?;
+        let created = state.chat.create_room(&Actor::http(session), &body.name, body.private, from).await?;
         Ok(reply::json(StatusCode::CREATED, &created))
     }.await))
+}
+
+/// GET /api/rooms/{room}/members
+pub async fn members(state: State, room: String, session: Arc<Session>) -> Result<HttpResponse, warp::Rejection> {
+    Ok(reply::or_error(async {
+        let members = state.chat.members(&Actor::http(session), &room).await?;
+        Ok(reply::json(StatusCode::OK, &members))
+    }.await))
+}
+
+/// PUT or DELETE /api/rooms/{room}/members/{user} (`user` percent-encoded)
+pub async fn set_member(state: State, room: String, user: String, session: Arc<Session>, added: bool) -> Result<HttpResponse, warp::Rejection> {
+    Ok(reply::or_error(async {
+        let user = percent_decoded(&user)?;
+        let members = state.chat.set_member(&Actor::http(session), &room, &user, added).await?;
+        Ok(reply::json(StatusCode::OK, &members))
+    }.await))
+}
+
+/// POST /api/dms {"user"}
+pub async fn open_dm(state: State, session: Arc<Session>, from: Option<IpAddr>, body: DmBody) -> Result<HttpResponse, warp::Rejection> {
+    Ok(reply::or_error(async {
+        let dm = state.chat.open_dm(&Actor::http(session), &body.user, from).await?;
+        Ok(reply::json(StatusCode::OK, &dm))
+    }.await))
+}
+
+/// GET /api/dms
+pub async fn list_dms(state: State, session: Arc<Session>) -> Result<HttpResponse, warp::Rejection> {
+    Ok(reply::or_error(async {
+        let dms = state.chat.dms_read(&Actor::http(session)).await?;
+        Ok(reply::json(StatusCode::OK, &dms))
+    }.await))
+}
+
+/// A path segment as the text it encodes (`%C3%A9` → `é`).
+fn percent_decoded(segment: &str) -> Result<String, ChatError> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(|text| text.into_owned())
+        .map_err(|_| ChatError::BadRequest("the path is not valid percent-encoded UTF-8".into()))
 }
 
 /// GET /api/rooms/{room}/messages?after=&before=&limit=

@@ -12,7 +12,12 @@
 //! GET  /api/me
 //! POST /api/logout             no body, or a JSON one
 //! GET  /api/rooms?q=&limit=
-//! POST /api/rooms              {"name"}
+//! POST /api/rooms              {"name","private"}
+//! GET  /api/rooms/{room}/members
+//! PUT  /api/rooms/{room}/members/{user}
+//! DELETE /api/rooms/{room}/members/{user}
+//! GET  /api/dms
+//! POST /api/dms                {"user"}
 //! GET  /api/rooms/{room}/messages?after=&before=&limit=
 //! POST /api/rooms/{room}/messages {"text","client_id"}
 //! PATCH /api/rooms/{room}/messages/{id} {"text"}
@@ -169,6 +174,16 @@ pub fn routes(state: State) -> BoxedFilter<(HttpResponse,)> {
         .or(subscribe(state.clone()))
         .unify()
         .or(unsubscribe(state.clone()))
+        .unify()
+        .or(members(state.clone()))
+        .unify()
+        .or(put_member(state.clone()))
+        .unify()
+        .or(delete_member(state.clone()))
+        .unify()
+        .or(open_dm(state.clone()))
+        .unify()
+        .or(list_dms(state.clone()))
         .unify()
         .or(search(state.clone()))
         .unify()
@@ -427,6 +442,58 @@ fn get_events(state: State) -> BoxedFilter<(HttpResponse,)> {
         .boxed()
 }
 
+/// GET /api/rooms/{room}/members
+fn members(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "rooms" / String / "members")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and_then(|room, state, session| api::members(state, room, session))
+        .boxed()
+}
+
+/// PUT /api/rooms/{room}/members/{user}
+fn put_member(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "rooms" / String / "members" / String)
+        .and(warp::put())
+        .and(allowed_origin(state.clone()))
+        .and(guard::json_or_empty_request())
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and_then(|room, user, state, session| api::set_member(state, room, user, session, true))
+        .boxed()
+}
+
+/// DELETE /api/rooms/{room}/members/{user}
+fn delete_member(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "rooms" / String / "members" / String)
+        .and(warp::delete())
+        .and(allowed_origin(state.clone()))
+        .and(guard::json_or_empty_request())
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and_then(|room, user, state, session| api::set_member(state, room, user, session, false))
+        .boxed()
+}
+
+/// POST /api/dms {"user"}
+fn open_dm(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "dms")
+        .and(warp::post())
+        .and(allowed_origin(state.clone()))
+        .and(with_state(state.clone()))
+        .and(session(state.clone()))
+        .and(guard::client_ip(state))
+        .and(json_body())
+        .and_then(api::open_dm)
+        .boxed()
+}
+
+/// GET /api/dms
+fn list_dms(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "dms").and(warp::get()).and(with_state(state.clone())).and(session(state)).and_then(api::list_dms).boxed()
+}
+
 /// GET / , GET /home and the embedded files.
 fn pages(state: State) -> BoxedFilter<(HttpResponse,)> {
     let landing = warp::path::end()
@@ -505,7 +572,9 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     Some(match segments.as_slice() {
         ["api", "guest" | "signup" | "login" | "logout"] => "POST",
-        ["api", "me" | "subscriptions" | "search"] | ["api", "rooms", _, "events"] => "GET",
+        ["api", "me" | "subscriptions" | "search"] | ["api", "rooms", _, "events" | "members"] => "GET",
+        ["api", "dms"] => "GET, POST",
+        ["api", "rooms", _, "members", _] => "PUT, DELETE",
         ["api", "rooms"] | ["api", "rooms", _, "messages"] => "GET, POST",
         ["api", "rooms", _, "messages", _] => "PATCH, DELETE",
         ["api", "rooms", _, "read"] => "PUT",

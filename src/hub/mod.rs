@@ -31,7 +31,7 @@
 
 mod presence;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -47,7 +47,7 @@ use crate::fanout::{Fanout, RoomEvent};
 use crate::model::{Message, NewEvent, RoomName, StoredEvent, Username};
 use crate::protocol::ServerEvent;
 use crate::rate::{KeyedLimiter, SendRate};
-use crate::store::{Appended, HistoryQuery, MessageStore, RoomInfo, SearchPage, SearchQuery};
+use crate::store::{Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, SearchPage, SearchQuery};
 use crate::telemetry;
 
 /// Sends queued for one room's writer before senders wait.
@@ -112,6 +112,8 @@ struct HubInner {
     fanout: Arc<dyn Fanout>,
     rooms: Mutex<HashMap<RoomName, Arc<RoomChannel>>>,
     creation: Option<CreationPace>,
+    /// Rooms known to be public (privacy never changes).
+    public_rooms: Mutex<HashSet<RoomName>>,
 }
 
 impl Hub {
@@ -125,7 +127,7 @@ impl Hub {
                 burst: rate.burst.saturating_mul(ROOMS_PER_ADDRESS_FACTOR),
             }),
         });
-        let inner = Arc::new(HubInner { store, fanout, rooms: Mutex::new(HashMap::new()), creation });
+        let inner = Arc::new(HubInner { store, fanout, rooms: Mutex::new(HashMap::new()), creation, public_rooms: Mutex::default() });
         tokio::spawn(release_idle_rooms(Arc::downgrade(&inner), settings.room_idle));
         Self { inner }
     }
@@ -211,6 +213,44 @@ impl Hub {
     /// creation pace: `RateLimitedFor` when the user's or the address's
     /// bucket is empty.
     pub async fn create_room(&self, room: &RoomName, creator: &Username, from: Option<IpAddr>) -> Result<RoomInfo, ChatError> {
+        self.take_creation_pace(room, creator, from).await?;
+        Ok(self.inner.store.create_room(room, creator.as_str()).await?)
+    }
+
+    /// Creates a private room or direct message for `creator`, within the
+    /// same creation pace as public rooms.
+    pub async fn create_private_room(&self, room: &RoomName, creator: &Username, kind: PrivateRoom<'_>, from: Option<IpAddr>) -> Result<RoomInfo, ChatError> {
+        self.take_creation_pace(room, creator, from).await?;
+        Ok(self.inner.store.create_private_room(room, creator, kind).await?)
+    }
+
+    /// Who may read a room (`RoomNotFound` when it does not exist). Public
+    /// rooms stay public, so that answer is remembered; a private room's
+    /// members are asked of the store each time.
+    pub async fn access(&self, room: &RoomName) -> Result<RoomAccess, ChatError> {
+        if self.inner.public_rooms.lock().expect("public rooms lock").contains(room) {
+            return Ok(RoomAccess::default());
+        }
+        let access = self.inner.store.room_access(room).await?.ok_or_else(|| ChatError::RoomNotFound(room.to_string()))?;
+        if !access.private {
+            self.inner.public_rooms.lock().expect("public rooms lock").insert(room.clone());
+        }
+        Ok(access)
+    }
+
+    /// Adds or removes a private room's member (see `MessageStore::set_member`).
+    pub async fn set_member(&self, room: &RoomName, member: &Username, by: &Username, added: bool) -> Result<bool, ChatError> {
+        Ok(self.inner.store.set_member(room, member, by.as_str(), added).await?)
+    }
+
+    /// The private rooms and direct messages a user is a member of.
+    pub async fn private_rooms_of(&self, user: &Username) -> Result<Vec<RoomInfo>, ChatError> {
+        Ok(self.inner.store.private_rooms_of(&user.key()).await?)
+    }
+
+    /// Takes one room creation from the creator's and the address's
+    /// buckets: `RoomExists` first, `RateLimitedFor` when a bucket is empty.
+    async fn take_creation_pace(&self, room: &RoomName, creator: &Username, from: Option<IpAddr>) -> Result<(), ChatError> {
         if self.inner.store.room_exists(room).await? {
             return Err(ChatError::RoomExists(room.to_string()));
         }
@@ -226,25 +266,17 @@ impl Hub {
                 pace.addresses.take(address);
             }
         }
-        Ok(self.inner.store.create_room(room, creator.as_str()).await?)
+        Ok(())
     }
 
     pub async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {
         Ok(self.inner.store.history(room, query).await?)
     }
 
-    /// Messages matching `query` that the user with `reader_key` may see:
-    /// public rooms and their private ones (`SearchStore::search`). A
-    /// `query.room` they may not read is `RoomNotFound`, like a missing one.
-    pub async fn search(&self, query: &SearchQuery, reader_key: &str) -> Result<SearchPage, ChatError> {
-        if let Some(room) = &query.room {
-            let access = self.inner.store.room_access(room).await?;
-            if !access.is_some_and(|a| a.admits(reader_key)) {
-                return Err(ChatError::RoomNotFound(room.to_string()));
-            }
-        }
-        let member_of: Vec<String> = self.inner.store.private_rooms_of(reader_key).await?.into_iter().map(|r| r.name).collect();
-        Ok(self.inner.store.search(query, &member_of).await?)
+    /// Messages matching `query` in public rooms and the private rooms
+    /// `member_of` (`SearchStore::search`).
+    pub async fn search(&self, query: &SearchQuery, member_of: &[String]) -> Result<SearchPage, ChatError> {
+        Ok(self.inner.store.search(query, member_of).await?)
     }
 
     /// Marks `user` present in `room`; announces it when this is the user's

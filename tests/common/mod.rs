@@ -321,7 +321,7 @@ pub struct User {
 }
 
 /// The body as JSON (`Value::String` of the text if it is not JSON).
-async fn read_reply(response: reqwest::Response) -> (u16, Value) {
+pub async fn read_reply(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.expect("a response body");
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -423,6 +423,12 @@ impl User {
     pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
         let response =
             self.http.put(self.url(path)).json(&body).send().await.unwrap_or_else(|e| panic!("PUT {path}: {e}"));
+        read_reply(response).await
+    }
+
+    /// DELETE `path` (no body) → (status, body).
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let response = self.http.delete(self.url(path)).send().await.unwrap_or_else(|e| panic!("DELETE {path}: {e}"));
         read_reply(response).await
     }
 

@@ -111,6 +111,23 @@ fn first_parsable_line(file: &File, mut start: u64, limit: u64) -> io::Result<Op
     Ok(None)
 }
 
+/// The largest seq of any line up to `len` (0 if none): a scan of the
+/// whole file, for a file found out of order.
+pub fn largest_seq(file: &File, len: u64) -> io::Result<u64> {
+    let mut largest = 0;
+    let mut pos = 0;
+    let mut pending: Vec<u8> = Vec::new();
+    while pos < len {
+        let chunk = read_at(file, pos, CHUNK * 64, len)?;
+        pos += chunk.len() as u64;
+        pending.extend_from_slice(&chunk);
+        let Some(last_nl) = pending.iter().rposition(|&b| b == b'\n') else { continue };
+        largest = pending[..last_nl].split(|&b| b == b'\n').filter_map(line_id).fold(largest, u64::max);
+        pending.drain(..=last_nl);
+    }
+    Ok(pending.split(|&b| b == b'\n').filter_map(line_id).fold(largest, u64::max))
+}
+
 /// The line holding exactly `seq`: its offset and bytes, if there is one.
 pub fn line_with_seq(file: &File, len: u64, seq: u64) -> io::Result<Option<(u64, Vec<u8>)>> {
     let start = offset_of_first_seq_at_least(file, len, seq)?;

@@ -257,7 +257,7 @@ fn rooms_with_a_file(rooms_dir: &Path) -> io::Result<Vec<RoomName>> {
 /// A private room's record rebuilt from the member events of its file
 /// (`None`: the file has none, so the room was public).
 fn members_from_events(path: &Path) -> io::Result<Option<RoomRecord>> {
-    let bytes = std::fs::read(path).map_err(file_error("read", path))?;
+    let bytes = std::fs::read(path).map_err(file_error("open", path))?;
     let hint = path.display().to_string();
     let mut record: Option<RoomRecord> = None;
     for line in bytes.split(|b| *b == b'\n').filter(|line| memchr::memmem::find(line, br#""op":"member""#).is_some()) {
@@ -527,5 +527,25 @@ mod tests {
         drop(store);
         let records = std::fs::read_to_string(dir.path().join("rooms.jsonl")).unwrap();
         assert_eq!(records.lines().filter(|l| l.contains("\"name\":\"big\",\"created_by\":")).count(), 1, "{records}");
+    }
+
+    #[tokio::test]
+    async fn a_private_room_whose_record_is_lost_is_restored_private_with_its_members() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JsonlStore::open(dir.path(), Fsync::Never).unwrap();
+        let team = RoomName::parse("team").unwrap();
+        let (ann, bob, carol) = (Username::parse("ann").unwrap(), Username::parse("Bob").unwrap(), Username::parse("carol").unwrap());
+        store.create_private_room(&team, &ann, PrivateRoom::Group).await.unwrap();
+        let member = |who: &Username, added| NewEvent::Member { by: ann.clone(), member: who.clone(), added };
+        store.append(&team, vec![member(&ann, true), member(&bob, true), member(&carol, true), member(&carol, false)]).await.unwrap();
+        drop(store);
+        std::fs::write(dir.path().join("rooms.jsonl"), "").unwrap();
+
+        let store = JsonlStore::open(dir.path(), Fsync::Never).unwrap();
+        let access = store.room_access(&team).await.unwrap().expect("restored");
+        assert!(access.private, "never restored public");
+        assert_eq!(access.members.values().cloned().collect::<Vec<_>>(), ["ann", "Bob"]);
+        assert_eq!(access.created_by, "ann");
+        assert!(store.list_rooms("", 10).await.unwrap().iter().all(|r| r.name != "team"));
     }
 }

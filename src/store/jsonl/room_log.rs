@@ -17,6 +17,15 @@
 //! A torn last line — the process died in the middle of a write — is moved
 //! to `<room>.jsonl.torn` and cut off, with a warning.
 //!
+//! Seqs only grow down a file. One whose tail is out of order (damaged or
+//! edited by hand) is read in seq order, a line repeating an earlier seq
+//! left out; the whole file is then scanned for its largest seq, and the
+//! next event gets a seq above it. A warning names the file. A new post
+//! thus never reuses a seq, and a retry finds the post it repeats. (A
+//! file whose tail is in order is trusted to be in order before it too:
+//! every read by seq assumes it, and checking would read the whole file at
+//! every open.)
+//!
 //! Writes are appended as whole lines in one `write` per batch. `committed`
 //! is the length of the file that holds only complete lines; readers never
 //! look past it. A delete rewrites the message's post and edits in place as
@@ -102,6 +111,9 @@ struct Recent {
     posts: usize,
     /// (lower-cased user, client_id) → id, for the posts in `events`.
     by_client: HashMap<(String, String), u64>,
+    /// The largest seq of a damaged file (0 for one in order): the next
+    /// event's seq is above it.
+    floor: u64,
 }
 
 impl Recent {
@@ -124,7 +136,7 @@ impl Recent {
     }
 
     fn last_seq(&self) -> u64 {
-        self.events.back().map_or(0, |e| e.seq)
+        self.events.back().map_or(self.floor, |e| e.seq.max(self.floor))
     }
 
     fn first_seq(&self) -> Option<u64> {
@@ -258,9 +270,16 @@ impl RoomLog {
         }
         let len = repair_torn_tail(&file, &path).map_err(file_error("repair", &path))?;
         let hint = path.display().to_string();
-        let tail = lines::read_backward(&file, len, DEDUP_WINDOW, &StoredEvent::is_post, &hint).map_err(file_error("read", &path))?;
+        let mut tail = lines::read_backward(&file, len, DEDUP_WINDOW, &StoredEvent::is_post, &hint).map_err(file_error("read", &path))?;
         let index = ChangeIndex::beside(&path);
         let mut state = State::default();
+        if let Some(left_out) = put_in_seq_order(&mut tail) {
+            state.recent.floor = lines::largest_seq(&file, len).map_err(file_error("read", &path))?;
+            tracing::warn!(
+                file = %path.display(), left_out, largest_seq = state.recent.floor,
+                "the room file's seqs are out of order (damaged or edited by hand): reading its latest events in seq order, new events go above its largest seq"
+            );
+        }
         let whole_file = tail.iter().filter(|e| e.is_post()).count() < DEDUP_WINDOW;
         let last_seq = tail.last().map_or(0, |e| e.seq);
         let stale_index = match index.read().map_err(file_error("read", &index.path))? {
@@ -665,6 +684,19 @@ fn scan_changes(file: &File, len: u64, hint: &str) -> io::Result<Vec<StoredEvent
     Ok(changes)
 }
 
+/// Sorts a tail read from a damaged file by seq, leaving out lines that
+/// repeat a seq (the first in the file is kept); `None` if it was in order,
+/// else how many lines were left out.
+fn put_in_seq_order(tail: &mut Vec<StoredEvent>) -> Option<usize> {
+    if tail.windows(2).all(|pair| pair[0].seq < pair[1].seq) {
+        return None;
+    }
+    let before = tail.len();
+    tail.sort_by_key(|event| event.seq); // stable: the first of a seq stays first
+    tail.dedup_by_key(|event| event.seq);
+    Some(before - tail.len())
+}
+
 /// The change index beside a room file (`<room>.jsonl.changes`): a copy of
 /// every edit and delete line of the room, so that opening a room never has
 /// to read the whole log to know them. It is derived: rebuilt from the log
@@ -843,6 +875,37 @@ mod tests {
         assert_eq!(repaired(&whole[..whole.len() - 1]), (whole.len() as u64, whole.clone(), false));
         let only = format!("{}\n", line(1));
         assert_eq!(repaired(&only[..only.len() - 1]), (only.len() as u64, only.clone(), false));
+    }
+
+    fn post(user: &str, client_id: &str) -> NewEvent {
+        NewEvent::Post { user: crate::model::Username::parse(user).unwrap(), text: "new".into(), client_id: client_id.into() }
+    }
+
+    #[test]
+    fn a_file_out_of_order_gives_new_posts_seqs_above_all_of_it_and_retries_find_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = RoomName::parse("general").unwrap();
+        // Seq 5000 far ahead of the tail (more than DEDUP_WINDOW posts
+        // back); the tail itself out of order and repeating seq 3000.
+        let mut content: String = std::iter::once(5000).chain(1..=3000).map(|id| line(id) + "\n").collect();
+        content += &(line(2000) + "\n" + &line(3001) + "\n" + &line(3000).replace("m3000", "again") + "\n");
+        std::fs::write(dir.path().join("general.jsonl"), content).unwrap();
+        let durability = Durability::new(crate::store::Fsync::Never);
+
+        let log = RoomLog::open(dir.path(), &room, durability).unwrap();
+        assert_eq!(log.last_seq(), 5000, "the largest seq of the whole file");
+        let tail = log.events_blocking(2990, 100).unwrap();
+        let seqs: Vec<u64> = tail.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (2991..=3001).collect::<Vec<_>>(), "the tail in seq order, each seq once");
+        assert_eq!(tail[9].as_post().unwrap().text, "m3000", "the first line of a repeated seq is kept");
+        let answers = log.append_blocking(vec![post("fuzz", "probe")]).unwrap();
+        assert!(matches!(&answers[..], [Ok(Appended::New(e))] if e.seq == 5001), "{answers:?}");
+        drop(log);
+
+        let log = RoomLog::open(dir.path(), &room, durability).unwrap();
+        let answers = log.append_blocking(vec![post("fuzz", "probe"), post("fuzz", "next")]).unwrap();
+        assert!(matches!(&answers[0], Ok(Appended::Duplicate(m)) if m.id == 5001 && m.client_id == "probe"), "{answers:?}");
+        assert!(matches!(&answers[1], Ok(Appended::New(e)) if e.seq == 5002), "{answers:?}");
     }
 
     #[test]
