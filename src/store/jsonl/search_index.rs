@@ -31,8 +31,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tantivy::collector::{DocSetCollector, TopDocs};
-use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery};
+use tantivy::collector::{Collector, DocSetCollector, TopDocs};
+use tantivy::query::{BooleanQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery, TermSetQuery};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
@@ -185,9 +185,7 @@ impl SearchIndex {
             if let Some(upper) = upper {
                 clauses.push((Occur::Must, self.time_range(Bound::Unbounded, Bound::Included(upper))));
             }
-            let top: Vec<(Option<i64>, DocAddress)> = searcher
-                .search(&BooleanQuery::new(clauses), &TopDocs::with_limit(batch).order_by_fast_field("ts_ms", Order::Desc))
-                .map_err(to_io)?;
+            let top = newest(&searcher, &BooleanQuery::new(clauses), batch).map_err(to_io)?;
             let Some(oldest) = top.last().map(|(ts, _)| ts.unwrap_or(i64::MIN)) else { break };
             let exhausted = top.len() < batch;
             let mut docs: Vec<DocAddress> = top.iter().filter(|(ts, _)| exhausted || ts.unwrap_or(i64::MIN) > oldest).map(|(_, d)| *d).collect();
@@ -238,6 +236,34 @@ impl SearchIndex {
         let doc: TantivyDocument = searcher.doc(address).map_err(to_io)?;
         Ok(message_of(&doc, &self.fields))
     }
+}
+
+/// The `limit` newest documents matching `query`, newest first. Segments
+/// are searched newest first (by their greatest time), and a segment whose
+/// every document is older than the `limit`-th found so far is skipped:
+/// the index is written in time order, so a query matching many messages
+/// reads only the recent segments, not every match.
+fn newest(searcher: &Searcher, query: &dyn Query, limit: usize) -> tantivy::Result<Vec<(Option<i64>, DocAddress)>> {
+    let collector = TopDocs::with_limit(limit).order_by_fast_field::<i64>("ts_ms", Order::Desc);
+    let weight = query.weight(EnableScoring::disabled_from_searcher(searcher))?;
+    let readers = searcher.segment_readers();
+    let mut segments = Vec::with_capacity(readers.len());
+    for (ord, reader) in readers.iter().enumerate() {
+        segments.push((reader.fast_fields().i64("ts_ms")?.max_value(), ord));
+    }
+    segments.sort_unstable_by(|a, b| b.cmp(a));
+    let mut best: Vec<(Option<i64>, DocAddress)> = Vec::new();
+    for (newest_here, ord) in segments {
+        let kth = best.get(limit.saturating_sub(1)).and_then(|(ts, _)| *ts);
+        if best.len() >= limit && kth.is_some_and(|kth| kth > newest_here) {
+            break;
+        }
+        let found = collector.collect_segment(weight.as_ref(), ord as u32, &readers[ord])?;
+        best.extend(collector.merge_fruits(vec![found])?);
+        best.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        best.truncate(limit);
+    }
+    Ok(best)
 }
 
 impl Drop for SearchIndex {

@@ -59,7 +59,19 @@ macro_rules! window {
           ORDER BY ts_ms DESC, room DESC, id DESC LIMIT $8)"
     };
 }
-const WORDS: &str = candidates!("message_search", "s.words @@ $1::text::tsquery");
+/// The rare-terms step: every match from the GIN index first (materialised,
+/// so the planner cannot trade it for a walk of the time order), then
+/// sorted; with `room`, the room's rows only (its primary key).
+const WORDS: &str = candidates!(
+    "(WITH hits AS MATERIALIZED (SELECT room, id, ts_ms FROM message_search WHERE words @@ $1::text::tsquery AND $3::text IS NULL)
+      SELECT * FROM hits)",
+    "true"
+);
+const WORDS_IN_ROOM: &str = candidates!(
+    "(WITH hits AS MATERIALIZED (SELECT room, id, ts_ms FROM message_search WHERE words @@ $1::text::tsquery AND room = $3::text)
+      SELECT * FROM hits)",
+    "true"
+);
 const WORDS_IN_WINDOW: &str = candidates!(window!(), "s.words @@ $1::text::tsquery");
 /// For a query with no token at all (only punctuation): every message is
 /// a candidate, walked in time order; `$1` is unused.
@@ -97,13 +109,16 @@ impl SearchStore for PgStore {
                 None => (i64::MAX, String::new(), 0),
             };
             let mut batch: i64 = ((query.limit as i64 + 1) * 2).max(64);
-            let mut windowed = true;
+            // One room: its matches straight from the index (a window of
+            // every room's newest rows holds few of one room's).
+            let mut windowed = tsq.is_none() || room.is_none();
             let words = tsq.clone().unwrap_or_default();
             loop {
-                let sql = match (&tsq, windowed) {
-                    (None, _) => ANY_IN_WINDOW,
-                    (Some(_), true) => WORDS_IN_WINDOW,
-                    (Some(_), false) => WORDS,
+                let sql = match (&tsq, windowed, &room) {
+                    (None, _, _) => ANY_IN_WINDOW,
+                    (Some(_), true, _) => WORDS_IN_WINDOW,
+                    (Some(_), false, None) => WORDS,
+                    (Some(_), false, Some(_)) => WORDS_IN_ROOM,
                 };
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
                     [&words, &member_of, &room, &ts, &after_room, &after_id, &batch, &WINDOW];
