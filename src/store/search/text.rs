@@ -105,7 +105,8 @@ pub fn cut(s: &str, max: usize) -> &str {
     s.char_indices().nth(max).map_or(s, |(at, _)| &s[..at])
 }
 
-/// One term of a query, folded, with the tokens an index looks it up by.
+/// One term of a query, folded, with the tokens an index looks it up by
+/// (all of them but [`URL_BOILERPLATE`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryTerm {
     /// The term, case-folded: what [`matches`] looks for.
@@ -121,11 +122,22 @@ pub struct QueryTerm {
     word_start: bool,
 }
 
+/// Parts of nearly every URL: looked up they would only slow an index
+/// down, so a term with other tokens is looked up without them (they are
+/// still matched, exactly, by [`matches`]).
+const URL_BOILERPLATE: [&str; 7] = ["http", "https", "www", "com", "org", "net", "io"];
+
 impl QueryTerm {
     pub fn new(raw: &str) -> Self {
         let folded = fold(raw);
         let mut words = tokens(&folded);
         let prefix = words.pop().map(|last| cut(&last, MAX_PREFIX_CHARS).to_string());
+        if prefix.is_some() || words.len() > 1 {
+            let telling: Vec<String> = words.iter().filter(|w| !URL_BOILERPLATE.contains(&w.as_str())).cloned().collect();
+            if !telling.is_empty() || prefix.is_some() {
+                words = telling;
+            }
+        }
         let word_start = folded.chars().next().is_some_and(is_word_char);
         Self { folded, words, prefix, word_start }
     }
@@ -303,6 +315,8 @@ mod tests {
     fn tokens_and_prefixes_are_what_a_term_is_looked_up_by() {
         assert_eq!(tokens(&fold("https://Example.com/a?b=1")), ["https", "example", "com", "a", "b", "1"]);
         assert_eq!(tokens("東京タワー x"), ["東", "京", "タ", "ワ", "ー", "x"]);
+        let url = QueryTerm::new("https://www.github.com/deploy");
+        assert_eq!((url.words, url.prefix), (vec!["github".to_string()], Some("deploy".to_string())), "URL boilerplate is not looked up");
         let term = QueryTerm::new("ABC-123");
         assert_eq!((term.words.clone(), term.prefix.clone()), (vec!["abc".to_string()], Some("123".to_string())));
         assert_eq!(QueryTerm::new("?!").prefix, None);
