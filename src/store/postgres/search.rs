@@ -32,7 +32,8 @@ const DELETE: &str = "DELETE FROM message_search AS s USING unnest($1::text[], $
 
 /// The candidates of one batch, newest first. `$1` the tsquery, `$2` the
 /// reader's private rooms, `$3` one room or NULL, `$4..$6` the cursor
-/// (exclusive), `$7` the batch size; `$8` the window (see [`WINDOW`]).
+/// (exclusive), `$7` the batch size; `$8` the window (see [`WINDOW`]),
+/// `$9` what the GIN index is asked for ([`index_tsquery`]).
 macro_rules! candidates {
     ($source:expr, $words:literal) => {
         concat!(
@@ -45,7 +46,7 @@ macro_rules! candidates {
             " AND (NOT r.private OR s.room = ANY($2::text[]))
               AND ($3::text IS NULL OR s.room = $3::text)
               AND (s.ts_ms, s.room, s.id) < ($4::bigint, $5::text, $6::bigint)
-              AND $8::bigint > 0
+              AND $8::bigint > 0 AND $9::text IS NOT NULL
             ORDER BY s.ts_ms DESC, s.room DESC, s.id DESC LIMIT $7"
         )
     };
@@ -59,20 +60,22 @@ macro_rules! window {
           ORDER BY ts_ms DESC, room DESC, id DESC LIMIT $8)"
     };
 }
-/// The rare-terms step: every match from the GIN index first (materialised,
-/// so the planner cannot trade it for a walk of the time order), then
-/// sorted; with `room`, the room's rows only (its primary key).
+const WORDS_IN_WINDOW: &str = candidates!(window!(), "s.words @@ $1::text::tsquery");
+/// The rare-terms step: every row the GIN index finds for the terms' whole
+/// words (`$9`; their prefixes only when there is no whole word: a prefix
+/// of a common word reads a long list) first, materialised so the planner
+/// cannot trade it for a walk of the time order, then checked against the
+/// whole tsquery and sorted; with `room`, the room's rows only.
 const WORDS: &str = candidates!(
-    "(WITH hits AS MATERIALIZED (SELECT room, id, ts_ms FROM message_search WHERE words @@ $1::text::tsquery AND $3::text IS NULL)
+    "(WITH hits AS MATERIALIZED (SELECT room, id, ts_ms, words FROM message_search WHERE words @@ $9::text::tsquery AND $3::text IS NULL)
       SELECT * FROM hits)",
-    "true"
+    "s.words @@ $1::text::tsquery"
 );
 const WORDS_IN_ROOM: &str = candidates!(
-    "(WITH hits AS MATERIALIZED (SELECT room, id, ts_ms FROM message_search WHERE words @@ $1::text::tsquery AND room = $3::text)
+    "(WITH hits AS MATERIALIZED (SELECT room, id, ts_ms, words FROM message_search WHERE words @@ $9::text::tsquery AND room = $3::text)
       SELECT * FROM hits)",
-    "true"
+    "s.words @@ $1::text::tsquery"
 );
-const WORDS_IN_WINDOW: &str = candidates!(window!(), "s.words @@ $1::text::tsquery");
 /// For a query with no token at all (only punctuation): every message is
 /// a candidate, walked in time order; `$1` is unused.
 const ANY_IN_WINDOW: &str = candidates!(window!(), "$1::text IS NOT NULL");
@@ -85,6 +88,13 @@ const WINDOW_EDGE: &str = "SELECT ts_ms, room, id FROM message_search WHERE (ts_
 /// sort). So both kinds cost little, whatever the planner would guess
 /// about how the terms combine.
 const WINDOW: i64 = 4096;
+
+/// What the GIN index is asked for: the terms' whole words, or, when they
+/// have none, their prefixes (`None` when they have no token).
+fn index_tsquery(terms: &[QueryTerm]) -> Option<String> {
+    let words: Vec<String> = terms.iter().flat_map(|t| t.words.iter().map(|w| format!("'{w}'"))).collect();
+    if words.is_empty() { tsquery(terms) } else { Some(words.join(" & ")) }
+}
 
 /// The tsquery of `terms`: their whole words, and each last token as a
 /// prefix; `None` when they have no token.
@@ -113,6 +123,7 @@ impl SearchStore for PgStore {
             // every room's newest rows holds few of one room's).
             let mut windowed = tsq.is_none() || room.is_none();
             let words = tsq.clone().unwrap_or_default();
+            let index_words = index_tsquery(&query.terms).unwrap_or_default();
             loop {
                 let sql = match (&tsq, windowed, &room) {
                     (None, _, _) => ANY_IN_WINDOW,
@@ -120,8 +131,8 @@ impl SearchStore for PgStore {
                     (Some(_), false, None) => WORDS,
                     (Some(_), false, Some(_)) => WORDS_IN_ROOM,
                 };
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
-                    [&words, &member_of, &room, &ts, &after_room, &after_id, &batch, &WINDOW];
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
+                    [&words, &member_of, &room, &ts, &after_room, &after_id, &batch, &WINDOW, &index_words];
                 let found = rows(&*client, WHAT, sql, &params).await?;
                 for row in &found {
                     if !page.offer(&message_of(row)) {
@@ -249,5 +260,7 @@ mod tests {
     fn terms_become_a_tsquery_of_words_and_prefixes() {
         assert_eq!(tsquery(&parse_terms("https://Example.com/a go")).as_deref(), Some("'example' & 'a':* & 'go':*"));
         assert_eq!(tsquery(&parse_terms("?!")), None);
+        assert_eq!(index_tsquery(&parse_terms("github.com/deploy go")).as_deref(), Some("'github'"));
+        assert_eq!(index_tsquery(&parse_terms("go qa")).as_deref(), Some("'go':* & 'qa':*"));
     }
 }
