@@ -88,6 +88,10 @@ const WINDOW_EDGE: &str = "SELECT ts_ms, room, id FROM message_search WHERE (ts_
 /// sort). So both kinds cost little, whatever the planner would guess
 /// about how the terms combine.
 const WINDOW: i64 = 4096;
+/// Candidates per round once the GIN index answers: each round runs the
+/// index lookup again, so few large rounds beat many small ones (a term's
+/// rows may pass the tsquery and still fail the exact match).
+const RARE_BATCH: i64 = 2048;
 
 /// What the GIN index is asked for: the terms' whole words, or, when they
 /// have none, their prefixes (`None` when they have no token).
@@ -122,6 +126,9 @@ impl SearchStore for PgStore {
             // One room: its matches straight from the index (a window of
             // every room's newest rows holds few of one room's).
             let mut windowed = tsq.is_none() || room.is_none();
+            if !windowed {
+                batch = RARE_BATCH;
+            }
             let words = tsq.clone().unwrap_or_default();
             let index_words = index_tsquery(&query.terms).unwrap_or_default();
             loop {
@@ -152,6 +159,9 @@ impl SearchStore for PgStore {
                 let Some(edge) = edge.first() else { break };
                 (ts, after_room, after_id) = (edge.get(0), edge.get(1), edge.get(2));
                 windowed = tsq.is_none();
+                if !windowed {
+                    batch = RARE_BATCH;
+                }
             }
             Ok(page.finish())
         })
