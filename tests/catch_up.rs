@@ -18,7 +18,9 @@ use async_trait::async_trait;
 use chatroom::auth::AuthStores;
 use chatroom::model::{Message, NewEvent, RoomName, StoredEvent, Username};
 use chatroom::store::memory::MemoryStore;
-use chatroom::store::{Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, StoreError, ThreadPage};
+use chatroom::store::{
+    Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, SearchPage, SearchQuery, SearchStore, StoreError, ThreadPage,
+};
 use chatroom::{Config, RunningServer, Stores};
 use common::{Endpoint, TIMEOUT, User, WsClient, id};
 use futures::StreamExt;
@@ -160,6 +162,13 @@ impl FlakyEvents {
             left => Some(left - 1),
         });
         taken.is_ok()
+    }
+}
+
+#[async_trait]
+impl SearchStore for FlakyEvents {
+    async fn search(&self, query: &SearchQuery, member_of: &[String]) -> Result<SearchPage, StoreError> {
+        self.inner.search(query, member_of).await
     }
 }
 

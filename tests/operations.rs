@@ -20,7 +20,9 @@ use chatroom::auth::AuthStores;
 use chatroom::config::{MetricsEndpoint, SendRate};
 use chatroom::model::{Message, NewEvent, RoomName, StoredEvent, Username};
 use chatroom::store::memory::MemoryStore;
-use chatroom::store::{Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, StoreError, ThreadPage};
+use chatroom::store::{
+    Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, SearchPage, SearchQuery, SearchStore, StoreError, ThreadPage,
+};
 use chatroom::{Config, RunningServer, Stores};
 use common::{Endpoint, Scrape, TIMEOUT, TestServer, scrape};
 use serde_json::Value;
@@ -299,6 +301,13 @@ impl SwitchableStore {
             true => Err(StoreError::Unavailable("switched off by the test".into())),
             false => Ok(()),
         }
+    }
+}
+
+#[async_trait]
+impl SearchStore for SwitchableStore {
+    async fn search(&self, query: &SearchQuery, member_of: &[String]) -> Result<SearchPage, StoreError> {
+        self.inner.search(query, member_of).await
     }
 }
 

@@ -34,6 +34,12 @@ impl Drop for FreshDatabase {
     }
 }
 
+/// Updates the planner's statistics of the database at `url` (after a
+/// bulk load, before timing queries).
+pub fn analyze(url: &str) -> Result<(), String> {
+    run_sql(url, "ANALYZE")
+}
+
 /// `url` with its database name replaced (`postgres://u@h:p/db?x` → `…/name?x`).
 pub fn with_database(url: &str, name: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));

@@ -7,6 +7,7 @@
 //! target/release/chatroom-bench room --compare-bin OLD   # TCP_NODELAY before/after
 //! target/release/chatroom-bench slow-readers        # peak RSS with paused readers
 //! target/release/chatroom-bench persist --database-url postgres://postgres@127.0.0.1/postgres
+//! target/release/chatroom-bench search --database-url postgres://postgres@127.0.0.1/postgres
 //! target/release/chatroom-bench fanout --nodes 3 --database-url postgres://postgres@127.0.0.1/postgres \
 //!     --redis-url redis://127.0.0.1:6379           # three nodes, messages crossing them
 //! target/release/chatroom-bench capacity --connections 100000 --nodes 6 \
@@ -41,12 +42,14 @@
 //! at a human pace, the generator's sockets *without* TCP_NODELAY: latency of
 //! each guest's own acknowledgement and the share ≥ 35 ms, where Nagle's
 //! algorithm meets delayed ACKs), `slow-readers` (readers that stop reading
-//! while ~50 MiB is posted, then resume: server peak RSS and catch-up time).
+//! while ~50 MiB is posted, then resume: server peak RSS and catch-up time),
+//! `search` (a 1,000,000-message corpus on each store: query p50/p99 and
+//! index catch-up).
 //!
 //! Modules: `client` (HTTP/1.1 + WebSocket client), `process` (children and
 //! /proc), `target` (chatroom — one node or several — or relay), `backends`
 //! (a fresh database, a Redis prefix), one module per scenario
-//! (`fanout` with `compare`, `connections`, `capacity`, `history`, `persist`, `room`,
+//! (`fanout` with `compare`, `connections`, `capacity`, `history`, `persist`, `room`, `search`,
 //! `slow_readers`), `relay` (the baseline server), `stats` and `report`
 //! (the table).
 
@@ -62,6 +65,7 @@ mod process;
 mod relay;
 mod report;
 mod room;
+mod search;
 mod slow_readers;
 mod stats;
 mod target;
@@ -100,6 +104,10 @@ enum Scenario {
     /// Paused readers in a busy room, then resumed: server peak RSS and
     /// catch-up time.
     SlowReaders,
+    /// Message search over a 1,000,000-message corpus, JSON-lines
+    /// (tantivy) and, with --database-url, PostgreSQL: query p50/p99 and
+    /// index catch-up (send → findable).
+    Search,
     /// A quick run of every scenario, one table.
     All,
     /// (internal) run the minimal relay server.
@@ -205,9 +213,12 @@ struct Args {
     /// History: messages in the big room.
     #[arg(long, default_value_t = 1_000_000)]
     messages: u64,
-    /// History: requests timed per kind of page.
+    /// History: requests timed per kind of page; search: per query.
     #[arg(long, default_value_t = 50)]
     samples: usize,
+    /// Search: messages sent, then searched for until found (catch-up).
+    #[arg(long, default_value_t = 100)]
+    catch_ups: usize,
 
     /// Persist and slow-readers: concurrent writers (HTTP).
     #[arg(long, default_value_t = 64)]
@@ -378,6 +389,7 @@ async fn run(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<()
         Scenario::Persist => persist_scenario(args, server, report).await,
         Scenario::Room => room_scenario(args, server, report).await,
         Scenario::SlowReaders => slow_readers_scenario(args, server, report).await,
+        Scenario::Search => search_scenario(args, server, report).await,
         Scenario::All => {
             let quick = Args { find_max: true, tuned_relay: true, ..clone_args(args) };
             fanout_scenario(&quick, server, report, &fanout_kinds(&quick)).await?;
@@ -528,6 +540,33 @@ async fn history_scenario(args: &Args, server: &ServerOpts, report: &mut Report)
     report.check(&scenario, "latest 50", page(&r.latest), "≤ 5 ms", r.latest.max <= 5_000);
     report.check(&scenario, "middle page of 50", page(&r.middle), "≤ 10 ms", r.middle.max <= 10_000);
     report.check(&scenario, "random pages of 50", page(&r.random), "≤ 10 ms", r.random.max <= 10_000);
+    Ok(())
+}
+
+async fn search_scenario(args: &Args, server: &ServerOpts, report: &mut Report) -> Result<(), String> {
+    let tag = run_tag();
+    let mut results = Vec::new();
+    let dir = process::TempDir::new("search").map_err(|e| e.to_string())?;
+    eprintln!("search: {} messages in {} rooms into {} (JSON-lines, tantivy)", thousands(args.messages as f64), search::ROOMS, dir.0.display());
+    results.push(search::run_jsonl(server, &dir.0, args.messages, args.samples, args.catch_ups, &tag).await?);
+    drop(dir);
+    if let Some(url) = &server.database_server {
+        let dir = process::TempDir::new("search-pg").map_err(|e| e.to_string())?;
+        eprintln!("search: {} messages into a fresh database (PostgreSQL)", thousands(args.messages as f64));
+        results.push(search::run_postgres(server, &dir.0, url, args.messages, args.samples, args.catch_ups, &tag).await?);
+    }
+    for r in &results {
+        let scenario = format!("search {} msgs, {}", thousands(args.messages as f64), r.store);
+        let pct = |p: &stats::Percentiles| format!("p50 {} / p99 {} / max {}", ms(p.p50), ms(p.p99), ms(p.max));
+        report.info(&scenario, "corpus stored (and indexed)", dur_ms(r.build));
+        report.info(&scenario, "server start-up (spawn → listening)", dur_ms(r.startup));
+        report.check(&scenario, "query mix (HTTP round trip)", pct(&r.all), "p99 ≤ 50 ms", r.all.p99 <= 50_000);
+        report.info(&scenario, &format!("slowest kind: {}", r.worst.0), pct(&r.worst.1));
+        report.check(&scenario, "catch-up (send answered → found)", pct(&r.catch_up), "p99 ≤ 1 s", r.catch_up.p99 <= 1_000_000);
+        for (kind, p, found) in &r.kinds {
+            eprintln!("  {:<22} {:<28} p50 {:>9} p99 {:>9} ({found} results)", r.store, kind, ms(p.p50), ms(p.p99));
+        }
+    }
     Ok(())
 }
 

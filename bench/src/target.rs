@@ -122,6 +122,13 @@ impl Target {
         Ok(Self { kind: Kind::Chatroom, addr: process.addr, process: Some(process), _data: None, peers: Vec::new(), _database: None })
     }
 
+    /// A chatroom node on the PostgreSQL database at `url` (which the
+    /// caller made and drops), `data_dir` for the rest.
+    pub fn chatroom_on_database(opts: &ServerOpts, data_dir: &Path, url: &str) -> Result<Self, String> {
+        let process = spawn_chatroom(opts, &opts.server_bin, data_dir, &[("--database-url".to_string(), url.to_string())])?;
+        Ok(Self { kind: Kind::Chatroom, addr: process.addr, process: Some(process), _data: None, peers: Vec::new(), _database: None })
+    }
+
     /// The node client `i` talks to (clients are dealt over the nodes).
     pub fn node_addr(&self, i: usize) -> SocketAddr {
         match i % (self.peers.len() + 1) {

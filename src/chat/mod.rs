@@ -12,6 +12,7 @@
 //!   use case), private rooms' members, direct messages.
 //! - `mentions`: `@name`, `@here` and direct messages notify users.
 //! - `rooms`: list, subscriptions, presence and typing.
+//! - `search`: message search.
 
 mod members;
 mod mentions;
@@ -19,6 +20,7 @@ mod messages;
 mod reading;
 mod rooms;
 mod threads;
+mod search;
 
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +30,7 @@ pub use self::messages::{EventsPage, OpenedRoom};
 pub use self::reading::{DmReadState, MAX_UNREAD_COUNTED, RoomReadState};
 pub use self::rooms::MAX_ROOM_RESULTS;
 pub use self::threads::Thread;
+pub use self::search::SearchRequest;
 use crate::auth::Auth;
 use crate::auth::sessions::Session;
 use crate::fanout::Fanout;

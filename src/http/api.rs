@@ -15,7 +15,7 @@ use crate::auth::NewSession;
 use crate::auth::sessions::Session;
 use crate::error::ChatError;
 use crate::chat::Actor;
-use crate::chat::MAX_ROOM_RESULTS;
+use crate::chat::{MAX_ROOM_RESULTS, SearchRequest};
 use crate::protocol::ServerEvent;
 use crate::store::{Appended, DEFAULT_PAGE, HistoryQuery, MAX_PAGE};
 
@@ -282,6 +282,19 @@ pub async fn unsubscribe(state: State, room: String, session: Arc<Session>) -> R
     Ok(reply::or_error(async {
         state.chat.unsubscribe(&Actor::http(session), &room).await?;
         Ok(reply::no_content())
+    }.await))
+}
+
+/// GET /api/search?q=&room=&limit=&before=
+pub async fn search(state: State, session: Arc<Session>, query: HashMap<String, String>) -> Result<HttpResponse, warp::Rejection> {
+    Ok(reply::or_error(async {
+        let limit = match query.get("limit").filter(|l| !l.is_empty()) {
+            None => None,
+            Some(raw) => Some(raw.parse::<usize>().map_err(|_| ChatError::BadRequest("limit must be 1 to 100".into()))?),
+        };
+        let request = SearchRequest { q: query.get("q").cloned(), room: query.get("room").cloned(), limit, before: query.get("before").cloned() };
+        let page = state.chat.search(&Actor::http(session), request).await?;
+        Ok(reply::json(StatusCode::OK, &page))
     }.await))
 }
 

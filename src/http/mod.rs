@@ -29,6 +29,7 @@
 //! GET  /api/subscriptions
 //! PUT  /api/subscriptions/{room}
 //! DELETE /api/subscriptions/{room}
+//! GET  /api/search?q=&room=&limit=&before=   message search (docs/PROTOCOL.md §15)
 //! GET  /ws                     WebSocket
 //! GET  /healthz                store and fan-out state (200, or 503: no sends)
 //! GET  /metrics                Prometheus text (`--metrics on`; with
@@ -190,6 +191,8 @@ pub fn routes(state: State) -> BoxedFilter<(HttpResponse,)> {
         .unify()
         .or(list_dms(state.clone()))
         .unify()
+        .or(search(state.clone()))
+        .unify()
         .boxed();
     let routes = websocket(state.clone())
         .or(api)
@@ -320,6 +323,17 @@ fn unsubscribe(state: State) -> BoxedFilter<(HttpResponse,)> {
         .and(with_state(state.clone()))
         .and(session(state))
         .and_then(|room, state, session| api::unsubscribe(state, room, session))
+        .boxed()
+}
+
+/// GET /api/search?q=&room=&limit=&before=
+fn search(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "search")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and(warp::query::<HashMap<String, String>>())
+        .and_then(api::search)
         .boxed()
 }
 
@@ -587,7 +601,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     Some(match segments.as_slice() {
         ["api", "guest" | "signup" | "login" | "logout"] => "POST",
-        ["api", "me" | "subscriptions"] | ["api", "rooms", _, "events" | "members"] | ["api", "rooms", _, "threads", _] => "GET",
+        ["api", "me" | "subscriptions" | "search"] | ["api", "rooms", _, "events" | "members"] | ["api", "rooms", _, "threads", _] => "GET",
         ["api", "dms"] => "GET, POST",
         ["api", "rooms", _, "members", _] => "PUT, DELETE",
         ["api", "rooms"] | ["api", "rooms", _, "messages"] => "GET, POST",

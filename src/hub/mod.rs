@@ -47,7 +47,7 @@ use crate::fanout::{Fanout, RoomEvent};
 use crate::model::{Message, NewEvent, RoomName, StoredEvent, Username};
 use crate::protocol::ServerEvent;
 use crate::rate::{KeyedLimiter, SendRate};
-use crate::store::{Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, ThreadPage};
+use crate::store::{Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, SearchPage, SearchQuery, ThreadPage};
 use crate::telemetry;
 
 /// Sends queued for one room's writer before senders wait.
@@ -281,6 +281,12 @@ impl Hub {
     /// Who takes part in a thread (`MessageStore::thread_participants`).
     pub async fn thread_participants(&self, room: &RoomName, parent: u64) -> Result<Vec<String>, ChatError> {
         Ok(self.inner.store.thread_participants(room, parent).await?)
+    }
+
+    /// Messages matching `query` in public rooms and the private rooms
+    /// `member_of` (`SearchStore::search`).
+    pub async fn search(&self, query: &SearchQuery, member_of: &[String]) -> Result<SearchPage, ChatError> {
+        Ok(self.inner.store.search(query, member_of).await?)
     }
 
     /// Marks `user` present in `room`; announces it when this is the user's

@@ -1,7 +1,8 @@
 //! Storage: the only module that touches files and SQL.
 //!
 //! One trait per concern, each the contract every backend keeps:
-//! [`MessageStore`] (rooms and messages, below) and the account side in
+//! [`MessageStore`] (rooms and messages, below; searching them, [`search`])
+//! and the account side in
 //! `accounts` ([`UserStore`], [`SessionStore`], [`SubscriptionStore`],
 //! [`ReadMarkerStore`]); failures are a [`StoreError`]. The rest of the
 //! server holds `Arc<dyn …>`s and never knows which backend is behind
@@ -39,9 +40,11 @@ pub mod jsonl;
 pub mod memory;
 pub mod migrate;
 pub mod postgres;
+pub mod search;
 
 pub use self::accounts::{ReadMarkerStore, SessionRecord, SessionStore, SubscriptionStore, UserRecord, UserStore};
 pub use self::error::StoreError;
+pub use self::search::{SearchPage, SearchQuery, SearchStore};
 
 
 use std::collections::BTreeMap;
@@ -240,9 +243,10 @@ fn participants(page: &ThreadPage) -> Vec<String> {
     keys
 }
 
-/// Rooms and their messages.
+/// Rooms and their messages (and searching them: [`SearchStore`], which
+/// every message store is, since an index follows its store's writes).
 #[async_trait]
-pub trait MessageStore: Send + Sync + 'static {
+pub trait MessageStore: SearchStore {
     /// Creates a room; `RoomExists` if it is already there.
     async fn create_room(&self, room: &RoomName, created_by: &str) -> Result<RoomInfo, StoreError>;
     /// Whether the room exists.

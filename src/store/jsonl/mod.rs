@@ -8,6 +8,7 @@
 //!   rooms/general.jsonl    one line per message, oldest first
 //!   rooms/general.jsonl.torn   bytes of a line torn by a crash (rare)
 //!   users.jsonl, sessions.jsonl, subscriptions.jsonl, read_markers.jsonl   see `accounts`
+//!   search/                the message search index (tantivy; rebuilt from rooms/ when lost)
 //! ```
 //!
 //! Start-up reads only `rooms.jsonl` and the list of files in `rooms/` (a
@@ -22,6 +23,7 @@ pub(crate) mod event_line;
 mod lines;
 mod log_file;
 mod room_log;
+mod search_index;
 
 pub use self::accounts::{AccountRecords, JsonlAccounts};
 
@@ -39,7 +41,10 @@ use tokio::sync::OnceCell;
 use self::durability::Durability;
 use self::log_file::LogFile;
 use self::room_log::{RoomLog, SharedRoomLog};
-use super::{Appended, Fsync, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, ThreadPage, rank_rooms};
+use self::search_index::SearchIndex;
+use super::{
+    Appended, Fsync, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, SearchPage, SearchQuery, SearchStore, ThreadPage, rank_rooms,
+};
 use crate::store::StoreError;
 use crate::model::{DEFAULT_ROOM, DM_PREFIX, EventKind, Message, NewEvent, RoomName, StoredEvent, Username, now_rfc3339};
 
@@ -92,10 +97,13 @@ fn file_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error
 pub struct JsonlStore {
     rooms_dir: PathBuf,
     rooms_file: Mutex<LogFile>,
-    rooms: Mutex<BTreeMap<String, RoomRecord>>,
+    /// Shared with the search indexer (which asks whether a room is private).
+    rooms: Arc<Mutex<BTreeMap<String, RoomRecord>>>,
     /// Rooms in use, each with when it was last used.
     open_rooms: Mutex<HashMap<RoomName, (RoomSlot, Instant)>>,
     durability: Durability,
+    /// The message search index (`search/`), fed by `append`.
+    search: Arc<SearchIndex>,
 }
 
 impl JsonlStore {
@@ -108,12 +116,14 @@ impl JsonlStore {
         let rooms = read_room_records(&rooms_path)?;
         let durability = Durability::new(fsync);
         let rooms_file = LogFile::open(&rooms_path, durability.syncs())?;
-        let store = Self {
+        let search = Arc::new(SearchIndex::open(data_dir)?);
+        let mut store = Self {
             rooms_dir,
             rooms_file: Mutex::new(rooms_file),
-            rooms: Mutex::new(rooms),
+            rooms: Arc::new(Mutex::new(rooms)),
             open_rooms: Mutex::new(HashMap::new()),
             durability,
+            search,
         };
         store.restore_unlisted_rooms()?;
         let general = RoomName::parse(DEFAULT_ROOM).expect("the default room name is valid");
@@ -122,6 +132,13 @@ impl JsonlStore {
             store.record_room(&mut file, &general, SERVER_AUTHOR)?;
         }
         store.repair_all_rooms()?;
+        // Every room is known now, public or private: the indexer may
+        // catch up with the room files.
+        let rooms = store.rooms.clone();
+        let is_private = move |room: &str| rooms.lock().expect("rooms lock").get(room).is_some_and(|r| r.private);
+        let rooms = rooms_with_a_file(&store.rooms_dir)?;
+        let search = Arc::get_mut(&mut store.search).expect("the index is not shared before open returns");
+        search.start(&store.rooms_dir, rooms, Arc::new(is_private))?;
         Ok(store)
     }
 
@@ -364,18 +381,23 @@ impl MessageStore for JsonlStore {
     async fn append(&self, room: &RoomName, batch: Vec<NewEvent>) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
         let log = self.log(room).await?;
         let _serial = log.write_lock().lock().await;
-        if !self.durability.syncs() {
+        let answers = if !self.durability.syncs() {
             // Without fsync an append is one write(2) into the page cache,
             // a few microseconds: cheaper done here than handed to a
             // blocking thread and back, which cost more CPU than the write
             // itself (docs/BENCHMARKS.md).
-            return Ok(log.append_blocking(batch)?);
-        }
-        let writer = log.clone();
-        let result = tokio::task::spawn_blocking(move || writer.append_blocking(batch))
-            .await
-            .map_err(StoreError::from)?;
-        Ok(result?)
+            log.append_blocking(batch)?
+        } else {
+            let writer = log.clone();
+            tokio::task::spawn_blocking(move || writer.append_blocking(batch)).await.map_err(StoreError::from)??
+        };
+        // Handed to the indexer under the room's write lock: in seq order.
+        let stored = answers.iter().filter_map(|a| match a {
+            Ok(Appended::New(event)) => Some(event.clone()),
+            _ => None,
+        });
+        self.search.record(stored.collect());
+        Ok(answers)
     }
 
     async fn find_sent(&self, room: &RoomName, user: &Username, client_id: &str) -> Result<Option<Message>, StoreError> {
@@ -421,6 +443,8 @@ impl MessageStore for JsonlStore {
             }
         }
         self.rooms_file.lock().expect("rooms file lock").sync()?;
+        let search = self.search.clone();
+        tokio::task::spawn_blocking(move || search.commit()).await.map_err(StoreError::from)?;
         Ok(())
     }
 
@@ -433,6 +457,14 @@ impl MessageStore for JsonlStore {
                 .map_err(StoreError::from)??;
         }
         Ok(count)
+    }
+}
+
+#[async_trait]
+impl SearchStore for JsonlStore {
+    async fn search(&self, query: &SearchQuery, member_of: &[String]) -> Result<SearchPage, StoreError> {
+        let (search, query, member_of) = (self.search.clone(), query.clone(), member_of.to_vec());
+        Ok(tokio::task::spawn_blocking(move || search.search(&query, &member_of)).await.map_err(StoreError::from)??)
     }
 }
 

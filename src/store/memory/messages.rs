@@ -14,7 +14,7 @@ use crate::store::{Appended, DEDUP_WINDOW, HistoryQuery, MessageStore, PrivateRo
 
 /// A room's messages as they are now, oldest first: latest text, replies
 /// counted on their parent, reactions (deleted ones redacted).
-fn messages_now(events: &[StoredEvent]) -> Vec<Message> {
+pub(super) fn messages_now(events: &[StoredEvent]) -> Vec<Message> {
     let mut messages: Vec<Message> = Vec::new();
     let mut reactions: BTreeMap<u64, ReactionSet> = BTreeMap::new();
     // Ids only increase: a message is found by binary search.

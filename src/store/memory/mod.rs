@@ -13,6 +13,7 @@
 
 mod accounts;
 mod messages;
+mod search;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};

@@ -9,7 +9,8 @@
 //! (`chatroom migrate`'s import uses them too, for one room).
 //!
 //! History is a range scan of `messages`' primary key, the log one of
-//! `events`'; room search a trigram index on `lower(name)`.
+//! `events`'; room search a trigram index on `lower(name)`; message search
+//! is `search`'s (its rows written here, with the messages).
 
 use std::time::Duration;
 
@@ -220,6 +221,7 @@ pub(super) async fn write(client: &impl GenericClient, rooms: &[(&str, &Writes)]
         set_counters(client, &rooms),
         add_reactions(client, &rooms),
         remove_reactions(client, &rooms),
+        super::search::write_rows(client, &rooms),
     )?;
     Ok(())
 }

@@ -27,6 +27,7 @@ mod import;
 mod messages;
 mod plan;
 mod schema;
+mod search;
 
 use std::time::Duration;
 
@@ -73,6 +74,7 @@ impl PgStore {
         let store = Self { pool, appends };
         schema::migrate(&store).await?;
         store.ensure_room(DEFAULT_ROOM, "chatroom").await?;
+        tokio::spawn(backfill_search(store.pool.clone()));
         Ok(store)
     }
 
@@ -106,6 +108,16 @@ impl PgStore {
             Ok(())
         })
         .await
+    }
+}
+
+/// Gives the messages stored before search existed their search rows
+/// (`search::backfill`), logging what it did.
+async fn backfill_search(pool: Pool) {
+    match search::backfill(&pool).await {
+        Ok(0) => {}
+        Ok(count) => tracing::info!(messages = count, "indexed the messages stored before search existed"),
+        Err(e) => tracing::warn!(error = %e, "could not index the messages stored before search existed; the next start tries again"),
     }
 }
 
