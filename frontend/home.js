@@ -2,7 +2,17 @@
 // the open room, last seq seen per room, read markers and unread counts, the outbox of
 // unacknowledged sends) and turns server events into DOM updates via render.js /
 // sidebar.js. The connection itself (WebSocket or polling) lives in transport.js; editing
-// and deleting one's own messages in editing.js; the read-marker bookkeeping in unread.js.
+// and deleting one's own messages in editing.js; the read-marker bookkeeping in unread.js;
+// a private room's members in members.js; `@` mentions (highlight, autocomplete,
+// notifications) in mentions.js; searching messages in message_search.js; the thread
+// panel in threads.js. Reactions (the emoji picker, chips that toggle) are wired here for
+// both feeds. A reply is not in the main feed: its parent's "N replies" counts it when it
+// comes live (a page opened later gets the counts from the server).
+//
+// Direct messages are listed apart from the rooms (GET /api/dms) but are otherwise rooms
+// like any other: joined on the socket, counted, opened the same way. A `mention` frame
+// for a room not being read bumps its mention badge; one for a direct message not listed
+// yet lists it. A `member` frame that removes the user takes the room off the page.
 //
 // Reading: while the tab is visible, the open room is being read. Whatever it shows is
 // then read, and the page moves the user's read marker to its newest message (at most
@@ -11,10 +21,14 @@
 // first of them until another room is opened.
 import { api, roomPath } from './api.js';
 import { MessageActions } from './editing.js';
-import { Feed, el, onlineItem } from './render.js';
+import { MembersPanel } from './members.js';
+import { MentionSuggest, Notifier, mentionsMe } from './mentions.js';
+import { MessageSearch } from './message_search.js';
+import { Feed, el, emojiPicker, onlineItem } from './render.js';
 import { setupSearch } from './search.js';
 import { Outbox } from './outbox.js';
 import { RoomList, setupNewRoomForm } from './sidebar.js';
+import { ThreadPanel } from './threads.js';
 import { Transport } from './transport.js';
 import { TypingIndicator } from './typing.js';
 import { ReadState } from './unread.js';
@@ -40,6 +54,7 @@ const ui = {
   logout: $('logout'),
   connState: $('conn-state'),
   roomTitle: $('room-title'),
+  roomPrivate: $('room-private'),
   subscribe: $('subscribe'),
   onlineBar: $('online-bar'),
   online: $('online'),
@@ -55,6 +70,7 @@ const ui = {
 const state = {
   me: null, // {username, guest}
   subscribed: [], // room names, in list order
+  dms: new Map(), // direct message room -> the other member's name
   current: null, // the open room
   lastSeq: new Map(), // room -> the seq up to which every event of the room was seen
   gaps: new Map(), // room -> {liveFrom, liveMax} while missed events are fetched over HTTP
@@ -72,6 +88,23 @@ const state = {
 };
 
 const feed = new Feed(ui.messages, (msg) => msg.user != null && sameUser(msg.user, state.me.username));
+feed.mentionsMe = (text) => mentionsMe(text, state.me.username);
+feed.isMe = (user) => user != null && sameUser(user, state.me.username);
+const threads = new ThreadPanel(
+  {
+    panel: $('thread-panel'),
+    messages: $('thread-messages'),
+    form: $('thread-composer'),
+    close: $('thread-close'),
+    title: $('thread-title'),
+  },
+  {
+    isMine: (msg) => msg.user != null && sameUser(msg.user, state.me.username),
+    isMe: feed.isMe,
+    mentionsMe: feed.mentionsMe,
+    onError: failed,
+  },
+);
 const actions = new MessageActions(feed, {
   save: (id, text) => changeMessage('PATCH', id, { text }),
   remove: (id) => changeMessage('DELETE', id, {}),
@@ -82,9 +115,37 @@ const roomList = new RoomList($('room-list'), $('room-list-empty'), {
   onOpen: (room) => openRoom(room),
   onUnsubscribe: (room) => unsubscribe(room),
 });
+const dmList = new RoomList($('dm-list'), $('dm-list-empty'), { onOpen: (room) => openRoom(room), dm: true });
+const members = new MembersPanel(
+  {
+    toggle: $('members-toggle'),
+    panel: $('members-panel'),
+    list: $('member-list'),
+    form: $('add-member-form'),
+    badge: ui.roomPrivate,
+  },
+  { me: () => state.me.username, onError: failed },
+);
+const suggest = new MentionSuggest(ui.input, $('mention-suggestions'), mentionCandidates);
+const notifier = new Notifier($('enable-notifications'), (room) => openRoom(room));
+const messageSearch = new MessageSearch(
+  {
+    form: $('message-search-form'),
+    panel: $('search-panel'),
+    title: $('search-title'),
+    list: $('search-hits'),
+    more: $('search-more'),
+    close: $('search-close'),
+  },
+  {
+    onOpen: (room, id) => openAt(room, id),
+    onError: failed,
+    label: (room) => `${state.dms.has(room) ? '@' : '#'}${roomLabel(room)}`,
+  },
+);
 const typing = new TypingIndicator(ui.typing, TYPING_SHOWN_FOR_MS);
 const reads = new ReadState((room) => {
-  roomList.setUnread(room, reads.count(room));
+  (state.dms.has(room) ? dmList : roomList).setUnread(room, reads.count(room), reads.mentions(room));
   updateDocumentTitle();
 });
 let transport = null;
@@ -97,6 +158,10 @@ function sameUser(a, b) {
 }
 
 const isSubscribed = (room) => state.subscribed.includes(room);
+/** In the sidebar: a subscribed room or a direct message (both joined and counted). */
+const isListed = (room) => isSubscribed(room) || state.dms.has(room);
+/** What the page calls a room: a direct message by the other member's name. */
+const roomLabel = (room) => (state.dms.has(room) ? state.dms.get(room) : room);
 const hasModifier = (event) => event.shiftKey || event.altKey || event.ctrlKey || event.metaKey;
 
 function showError(message) {
@@ -118,8 +183,8 @@ function failed(error) {
 }
 
 function updateDocumentTitle() {
-  const total = reads.total(state.subscribed);
-  const room = state.current ? `#${state.current} · ` : '';
+  const total = reads.total([...state.subscribed, ...state.dms.keys()]);
+  const room = state.current ? `${state.dms.has(state.current) ? '@' : '#'}${roomLabel(state.current)} · ` : '';
   document.title = `${total ? `(${total}) ` : ''}${room}chatroom`;
 }
 
@@ -164,9 +229,11 @@ async function changeMessage(method, id, body) {
 
 // ---- incoming events -----------------------------------------------------------------------
 
-const isChange = (item) => item.type === 'edited' || item.type === 'deleted';
+const isChange = (item) => item.type === 'edited' || item.type === 'deleted' || item.type === 'reacted';
+/** Events about no message's text: members (they only move the room's seq here). */
+const isOther = (item) => item.type === 'member';
 /** An event's place in its room: its seq (a message's id is the seq of its post). */
-const seqOf = (item) => (isChange(item) ? item.seq : item.id);
+const seqOf = (item) => (isChange(item) || isOther(item) ? item.seq : item.id);
 
 function onEvent(event) {
   switch (event.type) {
@@ -185,6 +252,7 @@ function onEvent(event) {
     case 'message':
     case 'edited':
     case 'deleted':
+    case 'reacted':
       apply(event.room, [event], true);
       sawLive(event.room, seqOf(event));
       break;
@@ -193,6 +261,13 @@ function onEvent(event) {
       break;
     case 'read': // the marker moved: on another of the user's pages, or our PUT's answer
       markerMoved(event.room, event.id);
+      break;
+    case 'member':
+      onMember(event);
+      sawLive(event.room, event.seq);
+      break;
+    case 'mention':
+      onMention(event);
       break;
     case 'presence':
       onPresence(event);
@@ -295,14 +370,17 @@ function ingestLatest(room, messages) {
 function apply(room, items, live) {
   const known = state.lastSeq.get(room);
   const open = room === state.current;
-  const counting = isSubscribed(room) && !isReading(room) && (live || known !== undefined);
+  const counting = isListed(room) && !isReading(room) && (live || known !== undefined);
   const stick = open && feed.nearBottom();
   for (const item of items) {
+    if (isOther(item)) continue;
     if (isChange(item)) {
       if (open) feed.change(item);
       if (item.type === 'deleted' && !reads.remove(room, item.id)) recount();
       continue;
     }
+    // Reactions and member changes are not shown yet: only messages are.
+    if (item.type !== undefined && item.type !== 'message') continue;
     const { type, ...msg } = item;
     if (!Number.isFinite(msg.id)) continue;
     acknowledge(msg.client_id);
@@ -310,11 +388,49 @@ function apply(room, items, live) {
     if (open) {
       feed.add([msg]);
       if (fresh && msg.user) typing.stop(msg.user);
+      if (msg.thread && live && fresh) feed.replied(msg.thread, msg);
     }
     if (counting && fresh && isOthers(msg)) reads.add(room, msg.id);
   }
   if (stick) feed.scrollToBottom();
   if (open && items.length) readShown(room);
+  threads.apply(room, items);
+}
+
+// ---- reactions and threads: the buttons on a message, in either feed -----------------------
+
+/** Clicks on React, an emoji, a reaction chip, Reply or "N replies" in a feed of `room()`. */
+function wireSocial(root, room) {
+  root.addEventListener('click', (event) => {
+    const button = event.target.closest('button[data-action]');
+    const node = button && button.closest('.message[data-id]');
+    if (!node || !room()) return;
+    const id = Number(node.dataset.id);
+    switch (button.dataset.action) {
+      case 'react': {
+        const open = node.querySelector('.emoji-picker');
+        if (open) open.remove();
+        else node.querySelector('.meta').after(emojiPicker());
+        break;
+      }
+      case 'pick-emoji':
+        node.querySelector('.emoji-picker')?.remove();
+        transport?.react(room(), id, button.dataset.emoji);
+        break;
+      case 'toggle-reaction':
+        transport?.react(room(), id, button.dataset.emoji);
+        break;
+      case 'reply':
+      case 'open-thread':
+        threads.open(room(), id);
+        break;
+      default:
+        break;
+    }
+  });
+  root.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape') event.target.closest('.emoji-picker')?.remove();
+  });
 }
 
 /** A stored message someone else wrote, not deleted. */
@@ -334,7 +450,7 @@ function isReading(room) {
  */
 function countLatest(room, messages) {
   const read = reads.marker(room);
-  if (!isSubscribed(room) || isReading(room) || read === undefined) return;
+  if (!isListed(room) || isReading(room) || read === undefined) return;
   const ids = messages.map((msg) => msg.id).filter(Number.isFinite);
   if (ids.length && Math.min(...ids) > read + 1) return;
   reads.setExact(room, messages.filter((msg) => msg.id > read && isOthers(msg)).map((msg) => msg.id));
@@ -346,7 +462,7 @@ function markerMoved(room, id) {
   const pending = state.readSends.get(room);
   if (pending && pending.id <= id) pending.id = 0; // nothing left to say
   if (isReading(room)) reads.readUpTo(room, id);
-  else if (!reads.advance(room, id, state.lastSeq.get(room)) && isSubscribed(room)) recount();
+  else if (!reads.advance(room, id, state.lastSeq.get(room)) && isListed(room)) recount();
 }
 
 /**
@@ -362,11 +478,11 @@ function recount() {
   state.recount = run;
   run.timer = setTimeout(async () => {
     try {
-      const rooms = await api('GET', '/api/subscriptions');
-      for (const { name, read, unread } of rooms || []) {
-        if (!isSubscribed(name)) continue;
+      const [rooms, dms] = await Promise.all([api('GET', '/api/subscriptions'), fetchDms()]);
+      for (const { name, read, unread, mentions } of [...(rooms || []), ...dms]) {
+        if (!isListed(name)) continue;
         if (isReading(name)) reads.readUpTo(name, read);
-        else reads.setCounted(name, read, unread);
+        else reads.setCounted(name, read, unread, mentions);
       }
     } catch (error) {
       if (error.status === 401) sessionEnded();
@@ -453,6 +569,58 @@ function onPresence({ room, user, online }) {
   if (stick) feed.scrollToBottom();
 }
 
+// ---- members and mentions -------------------------------------------------------------------
+
+/** A private room's members changed: the panel shows it; a removed user loses the room. */
+function onMember({ room, user, by, added }) {
+  if (!added && sameUser(user, state.me.username)) {
+    removedFrom(room);
+    return;
+  }
+  if (room !== state.current) return;
+  members.refresh();
+  const stick = feed.nearBottom();
+  feed.notice(sameUser(user, by) ? `${by} created the room` : `${by} ${added ? 'added' : 'removed'} ${user}`);
+  if (stick) feed.scrollToBottom();
+}
+
+/** The user was taken out of a private room: it leaves the sidebar and, if open, the view. */
+function removedFrom(room) {
+  state.subscribed = state.subscribed.filter((name) => name !== room);
+  state.lastSeq.delete(room);
+  state.online.delete(room);
+  reads.clear(room);
+  roomList.remove(room);
+  updateDocumentTitle();
+  if (room !== state.current) return;
+  closeRoom();
+  ui.historyStatus.textContent = `You were removed from ${room}.`;
+}
+
+/**
+ * A message concerns the user (`@name`, `@here`, a direct message, a thread reply). Where
+ * they are not reading, the room's mention badge goes up (a direct message counts as
+ * unread anyway); one not listed yet is listed; a hidden tab may notify.
+ */
+function onMention(event) {
+  const { room, user, reason } = event;
+  if (reason === 'dm' && !state.dms.has(room)) refreshDms();
+  if (!isReading(room) && reason !== 'dm') reads.mentioned(room);
+  const where = state.dms.has(room) || reason === 'dm' ? 'a direct message' : `#${room}`;
+  notifier.notify(event, `${user} ${reason === 'dm' ? 'wrote you' : 'mentioned you'} in ${where}`);
+}
+
+/** Who `@` offers: a private room's members, a direct message's two, or who is online. */
+function mentionCandidates() {
+  const room = state.current;
+  if (!room) return [];
+  let names;
+  if (state.dms.has(room)) names = [state.dms.get(room)];
+  else if (members.isPrivate) names = members.members;
+  else names = [...(state.online.get(room) || [])];
+  return names.filter((name) => !sameUser(name, state.me.username)).sort((a, b) => a.localeCompare(b));
+}
+
 function onTyping({ room, user }) {
   if (room === state.current && !sameUser(user, state.me.username)) typing.saw(user);
 }
@@ -480,7 +648,7 @@ function onConnectionState(connection) {
 // ---- rooms ---------------------------------------------------------------------------------
 
 function roomsForTransport() {
-  const all = new Set(state.subscribed);
+  const all = new Set([...state.subscribed, ...state.dms.keys()]);
   if (state.current) all.add(state.current);
   for (const entry of state.outbox.all()) all.add(entry.room);
   return { open: state.current, all: [...all], lastSeq: (room) => state.lastSeq.get(room) };
@@ -488,16 +656,33 @@ function roomsForTransport() {
 
 function showRoomHeader() {
   const room = state.current;
-  ui.roomTitle.textContent = room ?? 'No room open';
-  ui.subscribe.hidden = !room || isSubscribed(room);
+  ui.roomTitle.textContent = room ? roomLabel(room) : 'No room open';
+  ui.roomTitle.classList.toggle('dm', state.dms.has(room));
+  ui.subscribe.hidden = !room || isListed(room);
   ui.input.disabled = !room;
   ui.send.disabled = !room;
+}
+
+/** No room open (the one shown is gone). */
+function closeRoom() {
+  state.current = null;
+  state.openSeq += 1;
+  roomList.setActive(null);
+  dmList.setActive(null);
+  showRoomHeader();
+  members.show(null);
+  typing.clear();
+  actions.reset();
+  feed.clear();
+  threads.close();
+  renderOnline();
+  updateDocumentTitle();
 }
 
 async function openRoom(room) {
   if (room === state.current) return;
   const previous = state.current;
-  if (previous && !isSubscribed(previous) && transport) transport.leave(previous);
+  if (previous && !isListed(previous) && transport) transport.leave(previous);
   const seq = ++state.openSeq;
   state.current = room;
   state.hasOlder = false;
@@ -506,17 +691,31 @@ async function openRoom(room) {
   state.unreadLinePending = false;
   if (isReading(room)) reads.clear(room);
   roomList.setActive(room);
+  dmList.setActive(room);
   showRoomHeader();
+  updateDocumentTitle();
+  members.show(room, { dm: state.dms.has(room) });
   typing.clear();
   actions.reset();
   feed.clear();
+  if (threads.room !== room) threads.close();
   renderOnline();
   for (const entry of state.outbox.all()) {
     if (entry.room === room) feed.showPending(entry, state.me.username);
   }
   ui.historyStatus.textContent = 'Loading messages…';
-  if (!isSubscribed(room) && transport) transport.join(room);
+  if (!isListed(room) && transport) transport.join(room);
   await loadLatest(room, seq);
+}
+
+/** Opens `room` and, if message `id` is among those shown, brings it into view, marked. */
+async function openAt(room, id) {
+  await openRoom(room);
+  const node = room === state.current && feed.node(id);
+  if (!node) return;
+  for (const old of ui.messages.querySelectorAll('.message.found')) old.classList.remove('found');
+  node.classList.add('found');
+  node.scrollIntoView({ block: 'center' });
 }
 
 async function loadLatest(room, seq) {
@@ -539,7 +738,15 @@ async function loadLatest(room, seq) {
     if (seq !== state.openSeq) return;
     ui.historyStatus.textContent = '';
     state.shown = true;
-    failed(error);
+    if (error.code !== 'room_not_found') {
+      failed(error);
+      return;
+    }
+    // Missing, or private and not ours: exactly the same to us.
+    ui.historyStatus.textContent = `Room “${room}” not found.`;
+    ui.input.disabled = true;
+    ui.send.disabled = true;
+    ui.subscribe.hidden = true;
   }
 }
 
@@ -578,7 +785,9 @@ function fillViewport() {
 function showHistoryStatus() {
   if (state.loadingOlder) ui.historyStatus.textContent = 'Loading older messages…';
   else if (state.hasOlder) ui.historyStatus.textContent = '';
-  else ui.historyStatus.textContent = `This is the beginning of ${state.current}.`;
+  else if (state.dms.has(state.current)) {
+    ui.historyStatus.textContent = `This is the beginning of your messages with ${roomLabel(state.current)}.`;
+  } else ui.historyStatus.textContent = `This is the beginning of ${state.current}.`;
 }
 
 function addSubscription(room) {
@@ -612,21 +821,24 @@ async function unsubscribe(room) {
 }
 
 /**
- * Creates a room (an existing one is fine), subscribes to it and opens it. Throws if the
- * room cannot be had (e.g. an invalid name); a failed subscribe is shown but still opens it.
+ * Creates a room (an existing one is fine, unless a private one was asked for),
+ * subscribes to it and opens it. Throws if the room cannot be had (e.g. an invalid name,
+ * or a private room of others: not found); another failed subscribe is shown but still
+ * opens it.
  */
-async function createRoom(name) {
+async function createRoom(name, { private: secret = false } = {}) {
   let room = name;
   try {
-    const created = await api('POST', '/api/rooms', { name });
+    const created = await api('POST', '/api/rooms', secret ? { name, private: true } : { name });
     if (created && created.name) room = created.name;
   } catch (error) {
     if (error.status === 401) sessionEnded();
-    if (error.status !== 409) throw error;
+    if (error.status !== 409 || secret) throw error;
   }
   try {
     await subscribe(room);
   } catch (error) {
+    if (error.code === 'room_not_found') throw error;
     failed(error);
   }
   await openRoom(room);
@@ -634,26 +846,67 @@ async function createRoom(name) {
 
 /** `?room=name` at start: create it if needed, subscribe, open. Returns the room or null. */
 async function enterRoomFromUrl(name) {
-  if (isSubscribed(name)) return name;
+  if (isListed(name)) return name;
   try {
     await createRoom(name);
     return name;
   } catch (error) {
-    failed({ status: error.status, message: `Cannot open room “${name}”: ${error.message}` });
+    const why = error.code === 'room_not_found' ? 'not found' : error.message;
+    failed({ status: error.status, message: `Cannot open room “${name}”: ${why}` });
     return null;
   }
+}
+
+// ---- direct messages -------------------------------------------------------------------------
+
+/** GET /api/dms: the user's direct messages with their read state (none for guests). */
+async function fetchDms() {
+  if (state.me.guest) return [];
+  return (await api('GET', '/api/dms')) || [];
+}
+
+function addDm(dm) {
+  const known = state.dms.has(dm.name);
+  state.dms.set(dm.name, dm.with);
+  dmList.add(dm.name, dm.with);
+  dmList.setActive(state.current);
+  if (known) return;
+  if (dm.name === state.current) showRoomHeader();
+  else transport?.join(dm.name);
+}
+
+/** Lists direct messages the page does not show yet (someone wrote to the user). */
+async function refreshDms() {
+  try {
+    for (const dm of await fetchDms()) {
+      if (state.dms.has(dm.name)) continue;
+      addDm(dm);
+      if (!isReading(dm.name)) reads.setCounted(dm.name, dm.read, dm.unread, dm.mentions);
+    }
+  } catch (error) {
+    failed(error);
+  }
+}
+
+/** Opens the direct message with `user` (POST /api/dms makes it the first time). */
+async function openDm(user) {
+  const dm = await api('POST', '/api/dms', { user });
+  addDm(dm);
+  await openRoom(dm.name);
 }
 
 // ---- wiring --------------------------------------------------------------------------------
 
 function wireComposer() {
+  wireSocial(ui.messages, () => state.current);
+  wireSocial($('thread-messages'), () => threads.room);
   ui.composer.addEventListener('submit', (event) => {
     event.preventDefault();
     sendMessage();
     ui.input.focus();
   });
   ui.input.addEventListener('keydown', (event) => {
-    if (event.isComposing) return;
+    if (event.isComposing || suggest.onKeydown(event)) return;
     if (event.key === 'Enter' && !event.shiftKey) {
       event.preventDefault();
       sendMessage();
@@ -699,8 +952,12 @@ function wireHeaderAndFeed() {
   setupSearch($('room-search'), $('search-results'), async (room) => {
     await openRoom(room);
   });
-  setupNewRoomForm($('new-room'), $('new-room-form'), async (name) => {
-    await createRoom(name);
+  setupNewRoomForm($('new-room'), $('new-room-form'), async (name, options) => {
+    await createRoom(name, options);
+    ui.input.focus();
+  });
+  setupNewRoomForm($('new-dm'), $('new-dm-form'), async (name) => {
+    await openDm(name);
     ui.input.focus();
   });
 }
@@ -718,18 +975,26 @@ async function start() {
   ui.whoami.textContent = state.me.username;
   ui.whoami.dataset.guest = String(Boolean(state.me.guest));
   if (state.me.guest) ui.whoami.after(' ', el('span', { class: 'guest-tag' }, 'guest'));
+  // Guests have neither private rooms nor direct messages.
+  $('dms').hidden = Boolean(state.me.guest);
+  $('new-room-private-label').hidden = Boolean(state.me.guest);
   state.outbox = new Outbox(state.me.username);
 
   try {
-    const subscriptions = await api('GET', '/api/subscriptions');
-    for (const { name, read, unread } of subscriptions || []) {
+    const [subscriptions, dms] = await Promise.all([api('GET', '/api/subscriptions'), fetchDms()]);
+    for (const { name, read, unread, mentions } of subscriptions || []) {
       addSubscription(name);
-      reads.setCounted(name, read, unread);
+      reads.setCounted(name, read, unread, mentions);
+    }
+    for (const dm of dms) {
+      addDm(dm);
+      reads.setCounted(dm.name, dm.read, dm.unread, dm.mentions);
     }
   } catch (error) {
     failed(error);
   }
   roomList.updateEmpty();
+  dmList.updateEmpty();
 
   // Before the transport's own `pagehide` closes the socket: what was read is said first.
   window.addEventListener('pagehide', sendPendingReads);

@@ -5,6 +5,10 @@
 // "message deleted" line), pending (unacknowledged) sends at the bottom, and scroll
 // position handled. One's own stored messages carry Edit and Delete buttons (the clicks
 // are handled in editing.js). A "New messages" line can mark where the unread ones begin.
+// Messages that mention the user (`feed.mentionsMe`) carry the class `mention`. Every
+// stored message has React (and, when it is no reply, Reply) buttons, its reactions as
+// chips, and under a thread's parent how many replies it has; replies themselves are not
+// in the feed but in the thread panel (threads.js), which uses the same elements.
 
 /** createElement with attributes; string children become text nodes. */
 export function el(tag, attrs = {}, ...children) {
@@ -61,12 +65,92 @@ function ownActions() {
   );
 }
 
+/** React, and Reply on a message that is no reply. */
+function socialActions(msg) {
+  return el(
+    'span',
+    { class: 'social' },
+    el('button', { type: 'button', class: 'action', 'data-action': 'react', 'aria-label': 'Add a reaction' }, 'React'),
+    msg.thread
+      ? null
+      : el('button', { type: 'button', class: 'action', 'data-action': 'reply', 'aria-label': 'Reply in thread' }, 'Reply'),
+  );
+}
+
+/** The emoji one click away. */
+export const EMOJI = ['👍', '❤️', '😂', '🎉', '😮', '🙏'];
+
+export function emojiPicker() {
+  return el(
+    'div',
+    { class: 'emoji-picker', role: 'group', 'aria-label': 'Pick a reaction' },
+    ...EMOJI.map((emoji) =>
+      el('button', { type: 'button', class: 'action', 'data-action': 'pick-emoji', 'data-emoji': emoji }, emoji),
+    ),
+  );
+}
+
+/** The reaction chips: `{emoji, count, me}`; a click toggles one's own. */
+export function reactionsElement(reactions) {
+  const chips = (reactions || [])
+    .filter((r) => r.count > 0)
+    .map((r) =>
+      el(
+        'button',
+        {
+          type: 'button',
+          class: `reaction${r.me ? ' me' : ''}`,
+          'data-action': 'toggle-reaction',
+          'data-emoji': r.emoji,
+          'aria-pressed': String(Boolean(r.me)),
+          'aria-label': `${r.emoji} ${r.count}${r.me ? ', yours' : ''}`,
+        },
+        el('span', { class: 'emoji' }, r.emoji),
+        ' ',
+        el('span', { class: 'count' }, String(r.count)),
+      ),
+    );
+  return el('div', { class: 'reactions', hidden: chips.length === 0 }, ...chips);
+}
+
+/** Under a thread's parent: "3 replies · last 12:01" (a button that opens the thread). */
+export function threadSummaryElement(msg) {
+  const count = msg.reply_count || 0;
+  const summary = el(
+    'button',
+    { type: 'button', class: 'thread-summary', 'data-action': 'open-thread', hidden: count === 0 },
+    `${count} ${count === 1 ? 'reply' : 'replies'}`,
+  );
+  if (count && msg.last_reply_at) summary.append(' · last ', timeElement(msg.last_reply_at));
+  return summary;
+}
+
 export function messageElement(msg, mine) {
   if (msg.deleted) return deletedElement(msg.id);
   const [meta, text] = messageBody(String(msg.user), timeElement(msg.ts), String(msg.text));
   if (msg.edited_at) meta.append(' ', editedMark(msg.edited_at));
+  meta.append(socialActions(msg));
   if (mine) meta.append(ownActions());
-  return el('div', { class: `message ${mine ? 'mine' : 'theirs'}`, 'data-id': msg.id }, meta, text);
+  const node = el('div', { class: `message ${mine ? 'mine' : 'theirs'}`, 'data-id': msg.id }, meta, text);
+  node.append(reactionsElement(msg.reactions));
+  if (!msg.thread) node.append(threadSummaryElement(msg));
+  return node;
+}
+
+/** Shows a message's reactions and thread summary as they are now. */
+export function showSocial(node, msg) {
+  node.querySelector('.reactions')?.replaceWith(reactionsElement(msg.reactions));
+  node.querySelector('.thread-summary')?.replaceWith(threadSummaryElement(msg));
+}
+
+/**
+ * A message's reactions after a `reacted` event: the counts it carries, and `me` from
+ * whether `user` is the reader (else as it was).
+ */
+export function reactedList(old, event, isMe) {
+  const mine = new Map((old || []).map((r) => [r.emoji, Boolean(r.me)]));
+  if (isMe) mine.set(event.emoji, Boolean(event.added));
+  return (event.reactions || []).map((r) => ({ emoji: r.emoji, count: r.count, me: mine.get(r.emoji) ?? false }));
 }
 
 /** A deleted message: who wrote it and what it said are gone, from the server too. */
@@ -155,6 +239,9 @@ export class Feed {
     this.root = root;
     this.isMine = isMine; // (msg) => boolean
     this.onDeleted = () => {}; // (id) => void, set by whoever edits messages
+    this.mentionsMe = () => false; // (text) => boolean: such messages are highlighted
+    this.isMe = () => false; // (user) => boolean: the reader
+    this.withReplies = false; // the main feed leaves replies to the thread panel
     this.clear();
   }
 
@@ -240,7 +327,7 @@ export class Feed {
   add(messages) {
     let added = 0;
     for (const msg of messages) {
-      if (!Number.isFinite(msg.id)) continue;
+      if (!Number.isFinite(msg.id) || (msg.thread && !this.withReplies)) continue; // replies: in their thread
       if (this.items.has(msg.id)) {
         this.update(msg);
         continue;
@@ -253,9 +340,15 @@ export class Feed {
         edited_at: msg.edited_at,
         deleted: Boolean(msg.deleted),
         changeSeq: 0,
+        reply_count: msg.reply_count || 0,
+        last_reply_at: msg.last_reply_at,
+        reactions: msg.reactions || [],
+        reactSeq: 0,
       };
       this.items.set(msg.id, item);
-      this.insert(msg.id, messageElement(item, !item.deleted && this.isMine(item)));
+      const node = messageElement(item, !item.deleted && this.isMine(item));
+      if (!item.deleted && this.mentionsMe(item.text)) node.classList.add('mention');
+      this.insert(msg.id, node);
       added += 1;
     }
     return added;
@@ -264,6 +357,13 @@ export class Feed {
   update(msg) {
     const item = this.items.get(msg.id);
     if (item.deleted) return;
+    if (!msg.deleted && (msg.reply_count || 0) >= item.reply_count) {
+      // A newer look at the message: its thread and reactions as they are now.
+      item.reply_count = msg.reply_count || 0;
+      item.last_reply_at = msg.last_reply_at;
+      if (msg.reactions) item.reactions = msg.reactions;
+      showSocial(this.nodes.get(item.id), item);
+    }
     if (msg.deleted) this.markDeleted(item);
     else if (typeof msg.text === 'string' && isLater(msg.edited_at, item.edited_at)) {
       this.setText(item, msg.text, msg.edited_at);
@@ -278,6 +378,10 @@ export class Feed {
   change(event) {
     const item = this.items.get(event.id);
     if (!item || item.deleted) return;
+    if (event.type === 'reacted') {
+      this.react(item, event);
+      return;
+    }
     if (event.type === 'deleted') {
       this.markDeleted(item);
       return;
@@ -288,10 +392,29 @@ export class Feed {
     this.setText(item, event.text, event.edited_at);
   }
 
+  /** A `reacted` event of a shown message (each applies once, in seq order). */
+  react(item, event) {
+    if (Number.isFinite(event.seq) && !(event.seq > item.reactSeq)) return;
+    item.reactSeq = event.seq;
+    item.reactions = reactedList(item.reactions, event, this.isMe(event.user));
+    showSocial(this.nodes.get(item.id), item);
+  }
+
+  /** A reply to message `id` arrived (live): its summary counts it. */
+  replied(id, reply) {
+    const item = this.items.get(id);
+    if (!item || item.deleted) return;
+    item.reply_count += 1;
+    item.last_reply_at = reply.ts;
+    showSocial(this.nodes.get(id), item);
+  }
+
   setText(item, text, editedAt) {
     item.text = text;
     item.edited_at = editedAt;
-    showEdited(this.nodes.get(item.id), text, editedAt);
+    const node = this.nodes.get(item.id);
+    showEdited(node, text, editedAt);
+    node.classList.toggle('mention', this.mentionsMe(text));
   }
 
   markDeleted(item) {
@@ -362,14 +485,21 @@ export class Feed {
   }
 }
 
-export function roomListItem(room) {
+/**
+ * A row of the room list (or, with `dm`, of the direct messages: `label` is the other
+ * user's name and there is no unsubscribe): open button with unread and mention badges.
+ */
+export function roomListItem(room, { label = room, dm = false } = {}) {
   const badge = el('span', { class: 'unread', hidden: true }, '0');
+  const mentions = el('span', { class: 'mentions', hidden: true, title: 'Mentions you' }, '@0');
   const open = el(
     'button',
     { type: 'button', class: 'open-room', 'data-room': room },
-    el('span', { class: 'room-name' }, room),
+    el('span', { class: 'room-name', dir: 'auto' }, label),
+    mentions,
     badge,
   );
+  if (dm) return el('li', { class: 'room-item dm' }, open);
   const unsubscribe = el(
     'button',
     { type: 'button', class: 'unsubscribe', 'aria-label': `Unsubscribe from ${room}`, title: 'Unsubscribe' },
@@ -381,13 +511,19 @@ export function roomListItem(room) {
 /** Counts above this show as "999+" (the server counts up to 1,000). */
 const MOST_UNREAD_SHOWN = 999;
 
-export function setUnreadBadge(item, room, count) {
+export function setUnreadBadge(item, label, count, mentions = 0) {
   const badge = item.querySelector('.unread');
   const shown = count > MOST_UNREAD_SHOWN ? `${MOST_UNREAD_SHOWN}+` : String(count);
   badge.textContent = shown;
   badge.hidden = count === 0;
+  const mark = item.querySelector('.mentions');
+  mark.textContent = `@${mentions}`;
+  mark.hidden = mentions === 0;
   const open = item.querySelector('.open-room');
-  if (count) open.setAttribute('aria-label', `${room}, ${shown} unread`);
+  const parts = [label];
+  if (count) parts.push(`${shown} unread`);
+  if (mentions) parts.push(`${mentions} mentioning you`);
+  if (parts.length > 1) open.setAttribute('aria-label', parts.join(', '));
   else open.removeAttribute('aria-label');
 }
 

@@ -1,12 +1,17 @@
-// sidebar.js — the left column of /home: the chatroom list (open, unread badge,
-// unsubscribe) and the small inline "new room" form behind the + button.
-// It only draws and reports clicks; home.js decides what they mean.
+// sidebar.js — the left column of /home: the chatroom list (open, unread and mention
+// badges, unsubscribe), the direct messages' list (the same, named after the other user,
+// without unsubscribe), and the small inline forms behind the + buttons (a new room,
+// public or private; a direct message with someone). It only draws and reports clicks;
+// home.js decides what they mean.
 import { roomListItem, setUnreadBadge } from './render.js';
 
 export class RoomList {
-  constructor(list, emptyNote, { onOpen, onUnsubscribe }) {
+  /** With `dm`, rows are direct messages (`add(room, label)` names the other user). */
+  constructor(list, emptyNote, { onOpen, onUnsubscribe, dm = false }) {
     this.list = list;
     this.emptyNote = emptyNote;
+    this.dm = dm;
+    this.labels = new Map(); // room -> what its row shows
     list.addEventListener('click', (event) => {
       const button = event.target.closest('button');
       if (!button || !list.contains(button)) return;
@@ -23,8 +28,13 @@ export class RoomList {
     return null;
   }
 
-  add(room) {
-    if (!this.item(room)) this.list.append(roomListItem(room));
+  has(room) {
+    return this.item(room) !== null;
+  }
+
+  add(room, label = room) {
+    this.labels.set(room, label);
+    if (!this.item(room)) this.list.append(roomListItem(room, { label, dm: this.dm }));
     this.updateEmpty();
   }
 
@@ -34,13 +44,14 @@ export class RoomList {
     if (!li) return null;
     const neighbour = li.nextElementSibling || li.previousElementSibling;
     li.remove();
+    this.labels.delete(room);
     this.updateEmpty();
     return neighbour ? neighbour.querySelector('.open-room') : null;
   }
 
-  setUnread(room, count) {
+  setUnread(room, count, mentions) {
     const li = this.item(room);
-    if (li) setUnreadBadge(li, room, count);
+    if (li) setUnreadBadge(li, this.labels.get(room) ?? room, count, mentions);
   }
 
   setActive(room) {
@@ -58,7 +69,10 @@ export class RoomList {
   }
 }
 
-/** Wires the + button and its form; `create(name)` does the work and throws to show an error. */
+/**
+ * Wires a + button and its form; `create(name, {private})` does the work and throws to
+ * show an error (`private`: the form's "private" box, if it has one, is ticked).
+ */
 export function setupNewRoomForm(button, form, create) {
   const input = form.elements.name;
   const error = form.querySelector('.form-error');
@@ -71,6 +85,7 @@ export function setupNewRoomForm(button, form, create) {
     if (open) input.focus();
     else {
       input.value = '';
+      if (form.elements.private) form.elements.private.checked = false;
       button.focus();
     }
   }
@@ -85,14 +100,15 @@ export function setupNewRoomForm(button, form, create) {
     const name = input.value.trim();
     error.textContent = '';
     if (!name) {
-      error.textContent = 'Enter a room name.';
+      error.textContent = input.dataset.missing || 'Enter a room name.';
       return;
     }
     submit.disabled = true;
     try {
-      await create(name);
+      await create(name, { private: Boolean(form.elements.private?.checked) });
       form.hidden = true;
       input.value = '';
+      if (form.elements.private) form.elements.private.checked = false;
       button.setAttribute('aria-expanded', 'false');
     } catch (failure) {
       error.textContent = failure.message;

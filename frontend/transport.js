@@ -9,7 +9,7 @@
 // deletes of old messages are neither missed nor fetched twice.
 //
 // Events given to onEvent: the server's frames ({type:'joined'|'message'|'edited'|
-// 'deleted'|'read'|'presence'|'typing'|'error', ...}) plus, from polling,
+// 'deleted'|'reacted'|'member'|'mention'|'read'|'presence'|'typing'|'error', ...}) plus, from polling,
 // {type:'history', room, messages} (a room's latest messages as they are now, when no
 // seq is known yet), {type:'events', room, after, events, seq} (the room's events after
 // `after`, as frames, and the seq they reach) and {type:'posted', message} (the answer to
@@ -221,6 +221,18 @@ export class Transport {
       if (error.status === 401) this.onSessionEnded();
       // Otherwise the marker stays behind until the next read moves it.
     }
+  }
+
+  /**
+   * Toggles the user's `emoji` on message `id`: a `react` frame, or without an open socket
+   * PUT …/messages/{id}/reactions (the change comes back as a `reacted` event either way).
+   */
+  react(room, id, emoji) {
+    if (this.mode === 'ws' && this.sendFrame({ type: 'react', room, id, emoji })) return;
+    api('PUT', `/api/rooms/${roomPath(room)}/messages/${id}/reactions`, { emoji }).catch((error) => {
+      if (error.status === 401) this.onSessionEnded();
+      else this.onEvent({ type: 'error', code: error.code, message: error.message });
+    });
   }
 
   /** Sends (or re-sends) an outbox entry; returns false if it has to wait for onReady. */

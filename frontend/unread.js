@@ -4,18 +4,20 @@
 // own and not deleted. The count starts as the server's (GET /api/subscriptions) and
 // follows live events from there. Which messages it counts is known by id where the page
 // saw them; a delete or a marker move it cannot settle by itself returns false, and the
-// page asks the server again. No DOM here: `onChange(room)` says a count changed.
+// page asks the server again. Beside each count, how many of those messages concern the
+// user (`mentions`: the server's count, bumped by `mention` frames, gone when nothing is
+// unread). No DOM here: `onChange(room)` says a count changed.
 
 export class ReadState {
   constructor(onChange) {
     this.onChange = onChange;
-    this.rooms = new Map(); // room -> {read: number|undefined, count, ids: Set of counted ids}
+    this.rooms = new Map(); // room -> {read: number|undefined, count, ids: Set of counted ids, mentions}
   }
 
   room(name) {
     let room = this.rooms.get(name);
     if (!room) {
-      room = { read: undefined, count: 0, ids: new Set() };
+      room = { read: undefined, count: 0, ids: new Set(), mentions: 0 };
       this.rooms.set(name, room);
     }
     return room;
@@ -30,6 +32,10 @@ export class ReadState {
     return this.rooms.get(name)?.count ?? 0;
   }
 
+  mentions(name) {
+    return this.rooms.get(name)?.mentions ?? 0;
+  }
+
   total(names) {
     let total = 0;
     for (const name of names) total += this.count(name);
@@ -38,17 +44,29 @@ export class ReadState {
 
   setCount(name, count) {
     const room = this.room(name);
-    const changed = room.count !== count;
+    const mentions = count === 0 ? 0 : room.mentions; // nothing unread: nothing to point at
+    const changed = room.count !== count || room.mentions !== mentions;
     room.count = count;
+    room.mentions = mentions;
     if (changed) this.onChange(name);
   }
 
-  /** The server's word: `read` and `unread` (which messages those are is not known here). */
-  setCounted(name, read, unread) {
+  /**
+   * The server's word: `read`, `unread` and `mentions` (which messages those are is not
+   * known here).
+   */
+  setCounted(name, read, unread, mentions) {
     const room = this.room(name);
     if (Number.isFinite(read)) room.read = Math.max(room.read ?? 0, read);
     room.ids.clear();
+    if (Number.isFinite(mentions)) room.mentions = mentions;
     this.setCount(name, Number.isFinite(unread) ? unread : 0);
+  }
+
+  /** A message that concerns the user arrived where they are not reading. */
+  mentioned(name) {
+    this.room(name).mentions += 1;
+    this.onChange(name);
   }
 
   /** Exactly these messages (ids after the marker) are unread. */

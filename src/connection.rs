@@ -111,10 +111,11 @@ pub struct ConnectionContext {
 type SendDone = (String, Option<String>, Result<Appended, ChatError>);
 type PendingSend = BoxFuture<'static, SendDone>;
 
-/// An edit or delete asked for over the socket.
+/// An edit, delete or reaction asked for over the socket.
 enum Change {
     Edit(u64, String),
     Delete(u64),
+    React(u64, String),
 }
 
 /// Whether a room event's frame says the user with this (lower-cased) key
@@ -504,9 +505,10 @@ impl Connection {
                 self.leave(&room, out);
                 None
             }
-            ClientEvent::Send { room, text, client_id } => self.send(room, text, client_id, out),
+            ClientEvent::Send { room, text, client_id, thread } => self.send(room, text, client_id, thread, out),
             ClientEvent::Edit { room, id, text } => self.change(room, Change::Edit(id, text), out),
             ClientEvent::Delete { room, id } => self.change(room, Change::Delete(id), out),
+            ClientEvent::React { room, id, emoji } => self.change(room, Change::React(id, emoji), out),
             ClientEvent::Read { room, id } => {
                 if let Err(err) = self.chat.mark_read(&self.actor, &room, id).await {
                     out.push(event_frame(&ServerEvent::error_for(&err, Some(&room), None)));
@@ -586,7 +588,7 @@ impl Connection {
 
     /// A `send` in a joined room becomes a pending store (the chat layer
     /// checks the text, `client_id` and send rate).
-    fn send(&mut self, raw_room: String, text: String, client_id: String, out: &mut Outbox) -> Option<PendingSend> {
+    fn send(&mut self, raw_room: String, text: String, client_id: String, thread: Option<u64>, out: &mut Outbox) -> Option<PendingSend> {
         if let Err(err) = self.joined_room(&raw_room) {
             telemetry::send_rejected(err.code());
             out.push(event_frame(&ServerEvent::error_for(&err, Some(&raw_room), echoable(&client_id))));
@@ -595,14 +597,14 @@ impl Connection {
         let (chat, actor) = (self.chat.clone(), self.actor.clone());
         Some(
             async move {
-                let result = chat.send(&actor, &raw_room, &text, &client_id).await;
+                let result = chat.send(&actor, &raw_room, &text, &client_id, thread).await;
                 (raw_room, Some(client_id), result)
             }
             .boxed(),
         )
     }
 
-    /// An edit or delete of one's own message in a joined room.
+    /// An edit or delete of one's own message, or a reaction, in a joined room.
     fn change(&mut self, raw_room: String, change: Change, out: &mut Outbox) -> Option<PendingSend> {
         if let Err(err) = self.joined_room(&raw_room) {
             out.push(event_frame(&ServerEvent::error_for(&err, Some(&raw_room), None)));
@@ -614,6 +616,7 @@ impl Connection {
                 let stored = match change {
                     Change::Edit(id, text) => chat.edit(&actor, &raw_room, id, &text).await,
                     Change::Delete(id) => chat.delete(&actor, &raw_room, id).await,
+                    Change::React(id, emoji) => chat.react(&actor, &raw_room, id, &emoji).await,
                 };
                 (raw_room, None, stored.map(Appended::New))
             }

@@ -18,6 +18,8 @@ pub enum ChatError {
     InvalidUsername(String),
     #[error("{0}")]
     InvalidText(String),
+    #[error("{0}")]
+    InvalidEmoji(String),
     #[error("client_id must be 1-64 printable ASCII characters")]
     InvalidClientId,
     #[error("{0}")]
@@ -87,6 +89,7 @@ impl ChatError {
             Self::InvalidRoomName(_) => "invalid_room_name",
             Self::InvalidUsername(_) => "invalid_username",
             Self::InvalidText(_) => "invalid_text",
+            Self::InvalidEmoji(_) => "invalid_emoji",
             Self::InvalidClientId => "invalid_client_id",
             Self::InvalidJson(_) => "invalid_json",
             Self::BadRequest(_) => "bad_request",
@@ -125,6 +128,7 @@ impl ChatError {
             Self::InvalidRoomName(_)
             | Self::InvalidUsername(_)
             | Self::InvalidText(_)
+            | Self::InvalidEmoji(_)
             | Self::InvalidClientId
             | Self::InvalidJson(_)
             | Self::BadRequest(_)

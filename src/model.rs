@@ -10,7 +10,9 @@ use std::fmt;
 use crate::error::ChatError;
 
 pub mod event;
+pub mod reaction;
 pub use self::event::{EventKind, NewEvent, StoredEvent};
+pub use self::reaction::{Reaction, ReactionCount, ReactionSet, validate_emoji};
 
 
 /// The room every server has; newcomers are subscribed to it.
@@ -227,7 +229,13 @@ pub fn validate_client_id(raw: &str) -> Result<String, ChatError> {
 /// edited), or — once deleted — only its id and room (`{"id","room",
 /// "deleted":true}`: no author, text or `client_id`). Its `id` is the `seq`
 /// of the event that posted it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+///
+/// A reply names its parent in `thread`; a parent shows how many replies
+/// it has had (`reply_count`, deleted ones included: they stay in the
+/// thread as deleted) and when the latest came (`last_reply_at`). Both,
+/// and `reactions`, are what the stores know *now*: a post event in the
+/// log carries them empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Message {
     /// Strictly increasing within its room, starting at 1.
     pub id: u64,
@@ -246,21 +254,36 @@ pub struct Message {
     pub edited_at: Option<String>,
     #[serde(default)]
     pub deleted: bool,
+    /// The message this one replies to (a thread is one level deep).
+    #[serde(default)]
+    pub thread: Option<u64>,
+    /// Replies to this message, deleted ones included.
+    #[serde(default)]
+    pub reply_count: u32,
+    /// When the latest reply was posted (RFC 3339, UTC).
+    #[serde(default)]
+    pub last_reply_at: Option<String>,
+    /// By emoji, in the order of each emoji's earliest current reaction.
+    #[serde(default)]
+    pub reactions: Vec<Reaction>,
 }
 
 impl Message {
-    /// The same message as a deleted one shows.
+    /// The same message as a deleted one shows. A deleted reply stays in
+    /// its thread, at its time: it keeps `thread` and `ts` (not shown; the
+    /// parent's `last_reply_at` may be its time).
     pub fn redacted(&self) -> Message {
-        Message {
-            id: self.id,
-            room: self.room.clone(),
-            user: String::new(),
-            text: String::new(),
-            ts: String::new(),
-            client_id: String::new(),
-            edited_at: None,
-            deleted: true,
+        let ts = if self.thread.is_some() { self.ts.clone() } else { String::new() };
+        Message { id: self.id, room: self.room.clone(), deleted: true, thread: self.thread, ts, ..Message::default() }
+    }
+
+    /// The message as `reader` (a lower-cased user key) sees it: each
+    /// reaction says whether the reader is among its users.
+    pub fn seen_by(mut self, reader: &str) -> Message {
+        for reaction in &mut self.reactions {
+            reaction.me = reaction.users.iter().any(|u| u == reader);
         }
+        self
     }
 }
 
@@ -283,6 +306,18 @@ impl Serialize for Message {
         map.serialize_entry("client_id", &self.client_id)?;
         if let Some(edited_at) = &self.edited_at {
             map.serialize_entry("edited_at", edited_at)?;
+        }
+        if let Some(thread) = self.thread {
+            map.serialize_entry("thread", &thread)?;
+        }
+        if self.reply_count > 0 {
+            map.serialize_entry("reply_count", &self.reply_count)?;
+            if let Some(last_reply_at) = &self.last_reply_at {
+                map.serialize_entry("last_reply_at", last_reply_at)?;
+            }
+        }
+        if !self.reactions.is_empty() {
+            map.serialize_entry("reactions", &self.reactions)?;
         }
         map.end()
     }

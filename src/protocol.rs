@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ChatError;
-use crate::model::{EventKind, Message, StoredEvent};
+use crate::model::{EventKind, Message, ReactionCount, StoredEvent};
 
 /// A frame from a client.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -16,8 +16,15 @@ pub enum ClientEvent {
     Join { room: String, after: Option<u64> },
     /// Stop receiving a room.
     Leave { room: String },
-    /// Post a message. `client_id` makes retries safe.
-    Send { room: String, text: String, client_id: String },
+    /// Post a message. `client_id` makes retries safe; `thread`: the id of
+    /// the message this one replies to.
+    Send {
+        room: String,
+        text: String,
+        client_id: String,
+        #[serde(default)]
+        thread: Option<u64>,
+    },
     /// "I am typing" (sent to the others in the room).
     Typing { room: String },
     /// Change the text of one's own message.
@@ -26,6 +33,8 @@ pub enum ClientEvent {
     Delete { room: String, id: u64 },
     /// "I have read up to message `id`" (moves the marker forward only).
     Read { room: String, id: u64 },
+    /// Toggle one's `emoji` on message `id`.
+    React { room: String, id: u64, emoji: String },
 }
 
 impl ClientEvent {
@@ -62,13 +71,25 @@ pub enum ServerEvent {
     },
     /// A message was deleted.
     Deleted { room: String, id: u64, seq: u64 },
+    /// `user` added (`added`) or took back their `emoji` on message `id`;
+    /// `reactions`: the message's counts right after.
+    Reacted { room: String, id: u64, user: String, emoji: String, added: bool, reactions: Vec<ReactionCount>, seq: u64 },
     /// `user` was added to (`added`) or removed from a private room by
     /// `by`. A removed member's sockets get it last: the room is left.
     Member { room: String, user: String, by: String, added: bool, seq: u64 },
     /// A message concerns the user (`reason`: `mention` for `@name`, `here`
     /// for `@here`, `dm` in a direct message, `thread` for a reply in a
-    /// thread they took part in); sent to all of their sockets.
-    Mention { room: String, id: u64, user: String, text: String, reason: String },
+    /// thread they took part in); sent to all of their sockets. `thread`:
+    /// the parent, when the message is a reply.
+    Mention {
+        room: String,
+        id: u64,
+        user: String,
+        text: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        thread: Option<u64>,
+        reason: String,
+    },
     /// The user's read marker moved (sent to the user's other sockets).
     Read { room: String, id: u64 },
     /// Someone came online in / left a room.
@@ -112,6 +133,9 @@ impl ServerEvent {
             EventKind::Post(message) => ServerEvent::Message(message),
             EventKind::Edit { id, text, ts, .. } => ServerEvent::Edited { room: event.room, id, text, edited_at: ts, seq: event.seq },
             EventKind::Delete { id, .. } => ServerEvent::Deleted { room: event.room, id, seq: event.seq },
+            EventKind::React { id, user, emoji, added, reactions, .. } => {
+                ServerEvent::Reacted { room: event.room, id, user, emoji, added, reactions, seq: event.seq }
+            }
             EventKind::Member { user, by, added, .. } => ServerEvent::Member { room: event.room, user, by, added, seq: event.seq },
         }
     }
@@ -148,8 +172,7 @@ mod tests {
             text: "hi".into(),
             ts: "2026-01-01T00:00:00.000Z".into(),
             client_id: "c1".into(),
-            edited_at: None,
-            deleted: false,
+            ..Message::default()
         };
         let v: serde_json::Value = serde_json::from_str(&ServerEvent::Message(m).to_json()).unwrap();
         assert_eq!(v["type"], "message");

@@ -7,8 +7,12 @@
 //! reload, to a polling page, and to a page that was away for more than one `joined` can
 //! carry. Two more follow the read markers: a room's unread badge (the server's count,
 //! kept live) and the "New messages" line when the room is opened; and one account in two
-//! browsers, where reading in one clears the badge in the other, also after a reload. The
-//! tests take turns (one pair of browsers at a time).
+//! browsers, where reading in one clears the badge in the other, also after a reload. Step 9
+//! adds a direct message (listed apart, with its unread badge), a private room that only its
+//! members find and open (members panel; a removed member loses it at once), and a mention
+//! in another room (mention badge, highlight, `@` autocomplete, one notification while the
+//! tab is hidden), a message search (a URL and an id found, marked, the room opened), and a
+//! thread reply with reactions. The tests take turns (one pair of browsers at a time).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the suite is skipped with a
 //! loud notice — except in CI (`CI=true`), where it is mandatory and fails instead.
@@ -1227,7 +1231,7 @@ async fn edit_and_delete_live(ann: &Browser, bob: &Browser) {
     let controls = bob
         .js(
             "return [...document.querySelectorAll('#messages div.message[data-id]')]
-                .map(m => [Number(m.dataset.id), m.querySelectorAll('[data-action]').length]);",
+                .map(m => [Number(m.dataset.id), m.querySelectorAll('[data-action=edit], [data-action=delete]').length]);",
             vec![],
         )
         .await;
@@ -1807,5 +1811,657 @@ async fn reading_in_one_window_clears_the_badge_in_the_other_also_after_a_reload
             expect_read_state(one, "general", common::id(&again), 0).await;
         },
     )
+    .await;
+}
+
+// ---- step 9: direct messages, private rooms and their members, mentions -------------------
+
+/// A story of step 9 normally takes well under 20 s; this only guards against a hung browser.
+const STEP9_STORY_LIMIT: Duration = Duration::from_secs(90);
+const CAROL_PASSWORD: &str = "carol-Secret-4444";
+
+/// Signs `b` up (over the API, from the landing page) as a new account named after the
+/// browser, and waits until /home is up with its live connection.
+async fn signed_up_home(b: &Browser, password: &str) {
+    b.goto("/").await;
+    b.wait_at("/").await;
+    let reply = fetch_json(
+        b,
+        "POST",
+        "/api/signup",
+        json!({"username": b.name, "password": password}),
+    )
+    .await;
+    assert_eq!(reply[0], json!(201), "[{}] sign up: {reply}", b.name);
+    b.goto("/home").await;
+    expect_home_as(b, b.name).await;
+}
+
+/// The server `b` talks to, for users that need no browser.
+fn endpoint_of(b: &Browser) -> common::Endpoint {
+    let addr = b
+        .origin()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the server's address");
+    common::Endpoint { addr }
+}
+
+/// Creates (or subscribes to) `room` with the + form and waits until it is open.
+async fn room_with_plus(b: &Browser, room: &str) {
+    b.click("#new-room").await;
+    b.type_into("#new-room-name", &format!("{room}{}", Key::Enter))
+        .await;
+    expect_in_list(b, room, true).await;
+    expect_open_room(b, room).await;
+}
+
+fn dm_button(room: &str) -> String {
+    format!("#dm-list button.open-room[data-room=\"{room}\"]")
+}
+
+/// Waits until `b` lists a direct message with `with`; returns its room name.
+async fn expect_dm_listed(b: &Browser, with: &str) -> String {
+    let room = b
+        .wait_js(
+            &format!("the direct messages list one with {with}"),
+            STEP,
+            "const e = [...document.querySelectorAll('#dm-list button.open-room')]
+                .find(e => e.querySelector('.room-name').textContent === arguments[0]);
+             return e && e.getClientRects().length > 0 && e.dataset.room;",
+            vec![json!(with)],
+        )
+        .await;
+    room.as_str().expect("a room name").to_owned()
+}
+
+/// Waits until the direct message `room` with `with` is open and its history loaded.
+async fn expect_open_dm(b: &Browser, room: &str, with: &str) {
+    b.wait_js(
+        &format!("the direct message with {with} is open and its history loaded"),
+        STEP,
+        "const active = document.querySelector('#dm-list li.active button.open-room');
+         return !!active && active.dataset.room === arguments[0]
+            && document.getElementById('room-title').textContent === arguments[1]
+            && document.getElementById('history-status').textContent !== 'Loading messages…'
+            && !document.getElementById('message-input').disabled",
+        vec![json!(room), json!(with)],
+    )
+    .await;
+}
+
+/// Waits until the row `button` (CSS of its open button) shows `unread` and `mentions`
+/// (0: that badge is not shown).
+async fn expect_badges(b: &Browser, button: &str, unread: u64, mentions: u64, within: Duration) {
+    b.wait_js(
+        &format!("{button} shows {unread} unread, {mentions} mentioning"),
+        within,
+        "const e = document.querySelector(arguments[0]);
+         if (!e) return false;
+         const shows = (badge, count, text) => {
+             const shown = !badge.hidden && badge.getClientRects().length > 0;
+             return count === 0 ? !shown : shown && badge.textContent === text;
+         };
+         return shows(e.querySelector('span.unread'), arguments[1], String(arguments[1]))
+             && shows(e.querySelector('span.mentions'), arguments[2], '@' + arguments[2]);",
+        vec![json!(button), json!(unread), json!(mentions)],
+    )
+    .await;
+}
+
+async fn title_of(b: &Browser) -> String {
+    b.js("return document.title", vec![])
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_message_shows_in_the_other_users_list_with_an_unread_badge() {
+    with_two_browsers(["alice", "bob"], STEP9_STORY_LIMIT, async |alice, bob| {
+        tokio::join!(
+            signed_up_home(alice, ALICE_PASSWORD),
+            signed_up_home(bob, BOB_PASSWORD)
+        );
+        expect_open_room(bob, "general").await;
+        assert!(
+            bob.is_visible("#dm-list-empty").await,
+            "[bob] no direct messages yet"
+        );
+
+        // Alice opens one with Bob by name; a name that is no account is refused by the form.
+        alice.click("#new-dm").await;
+        alice
+            .type_into("#new-dm-name", &format!("nobody{}", Key::Enter))
+            .await;
+        let error = expect_form_error(alice, "#new-dm-form", "no such user").await;
+        assert!(error.contains("nobody"), "{error:?}");
+        alice.clear("#new-dm-name").await;
+        alice
+            .type_into("#new-dm-name", &format!("Bob{}", Key::Enter))
+            .await;
+        let dm = expect_dm_listed(alice, "bob").await;
+        assert!(dm.starts_with("dm-"), "{dm}");
+        expect_open_dm(alice, &dm, "bob").await;
+        expect_in_list(alice, &dm, false).await; // not among the chatrooms
+
+        let text = "psst — <b>just</b> between us";
+        let sent = send(alice, text).await;
+        expect_message(alice, "mine", "alice", text, left_of_live(sent)).await;
+
+        // Bob's page lists it, named after Alice, with one unread message.
+        assert_eq!(expect_dm_listed(bob, "alice").await, dm);
+        expect_badges(bob, &dm_button(&dm), 1, 0, STEP).await;
+        eprintln!(
+            "  [bob] the direct message listed with 1 unread {:.0?} after the send",
+            sent.elapsed()
+        );
+        expect_in_list(bob, &dm, false).await;
+        let title = title_of(bob).await;
+        assert!(title.starts_with("(1)"), "[bob] the tab title counts it: {title}");
+
+        // He reads it: the badge clears; his answer reaches Alice live.
+        bob.click(&dm_button(&dm)).await;
+        expect_open_dm(bob, &dm, "alice").await;
+        expect_message(bob, "theirs", "alice", text, STEP).await;
+        expect_badges(bob, &dm_button(&dm), 0, 0, STEP).await;
+        let answer = "got it, alice";
+        let sent = send(bob, answer).await;
+        expect_delivered(bob, alice, answer, sent).await;
+
+        // After a reload it is still listed (GET /api/dms), read.
+        bob.goto("/home").await;
+        expect_home_as(bob, "bob").await;
+        assert_eq!(expect_dm_listed(bob, "alice").await, dm);
+        expect_badges(bob, &dm_button(&dm), 0, 0, STEP).await;
+        bob.click(&dm_button(&dm)).await;
+        expect_open_dm(bob, &dm, "alice").await;
+        expect_message(bob, "mine", "bob", answer, STEP).await;
+        bob.screenshot(&artifacts().join("home-direct-message.png"))
+            .await;
+    })
+    .await;
+}
+
+/// Waits until `b`'s members panel lists `names` (in order).
+async fn expect_members(b: &Browser, names: &[&str]) {
+    b.wait_js(
+        &format!("the members panel lists {names:?}"),
+        STEP,
+        "return [...document.querySelectorAll('#member-list li.member bdi.member-name')]
+            .map(e => e.textContent).join() === arguments[0]
+            && document.getElementById('members-toggle').textContent === `Members (${arguments[1]})`;",
+        vec![json!(names.join(",")), json!(names.len())],
+    )
+    .await;
+}
+
+/// Waits until the page's error line says `what`.
+async fn expect_app_error(b: &Browser, what: &str) {
+    b.wait_js(
+        &format!("the page says {what:?}"),
+        STEP,
+        "return document.getElementById('app-error').textContent.includes(arguments[0])",
+        vec![json!(what)],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_room_is_found_and_opened_by_its_members_only() {
+    const SECRET: &str = "secret-plans";
+    with_two_browsers(["alice", "carol"], STEP9_STORY_LIMIT, async |alice, carol| {
+        tokio::join!(
+            signed_up_home(alice, ALICE_PASSWORD),
+            signed_up_home(carol, CAROL_PASSWORD)
+        );
+        let bob = endpoint_of(alice)
+            .anonymous()
+            .signed_up("bob", BOB_PASSWORD)
+            .await;
+
+        // Alice creates it with the "private" box ticked: her room, with her as its member.
+        alice.click("#new-room").await;
+        alice.type_into("#new-room-name", SECRET).await;
+        alice.click("#new-room-private").await;
+        alice.click("#new-room-form button[type=submit]").await;
+        expect_in_list(alice, SECRET, true).await;
+        expect_open_room(alice, SECRET).await;
+        assert!(alice.is_visible("#room-private").await, "marked private");
+        alice.click("#members-toggle").await;
+        expect_members(alice, &["alice"]).await;
+
+        // She adds Bob; a name that is no account is refused next to the form.
+        alice
+            .type_into("#add-member-name", &format!("nobody{}", Key::Enter))
+            .await;
+        expect_form_error(alice, "#add-member-form", "no such user").await;
+        alice.clear("#add-member-name").await;
+        alice
+            .type_into("#add-member-name", &format!("bob{}", Key::Enter))
+            .await;
+        expect_members(alice, &["alice", "bob"]).await;
+        let (status, body) = bob.get(&format!("/api/rooms/{SECRET}/messages")).await;
+        assert_eq!(status, 200, "[bob] a member reads it: {body}");
+
+        // Carol can neither find it…
+        carol.type_into("#room-search", "secret").await;
+        carol
+            .wait_js(
+                "the search finds nothing",
+                STEP,
+                "const list = document.getElementById('search-results');
+                 return !list.hidden && list.querySelector('.no-match') !== null
+                     && list.querySelectorAll('[role=option]').length === 0;",
+                vec![],
+            )
+            .await;
+        // …nor open it by its address: the page says it is not found.
+        carol.goto(&format!("/home?room={SECRET}")).await;
+        expect_home_as(carol, "carol").await;
+        expect_app_error(carol, &format!("Cannot open room “{SECRET}”: not found")).await;
+        expect_open_room(carol, "general").await;
+        expect_in_list(carol, SECRET, false).await;
+        let messages = fetch_json(carol, "GET", &format!("/api/rooms/{SECRET}/messages"), Value::Null).await;
+        assert_eq!(messages[0], json!(404), "{messages}");
+        assert_eq!(messages[1]["error"]["code"], json!("room_not_found"));
+
+        // Once Alice adds her, Carol finds it, opens it and sees who is in it (no controls).
+        alice
+            .type_into("#add-member-name", &format!("carol{}", Key::Enter))
+            .await;
+        expect_members(alice, &["alice", "bob", "carol"]).await;
+        carol.type_into("#room-search", "secret").await;
+        let option = format!("#search-results li[role=option][data-room=\"{SECRET}\"]");
+        carol.click(&option).await;
+        expect_open_room(carol, SECRET).await;
+        carol.click("#subscribe").await;
+        expect_in_list(carol, SECRET, true).await;
+        carol.click("#members-toggle").await;
+        expect_members(carol, &["alice", "bob", "carol"]).await;
+        assert!(
+            !carol.is_visible("#add-member-form").await,
+            "[carol] only the creator adds members"
+        );
+        assert_eq!(
+            carol
+                .js("return document.querySelectorAll('#member-list button').length", vec![])
+                .await,
+            json!(0),
+            "[carol] only the creator removes members"
+        );
+
+        // A message that mentions Carol is highlighted on her side only.
+        let text = "welcome, @Carol!";
+        let sent = send(alice, text).await;
+        expect_delivered(alice, carol, text, sent).await;
+        let highlighted = "return [...document.querySelectorAll('#messages div.message.mention div.text')].map(e => e.textContent)";
+        assert_eq!(carol.js(highlighted, vec![]).await, json!([text]));
+        assert_eq!(alice.js(highlighted, vec![]).await, json!([]));
+
+        // Alice removes Carol: the room leaves Carol's page at once.
+        alice
+            .click("#member-list button.remove-member[data-user=\"carol\"]")
+            .await;
+        let removed = Instant::now();
+        carol
+            .wait_js(
+                "the room is gone from the list and the view",
+                left_of_live(removed),
+                "return ![...document.querySelectorAll('#room-list button.open-room')].some(e => e.dataset.room === arguments[0])
+                    && document.getElementById('room-title').textContent === 'No room open'
+                    && document.getElementById('history-status').textContent === `You were removed from ${arguments[0]}.`
+                    && document.querySelectorAll('#messages .message').length === 0;",
+                vec![json!(SECRET)],
+            )
+            .await;
+        eprintln!("  [carol] removed from {SECRET} {:.0?} after the click", removed.elapsed());
+        expect_members(alice, &["alice", "bob"]).await;
+        let messages = fetch_json(carol, "GET", &format!("/api/rooms/{SECRET}/messages"), Value::Null).await;
+        assert_eq!(messages[0], json!(404), "{messages}");
+        alice.screenshot(&artifacts().join("home-private-room.png"))
+            .await;
+    })
+    .await;
+}
+
+/// Script: replaces the browser's notifications with a recorder (permission granted) and
+/// makes the page believe its tab is hidden.
+const FAKE_HIDDEN_WITH_NOTIFICATIONS: &str = "
+    window.notified = [];
+    window.Notification = class {
+        static get permission() { return 'granted'; }
+        static requestPermission() { return Promise.resolve('granted'); }
+        constructor(title, options) { window.notified.push([title, options.body]); }
+        addEventListener() {}
+        close() {}
+    };
+    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mention_in_another_room_shows_a_badge_and_is_highlighted_when_opened() {
+    const ROOM_A: &str = "room-a";
+    const ROOM_B: &str = "room-b";
+    with_two_browsers(["alice", "bob"], STEP9_STORY_LIMIT, async |alice, bob| {
+        tokio::join!(
+            signed_up_home(alice, ALICE_PASSWORD),
+            signed_up_home(bob, BOB_PASSWORD)
+        );
+        for room in [ROOM_A, ROOM_B] {
+            room_with_plus(alice, room).await;
+            room_with_plus(bob, room).await;
+        }
+        bob.click(&room_button(ROOM_A)).await;
+        expect_open_room(bob, ROOM_A).await;
+        // Alice, in room B, sees Bob there (his page joined every room it lists).
+        alice
+            .wait_js(
+                "Bob is online in room B",
+                STEP,
+                "return [...document.querySelectorAll('#online li')].some(e => e.textContent === 'bob')",
+                vec![],
+            )
+            .await;
+
+        // She writes `@b`: the composer offers Bob, and Enter takes him.
+        alice.type_into("#message-input", "hey @b").await;
+        alice
+            .wait_js(
+                "the composer suggests @bob",
+                STEP,
+                "const list = document.getElementById('mention-suggestions');
+                 return !list.hidden && list.getClientRects().length > 0
+                     && [...list.querySelectorAll('[role=option]')].map(e => e.textContent).join() === '@bob';",
+                vec![],
+            )
+            .await;
+        alice.type_into("#message-input", &Key::Enter.to_string()).await;
+        assert_eq!(
+            alice
+                .js("return [document.getElementById('message-input').value, document.getElementById('mention-suggestions').hidden]", vec![])
+                .await,
+            json!(["hey @bob ", true]),
+            "Enter chose the name (and sent nothing)"
+        );
+        let text = "hey @bob look at this";
+        let sent = send(alice, "look at this").await;
+        expect_message(alice, "mine", "alice", text, left_of_live(sent)).await;
+
+        // Bob, in room A: room B shows one unread, one mentioning him.
+        expect_badges(bob, &room_button(ROOM_B), 1, 1, left_of_live(sent)).await;
+        eprintln!("  [bob] mention badge on {ROOM_B} {:.0?} after the send", sent.elapsed());
+        expect_badges(bob, &room_button(ROOM_A), 0, 0, STEP).await;
+        bob.screenshot(&artifacts().join("home-mention-badge.png"))
+            .await;
+
+        // He opens room B: the message is highlighted, the badges clear.
+        bob.click(&room_button(ROOM_B)).await;
+        expect_open_room(bob, ROOM_B).await;
+        expect_message(bob, "theirs", "alice", text, STEP).await;
+        let highlighted = "return [...document.querySelectorAll('#messages div.message.mention div.text')].map(e => e.textContent)";
+        assert_eq!(bob.js(highlighted, vec![]).await, json!([text]));
+        assert_eq!(alice.js(highlighted, vec![]).await, json!([]), "[alice] her own message mentions someone else");
+        expect_badges(bob, &room_button(ROOM_B), 0, 0, STEP).await;
+
+        // While his tab is hidden, a mention notifies him — once, however many follow.
+        bob.click(&room_button(ROOM_A)).await;
+        expect_open_room(bob, ROOM_A).await;
+        bob.js(FAKE_HIDDEN_WITH_NOTIFICATIONS, vec![]).await;
+        alice.click(&room_button(ROOM_A)).await;
+        expect_open_room(alice, ROOM_A).await;
+        let first = "@Bob, are you there?";
+        let sent = send(alice, first).await;
+        expect_message(alice, "mine", "alice", first, left_of_live(sent)).await;
+        let second = "@bob???";
+        let sent = send(alice, second).await;
+        expect_message(alice, "mine", "alice", second, left_of_live(sent)).await;
+        expect_badges(bob, &room_button(ROOM_A), 2, 2, left_of_live(sent)).await;
+        assert_eq!(
+            bob.js("return window.notified", vec![]).await,
+            json!([["alice mentioned you in #room-a", first]]),
+            "[bob] one notification for the room"
+        );
+
+        // After a reload the badges come from the server (GET /api/subscriptions).
+        bob.goto("/home").await;
+        expect_home_as(bob, "bob").await;
+        expect_open_room(bob, "general").await;
+        expect_badges(bob, &room_button(ROOM_A), 2, 2, STEP).await;
+        expect_badges(bob, &room_button(ROOM_B), 0, 0, STEP).await;
+    })
+    .await;
+}
+
+/// Script: the message search's results as `[room label, user, text, [marked parts]]`.
+const SEARCH_HITS: &str =
+    "return [...document.querySelectorAll('#search-hits button.hit')].map(h => [
+    h.querySelector('.hit-room').textContent,
+    h.querySelector('bdi.user').textContent,
+    h.querySelector('div.text').textContent,
+    [...h.querySelectorAll('div.text mark')].map(m => m.textContent)]);";
+
+/// Searches messages with the box in the top bar (once the server finds `expect` results,
+/// asked over the API first: the index may take up to a second); returns the hits shown.
+async fn search_messages(b: &Browser, query: &str, expect: usize) -> Value {
+    let path = format!("/api/search?q={}", urlencoding(query));
+    let mut last = Value::Null;
+    let found = browser_support::poll(STEP, async || {
+        last = fetch_json(b, "GET", &path, Value::Null).await;
+        (last[1]["results"].as_array().map(Vec::len) == Some(expect)).then_some(())
+    })
+    .await;
+    assert!(found.is_some(), "[{}] {path} should find {expect}: {last}", b.name);
+    b.clear("#message-search").await;
+    b.type_into("#message-search", &format!("{query}{}", Key::Enter))
+        .await;
+    b.wait_js(
+        &format!("the search for {query:?} shows {expect} result(s)"),
+        STEP,
+        &format!("const hits = (function () {{ {SEARCH_HITS} }})();
+            return document.getElementById('search-title').textContent.includes('found for')
+                && hits.length === arguments[0] && hits;"),
+        vec![json!(expect)],
+    )
+    .await
+}
+
+/// `text` percent-encoded for a query string.
+fn urlencoding(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_search_finds_a_url_and_an_id_marks_them_and_opens_the_room() {
+    const ROOM: &str = "release-notes";
+    with_two_browsers([ANN, BOB], STEP9_STORY_LIMIT, async |ann, bob| {
+        two_guests_in(ann, bob, ROOM).await;
+        let texts = [
+            "the spec is at https://example.com/a?b=1 now",
+            "fixed ABC-123 today",
+            "unrelated: abc and 123 apart",
+            "<img src=x onerror=alert(1)> ABC-123 again",
+        ];
+        for text in texts {
+            let sent = send(ann, text).await;
+            expect_delivered(ann, bob, text, sent).await;
+        }
+        bob.click(&room_button("general")).await;
+        expect_open_room(bob, "general").await;
+
+        // An id: both messages that have it, newest first, the id marked; markup stays text.
+        let hits = search_messages(bob, "ABC-123", 2).await;
+        assert_eq!(
+            hits,
+            json!([
+                [format!("#{ROOM}"), ANN, texts[3], ["ABC-123"]],
+                [format!("#{ROOM}"), ANN, texts[1], ["ABC-123"]],
+            ]),
+            "[{BOB}] the results"
+        );
+        assert_eq!(
+            bob.js("return document.querySelectorAll('#search-panel img').length", vec![]).await,
+            json!(0),
+            "no <img> was made from a result"
+        );
+
+        // A URL, found whole.
+        let hits = search_messages(bob, "https://example.com/a?b=1", 1).await;
+        assert_eq!(hits[0][2], json!(texts[0]));
+        let marked = hits[0][3].as_array().unwrap();
+        assert!(
+            !marked.is_empty() && marked.iter().all(|m| texts[0].contains(m.as_str().unwrap())),
+            "the marks are parts of the text: {hits}"
+        );
+        assert!(
+            marked.iter().any(|m| m.as_str().unwrap().contains("example.com")),
+            "the URL is marked: {hits}"
+        );
+        bob.screenshot(&artifacts().join("home-search.png")).await;
+
+        // Choosing the result opens its room with the message in view.
+        bob.click("#search-hits button.hit").await;
+        expect_open_room(bob, ROOM).await;
+        let id = message_id(bob, texts[0]).await;
+        bob.wait_js(
+            "the found message is marked",
+            STEP,
+            "return document.querySelector(arguments[0]).classList.contains('found')
+                && document.getElementById('search-panel').hidden",
+            vec![json!(message_css(id))],
+        )
+        .await;
+    })
+    .await;
+}
+
+/// Waits until message `id` in `feed` (`#messages` or `#thread-messages`) shows the
+/// reactions `chips` (`[emoji, count, mine]`, in order).
+async fn expect_reactions(b: &Browser, feed: &str, id: u64, chips: Value, within: Duration) {
+    b.wait_js(
+        &format!("message {id} in {feed} shows the reactions {chips}"),
+        within,
+        "const m = document.querySelector(`${arguments[0]} div.message[data-id=\"${arguments[1]}\"]`);
+         if (!m) return false;
+         const shown = [...m.querySelectorAll('.reactions button.reaction')].map(c =>
+             [c.querySelector('.emoji').textContent, Number(c.querySelector('.count').textContent), c.classList.contains('me')]);
+         return JSON.stringify(shown) === JSON.stringify(arguments[2]);",
+        vec![json!(feed), json!(id), chips],
+    )
+    .await;
+}
+
+/// Waits until the parent `id` in the main feed says `summary` under it ("" for none shown).
+async fn expect_thread_summary(b: &Browser, id: u64, summary: &str, within: Duration) {
+    b.wait_js(
+        &format!("message {id} shows {summary:?} under it"),
+        within,
+        "const s = document.querySelector(`#messages div.message[data-id=\"${arguments[0]}\"] button.thread-summary`);
+         if (!s) return false;
+         const shown = !s.hidden && s.getClientRects().length > 0;
+         return arguments[1] === '' ? !shown : shown && s.textContent.startsWith(arguments[1]);",
+        vec![json!(id), json!(summary)],
+    )
+    .await;
+}
+
+/// Script: the thread panel's messages as `[id, side, user, text]`.
+const THREAD: &str =
+    "return [...document.querySelectorAll('#thread-messages div.message[data-id]')].map(m => [
+    Number(m.dataset.id),
+    m.classList.contains('mine') ? 'mine' : 'theirs',
+    m.querySelector('.meta > bdi.user').textContent,
+    m.querySelector('div.text').textContent]);";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_reply_and_reactions_reach_the_other_user_live() {
+    const ROOM: &str = "cake-thread";
+    with_two_browsers([ANN, BOB], STEP9_STORY_LIMIT, async |ann, bob| {
+        two_guests_in(ann, bob, ROOM).await;
+        let parent = "Who brings the cake?";
+        let sent = send(ann, parent).await;
+        expect_delivered(ann, bob, parent, sent).await;
+        let id = message_id(bob, parent).await;
+        expect_thread_summary(ann, id, "", STEP).await;
+
+        // Bob replies in the thread: the panel opens on the parent; the reply goes there.
+        bob.click(&format!("{} button[data-action=reply]", message_css(id)))
+            .await;
+        bob.wait_js(
+            "the thread panel shows the parent",
+            STEP,
+            &format!("const shown = (function () {{ {THREAD} }})();
+                return shown.length === 1 && shown[0][0] === arguments[0]
+                    && document.activeElement.id === 'thread-input';"),
+            vec![json!(id)],
+        )
+        .await;
+        let reply = "I will — chocolate";
+        let sent = Instant::now();
+        bob.type_here(&format!("{reply}{}", Key::Enter)).await;
+        let thread = bob
+            .wait_js(
+                "the reply shows in the thread",
+                STEP,
+                &format!("const shown = (function () {{ {THREAD} }})();
+                    return shown.length === 2 && shown;"),
+                vec![],
+            )
+            .await;
+        assert_eq!(thread[1].as_array().unwrap()[1..], [json!("mine"), json!(BOB), json!(reply)]);
+        let reply_id = thread[1][0].as_u64().unwrap();
+
+        // Ann sees "1 reply" under the parent, live; the reply is not in the main feed.
+        expect_thread_summary(ann, id, "1 reply", left_of_live(sent)).await;
+        eprintln!("  [{ANN}] \"1 reply\" {:.0?} after Bob's Enter", sent.elapsed());
+        let texts = ann.js(FEED, vec![]).await;
+        assert!(!texts.to_string().contains(reply), "[{ANN}] the reply stays in its thread: {texts}");
+        expect_thread_summary(bob, id, "1 reply", STEP).await;
+        ann.click(&format!("{} button.thread-summary", message_css(id)))
+            .await;
+        ann.wait_js(
+            "Ann's thread panel shows the parent and the reply",
+            STEP,
+            &format!("const shown = (function () {{ {THREAD} }})();
+                return JSON.stringify(shown) === JSON.stringify(arguments[0]);"),
+            vec![json!([[id, "mine", ANN, parent], [reply_id, "theirs", BOB, reply]])],
+        )
+        .await;
+
+        // Ann reacts with the picker; Bob sees it live and adds his by clicking the chip.
+        ann.click(&format!("{} button[data-action=react]", message_css(id)))
+            .await;
+        let reacted = Instant::now();
+        ann.click(&format!("{} .emoji-picker button[data-emoji=\"🎉\"]", message_css(id)))
+            .await;
+        expect_reactions(bob, "#messages", id, json!([["🎉", 1, false]]), left_of_live(reacted)).await;
+        eprintln!("  [{BOB}] reaction shown {:.0?} after Ann's click", reacted.elapsed());
+        expect_reactions(ann, "#messages", id, json!([["🎉", 1, true]]), STEP).await;
+        expect_reactions(ann, "#thread-messages", id, json!([["🎉", 1, true]]), STEP).await;
+        let chip = format!("{} button.reaction[data-emoji=\"🎉\"]", message_css(id));
+        bob.click(&chip).await;
+        expect_reactions(bob, "#messages", id, json!([["🎉", 2, true]]), STEP).await;
+        expect_reactions(ann, "#messages", id, json!([["🎉", 2, true]]), LIVE).await;
+        // A reaction on the reply, in the thread panel.
+        bob.click(&format!("#thread-messages div.message[data-id=\"{reply_id}\"] button[data-action=react]"))
+            .await;
+        bob.click(&format!("#thread-messages div.message[data-id=\"{reply_id}\"] .emoji-picker button[data-emoji=\"👍\"]"))
+            .await;
+        expect_reactions(ann, "#thread-messages", reply_id, json!([["👍", 1, false]]), STEP).await;
+        ann.screenshot(&artifacts().join("home-thread.png")).await;
+        // Clicking one's own chip again takes it back.
+        bob.click(&chip).await;
+        expect_reactions(ann, "#messages", id, json!([["🎉", 1, true]]), STEP).await;
+
+        // After a reload the counts come with the history (and which are Ann's).
+        reload_into(ann, "/home", ROOM).await;
+        expect_thread_summary(ann, id, "1 reply", STEP).await;
+        expect_reactions(ann, "#messages", id, json!([["🎉", 1, true]]), STEP).await;
+    })
     .await;
 }

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use chatroom::auth::AuthStores;
 use chatroom::model::{Message, NewEvent, RoomName, StoredEvent, Username};
 use chatroom::store::memory::MemoryStore;
-use chatroom::store::{Appended, HistoryQuery, MessageStore, RoomInfo, StoreError};
+use chatroom::store::{Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, SearchPage, SearchQuery, SearchStore, StoreError, ThreadPage};
 use chatroom::{Config, RunningServer, Stores};
 use common::{Endpoint, TIMEOUT, User, WsClient, id};
 use futures::StreamExt;
@@ -121,7 +121,7 @@ impl Node {
     /// Stores a post straight in the store: what another node stored but
     /// whose publish never arrived.
     async fn store_unpublished(&self, text: &str) {
-        let post = NewEvent::Post { user: Username::parse("other").unwrap(), text: text.into(), client_id: text.into() };
+        let post = NewEvent::Post { user: Username::parse("other").unwrap(), text: text.into(), client_id: text.into(), thread: None };
         let room = RoomName::parse(ROOM).unwrap();
         let stored = self.store.inner.append(&room, vec![post]).await.expect("stored");
         assert!(matches!(stored.as_slice(), [Ok(Appended::New(_))]), "{stored:?}");
@@ -164,6 +164,13 @@ impl FlakyEvents {
 }
 
 #[async_trait]
+impl SearchStore for FlakyEvents {
+    async fn search(&self, query: &SearchQuery, member_of: &[String]) -> Result<SearchPage, StoreError> {
+        self.inner.search(query, member_of).await
+    }
+}
+
+#[async_trait]
 impl MessageStore for FlakyEvents {
     async fn create_room(&self, room: &RoomName, created_by: &str) -> Result<RoomInfo, StoreError> {
         self.inner.create_room(room, created_by).await
@@ -171,11 +178,26 @@ impl MessageStore for FlakyEvents {
     async fn room_exists(&self, room: &RoomName) -> Result<bool, StoreError> {
         self.inner.room_exists(room).await
     }
+    async fn create_private_room(&self, room: &RoomName, creator: &Username, kind: PrivateRoom<'_>) -> Result<RoomInfo, StoreError> {
+        self.inner.create_private_room(room, creator, kind).await
+    }
+    async fn room_access(&self, room: &RoomName) -> Result<Option<RoomAccess>, StoreError> {
+        self.inner.room_access(room).await
+    }
+    async fn set_member(&self, room: &RoomName, member: &Username, by: &str, added: bool) -> Result<bool, StoreError> {
+        self.inner.set_member(room, member, by, added).await
+    }
+    async fn private_rooms_of(&self, user_key: &str) -> Result<Vec<RoomInfo>, StoreError> {
+        self.inner.private_rooms_of(user_key).await
+    }
     async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
         self.inner.list_rooms(filter, limit).await
     }
     async fn append(&self, room: &RoomName, batch: Vec<NewEvent>) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
         self.inner.append(room, batch).await
+    }
+    async fn thread(&self, room: &RoomName, parent: u64, after: u64, limit: usize) -> Result<ThreadPage, StoreError> {
+        self.inner.thread(room, parent, after, limit).await
     }
     async fn find_sent(&self, room: &RoomName, user: &Username, client_id: &str) -> Result<Option<Message>, StoreError> {
         self.inner.find_sent(room, user, client_id).await

@@ -18,7 +18,8 @@ use chatroom::store::jsonl::{JsonlAccounts, JsonlStore};
 use chatroom::store::migrate::{MigrationReport, copy_data_dir};
 use chatroom::store::postgres::PgStore;
 use chatroom::store::{
-    Appended, Fsync, HistoryQuery, MessageStore, ReadMarkerStore, SessionRecord, SessionStore, StoreError, SubscriptionStore, UserRecord, UserStore,
+    Appended, Fsync, HistoryQuery, MessageStore, PrivateRoom, ReadMarkerStore, SessionRecord, SessionStore, StoreError, SubscriptionStore,
+    UserRecord, UserStore,
 };
 use common::pg::TestDatabase;
 
@@ -34,7 +35,7 @@ fn name(raw: &str) -> Username {
 }
 
 fn post(user: &str, text: &str, client_id: &str) -> NewEvent {
-    NewEvent::Post { user: name(user), text: text.into(), client_id: client_id.into() }
+    NewEvent::Post { user: name(user), text: text.into(), client_id: client_id.into(), thread: None }
 }
 
 fn user(username: &str, created_at: &str) -> UserRecord {
@@ -235,4 +236,32 @@ fn the_report_names_every_kind() {
     for kind in ["users", "sessions", "rooms", "events", "subscriptions", "read markers"] {
         assert!(text.contains(&format!("{kind}: 0 copied, 0 already there")), "{text}");
     }
+}
+
+#[tokio::test]
+async fn private_rooms_and_direct_messages_are_copied_private_with_their_members_and_logs() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (team, dm) = (room("team"), room("dm-0123456789abcdef"));
+    {
+        let messages = JsonlStore::open(dir.path(), Fsync::Never).unwrap();
+        messages.create_private_room(&team, &name("ann"), PrivateRoom::Group).await.unwrap();
+        messages.set_member(&team, &name("Bob"), "ann", true).await.unwrap();
+        let member = NewEvent::Member { by: name("ann"), member: name("Bob"), added: true };
+        stored(messages.append(&team, vec![member, post("ann", "the plan", "t1")]).await.unwrap());
+        messages.create_private_room(&dm, &name("ann"), PrivateRoom::Direct(&name("carol"))).await.unwrap();
+        stored(messages.append(&dm, vec![post("carol", "psst", "d1")]).await.unwrap());
+    }
+    let report = copy_data_dir(dir.path(), database.url()).await.expect("the copy succeeds");
+    assert_eq!(report.rooms.copied, 2, "both private rooms are copied: {report}");
+    let target = PgStore::open(database.url(), Fsync::Batch).await.unwrap();
+    let access = target.room_access(&team).await.unwrap().expect("team is there");
+    assert!(access.private && !access.dm && access.admits("bob") && !access.admits("carol"), "{access:?}");
+    assert_eq!(access.created_by, "ann");
+    let access = target.room_access(&dm).await.unwrap().expect("the DM is there");
+    assert!(access.private && access.dm && access.admits("ann") && access.admits("carol"), "{access:?}");
+    assert!(target.list_rooms("", 10).await.unwrap().iter().all(|r| !r.private), "never listed");
+    assert_eq!(whole_log(&target, &team).await.len(), 2, "the member event and the post");
+    assert_eq!(whole_log(&target, &dm).await.len(), 1);
+    assert!(copy_data_dir(dir.path(), database.url()).await.unwrap().copied_nothing(), "a second run copies nothing");
 }

@@ -20,7 +20,7 @@ use chatroom::auth::AuthStores;
 use chatroom::config::{MetricsEndpoint, SendRate};
 use chatroom::model::{Message, NewEvent, RoomName, StoredEvent, Username};
 use chatroom::store::memory::MemoryStore;
-use chatroom::store::{Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, SearchPage, SearchQuery, SearchStore, StoreError};
+use chatroom::store::{Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, SearchPage, SearchQuery, SearchStore, StoreError, ThreadPage};
 use chatroom::{Config, RunningServer, Stores};
 use common::{Endpoint, Scrape, TIMEOUT, TestServer, scrape};
 use serde_json::Value;
@@ -341,6 +341,9 @@ impl MessageStore for SwitchableStore {
     }
     async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, StoreError> {
         self.inner.history(room, query).await
+    }
+    async fn thread(&self, room: &RoomName, parent: u64, after: u64, limit: usize) -> Result<ThreadPage, StoreError> {
+        self.inner.thread(room, parent, after, limit).await
     }
     async fn events(&self, room: &RoomName, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         self.inner.events(room, after, limit).await

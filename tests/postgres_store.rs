@@ -28,7 +28,7 @@ fn room(name: &str) -> RoomName {
 }
 
 fn post(user: &str, client_id: String) -> NewEvent {
-    NewEvent::Post { user: Username::parse(user).unwrap(), text: format!("text of {client_id}"), client_id }
+    NewEvent::Post { user: Username::parse(user).unwrap(), text: format!("text of {client_id}"), client_id, thread: None }
 }
 
 /// Appends `count` messages of `writer` in batches of `batch`; the seqs

@@ -9,29 +9,11 @@
 
 mod common;
 
-use common::pg::TestDatabase;
 use common::redis::{Cluster, RedisPrefix};
 use common::{TestServer, User, WsClient};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery";
-
-/// A server on JSON-lines files.
-async fn on_files() -> TestServer {
-    TestServer::start_unthrottled().await
-}
-
-/// A server on a PostgreSQL database of its own (kept alive by the caller).
-async fn on_postgres() -> Option<(TestServer, TestDatabase)> {
-    let database = TestDatabase::create().await?;
-    let url = database.url().to_string();
-    let server = TestServer::start_with(move |config| {
-        config.database_url = Some(url.clone());
-        config.send_rate = None;
-    })
-    .await;
-    Some((server, database))
-}
 
 /// ann's private room "team" with one message, and carol, who is not in it.
 async fn team_and_outsider(server: &TestServer) -> (User, User, u64) {
@@ -96,12 +78,12 @@ async fn a_non_member_is_told_the_room_does_not_exist(server: &TestServer) {
 
 #[tokio::test]
 async fn a_non_member_is_told_the_room_does_not_exist_on_files() {
-    a_non_member_is_told_the_room_does_not_exist(&on_files().await).await;
+    a_non_member_is_told_the_room_does_not_exist(&TestServer::start_unthrottled().await).await;
 }
 
 #[tokio::test]
 async fn a_non_member_is_told_the_room_does_not_exist_on_postgres() {
-    let Some((server, _database)) = on_postgres().await else { return };
+    let Some((server, _database)) = TestServer::on_postgres().await else { return };
     a_non_member_is_told_the_room_does_not_exist(&server).await;
 }
 
@@ -136,12 +118,12 @@ async fn the_creator_alone_changes_members(server: &TestServer) {
 
 #[tokio::test]
 async fn the_creator_alone_changes_members_on_files() {
-    the_creator_alone_changes_members(&on_files().await).await;
+    the_creator_alone_changes_members(&TestServer::start_unthrottled().await).await;
 }
 
 #[tokio::test]
 async fn the_creator_alone_changes_members_on_postgres() {
-    let Some((server, _database)) = on_postgres().await else { return };
+    let Some((server, _database)) = TestServer::on_postgres().await else { return };
     the_creator_alone_changes_members(&server).await;
 }
 
@@ -175,12 +157,12 @@ async fn a_removed_members_socket_stops_receiving_at_once(server: &TestServer) {
 
 #[tokio::test]
 async fn a_removed_members_socket_stops_receiving_at_once_on_files() {
-    a_removed_members_socket_stops_receiving_at_once(&on_files().await).await;
+    a_removed_members_socket_stops_receiving_at_once(&TestServer::start_unthrottled().await).await;
 }
 
 #[tokio::test]
 async fn a_removed_members_socket_stops_receiving_at_once_on_postgres() {
-    let Some((server, _database)) = on_postgres().await else { return };
+    let Some((server, _database)) = TestServer::on_postgres().await else { return };
     a_removed_members_socket_stops_receiving_at_once(&server).await;
 }
 
@@ -238,18 +220,18 @@ async fn a_dm_is_one_room_of_two(server: &TestServer) {
 
 #[tokio::test]
 async fn a_dm_is_one_room_of_two_on_files() {
-    a_dm_is_one_room_of_two(&on_files().await).await;
+    a_dm_is_one_room_of_two(&TestServer::start_unthrottled().await).await;
 }
 
 #[tokio::test]
 async fn a_dm_is_one_room_of_two_on_postgres() {
-    let Some((server, _database)) = on_postgres().await else { return };
+    let Some((server, _database)) = TestServer::on_postgres().await else { return };
     a_dm_is_one_room_of_two(&server).await;
 }
 
 #[tokio::test]
 async fn private_rooms_and_members_survive_a_restart() {
-    let mut server = on_files().await;
+    let mut server = TestServer::start_unthrottled().await;
     let (ann, carol, _) = team_and_outsider(&server).await;
     let bob = User::sign_up(&server, "bob", PASSWORD).await;
     ann.put("/api/rooms/team/members/bob", json!({})).await;

@@ -162,6 +162,11 @@ macro_rules! contract_suite {
                 messages_survive_a_reopen,
                 edits_and_deletes_are_checked_and_logged_as_events,
                 edits_and_deletes_survive_a_reopen,
+                replies_are_counted_on_their_parent_and_paged_as_a_thread,
+                a_reply_needs_a_live_parent_that_is_not_a_reply,
+                threads_survive_a_reopen,
+                reactions_toggle_and_group_by_emoji,
+                reactions_need_a_live_message_and_survive_a_reopen,
                 private_rooms_admit_members_only_and_are_never_listed,
                 direct_messages_have_two_fixed_members,
                 members_and_member_events_survive_a_reopen,
@@ -205,7 +210,7 @@ fn session(n: u64, user: &str) -> SessionRecord {
 }
 
 fn send(user: &str, text: &str, client_id: &str) -> NewEvent {
-    NewEvent::Post { user: name(user), text: text.into(), client_id: client_id.into() }
+    NewEvent::Post { user: name(user), text: text.into(), client_id: client_id.into(), thread: None }
 }
 
 /// Each item's answer of an append, asserting none was refused.
@@ -527,6 +532,7 @@ fn kinds(events: &[StoredEvent]) -> Vec<(u64, &'static str, u64)> {
                 EventKind::Edit { .. } => "edit",
                 EventKind::Member { .. } => "member",
                 EventKind::Delete { .. } => "delete",
+                EventKind::React { .. } => "react",
             };
             (e.seq, kind, e.message_id())
         })
@@ -581,6 +587,166 @@ async fn edits_and_deletes_survive_a_reopen<B: Backend>(backend: B) {
     assert_eq!(messages.last_seq(&general).await.unwrap(), 4);
     let answers = messages.append(&general, vec![edit("ann", 2, "back")]).await.unwrap();
     assert!(matches!(answers[0], Err(StoreError::MessageNotFound(2))), "still deleted after a reopen");
+}
+
+// ---- threads and reactions ------------------------------------------------
+
+fn reply(user: &str, text: &str, client_id: &str, parent: u64) -> NewEvent {
+    NewEvent::Post { user: name(user), text: text.into(), client_id: client_id.into(), thread: Some(parent) }
+}
+
+fn react(user: &str, id: u64, emoji: &str) -> NewEvent {
+    NewEvent::React { user: name(user), id, emoji: emoji.into() }
+}
+
+/// `(emoji, count, users)` of each reaction.
+fn reactions(message: &Message) -> Vec<(String, u32, Vec<String>)> {
+    message.reactions.iter().map(|r| (r.emoji.clone(), r.count, r.users.clone())).collect()
+}
+
+/// The `added` and counts of a stored react event.
+fn reacted(appended: &Appended) -> (bool, Vec<(String, u32)>) {
+    match appended {
+        Appended::New(StoredEvent { kind: EventKind::React { added, reactions, .. }, .. }) => {
+            (*added, reactions.iter().map(|r| (r.emoji.clone(), r.count)).collect())
+        }
+        other => panic!("not a reaction: {other:?}"),
+    }
+}
+
+async fn replies_are_counted_on_their_parent_and_paged_as_a_thread<B: Backend>(backend: B) {
+    let messages = backend.stores().messages;
+    let general = room("general");
+    fill(messages.as_ref(), &general, 2).await;
+    let answers = ok(messages
+        .append(&general, vec![reply("bob", "r1", "b1", 1), send("cy", "top", "c9"), reply("cy", "r2", "c2", 1), reply("bob", "r3", "b3", 1)])
+        .await
+        .unwrap());
+    assert_eq!(msg(&answers[0]).thread, Some(1));
+    assert_eq!(msg(&answers[1]).thread, None);
+    let last_ts = msg(&answers[3]).ts;
+
+    let now = messages.history(&general, HistoryQuery::latest(10)).await.unwrap();
+    assert_eq!(ids(&now), [1, 2, 3, 4, 5, 6], "replies are in the room's history too");
+    assert_eq!((now[0].reply_count, now[0].last_reply_at.as_deref()), (3, Some(last_ts.as_str())));
+    assert_eq!((now[1].reply_count, now[1].last_reply_at.as_deref()), (0, None));
+    assert_eq!(now[2].thread, Some(1));
+    let log = messages.events(&general, 0, 100).await.unwrap();
+    assert_eq!(log[0].as_post().map(|m| m.reply_count), Some(0), "the log keeps the post as posted");
+    assert_eq!(log[2].thread(), Some(1));
+
+    let page = messages.thread(&general, 1, 0, 2).await.unwrap();
+    assert_eq!((page.parent.id, page.parent.reply_count), (1, 3));
+    assert_eq!(ids(&page.replies), [3, 5]);
+    assert_eq!(ids(&messages.thread(&general, 1, 3, 10).await.unwrap().replies), [5, 6]);
+    assert!(messages.thread(&general, 2, 0, 10).await.unwrap().replies.is_empty());
+    assert!(matches!(messages.thread(&general, 3, 0, 10).await, Err(StoreError::MessageNotFound(3))), "a reply is no thread");
+    assert!(matches!(messages.thread(&general, 99, 0, 10).await, Err(StoreError::MessageNotFound(99))));
+    assert_eq!(messages.thread_participants(&general, 1).await.unwrap(), ["ann", "bob", "cy"]);
+
+    // A deleted reply stays in its thread, deleted, and still counts.
+    ok(messages.append(&general, vec![delete("cy", 5), edit("bob", 3, "r1!")]).await.unwrap());
+    let page = messages.thread(&general, 1, 0, 10).await.unwrap();
+    assert_eq!(page.parent.reply_count, 3);
+    assert_eq!(ids(&page.replies), [3, 5, 6]);
+    assert!(page.replies[1].deleted && page.replies[1].text.is_empty());
+    assert_eq!(page.replies[0].text, "r1!");
+    assert_eq!(messages.thread_participants(&general, 1).await.unwrap(), ["ann", "bob"], "a deleted reply's author is not counted");
+    // A repeated client_id of a reply answers it as it is now.
+    let again = ok(messages.append(&general, vec![reply("bob", "r1", "b1", 1)]).await.unwrap());
+    assert!(matches!(&again[0], Appended::Duplicate(m) if m.id == 3 && m.text == "r1!"), "{again:?}");
+}
+
+async fn a_reply_needs_a_live_parent_that_is_not_a_reply<B: Backend>(backend: B) {
+    let messages = backend.stores().messages;
+    let general = room("general");
+    fill(messages.as_ref(), &general, 2).await;
+    ok(messages.append(&general, vec![delete("ann", 2)]).await.unwrap());
+    let answers = messages
+        .append(&general, vec![reply("bob", "a", "b1", 2), reply("bob", "b", "b2", 99), reply("bob", "c", "b3", 1), reply("bob", "d", "b4", 4)])
+        .await
+        .unwrap();
+    assert!(matches!(answers[0], Err(StoreError::MessageNotFound(2))), "a deleted parent: {:?}", answers[0]);
+    assert!(matches!(answers[1], Err(StoreError::MessageNotFound(99))), "a missing parent: {:?}", answers[1]);
+    assert!(matches!(&answers[2], Ok(Appended::New(e)) if e.seq == 4), "{:?}", answers[2]);
+    assert!(matches!(answers[3], Err(StoreError::MessageNotFound(4))), "a reply to a reply: {:?}", answers[3]);
+    // Within one batch: a parent posted then replied to, then deleted.
+    let answers = messages.append(&general, vec![send("ann", "new", "c5"), reply("bob", "yes", "b5", 5), delete("ann", 5), reply("bob", "no", "b6", 5)]).await.unwrap();
+    assert!(matches!(&answers[1], Ok(Appended::New(e)) if e.thread() == Some(5)), "{:?}", answers[1]);
+    assert!(matches!(answers[3], Err(StoreError::MessageNotFound(5))), "{:?}", answers[3]);
+    assert_eq!(messages.last_seq(&general).await.unwrap(), 7);
+}
+
+async fn threads_survive_a_reopen<B: Backend>(backend: B) {
+    let messages = backend.stores().messages;
+    let general = room("general");
+    fill(messages.as_ref(), &general, 2).await;
+    ok(messages.append(&general, vec![reply("bob", "r1", "b1", 1), reply("cy", "r2", "c2", 1), delete("cy", 4)]).await.unwrap());
+    let before = messages.history(&general, HistoryQuery::latest(10)).await.unwrap();
+    let thread_before = messages.thread(&general, 1, 0, 10).await.unwrap();
+    drop(messages);
+    let Some(backend) = backend.reopen().await else { return };
+    let messages = backend.stores().messages;
+    assert_eq!(messages.history(&general, HistoryQuery::latest(10)).await.unwrap(), before);
+    assert_eq!(messages.thread(&general, 1, 0, 10).await.unwrap(), thread_before);
+    assert_eq!(before[0].reply_count, 2);
+    let answers = messages.append(&general, vec![reply("bob", "r3", "b3", 3), reply("bob", "r4", "b4", 1)]).await.unwrap();
+    assert!(matches!(answers[0], Err(StoreError::MessageNotFound(3))), "still a reply after a reopen");
+    assert!(matches!(&answers[1], Ok(Appended::New(_))), "{:?}", answers[1]);
+    assert_eq!(messages.history(&general, HistoryQuery::latest(1)).await.unwrap()[0].id, 6);
+    assert_eq!(messages.thread(&general, 1, 0, 10).await.unwrap().parent.reply_count, 3);
+}
+
+async fn reactions_toggle_and_group_by_emoji<B: Backend>(backend: B) {
+    let messages = backend.stores().messages;
+    let general = room("general");
+    fill(messages.as_ref(), &general, 1).await;
+    let answers = ok(messages
+        .append(&general, vec![react("ann", 1, "👍"), react("bob", 1, "🎉"), react("BOB", 1, "👍"), react("ann", 1, "👍")])
+        .await
+        .unwrap());
+    assert_eq!(reacted(&answers[0]), (true, vec![("👍".into(), 1)]));
+    assert_eq!(reacted(&answers[1]), (true, vec![("👍".into(), 1), ("🎉".into(), 1)]));
+    assert_eq!(reacted(&answers[2]), (true, vec![("👍".into(), 2), ("🎉".into(), 1)]), "BOB is bob");
+    // Taken back: an emoji's place is its earliest *current* reaction, so
+    // 👍 (bob's, seq 4) now comes after 🎉 (seq 3).
+    assert_eq!(reacted(&answers[3]), (false, vec![("🎉".into(), 1), ("👍".into(), 1)]), "a second toggle takes it back");
+    let now = &messages.history(&general, HistoryQuery::latest(1)).await.unwrap()[0];
+    assert_eq!(reactions(now), [("🎉".into(), 1, vec!["bob".into()]), ("👍".into(), 1, vec!["bob".into()])]);
+    let log = messages.events(&general, 1, 10).await.unwrap();
+    assert_eq!(kinds(&log), [(2, "react", 1), (3, "react", 1), (4, "react", 1), (5, "react", 1)]);
+    assert_eq!(log, answers.iter().map(|a| match a { Appended::New(e) => e.clone(), _ => unreachable!() }).collect::<Vec<_>>());
+    // The stored copy a repeated send answers carries them too.
+    let again = ok(messages.append(&general, vec![send("ann", "m1", "c1")]).await.unwrap());
+    assert_eq!(reactions(&msg(&again[0])), reactions(now));
+    assert_eq!(reactions(&messages.find_sent(&general, &name("ann"), "c1").await.unwrap().unwrap()), reactions(now));
+}
+
+async fn reactions_need_a_live_message_and_survive_a_reopen<B: Backend>(backend: B) {
+    let messages = backend.stores().messages;
+    let general = room("general");
+    fill(messages.as_ref(), &general, 3).await;
+    let answers = messages
+        .append(&general, vec![react("bob", 1, "👍"), delete("ann", 2), react("bob", 2, "👍"), react("bob", 9, "👍"), react("cy", 3, ":+1:")])
+        .await
+        .unwrap();
+    assert!(matches!(answers[2], Err(StoreError::MessageNotFound(2))), "a deleted message: {:?}", answers[2]);
+    assert!(matches!(answers[3], Err(StoreError::MessageNotFound(9))), "a missing message: {:?}", answers[3]);
+    ok(messages.append(&general, vec![react("ann", 3, "👍"), react("cy", 3, ":+1:"), react("cy", 3, ":+1:")]).await.unwrap());
+    // Reacting to a message then deleting it: the deleted message shows none.
+    ok(messages.append(&general, vec![react("ann", 1, "🎉"), delete("ann", 1)]).await.unwrap());
+    let before = messages.history(&general, HistoryQuery::latest(10)).await.unwrap();
+    assert!(before[0].deleted && before[0].reactions.is_empty());
+    assert_eq!(reactions(&before[2]), [("👍".into(), 1, vec!["ann".into()]), (":+1:".into(), 1, vec!["cy".into()])], "cy's :+1: added again: later");
+    let log_before = messages.events(&general, 0, 100).await.unwrap();
+    drop(messages);
+    let Some(backend) = backend.reopen().await else { return };
+    let messages = backend.stores().messages;
+    assert_eq!(messages.history(&general, HistoryQuery::latest(10)).await.unwrap(), before);
+    assert_eq!(messages.events(&general, 0, 100).await.unwrap(), log_before);
+    let again = ok(messages.append(&general, vec![react("cy", 3, ":+1:")]).await.unwrap());
+    assert_eq!(reacted(&again[0]), (false, vec![("👍".into(), 1)]), "the toggle knows the state after a reopen");
+    assert!(matches!(messages.append(&general, vec![react("cy", 1, "👍")]).await.unwrap()[0], Err(StoreError::MessageNotFound(1))));
 }
 
 // ---- private rooms and direct messages -----------------------------------

@@ -1,17 +1,19 @@
 //! Property tests of the `MessageStore` contract (src/store/mod.rs): any
-//! interleaving of appends (posts with repeated `client_id`s, edits and
-//! deletes of live, deleted, unknown and others' messages, batches of a
-//! few, and floods of posts past the dedup window), reads with arbitrary
-//! bounds, and restarts (the store dropped and opened again on its data)
-//! leaves a log whose replay is the live state.
+//! interleaving of appends (posts with repeated `client_id`s, replies to
+//! live, deleted, unknown messages and to replies, reactions toggled on
+//! any of them, edits and deletes of live, deleted, unknown and others'
+//! messages, batches of a few, and floods of posts past the dedup window),
+//! reads with arbitrary bounds (thread pages too), and restarts (the store
+//! dropped and opened again on its data) leaves a log whose replay is the
+//! live state.
 //!
 //! Each case runs one generated sequence against a backend and, step by
 //! step, against the in-memory reference store (the executable spec):
 //! - every append answers as the reference does (a new event with the same
 //!   seq, the same duplicate, the same refusal), and new seqs strictly
 //!   increase;
-//! - every history or events read with random `after`/`before`/`limit`
-//!   returns what the reference returns;
+//! - every history, events or thread read with random `after`/`before`/
+//!   `limit` returns what the reference returns (thread participants too);
 //! - after every restart and at the end: the whole history equals the
 //!   reference's, the whole event log equals the reference's, replaying
 //!   the backend's own log gives exactly its own history (timestamps
@@ -38,7 +40,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chatroom::model::{EventKind, Message, NewEvent, RoomName, StoredEvent, Username};
+use chatroom::model::{EventKind, Message, NewEvent, ReactionSet, RoomName, StoredEvent, Username};
 use chatroom::store::jsonl::JsonlStore;
 use chatroom::store::memory::MemoryStore;
 use chatroom::store::postgres::PgStore;
@@ -55,6 +57,8 @@ const USERS: [&str; 3] = ["ann", "ANN", "bob"];
 const CLIENT_IDS: usize = 4;
 /// Steps per generated sequence.
 const MAX_STEPS: usize = 30;
+/// The emoji reactions draw from.
+const EMOJI: [&str; 2] = ["👍", "🎉"];
 
 /// One step of a sequence.
 #[derive(Debug, Clone)]
@@ -69,6 +73,9 @@ enum Step {
     History { after: Option<u64>, before: Option<u64>, limit: usize },
     /// An events read, compared with the reference.
     Events { after: u64, limit: usize },
+    /// A thread page and the thread's participants, compared with the
+    /// reference.
+    Thread { target: Target, after: u64, limit: usize },
     /// Drop the store and open it again on its data.
     Restart,
 }
@@ -78,6 +85,8 @@ enum Change {
     Post { user: usize, client: usize },
     Edit { user: usize, target: Target },
     Delete { user: usize, target: Target },
+    Reply { user: usize, client: usize, target: Target },
+    React { user: usize, target: Target, emoji: usize },
 }
 
 /// Which message an edit or delete names.
@@ -104,6 +113,8 @@ fn change() -> impl Strategy<Value = Change> {
         4 => (user(), 0..CLIENT_IDS).prop_map(|(user, client)| Change::Post { user, client }),
         2 => (user(), target()).prop_map(|(user, target)| Change::Edit { user, target }),
         2 => (user(), target()).prop_map(|(user, target)| Change::Delete { user, target }),
+        3 => (user(), 0..CLIENT_IDS, target()).prop_map(|(user, client, target)| Change::Reply { user, client, target }),
+        3 => (user(), target(), 0..EMOJI.len()).prop_map(|(user, target, emoji)| Change::React { user, target, emoji }),
     ]
 }
 
@@ -123,6 +134,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (prop::option::of(bound()), prop::option::of(bound()), limit())
             .prop_map(|(after, before, limit)| Step::History { after, before, limit }),
         2 => (bound(), limit()).prop_map(|(after, limit)| Step::Events { after, limit }),
+        2 => (target(), bound(), limit()).prop_map(|(target, after, limit)| Step::Thread { target, after, limit }),
         3 => Just(Step::Restart),
     ]
 }
@@ -215,6 +227,18 @@ async fn check_sequence<S: Subject>(mut subject: S, forgets: Forgets, steps: Vec
                 let want = reference.events(&room, after, limit).await.map_err(fail("reference events"))?;
                 prop_assert_eq!(blank_events(got), blank_events(want), "events after {} limit {}", after, limit);
             }
+            Step::Thread { target, after, limit } => {
+                let parent = model.resolve(target);
+                let got = subject.store().thread(&room, parent, after, limit).await;
+                let want = reference.thread(&room, parent, after, limit).await;
+                let blank = |page: Result<chatroom::store::ThreadPage, StoreError>| {
+                    page.map(|p| (blank_message(p.parent), blank_messages(p.replies))).map_err(|e| e.to_string())
+                };
+                prop_assert_eq!(blank(got), blank(want), "thread {} after {} limit {}", parent, after, limit);
+                let got = subject.store().thread_participants(&room, parent).await.map_err(|e| e.to_string());
+                let want = reference.thread_participants(&room, parent).await.map_err(|e| e.to_string());
+                prop_assert_eq!(got, want, "participants of {}", parent);
+            }
             Step::Restart => {
                 subject = subject.restart().await;
                 check_whole(&subject.store(), &reference, &room, &model).await?;
@@ -263,6 +287,16 @@ impl Model {
                 NewEvent::Edit { user: name(USERS[user]), id: self.resolve(target), text: format!("edit {}", self.texts) }
             }
             Change::Delete { user, target } => NewEvent::Delete { user: name(USERS[user]), id: self.resolve(target) },
+            Change::Reply { user, client, target } => {
+                let thread = self.resolve(target);
+                match self.post(user, format!("c{client}")) {
+                    NewEvent::Post { user, text, client_id, .. } => NewEvent::Post { user, text, client_id, thread: Some(thread) },
+                    other => other,
+                }
+            }
+            Change::React { user, target, emoji } => {
+                NewEvent::React { user: name(USERS[user]), id: self.resolve(target), emoji: EMOJI[emoji].into() }
+            }
         }
     }
 
@@ -336,13 +370,20 @@ async fn check_whole(subject: &Arc<dyn MessageStore>, reference: &MemoryStore, r
 }
 
 /// The live state a log describes: posts in order, edited to their latest
-/// text (`edited_at` the edit's time), deleted ones redacted.
+/// text (`edited_at` the edit's time), replies counted on their parent
+/// (`last_reply_at` the latest's time), reactions as toggled, deleted ones
+/// redacted.
 fn replay(events: &[StoredEvent]) -> Vec<Message> {
     let mut messages: Vec<Message> = Vec::new();
     let mut at: HashMap<u64, usize> = HashMap::new();
+    let mut reactions: HashMap<u64, ReactionSet> = HashMap::new();
     for event in events {
         match &event.kind {
             EventKind::Post(message) => {
+                if let Some(&i) = message.thread.and_then(|parent| at.get(&parent)) {
+                    messages[i].reply_count += 1;
+                    messages[i].last_reply_at = Some(message.ts.clone());
+                }
                 at.insert(message.id, messages.len());
                 messages.push(message.clone());
             }
@@ -358,7 +399,13 @@ fn replay(events: &[StoredEvent]) -> Vec<Message> {
                     messages[i] = messages[i].redacted();
                 }
             }
+            EventKind::React { id, user, emoji, added, .. } => {
+                reactions.entry(*id).or_default().set(emoji, &user.to_lowercase(), event.seq, *added);
+            }
         }
+    }
+    for m in messages.iter_mut().filter(|m| !m.deleted) {
+        m.reactions = reactions.get(&m.id).map(ReactionSet::reactions).unwrap_or_default();
     }
     messages
 }
@@ -411,7 +458,8 @@ const BLANK: &str = "(time)";
 
 fn blank_message(message: Message) -> Message {
     let ts = if message.ts.is_empty() { String::new() } else { BLANK.into() };
-    Message { ts, edited_at: message.edited_at.map(|_| BLANK.into()), ..message }
+    let last_reply_at = message.last_reply_at.map(|_| BLANK.into());
+    Message { ts, edited_at: message.edited_at.map(|_| BLANK.into()), last_reply_at, ..message }
 }
 
 fn blank_messages(messages: Vec<Message>) -> Vec<Message> {
@@ -426,6 +474,7 @@ fn blank_event(event: StoredEvent) -> StoredEvent {
         EventKind::Edit { id, text: None, .. } => EventKind::Edit { id, user: String::new(), text: None, ts: BLANK.into() },
         EventKind::Edit { id, user, text, .. } => EventKind::Edit { id, user, text, ts: BLANK.into() },
         EventKind::Delete { id, user, .. } => EventKind::Delete { id, user, ts: BLANK.into() },
+        EventKind::React { id, user, emoji, added, reactions, .. } => EventKind::React { id, user, emoji, added, ts: BLANK.into(), reactions },
         EventKind::Member { user, by, added, .. } => EventKind::Member { user, by, added, ts: BLANK.into() },
     };
     StoredEvent { kind, ..event }
@@ -442,7 +491,7 @@ fn name(raw: &str) -> Username {
 }
 
 fn post(user: &str, client_id: &str, n: u64) -> NewEvent {
-    NewEvent::Post { user: name(user), text: format!("message {n}"), client_id: client_id.into() }
+    NewEvent::Post { user: name(user), text: format!("message {n}"), client_id: client_id.into(), thread: None }
 }
 
 /// A store failure as a failed case.

@@ -55,6 +55,7 @@ pub async fn build_data_dir(dir: &Path, count: u64) -> Result<u64, String> {
                 user: authors[(id % AUTHORS) as usize].clone(),
                 text: format!("message number {id} of the big room, long enough to look like a real line of chat text."),
                 client_id: format!("seed-{id}"),
+                thread: None,
             })
             .collect();
         let answers = store.append(&room, batch).await.map_err(|e| format!("storing messages {next}..={last}: {e}"))?;

@@ -155,7 +155,7 @@ pub async fn run_inside(store: std::sync::Arc<dyn chatroom::store::MessageStore>
                 let user = Username::parse(&format!("w{w}")).map_err(|e| e.to_string())?;
                 let mut latencies = Vec::new();
                 while Instant::now() < deadline {
-                    let post = NewEvent::Post { user: user.clone(), text: text.clone(), client_id: format!("w{w}-{}", latencies.len()) };
+                    let post = NewEvent::Post { user: user.clone(), text: text.clone(), client_id: format!("w{w}-{}", latencies.len()), thread: None };
                     let sent = Instant::now();
                     hub.send(&room, post).await.map_err(|e| e.to_string())?;
                     latencies.push(sent.elapsed().as_micros() as u32);

@@ -112,18 +112,23 @@ fn on_text(
             let reply = ServerEvent::Joined { room: name, history: Vec::new(), online: Vec::new(), has_more: false, seq: 0, read: 0 };
             Some(reply.to_json().into())
         }
-        ClientEvent::Send { room: name, text, client_id } => {
+        ClientEvent::Send { room: name, text, client_id, .. } => {
             let (room, joined_name, _) = joined.as_ref()?;
             if *joined_name != name {
                 return None;
             }
             let mut last_id = room.last_id.lock().expect("room lock");
             *last_id += 1;
-            let message = Message { id: *last_id, room: name, user: user.to_string(), text, ts: now_rfc3339(), client_id, edited_at: None, deleted: false };
+            let message = Message { id: *last_id, room: name, user: user.to_string(), text, ts: now_rfc3339(), client_id, ..Message::default() };
             let _ = room.events.send(ServerEvent::Message(message).to_json().into());
             None
         }
-        ClientEvent::Leave { .. } | ClientEvent::Typing { .. } | ClientEvent::Edit { .. } | ClientEvent::Delete { .. } | ClientEvent::Read { .. } => None,
+        ClientEvent::Leave { .. }
+        | ClientEvent::Typing { .. }
+        | ClientEvent::Edit { .. }
+        | ClientEvent::Delete { .. }
+        | ClientEvent::Read { .. }
+        | ClientEvent::React { .. } => None,
     }
 }
 

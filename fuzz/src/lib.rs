@@ -58,7 +58,8 @@ fn check_client_event(event: ClientEvent) {
         | ClientEvent::Typing { room }
         | ClientEvent::Edit { room, .. }
         | ClientEvent::Delete { room, .. }
-        | ClientEvent::Read { room, .. } => room.clone(),
+        | ClientEvent::Read { room, .. }
+        | ClientEvent::React { room, .. } => room.clone(),
     };
     if let Err(err) = RoomName::parse(&room) {
         check_refusal(&err, "invalid_room_name", Some(&room), None);
@@ -73,6 +74,11 @@ fn check_client_event(event: ClientEvent) {
             check_refusal(&ChatError::RateLimited, "rate_limited", Some(&room), echoed);
         }
         ClientEvent::Edit { text, .. } => check_text(&text),
+        ClientEvent::React { emoji, .. } => {
+            if let Err(err) = chatroom::model::validate_emoji(&emoji) {
+                check_refusal(&err, "invalid_emoji", Some(&room), None);
+            }
+        }
         _ => {}
     }
 }
@@ -206,6 +212,7 @@ pub fn event_line(data: &[u8]) {
             EventKind::Post(m) => assert!(m.user.is_empty() && m.text.is_empty() && m.client_id.is_empty()),
             EventKind::Edit { user, .. } => assert!(user.is_empty()),
             EventKind::Delete { .. } => panic!("a delete line is never redacted"),
+            EventKind::React { .. } => panic!("a react line is never redacted"),
             EventKind::Member { .. } => panic!("a member line is never redacted"),
         }
     }
@@ -215,7 +222,7 @@ fn is_redacted(event: &StoredEvent) -> bool {
     match &event.kind {
         EventKind::Post(m) => m.deleted,
         EventKind::Edit { text, .. } => text.is_none(),
-        EventKind::Delete { .. } | EventKind::Member { .. } => false,
+            EventKind::Delete { .. } | EventKind::React { .. } | EventKind::Member { .. } => false,
     }
 }
 
@@ -224,6 +231,7 @@ fn kind_of(event: &StoredEvent) -> &'static str {
         EventKind::Post(_) => "post",
         EventKind::Edit { .. } => "edit",
         EventKind::Delete { .. } => "delete",
+        EventKind::React { .. } => "react",
         EventKind::Member { .. } => "member",
     }
 }
@@ -274,7 +282,7 @@ async fn check_room_file(dir: &Path, path: &Path, data: &[u8]) {
     store.history(&room, HistoryQuery { after: None, before: Some(last / 2), limit: 20 }).await.expect("history before a seq");
     store.events(&room, last / 3, 100).await.expect("events after a seq");
 
-    let probe = || NewEvent::Post { user: Username::parse("fuzz").expect("a valid name"), text: "probe".into(), client_id: "fuzz-probe".into() };
+    let probe = || NewEvent::Post { user: Username::parse("fuzz").expect("a valid name"), text: "probe".into(), client_id: "fuzz-probe".into(), thread: None };
     let appended = store.append(&room, vec![probe()]).await;
     if last == u64::MAX {
         return assert!(appended.is_err(), "a room at the largest seq refuses a post instead of wrapping");

@@ -1,8 +1,9 @@
 //! Mentions: `@name` in a message notifies that user on every socket they
 //! have open, even when none of them opened the room; `@here` notifies
 //! everyone online in the room but the author; in a direct message, the
-//! other member is notified of every message. The notification is a user
-//! event, `{"type":"mention","room","id","user","text","reason"}`, sent
+//! other member is notified of every message; a reply notifies its thread's
+//! participants (`threads`). The notification is a user event,
+//! `{"type":"mention","room","id","user","text","thread"?,"reason"}`, sent
 //! through the fan-out (so it reaches every node). Only people who may read
 //! the room are notified.
 //!
@@ -74,7 +75,9 @@ pub fn mentions_user(text: &str, user_key: &str) -> bool {
 impl Chat {
     /// Notifies everyone a new message concerns: the names it mentions, the
     /// people online for `@here`, the other member of a direct message.
-    pub(super) async fn notify_mentions(&self, actor: &Actor, room: &RoomName, access: &RoomAccess, message: &Message) {
+    /// Returns who was notified, the author included (so a thread's
+    /// notification does not tell them twice).
+    pub(super) async fn notify_mentions(&self, actor: &Actor, room: &RoomName, access: &RoomAccess, message: &Message) -> BTreeSet<String> {
         let author = actor.session.user.key();
         let (names, here) = if message.text.contains('@') { mentioned(&message.text) } else { Default::default() };
         let mut notified = BTreeSet::from([author.clone()]);
@@ -98,6 +101,7 @@ impl Chat {
                 }
             }
         }
+        notified
     }
 
     /// Sends one `mention` event to every socket of the user with this key.
@@ -107,6 +111,7 @@ impl Chat {
             id: message.id,
             user: message.user.clone(),
             text: message.text.clone(),
+            thread: message.thread,
             reason: reason.as_str().to_string(),
         };
         self.fanout.publish_to_user(user_key, UserEvent::new(&event, None));

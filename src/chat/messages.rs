@@ -36,28 +36,37 @@ pub struct OpenedRoom {
 }
 
 impl Chat {
-    /// Posts a message (a repeat of a stored `client_id` is answered with
-    /// the stored copy, even over the send rate). A refusal is counted by
-    /// its code (`telemetry::send_rejected`).
-    pub async fn send(&self, actor: &Actor, room: &str, text: &str, client_id: &str) -> Result<Appended, ChatError> {
-        let sent = self.post(actor, room, text, client_id).await;
+    /// Posts a message, or with `thread` a reply to that message (a repeat
+    /// of a stored `client_id` is answered with the stored copy as the
+    /// actor sees it, even over the send rate). A new message notifies
+    /// whom it mentions (`notify_mentions`) and, a reply, the thread's
+    /// other participants (`notify_thread`), each once. A refusal is
+    /// counted by its code (`telemetry::send_rejected`).
+    pub async fn send(&self, actor: &Actor, room: &str, text: &str, client_id: &str, thread: Option<u64>) -> Result<Appended, ChatError> {
+        let sent = self.post(actor, room, text, client_id, thread).await;
         if let Err(err) = &sent {
             telemetry::send_rejected(err.code());
         }
-        sent
+        match sent? {
+            Appended::Duplicate(message) => Ok(Appended::Duplicate(message.seen_by(&actor.session.user.key()))),
+            new => Ok(new),
+        }
     }
 
-    async fn post(&self, actor: &Actor, room: &str, text: &str, client_id: &str) -> Result<Appended, ChatError> {
+    async fn post(&self, actor: &Actor, room: &str, text: &str, client_id: &str, thread: Option<u64>) -> Result<Appended, ChatError> {
         let room = RoomName::parse(room)?;
         let access = self.readable(actor, &room).await?;
         let client_id = validate_client_id(client_id)?;
         let text = validate_text(text)?;
-        let post = NewEvent::Post { user: actor.session.user.clone(), text, client_id };
+        let post = NewEvent::Post { user: actor.session.user.clone(), text, client_id, thread };
         let stored = self.hub.send_paced(&room, post, self.within_rate(actor)).await?;
         if let Appended::New(event) = &stored
             && let Some(message) = event.as_post()
         {
-            self.notify_mentions(actor, &room, &access, message).await;
+            let mut notified = self.notify_mentions(actor, &room, &access, message).await;
+            if message.thread.is_some() {
+                self.notify_thread(&room, &access, message, &mut notified).await;
+            }
         }
         Ok(stored)
     }
@@ -83,11 +92,14 @@ impl Chat {
         }
     }
 
-    /// A slice of a room's messages as they are now.
+    /// A slice of a room's messages as they are now, as the actor sees
+    /// them (their own reactions marked `me`).
     pub async fn history(&self, actor: &Actor, room: &str, query: HistoryQuery) -> Result<Vec<Message>, ChatError> {
         let room = RoomName::parse(room)?;
         self.readable(actor, &room).await?;
-        self.hub.history(&room, HistoryQuery { limit: query.limit.min(MAX_PAGE), ..query }).await
+        let messages = self.hub.history(&room, HistoryQuery { limit: query.limit.min(MAX_PAGE), ..query }).await?;
+        let reader = actor.session.user.key();
+        Ok(messages.into_iter().map(|m| m.seen_by(&reader)).collect())
     }
 
     /// A page of a room's event log after `after`.
@@ -122,7 +134,8 @@ impl Chat {
                 let head = self.hub.last_seq(&room).await?;
                 let query = HistoryQuery { before: Some(head + 1), ..HistoryQuery::latest(OPEN_HISTORY) };
                 let messages = self.hub.history(&room, query).await?;
-                (messages.into_iter().map(StoredEvent::post).collect(), false, head)
+                let reader = actor.session.user.key();
+                (messages.into_iter().map(|m| StoredEvent::post(m.seen_by(&reader))).collect(), false, head)
             }
         };
         Ok(OpenedRoom { room, live, history, has_more, seq })

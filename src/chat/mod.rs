@@ -7,6 +7,7 @@
 //! storage, fan-out) and [`Auth`] (per-user state).
 //!
 //! - `messages`: send, edit, delete, history, events, opening a room.
+//! - `threads`: reactions, thread pages, telling a thread of a reply.
 //! - `members`: who may read a room (`Chat::readable`, checked by every
 //!   use case), private rooms' members, direct messages.
 //! - `mentions`: `@name`, `@here` and direct messages notify users.
@@ -19,6 +20,7 @@ mod messages;
 mod reading;
 mod rooms;
 mod search;
+mod threads;
 
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +30,7 @@ pub use self::messages::{EventsPage, OpenedRoom};
 pub use self::reading::{DmReadState, MAX_UNREAD_COUNTED, RoomReadState};
 pub use self::rooms::MAX_ROOM_RESULTS;
 pub use self::search::SearchRequest;
+pub use self::threads::Thread;
 use crate::auth::Auth;
 use crate::auth::sessions::Session;
 use crate::fanout::Fanout;

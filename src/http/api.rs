@@ -60,6 +60,14 @@ struct EventsBody {
 pub struct PostMessageBody {
     pub text: String,
     pub client_id: String,
+    /// The message this one replies to.
+    #[serde(default)]
+    pub thread: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReactBody {
+    pub emoji: String,
 }
 
 /// `{"messages":[...]}`, keeping each message's field order.
@@ -186,10 +194,10 @@ pub async fn get_messages(state: State, room: String, session: Arc<Session>, que
     }.await))
 }
 
-/// POST /api/rooms/{room}/messages {"text","client_id"}
+/// POST /api/rooms/{room}/messages {"text","client_id","thread"?}
 pub async fn post_message(state: State, room: String, session: Arc<Session>, body: PostMessageBody) -> Result<HttpResponse, warp::Rejection> {
     Ok(reply::or_error(async {
-        Ok(match state.chat.send(&Actor::http(session), &room, &body.text, &body.client_id).await? {
+        Ok(match state.chat.send(&Actor::http(session), &room, &body.text, &body.client_id, body.thread).await? {
             Appended::New(stored) => match stored.as_post() {
                 Some(message) => reply::json(StatusCode::CREATED, message),
                 None => return Err(ChatError::Internal("a post was stored as another kind of event".into())),
@@ -212,6 +220,25 @@ pub async fn delete_message(state: State, room: String, id: u64, session: Arc<Se
     Ok(reply::or_error(async {
         let deleted = state.chat.delete(&Actor::http(session), &room, id).await?;
         Ok(reply::json(StatusCode::OK, &ServerEvent::from_stored(deleted)))
+    }.await))
+}
+
+/// PUT /api/rooms/{room}/messages/{id}/reactions {"emoji"}: toggles the
+/// caller's emoji; answers the `reacted` event (the new counts).
+pub async fn react(state: State, room: String, id: u64, session: Arc<Session>, body: ReactBody) -> Result<HttpResponse, warp::Rejection> {
+    Ok(reply::or_error(async {
+        let reacted = state.chat.react(&Actor::http(session), &room, id, &body.emoji).await?;
+        Ok(reply::json(StatusCode::OK, &ServerEvent::from_stored(reacted)))
+    }.await))
+}
+
+/// GET /api/rooms/{room}/threads/{id}?after=&limit=
+pub async fn get_thread(state: State, room: String, id: u64, session: Arc<Session>, query: HashMap<String, String>) -> Result<HttpResponse, warp::Rejection> {
+    Ok(reply::or_error(async {
+        let after = parse_id(query.get("after"), "after")?.unwrap_or(0);
+        let limit = parse_limit(query.get("limit"), DEFAULT_PAGE, MAX_PAGE)?;
+        let thread = state.chat.thread(&Actor::http(session), &room, id, after, limit).await?;
+        Ok(reply::json(StatusCode::OK, &thread))
     }.await))
 }
 

@@ -19,9 +19,11 @@
 //! GET  /api/dms
 //! POST /api/dms                {"user"}
 //! GET  /api/rooms/{room}/messages?after=&before=&limit=
-//! POST /api/rooms/{room}/messages {"text","client_id"}
+//! POST /api/rooms/{room}/messages {"text","client_id","thread"?}
 //! PATCH /api/rooms/{room}/messages/{id} {"text"}
 //! DELETE /api/rooms/{room}/messages/{id}
+//! PUT  /api/rooms/{room}/messages/{id}/reactions {"emoji"}
+//! GET  /api/rooms/{room}/threads/{id}?after=&limit=
 //! GET  /api/rooms/{room}/events?after=&limit=
 //! PUT  /api/rooms/{room}/read {"id"}
 //! GET  /api/subscriptions
@@ -164,6 +166,10 @@ pub fn routes(state: State) -> BoxedFilter<(HttpResponse,)> {
         .or(edit_message(state.clone()))
         .unify()
         .or(delete_message(state.clone()))
+        .unify()
+        .or(react(state.clone()))
+        .unify()
+        .or(get_thread(state.clone()))
         .unify()
         .or(get_events(state.clone()))
         .unify()
@@ -419,6 +425,29 @@ fn delete_message(state: State) -> BoxedFilter<(HttpResponse,)> {
         .boxed()
 }
 
+/// PUT /api/rooms/{room}/messages/{id}/reactions {"emoji"}
+fn react(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "rooms" / String / "messages" / u64 / "reactions")
+        .and(warp::put())
+        .and(allowed_origin(state.clone()))
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and(json_body())
+        .and_then(|room, id, state, session, body| api::react(state, room, id, session, body))
+        .boxed()
+}
+
+/// GET /api/rooms/{room}/threads/{id}?after=&limit=
+fn get_thread(state: State) -> BoxedFilter<(HttpResponse,)> {
+    warp::path!("api" / "rooms" / String / "threads" / u64)
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(session(state))
+        .and(warp::query::<HashMap<String, String>>())
+        .and_then(|room, id, state, session, query| api::get_thread(state, room, id, session, query))
+        .boxed()
+}
+
 /// PUT /api/rooms/{room}/read {"id"}
 fn mark_read(state: State) -> BoxedFilter<(HttpResponse,)> {
     warp::path!("api" / "rooms" / String / "read")
@@ -572,12 +601,12 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     Some(match segments.as_slice() {
         ["api", "guest" | "signup" | "login" | "logout"] => "POST",
-        ["api", "me" | "subscriptions" | "search"] | ["api", "rooms", _, "events" | "members"] => "GET",
+        ["api", "me" | "subscriptions" | "search"] | ["api", "rooms", _, "events" | "members"] | ["api", "rooms", _, "threads", _] => "GET",
         ["api", "dms"] => "GET, POST",
         ["api", "rooms", _, "members", _] => "PUT, DELETE",
         ["api", "rooms"] | ["api", "rooms", _, "messages"] => "GET, POST",
         ["api", "rooms", _, "messages", _] => "PATCH, DELETE",
-        ["api", "rooms", _, "read"] => "PUT",
+        ["api", "rooms", _, "read"] | ["api", "rooms", _, "messages", _, "reactions"] => "PUT",
         ["api", "subscriptions", _] => "PUT, DELETE",
         // `/`, `/home`, `/ws`, `/healthz`, `/metrics` and the front-end files.
         [_] => "GET",

@@ -47,7 +47,7 @@ use crate::fanout::{Fanout, RoomEvent};
 use crate::model::{Message, NewEvent, RoomName, StoredEvent, Username};
 use crate::protocol::ServerEvent;
 use crate::rate::{KeyedLimiter, SendRate};
-use crate::store::{Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, SearchPage, SearchQuery};
+use crate::store::{Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, SearchPage, SearchQuery, ThreadPage};
 use crate::telemetry;
 
 /// Sends queued for one room's writer before senders wait.
@@ -277,6 +277,16 @@ impl Hub {
     /// `member_of` (`SearchStore::search`).
     pub async fn search(&self, query: &SearchQuery, member_of: &[String]) -> Result<SearchPage, ChatError> {
         Ok(self.inner.store.search(query, member_of).await?)
+    }
+
+    /// A thread's parent and a page of its replies (`MessageStore::thread`).
+    pub async fn thread(&self, room: &RoomName, parent: u64, after: u64, limit: usize) -> Result<ThreadPage, ChatError> {
+        Ok(self.inner.store.thread(room, parent, after, limit).await?)
+    }
+
+    /// Who takes part in a thread (`MessageStore::thread_participants`).
+    pub async fn thread_participants(&self, room: &RoomName, parent: u64) -> Result<Vec<String>, ChatError> {
+        Ok(self.inner.store.thread_participants(room, parent).await?)
     }
 
     /// Marks `user` present in `room`; announces it when this is the user's

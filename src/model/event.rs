@@ -2,12 +2,13 @@
 //! `seq`, strictly increasing, assigned by the store when it appends. A
 //! message's id is the `seq` of the event that posted it.
 //!
-//! Kinds: a message posted, edited, deleted; a member added to or removed
-//! from a private room. The log is the log, not a view:
-//! a post then its edit are two events; only a deleted message's text is
-//! taken out of its post (and its edits), everywhere.
+//! Kinds: a message posted (a reply names its parent in `thread`), edited,
+//! deleted, reacted to; a member added to or removed from a private room.
+//! The log is the log, not a view: a post then its edit are two events;
+//! only a deleted message's text is taken out of its post (and its edits),
+//! everywhere.
 
-use super::{Message, Username};
+use super::{Message, ReactionCount, Username};
 
 /// One stored change to a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +26,10 @@ pub enum EventKind {
     Edit { id: u64, user: String, text: Option<String>, ts: String },
     /// Message `id` was deleted.
     Delete { id: u64, user: String, ts: String },
+    /// `user` added (`added`) or took back their `emoji` on message `id`;
+    /// `reactions`: the message's counts right after (what the `reacted`
+    /// frame carries, stored with the event so the log replays it).
+    React { id: u64, user: String, emoji: String, added: bool, ts: String, reactions: Vec<ReactionCount> },
     /// `user` was added to (`added`) or removed from the private room, by
     /// `by`. Not about a message: its message id is 0.
     Member { user: String, by: String, added: bool, ts: String },
@@ -40,9 +45,14 @@ impl StoredEvent {
     pub fn message_id(&self) -> u64 {
         match &self.kind {
             EventKind::Post(m) => m.id,
-            EventKind::Edit { id, .. } | EventKind::Delete { id, .. } => *id,
+            EventKind::Edit { id, .. } | EventKind::Delete { id, .. } | EventKind::React { id, .. } => *id,
             EventKind::Member { .. } => 0,
         }
+    }
+
+    /// The parent of the message this event posts, if it posts a reply.
+    pub fn thread(&self) -> Option<u64> {
+        self.as_post().and_then(|m| m.thread)
     }
 
     /// The post's message, if this event is a post.
@@ -62,9 +72,14 @@ impl StoredEvent {
 /// and a time.
 #[derive(Debug, Clone)]
 pub enum NewEvent {
-    Post { user: Username, text: String, client_id: String },
+    /// `thread`: the message it replies to (a live message that is not a
+    /// reply itself; `MessageNotFound` otherwise).
+    Post { user: Username, text: String, client_id: String, thread: Option<u64> },
     Edit { user: Username, id: u64, text: String },
     Delete { user: Username, id: u64 },
+    /// Toggles `user`'s `emoji` on live message `id` (`MessageNotFound`
+    /// otherwise): the store decides whether it is added or taken back.
+    React { user: Username, id: u64, emoji: String },
     /// `by` added `member` to (or removed them from) the room; who may do
     /// it is checked before (`chat::members`).
     Member { by: Username, member: Username, added: bool },
@@ -73,7 +88,7 @@ pub enum NewEvent {
 impl NewEvent {
     pub fn user(&self) -> &Username {
         match self {
-            NewEvent::Post { user, .. } | NewEvent::Edit { user, .. } | NewEvent::Delete { user, .. } => user,
+            NewEvent::Post { user, .. } | NewEvent::Edit { user, .. } | NewEvent::Delete { user, .. } | NewEvent::React { user, .. } => user,
             NewEvent::Member { by, .. } => by,
         }
     }

@@ -1,6 +1,7 @@
 //! `chatroom migrate --from ./data --to postgres://…`: copies a JSON-lines
 //! data directory into PostgreSQL, keeping what clients and accounts rely
-//! on: password hashes, sessions (so cookies keep working), rooms, every
+//! on: password hashes, sessions (so cookies keep working), rooms (private
+//! ones private, with their members), every
 //! room's event log with its seqs (so message ids, edits and deletes, and
 //! a client's `after`, stay valid), subscriptions and read markers.
 //!
@@ -16,10 +17,10 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::model::{RoomName, StoredEvent};
+use crate::model::{RoomName, StoredEvent, Username};
 use crate::store::jsonl::{JsonlAccounts, JsonlStore};
 use crate::store::postgres::PgStore;
-use crate::store::{Fsync, MessageStore, SessionStore, StoreError};
+use crate::store::{Fsync, MessageStore, PrivateRoom, RoomAccess, SessionStore, StoreError};
 
 /// Events read from the source and written to the database at a time
 /// (one transaction each).
@@ -93,9 +94,10 @@ pub async fn copy_data_dir(from: &Path, to: &str) -> Result<MigrationReport, Sto
     for session in accounts.load_sessions().await? {
         report.sessions.count(target.import_session(&session).await?);
     }
-    for info in messages.list_rooms("", usize::MAX).await? {
-        let room = parse_room(&info.name)?;
-        report.rooms.count(target.import_room(&room, "chatroom migrate").await?);
+    for name in messages.room_names() {
+        let room = parse_room(&name)?;
+        let access = messages.room_access(&room).await?.unwrap_or_default();
+        report.rooms.count(copy_room(&target, &room, &access).await?);
         copy_events(&messages, &target, &room, &mut report.events).await?;
     }
     for (subscriber, room) in &records.subscriptions {
@@ -109,6 +111,37 @@ pub async fn copy_data_dir(from: &Path, to: &str) -> Result<MigrationReport, Sto
 
 /// Opens the JSON-lines stores of `dir` (on the blocking pool: it reads
 /// files).
+/// Creates the room in the database as it is in the data directory: a
+/// public room, or a private one (a direct message) with its members;
+/// whether it was created.
+async fn copy_room(target: &PgStore, room: &RoomName, access: &RoomAccess) -> Result<bool, StoreError> {
+    if !access.private {
+        return target.import_room(room, "chatroom migrate").await;
+    }
+    let creator = parse_user(&access.created_by)?;
+    let members = access.members.values().map(|name| parse_user(name)).collect::<Result<Vec<_>, _>>()?;
+    let other = members.iter().find(|m| m.key() != creator.key());
+    let kind = match other {
+        Some(other) if access.dm => PrivateRoom::Direct(other),
+        _ => PrivateRoom::Group,
+    };
+    let created = match target.create_private_room(room, &creator, kind).await {
+        Ok(_) => true,
+        Err(StoreError::RoomExists(_)) => false,
+        Err(other) => return Err(other),
+    };
+    if !access.dm {
+        for member in &members {
+            target.set_member(room, member, creator.as_str(), true).await?;
+        }
+    }
+    Ok(created)
+}
+
+fn parse_user(name: &str) -> Result<Username, StoreError> {
+    Username::parse(name).map_err(|e| StoreError::Conflict(format!("a private room lists a member named {name:?}, which is not a valid name: {e}")))
+}
+
 async fn open_source(dir: &Path) -> Result<(JsonlStore, JsonlAccounts), StoreError> {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || Ok((JsonlStore::open(&dir, Fsync::Never)?, JsonlAccounts::open(&dir, Fsync::Never)?))).await?

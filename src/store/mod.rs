@@ -20,10 +20,17 @@
 //!   room's last [`DEDUP_WINDOW`] posts is not stored again (the stored one
 //!   comes back as [`Appended::Duplicate`], across restarts too); an edit
 //!   or delete of a message that does not exist (or is deleted) is
-//!   `MessageNotFound`, of someone else's message `Forbidden`.
+//!   `MessageNotFound`, of someone else's message `Forbidden`. A reply
+//!   (`thread`) to a message that does not exist, is deleted or is a reply
+//!   itself is `MessageNotFound`, and so is a reaction to a message that
+//!   does not exist or is deleted; a reaction toggles (the store decides
+//!   `added` from what it holds, the batch's earlier items included).
 //! - `history` returns messages as they are now (edited text, deleted ones
-//!   redacted), oldest first, never a partly written one; `events` returns
-//!   the log itself, a deleted message's text taken out.
+//!   redacted), oldest first, never a partly written one, with each
+//!   message's `reply_count`, `last_reply_at` and reactions (users' keys;
+//!   `me` is the reader's, set by `chat`) as they are now; so do
+//!   `find_sent` and `thread`. `events` returns the log itself, a deleted
+//!   message's text taken out.
 //! - Callers serialise appends per room (the hub does); reads may run
 //!   concurrently with an append.
 
@@ -213,6 +220,29 @@ pub enum Appended {
     Duplicate(Message),
 }
 
+/// A thread: its parent as it is now and a page of its replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadPage {
+    pub parent: Message,
+    /// Oldest first (deleted ones as deleted messages).
+    pub replies: Vec<Message>,
+}
+
+/// Most replies read to find a thread's participants.
+const MAX_THREAD_READ: usize = 100_000;
+
+/// The authors of a thread's parent and live replies, each once, in order.
+fn participants(page: &ThreadPage) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for m in std::iter::once(&page.parent).chain(&page.replies).filter(|m| !m.deleted) {
+        let key = m.user.to_lowercase();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys
+}
+
 /// Rooms and their messages (and searching them: [`SearchStore`], which
 /// every message store is, since an index follows its store's writes).
 #[async_trait]
@@ -245,6 +275,17 @@ pub trait MessageStore: SearchStore {
     async fn find_sent(&self, room: &RoomName, user: &Username, client_id: &str) -> Result<Option<Message>, StoreError>;
     /// Reads a slice of history (messages as they are now), oldest first.
     async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, StoreError>;
+    /// Message `parent` as it is now, and up to `limit` of its replies with
+    /// `id > after`, oldest first. `MessageNotFound` when there is no such
+    /// message or it is a reply (a deleted parent is shown deleted).
+    async fn thread(&self, room: &RoomName, parent: u64, after: u64, limit: usize) -> Result<ThreadPage, StoreError>;
+    /// Who takes part in thread `parent` (lower-cased keys, each once): its
+    /// author, then the authors of its replies that are not deleted, in the
+    /// order of their first reply. `MessageNotFound` as for `thread`.
+    async fn thread_participants(&self, room: &RoomName, parent: u64) -> Result<Vec<String>, StoreError> {
+        let page = self.thread(room, parent, 0, MAX_THREAD_READ).await?;
+        Ok(participants(&page))
+    }
     /// Up to `limit` events with `seq > after`, in seq order (a deleted
     /// message's text taken out of its post and edits).
     async fn events(&self, room: &RoomName, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;

@@ -110,6 +110,20 @@ impl TestServer {
         Self::start_with(|config| config.send_rate = None).await
     }
 
+    /// A server without send pacing on a PostgreSQL database of its own
+    /// (keep the database alive as long as the server), or `None` where
+    /// there is no PostgreSQL (said loudly; a failure under CI=true).
+    pub async fn on_postgres() -> Option<(Self, pg::TestDatabase)> {
+        let database = pg::TestDatabase::create().await?;
+        let url = database.url().to_string();
+        let server = Self::start_with(move |config| {
+            config.database_url = Some(url.clone());
+            config.send_rate = None;
+        })
+        .await;
+        Some((server, database))
+    }
+
     /// A server whose settings `configure` adjusts (also on restarts).
     pub async fn start_with(configure: impl Fn(&mut Config) + Send + Sync + 'static) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");

@@ -4,6 +4,8 @@
 //! {"seq":7,"op":"post","id":7,"room":"general","user":"ann","text":"hi","ts":"…","client_id":"c1"}
 //! {"seq":9,"op":"edit","id":7,"room":"general","user":"ann","text":"hello","ts":"…"}
 //! {"seq":10,"op":"delete","id":7,"room":"general","user":"ann","ts":"…"}
+//! {"seq":11,"op":"post","id":11,"room":"general","user":"bob","text":"yes","ts":"…","client_id":"c3","thread":5}   (a reply to 5)
+//! {"seq":12,"op":"react","id":5,"room":"general","user":"ann","ts":"…","emoji":"👍","added":true,"reactions":[{"emoji":"👍","count":1}]}
 //! {"seq":11,"op":"member","room":"team","user":"bob","by":"ann","added":true,"ts":"…"}
 //! {"seq":7,"op":"post","id":7,"room":"general","deleted":true}          (a redacted post, padded)
 //! {"id":3,"room":"general","user":"bob","text":"hey","ts":"…","client_id":"c2"}   (a step-1 line: a post, seq = id)
@@ -11,11 +13,15 @@
 //!
 //! A deleted message's post and edits are rewritten in place as redacted
 //! lines of the same length (padded with spaces, which JSON allows), so no
-//! offset moves and the file stays sorted by `seq`.
+//! offset moves and the file stays sorted by `seq`. A redacted reply keeps
+//! its `thread` (it stays in its thread, deleted).
+//!
+//! Fields added later (`thread`, `emoji`, `added`, `reactions`) are
+//! optional: a file written before them reads as it always did.
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{EventKind, Message, StoredEvent};
+use crate::model::{EventKind, Message, ReactionCount, StoredEvent};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Line {
@@ -38,9 +44,15 @@ struct Line {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     deleted: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    by: Option<String>,
+    thread: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    emoji: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     added: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reactions: Option<Vec<ReactionCount>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -92,8 +104,9 @@ fn event_of(line: Line) -> Result<StoredEvent, String> {
             text: line.text.unwrap_or_default(),
             ts: line.ts.unwrap_or_default(),
             client_id: line.client_id.unwrap_or_default(),
-            edited_at: None,
             deleted: line.deleted,
+            thread: line.thread,
+            ..Message::default()
         }),
         Some("edit") => EventKind::Edit {
             id: target()?,
@@ -102,6 +115,14 @@ fn event_of(line: Line) -> Result<StoredEvent, String> {
             ts: line.ts.unwrap_or_default(),
         },
         Some("delete") => EventKind::Delete { id: target()?, user: line.user.unwrap_or_default(), ts: line.ts.unwrap_or_default() },
+        Some("react") => EventKind::React {
+            id: target()?,
+            user: line.user.unwrap_or_default(),
+            emoji: line.emoji.ok_or("a reaction without its emoji")?,
+            added: line.added.unwrap_or(true),
+            ts: line.ts.unwrap_or_default(),
+            reactions: line.reactions.unwrap_or_default(),
+        },
         Some("member") => EventKind::Member {
             user: line.user.ok_or("a member line without the user")?,
             by: line.by.unwrap_or_default(),
@@ -133,9 +154,15 @@ struct LineOut<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     deleted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    by: Option<&'a str>,
+    thread: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    emoji: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     added: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reactions: Option<&'a [ReactionCount]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by: Option<&'a str>,
 }
 
 /// The line for an event (without the newline).
@@ -150,21 +177,36 @@ pub fn line_of(event: &StoredEvent) -> Vec<u8> {
         ts: None,
         client_id: None,
         deleted: false,
-        by: None,
+        thread: None,
+        emoji: None,
         added: None,
+        reactions: None,
+        by: None,
     };
     let line = match &event.kind {
-        EventKind::Post(m) if m.deleted => LineOut { deleted: true, ..base("post", m.id) },
+        EventKind::Post(m) if m.deleted => {
+            let ts = m.thread.map(|_| m.ts.as_str());
+            LineOut { deleted: true, thread: m.thread, ts, ..base("post", m.id) }
+        }
         EventKind::Post(m) => LineOut {
             user: Some(&m.user),
             text: Some(&m.text),
             ts: Some(&m.ts),
             client_id: Some(&m.client_id),
+            thread: m.thread,
             ..base("post", m.id)
         },
         EventKind::Edit { id, text: None, .. } => LineOut { deleted: true, ..base("edit", *id) },
         EventKind::Edit { id, user, text: Some(text), ts } => LineOut { user: Some(user), text: Some(text), ts: Some(ts), ..base("edit", *id) },
         EventKind::Delete { id, user, ts } => LineOut { user: Some(user), ts: Some(ts), ..base("delete", *id) },
+        EventKind::React { id, user, emoji, added, ts, reactions } => LineOut {
+            user: Some(user),
+            ts: Some(ts),
+            emoji: Some(emoji),
+            added: Some(*added),
+            reactions: Some(reactions),
+            ..base("react", *id)
+        },
         EventKind::Member { user, by, added, ts } => {
             LineOut { id: None, user: Some(user), by: Some(by), added: Some(*added), ts: Some(ts), ..base("member", 0) }
         }
@@ -172,8 +214,11 @@ pub fn line_of(event: &StoredEvent) -> Vec<u8> {
     serde_json::to_vec(&line).expect("a line always serialises")
 }
 
-fn redacted(seq: u64, op: &str, id: u64, room: &str) -> Line {
-    Line { seq: Some(seq), op: Some(op.into()), id: Some(id), room: room.to_string(), deleted: true, ..Line::default() }
+/// A redacted post or edit line; a reply's post keeps its `thread` and
+/// `ts` (see `Message::redacted`).
+fn redacted(seq: u64, op: &str, id: u64, room: &str, reply: Option<(u64, String)>) -> Line {
+    let (thread, ts) = reply.map_or((None, None), |(thread, ts)| (Some(thread), Some(ts)));
+    Line { seq: Some(seq), op: Some(op.into()), id: Some(id), room: room.to_string(), deleted: true, thread, ts, ..Line::default() }
 }
 
 /// The redacted form of `original` (a post or an edit of a deleted
@@ -181,12 +226,12 @@ fn redacted(seq: u64, op: &str, id: u64, room: &str) -> Line {
 /// place; `None` if the line is not a post or edit, or would not fit.
 pub fn redact_in_place(original: &[u8], path_hint: &str) -> Option<Vec<u8>> {
     let event = parse(original, path_hint)?;
-    let (op, id) = match &event.kind {
-        EventKind::Post(m) => ("post", m.id),
-        EventKind::Edit { id, .. } => ("edit", *id),
-        EventKind::Delete { .. } | EventKind::Member { .. } => return None,
+    let (op, id, reply) = match &event.kind {
+        EventKind::Post(m) => ("post", m.id, m.thread.map(|t| (t, m.ts.clone()))),
+        EventKind::Edit { id, .. } => ("edit", *id, None),
+        EventKind::Delete { .. } | EventKind::React { .. } | EventKind::Member { .. } => return None,
     };
-    let mut line = serde_json::to_vec(&redacted(event.seq, op, id, &event.room)).expect("a line always serialises");
+    let mut line = serde_json::to_vec(&redacted(event.seq, op, id, &event.room, reply)).expect("a line always serialises");
     if line.len() > original.len() {
         return None;
     }
@@ -206,8 +251,7 @@ mod tests {
             text: text.into(),
             ts: "2026-01-01T00:00:00.000Z".into(),
             client_id: format!("c{seq}"),
-            edited_at: None,
-            deleted: false,
+            ..Message::default()
         };
         StoredEvent { seq, room: "general".into(), kind: EventKind::Post(m) }
     }
@@ -220,12 +264,28 @@ mod tests {
             kind: EventKind::Edit { id: 7, user: "ann".into(), text: Some("hello".into()), ts: "t".into() },
         };
         let delete = StoredEvent { seq: 10, room: "general".into(), kind: EventKind::Delete { id: 7, user: "ann".into(), ts: "t".into() } };
+        let mut reply = post(11, "yes");
+        if let EventKind::Post(m) = &mut reply.kind {
+            m.thread = Some(5);
+        }
+        let react = StoredEvent {
+            seq: 12,
+            room: "general".into(),
+            kind: EventKind::React {
+                id: 5,
+                user: "ann".into(),
+                emoji: "👍".into(),
+                added: false,
+                ts: "t".into(),
+                reactions: vec![ReactionCount { emoji: "🎉".into(), count: 2 }],
+            },
+        };
         let member = StoredEvent {
-            seq: 11,
+            seq: 13,
             room: "general".into(),
             kind: EventKind::Member { user: "bob".into(), by: "ann".into(), added: false, ts: "t".into() },
         };
-        for event in [post(7, "hi"), edit, delete, member] {
+        for event in [post(7, "hi"), edit, delete, reply, react, member] {
             let line = line_of(&event);
             assert_eq!(parse(&line, "t"), Some(event.clone()), "{}", String::from_utf8_lossy(&line));
             assert_eq!(seq_of(&line), Some(event.seq));
@@ -241,6 +301,18 @@ mod tests {
         assert_eq!(event.seq, 3);
         assert_eq!(event.as_post().map(|m| m.text.as_str()), Some("hey"));
         assert_eq!(seq_of(line), Some(3));
+    }
+
+    #[test]
+    fn a_redacted_reply_stays_in_its_thread() {
+        let mut reply = post(11, "secret");
+        if let EventKind::Post(m) = &mut reply.kind {
+            m.thread = Some(5);
+        }
+        let redacted = redact_in_place(&line_of(&reply), "t").unwrap();
+        let m = parse(&redacted, "t").unwrap().as_post().cloned().unwrap();
+        assert!(m.deleted && m.text.is_empty() && m.thread == Some(5) && !m.ts.is_empty(), "{m:?}");
+        assert_eq!(m, parse(&line_of(&reply), "t").unwrap().as_post().unwrap().redacted());
     }
 
     #[test]

@@ -240,8 +240,7 @@ mod tests {
                 text: "x".repeat(pad + (id as usize % 7)),
                 ts: "2026-01-01T00:00:00Z".into(),
                 client_id: format!("c{id}"),
-                edited_at: None,
-                deleted: false,
+                ..Message::default()
             };
             writeln!(f, "{}", serde_json::to_string(&m).unwrap()).unwrap();
         }

@@ -42,7 +42,7 @@ use self::durability::Durability;
 use self::log_file::LogFile;
 use self::room_log::{RoomLog, SharedRoomLog};
 use self::search_index::SearchIndex;
-use super::{Appended, Fsync, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, SearchPage, SearchQuery, SearchStore, rank_rooms};
+use super::{Appended, Fsync, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, SearchPage, SearchQuery, SearchStore, ThreadPage, rank_rooms};
 use crate::store::StoreError;
 use crate::model::{DEFAULT_ROOM, DM_PREFIX, EventKind, Message, NewEvent, RoomName, StoredEvent, Username, now_rfc3339};
 
@@ -204,6 +204,11 @@ impl JsonlStore {
 
     fn record(&self, room: &RoomName) -> Option<RoomRecord> {
         self.rooms.lock().expect("rooms lock").get(room.as_str()).cloned()
+    }
+
+    /// Every room's name, public and private, sorted (`chatroom migrate`).
+    pub fn room_names(&self) -> Vec<String> {
+        self.rooms.lock().expect("rooms lock").keys().cloned().collect()
     }
 
     fn knows(&self, room: &RoomName) -> bool {
@@ -405,6 +410,14 @@ impl MessageStore for JsonlStore {
             .map_err(StoreError::from)
     }
 
+    async fn thread(&self, room: &RoomName, parent: u64, after: u64, limit: usize) -> Result<ThreadPage, StoreError> {
+        let log = self.log(room).await?;
+        tokio::task::spawn_blocking(move || log.thread_blocking(parent, after, limit))
+            .await
+            .map_err(StoreError::from)?
+            .map_err(StoreError::from)?
+    }
+
     async fn events(&self, room: &RoomName, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let log = self.log(room).await?;
         tokio::task::spawn_blocking(move || log.events_blocking(after, limit))
@@ -477,6 +490,32 @@ impl JsonlStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn replies_and_reactions_to_a_message_older_than_the_tail_are_found_without_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let general = RoomName::parse(DEFAULT_ROOM).unwrap();
+        let (ann, bob) = (Username::parse("ann").unwrap(), Username::parse("bob").unwrap());
+        let post = |n: usize, thread| NewEvent::Post { user: ann.clone(), text: format!("m{n}"), client_id: format!("c{n}"), thread };
+        {
+            let store = JsonlStore::open(dir.path(), Fsync::Never).unwrap();
+            let batch: Vec<NewEvent> = (1..=crate::store::DEDUP_WINDOW + 10).map(|n| post(n, None)).collect();
+            store.append(&general, batch).await.unwrap();
+            let late = vec![post(0, Some(1)), NewEvent::React { user: bob.clone(), id: 1, emoji: "👍".into() }];
+            assert!(store.append(&general, late).await.unwrap().iter().all(Result::is_ok));
+            store.flush().await.unwrap();
+        }
+        // Without the index, the tail does not reach message 1: a read of
+        // it scans the log once.
+        std::fs::remove_file(dir.path().join("rooms").join("general.jsonl.changes")).unwrap();
+        let store = JsonlStore::open(dir.path(), Fsync::Never).unwrap();
+        let first = store.history(&general, HistoryQuery::after(0, 1)).await.unwrap().remove(0);
+        assert_eq!((first.reply_count, first.reactions.len()), (1, 1), "{first:?}");
+        let page = store.thread(&general, 1, 0, 10).await.unwrap();
+        assert_eq!(page.replies.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["m0"]);
+        let again = store.append(&general, vec![NewEvent::React { user: bob, id: 1, emoji: "👍".into() }]).await.unwrap();
+        assert!(matches!(&again[0], Ok(Appended::New(StoredEvent { kind: EventKind::React { added: false, .. }, .. }))), "{again:?}");
+    }
 
     #[tokio::test]
     async fn damaged_or_hostile_room_records_are_skipped() {

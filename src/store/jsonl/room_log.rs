@@ -5,14 +5,16 @@
 //! hold the last [`DEDUP_WINDOW`] posts) are kept in memory — they answer
 //! "the latest 50", resumes from a recent `seq` and repeated `client_id`s
 //! without touching the disk; older pages are found by binary search on
-//! `seq` in the file itself (see `lines`). Every edit and delete of the
-//! room is known from its change index (`<room>.jsonl.changes`, see
-//! [`ChangeIndex`]), so history shows each message as it is now without
-//! reading the log. Without an index, the tail's own edits and deletes are
-//! all that is needed until a read reaches past the tail (a message's edits
-//! and delete come after it); then the log is scanned once (lines are
-//! checked for `"op":"edit"` / `"op":"delete"` before any is parsed) and
-//! the index written.
+//! `seq` in the file itself (see `lines`). Every change of the room — each
+//! edit, delete and reaction, and each reply's post (it changes its
+//! parent's `reply_count`) — is known from its change index
+//! (`<room>.jsonl.changes`, see [`ChangeIndex`]), so history shows each
+//! message as it is now without reading the log, and a thread's replies
+//! are found without a scan. Without an index, the tail's own changes are
+//! all that is needed until a read reaches past the tail (a message's
+//! changes come after it); then the log is scanned once (lines are checked
+//! for `"op":"edit"`, `"op":"delete"`, `"op":"react"` or `"thread":`
+//! before any is parsed) and the index written.
 //!
 //! A torn last line — the process died in the middle of a write — is moved
 //! to `<room>.jsonl.torn` and cut off, with a warning.
@@ -43,8 +45,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use super::durability::Durability;
 use super::{event_line, file_error, lines};
 use crate::store::StoreError;
-use crate::model::{EventKind, Message, NewEvent, RoomName, StoredEvent, now_rfc3339};
-use crate::store::{Appended, DEDUP_WINDOW, HistoryQuery};
+use crate::model::{EventKind, Message, NewEvent, ReactionSet, RoomName, StoredEvent, now_rfc3339};
+use crate::store::{Appended, DEDUP_WINDOW, HistoryQuery, ThreadPage};
 
 /// What became of one message after it was posted.
 #[derive(Debug, Clone, Default)]
@@ -54,16 +56,40 @@ struct Change {
     deleted: bool,
     /// The seqs of its edit lines (to redact them when it is deleted).
     edit_seqs: Vec<u64>,
+    /// Its replies' ids, oldest first (deleted ones too).
+    replies: Vec<u64>,
+    /// When the latest reply was posted.
+    last_reply_at: Option<String>,
+    reactions: ReactionSet,
 }
 
-/// Edits and deletes by message id: every message that has one.
+/// Whether an event changes a message other than by being posted: an
+/// edit, delete or reaction, or a reply (it changes its parent). These are
+/// what the change index holds.
+fn is_change(event: &StoredEvent) -> bool {
+    !event.is_post() || event.thread().is_some()
+}
+
+/// Whether `event` bears on message `id` (is about it, or replies to it).
+fn touches(event: &StoredEvent, id: u64) -> bool {
+    event.message_id() == id || event.thread() == Some(id)
+}
+
+/// Changes by message id: every message that has one.
 #[derive(Default)]
 struct Changes(HashMap<u64, Change>);
 
 impl Changes {
     fn apply(&mut self, event: &StoredEvent) {
         match &event.kind {
-            EventKind::Post(_) | EventKind::Member { .. } => {}
+            EventKind::Post(m) => {
+                if let Some(parent) = m.thread {
+                    let change = self.0.entry(parent).or_default();
+                    change.replies.push(m.id);
+                    change.last_reply_at = Some(m.ts.clone());
+                }
+            }
+            EventKind::Member { .. } => {}
             EventKind::Edit { id, text, ts, .. } => {
                 let change = self.0.entry(*id).or_default();
                 change.edit_seqs.push(event.seq);
@@ -75,6 +101,10 @@ impl Changes {
                 let change = self.0.entry(*id).or_default();
                 change.deleted = true;
                 change.edit = None;
+                change.reactions = ReactionSet::default();
+            }
+            EventKind::React { id, user, emoji, added, .. } => {
+                self.0.entry(*id).or_default().reactions.set(emoji, &user.to_lowercase(), event.seq, *added);
             }
         }
     }
@@ -85,11 +115,19 @@ impl Changes {
 
     /// The message as it is now.
     fn current(&self, message: &Message) -> Message {
-        match self.0.get(&message.id) {
-            Some(change) if change.deleted => message.redacted(),
-            Some(Change { edit: Some((text, at)), .. }) => Message { text: text.clone(), edited_at: Some(at.clone()), ..message.clone() },
-            _ => message.clone(),
+        let Some(change) = self.0.get(&message.id) else { return message.clone() };
+        if change.deleted {
+            return message.redacted();
         }
+        let mut now = message.clone();
+        if let Some((text, at)) = &change.edit {
+            now.text = text.clone();
+            now.edited_at = Some(at.clone());
+        }
+        now.reply_count = change.replies.len() as u32;
+        now.last_reply_at = change.last_reply_at.clone();
+        now.reactions = change.reactions.reactions();
+        now
     }
 
     /// The event as the log shows it: a deleted message's text taken out.
@@ -161,7 +199,7 @@ impl Recent {
             match &mut event.kind {
                 EventKind::Post(m) => *m = m.redacted(),
                 EventKind::Edit { text, .. } => *text = None,
-                EventKind::Delete { .. } | EventKind::Member { .. } => {}
+                EventKind::Delete { .. } | EventKind::React { .. } | EventKind::Member { .. } => {}
             }
         }
     }
@@ -222,8 +260,8 @@ struct State {
     changes: Changes,
     /// Whether `changes` covers the whole file.
     complete: bool,
-    /// Every edit and delete of the room, once `complete` (what the change
-    /// index holds).
+    /// Every change of the room (see [`is_change`]), once `complete`, in
+    /// seq order (what the change index holds).
     change_log: Vec<StoredEvent>,
 }
 
@@ -255,8 +293,9 @@ pub struct RoomLog {
     durability: Durability,
 }
 
-/// Lines that may hold an edit or a delete (checked before parsing).
-const CHANGE_MARKERS: [&[u8]; 2] = [br#""op":"edit""#, br#""op":"delete""#];
+/// Lines that may hold a change (checked before parsing; a string value
+/// cannot hold these bytes, its quotes are escaped).
+const CHANGE_MARKERS: [&[u8]; 4] = [br#""op":"edit""#, br#""op":"delete""#, br#""op":"react""#, br#""thread":"#];
 
 impl RoomLog {
     /// Opens (creating if needed) a room's file and loads its tail (and the
@@ -288,13 +327,13 @@ impl RoomLog {
                 // between the two writes) or hold ones the log lost.
                 let (read, known) = (indexed.len(), indexed.last().map_or(0, |e| e.seq));
                 let mut log: Vec<StoredEvent> = indexed.into_iter().filter(|e| e.seq <= last_seq).collect();
-                log.extend(tail.iter().filter(|e| !e.is_post() && e.seq > known).cloned());
+                log.extend(tail.iter().filter(|e| is_change(e) && e.seq > known).cloned());
                 let stale = log.len() != read || log.last().map_or(0, |e| e.seq) != known;
                 state.adopt(log);
                 stale
             }
             None if whole_file => {
-                state.adopt(tail.iter().filter(|e| !e.is_post()).cloned().collect());
+                state.adopt(tail.iter().filter(|e| is_change(e)).cloned().collect());
                 true
             }
             None => {
@@ -345,7 +384,7 @@ impl RoomLog {
             return Ok(plan.answers);
         }
         self.write_whole(&plan.fresh)?;
-        let changed: Vec<StoredEvent> = plan.fresh.iter().filter(|e| !e.is_post()).cloned().collect();
+        let changed: Vec<StoredEvent> = plan.fresh.iter().filter(|e| is_change(e)).cloned().collect();
         for event in plan.fresh {
             state.changes.apply(&event);
             state.recent.push(event);
@@ -363,14 +402,20 @@ impl RoomLog {
     /// already holds; queues it in `plan` if it is to be stored.
     fn plan_one(&self, state: &mut State, plan: &mut Plan, new: NewEvent) -> io::Result<Result<Appended, StoreError>> {
         match new {
-            NewEvent::Post { user, text, client_id } => {
+            NewEvent::Post { user, text, client_id, thread } => {
                 let key = dedup_key(user.as_str(), &client_id);
-                let stored = state.recent.find_post(&key).map(|m| plan.current(state.changes.current(m)));
-                let earlier = stored.or_else(|| plan.post_by_key(&key));
+                let stored = state.recent.find_post(&key).map(|m| plan.current(&state.changes, m));
+                let earlier = stored.or_else(|| plan.post_by_key(&state.changes, &key));
                 if let Some(earlier) = earlier {
                     return Ok(Ok(Appended::Duplicate(earlier)));
                 }
-                let id = plan.post(user.as_str(), text, client_id);
+                if let Some(parent) = thread {
+                    match self.live_post(state, plan, parent)? {
+                        Some(m) if m.thread.is_none() => {}
+                        _ => return Ok(Err(StoreError::MessageNotFound(parent))),
+                    }
+                }
+                let id = plan.post(user.as_str(), text, client_id, thread);
                 plan.by_client.insert(key, id);
                 Ok(Ok(Appended::New(plan.last())))
             }
@@ -389,6 +434,16 @@ impl RoomLog {
                 plan.deleted.push(id);
                 Ok(Ok(Appended::New(plan.last())))
             }
+            NewEvent::React { user, id, emoji } => {
+                if self.live_post(state, plan, id)?.is_none() {
+                    return Ok(Err(StoreError::MessageNotFound(id)));
+                }
+                let mut reactions = plan.change(&state.changes, id).reactions;
+                let added = reactions.toggle(&emoji, &user.key(), plan.next_seq);
+                let ts = plan.ts.clone();
+                plan.push(EventKind::React { id, user: user.to_string(), emoji, added, ts, reactions: reactions.counts() });
+                Ok(Ok(Appended::New(plan.last())))
+            }
             NewEvent::Member { by, member, added } => {
                 plan.push(EventKind::Member { user: member.to_string(), by: by.to_string(), added, ts: plan.ts.clone() });
                 Ok(Ok(Appended::New(plan.last())))
@@ -396,25 +451,52 @@ impl RoomLog {
         }
     }
 
-    /// `Ok(Ok(()))` when message `id` exists, is not deleted and `user`
-    /// wrote it; `NotFound` / `Forbidden` otherwise.
-    fn check_author(&self, state: &mut State, plan: &Plan, id: u64, user: &str) -> io::Result<Result<(), StoreError>> {
-        let in_memory = plan.post_with_id(id).or_else(|| state.recent.get(id).and_then(StoredEvent::as_post));
-        let author = match in_memory {
-            Some(m) => Some(m.user.clone()),
+    /// Message `id` as posted, if it exists and is not deleted (stored, or
+    /// earlier in the batch).
+    fn live_post(&self, state: &mut State, plan: &Plan, id: u64) -> io::Result<Option<Message>> {
+        let in_memory = plan.post_with_id(id).or_else(|| state.recent.get(id).and_then(StoredEvent::as_post)).cloned();
+        let post = match in_memory {
+            Some(m) => Some(m),
             None => {
                 // Older than the tail: whether it was deleted may be older too.
                 self.complete_changes(state)?;
-                self.stored_post(state, id)?.map(|m| m.user)
+                self.stored_post(state, id)?
             }
         };
         let gone = state.changes.is_deleted(id) || plan.deleted.contains(&id);
-        Ok(match author {
+        Ok(post.filter(|m| !gone && !m.deleted))
+    }
+
+    /// `Ok(Ok(()))` when message `id` exists, is not deleted and `user`
+    /// wrote it; `NotFound` / `Forbidden` otherwise.
+    fn check_author(&self, state: &mut State, plan: &Plan, id: u64, user: &str) -> io::Result<Result<(), StoreError>> {
+        Ok(match self.live_post(state, plan, id)? {
             None => Err(StoreError::MessageNotFound(id)),
-            Some(_) if gone => Err(StoreError::MessageNotFound(id)),
-            Some(author) if author.to_lowercase() != user.to_lowercase() => Err(StoreError::NotAuthor),
+            Some(m) if m.user.to_lowercase() != user.to_lowercase() => Err(StoreError::NotAuthor),
             Some(_) => Ok(()),
         })
+    }
+
+    /// Message `parent` as it is now and up to `limit` of its replies after
+    /// `after` (see `MessageStore::thread`). Blocking.
+    pub fn thread_blocking(&self, parent: u64, after: u64, limit: usize) -> io::Result<Result<ThreadPage, StoreError>> {
+        let mut state = self.state.lock().expect("room state");
+        self.complete_changes(&mut state)?;
+        let post = match state.recent.get(parent).and_then(StoredEvent::as_post).cloned() {
+            Some(m) => Some(m),
+            None => self.stored_post(&state, parent)?,
+        };
+        let Some(post) = post.filter(|m| m.thread.is_none()) else { return Ok(Err(StoreError::MessageNotFound(parent))) };
+        let ids = state.changes.0.get(&parent).map(|c| c.replies.clone()).unwrap_or_default();
+        let log = &state.change_log;
+        let replies = ids
+            .into_iter()
+            .filter(|id| *id > after)
+            .filter_map(|id| log.binary_search_by_key(&id, |e| e.seq).ok().and_then(|at| log[at].as_post()))
+            .take(limit)
+            .map(|m| state.changes.current(m))
+            .collect();
+        Ok(Ok(ThreadPage { parent: state.changes.current(&post), replies }))
     }
 
     /// The post with this id from the file, for an id older than the tail
@@ -618,7 +700,7 @@ impl Plan {
     }
 
     /// Queues a post; its id.
-    fn post(&mut self, user: &str, text: String, client_id: String) -> u64 {
+    fn post(&mut self, user: &str, text: String, client_id: String, thread: Option<u64>) -> u64 {
         let message = Message {
             id: self.next_seq,
             room: self.room.clone(),
@@ -626,8 +708,8 @@ impl Plan {
             text,
             ts: self.ts.clone(),
             client_id,
-            edited_at: None,
-            deleted: false,
+            thread,
+            ..Message::default()
         };
         let id = message.id;
         self.push(EventKind::Post(message));
@@ -643,23 +725,33 @@ impl Plan {
     }
 
     /// A post of this batch with that key, as it is after the batch's
-    /// earlier edits (a repeat within one batch).
-    fn post_by_key(&self, key: &(String, String)) -> Option<Message> {
+    /// later changes so far (a repeat within one batch).
+    fn post_by_key(&self, stored: &Changes, key: &(String, String)) -> Option<Message> {
         let id = *self.by_client.get(key)?;
-        self.post_with_id(id).map(|m| self.current(m.clone()))
+        self.post_with_id(id).map(|m| self.current(stored, m))
     }
 
-    /// `message` as it is after this batch's edits and deletes of it.
-    fn current(&self, message: Message) -> Message {
+    /// What became of message `id`: the stored changes, then this batch's.
+    fn change(&self, stored: &Changes, id: u64) -> Change {
         let mut changes = Changes::default();
-        self.fresh.iter().filter(|e| e.message_id() == message.id).for_each(|e| changes.apply(e));
-        changes.current(&message)
+        if let Some(change) = stored.0.get(&id) {
+            changes.0.insert(id, change.clone());
+        }
+        self.fresh.iter().filter(|e| touches(e, id)).for_each(|e| changes.apply(e));
+        changes.0.remove(&id).unwrap_or_default()
+    }
+
+    /// `message` (as posted) as it is after the stored changes and this
+    /// batch's.
+    fn current(&self, stored: &Changes, message: &Message) -> Message {
+        let changes = Changes(HashMap::from([(message.id, self.change(stored, message.id))]));
+        changes.current(message)
     }
 }
 
-/// Every edit and delete in the file's first `len` bytes. Lines without an
-/// edit or delete marker are not parsed, so a file of posts is one pass of
-/// byte search.
+/// Every change (see [`is_change`]) in the file's first `len` bytes. Lines
+/// without a change marker are not parsed, so a file of posts is one pass
+/// of byte search.
 fn scan_changes(file: &File, len: u64, hint: &str) -> io::Result<Vec<StoredEvent>> {
     let mut changes = Vec::new();
     let finders: Vec<memchr::memmem::Finder> = CHANGE_MARKERS.iter().map(memchr::memmem::Finder::new).collect();
@@ -674,7 +766,7 @@ fn scan_changes(file: &File, len: u64, hint: &str) -> io::Result<Vec<StoredEvent
         let Some(last_nl) = pending.iter().rposition(|&b| b == b'\n') else { continue };
         for line in pending[..last_nl].split(|&b| b == b'\n') {
             if finders.iter().any(|f| f.find(line).is_some())
-                && let Some(event) = event_line::parse(line, hint)
+                && let Some(event) = event_line::parse(line, hint).filter(is_change)
             {
                 changes.push(event);
             }
@@ -698,8 +790,9 @@ fn put_in_seq_order(tail: &mut Vec<StoredEvent>) -> Option<usize> {
 }
 
 /// The change index beside a room file (`<room>.jsonl.changes`): a copy of
-/// every edit and delete line of the room, so that opening a room never has
-/// to read the whole log to know them. It is derived: rebuilt from the log
+/// every change line of the room (edits, deletes, reactions, replies'
+/// posts), so that opening a room never has to read the whole log to know
+/// them. It is derived: rebuilt from the log
 /// when missing, and a deleted message's edits are redacted in it too.
 struct ChangeIndex {
     path: PathBuf,
@@ -852,8 +945,7 @@ mod tests {
             text: format!("m{id}"),
             ts: "2026-01-01T00:00:00.000Z".into(),
             client_id: format!("c{id}"),
-            edited_at: None,
-            deleted: false,
+            ..Message::default()
         };
         serde_json::to_string(&m).unwrap()
     }
@@ -878,7 +970,7 @@ mod tests {
     }
 
     fn post(user: &str, client_id: &str) -> NewEvent {
-        NewEvent::Post { user: crate::model::Username::parse(user).unwrap(), text: "new".into(), client_id: client_id.into() }
+        NewEvent::Post { user: crate::model::Username::parse(user).unwrap(), text: "new".into(), client_id: client_id.into(), thread: None }
     }
 
     #[test]

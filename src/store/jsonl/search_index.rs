@@ -286,9 +286,7 @@ fn message_of(doc: &TantivyDocument, f: &Fields) -> Message {
         user: text(f.user),
         text: text(f.text),
         ts: text(f.ts),
-        client_id: String::new(),
-        edited_at: None,
-        deleted: false,
+        ..Message::default()
     }
 }
 

@@ -2,36 +2,85 @@
 //! events, oldest first, so the contract reads straight off it — the
 //! executable spec the JSON-lines backend must agree with.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::{MemoryStore, lock};
 use crate::store::StoreError;
-use crate::model::{EventKind, Message, NewEvent, RoomName, StoredEvent, Username, now_rfc3339};
-use crate::store::{Appended, DEDUP_WINDOW, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, rank_rooms};
+use crate::model::{EventKind, Message, NewEvent, ReactionSet, RoomName, StoredEvent, Username, now_rfc3339};
+use crate::store::{Appended, DEDUP_WINDOW, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, ThreadPage, rank_rooms};
 
-/// A room's messages as they are now, oldest first.
+/// A room's messages as they are now, oldest first: latest text, replies
+/// counted on their parent, reactions (deleted ones redacted).
 pub(super) fn messages_now(events: &[StoredEvent]) -> Vec<Message> {
     let mut messages: Vec<Message> = Vec::new();
+    let mut reactions: BTreeMap<u64, ReactionSet> = BTreeMap::new();
+    // Ids only increase: a message is found by binary search.
+    fn find(messages: &mut [Message], id: u64) -> Option<&mut Message> {
+        messages.binary_search_by_key(&id, |m| m.id).ok().map(|at| &mut messages[at])
+    }
     for event in events {
         match &event.kind {
-            EventKind::Post(m) => messages.push(m.clone()),
+            EventKind::Post(m) => {
+                if let Some(parent) = m.thread.and_then(|p| find(&mut messages, p)) {
+                    parent.reply_count += 1;
+                    parent.last_reply_at = Some(m.ts.clone());
+                }
+                messages.push(m.clone());
+            }
             EventKind::Edit { id, text: Some(text), ts, .. } => {
-                if let Some(m) = messages.iter_mut().find(|m| m.id == *id) {
+                if let Some(m) = find(&mut messages, *id) {
                     m.text = text.clone();
                     m.edited_at = Some(ts.clone());
                 }
             }
             EventKind::Edit { .. } | EventKind::Member { .. } => {}
             EventKind::Delete { id, .. } => {
-                if let Some(m) = messages.iter_mut().find(|m| m.id == *id) {
+                if let Some(m) = find(&mut messages, *id) {
                     *m = m.redacted();
                 }
+                reactions.remove(id);
+            }
+            EventKind::React { id, user, emoji, added, .. } => {
+                reactions.entry(*id).or_default().set(emoji, &user.to_lowercase(), event.seq, *added);
             }
         }
     }
+    for m in messages.iter_mut().filter(|m| !m.deleted) {
+        m.reactions = reactions.get(&m.id).map(ReactionSet::reactions).unwrap_or_default();
+    }
     messages
+}
+
+/// Message `id` as it is now, if it is there and not deleted.
+fn live(events: &[StoredEvent], id: u64) -> Option<Message> {
+    messages_now(events).into_iter().find(|m| m.id == id && !m.deleted)
+}
+
+/// The reactions on message `id` now, as the store keeps them.
+fn reaction_set(events: &[StoredEvent], id: u64) -> ReactionSet {
+    let mut set = ReactionSet::default();
+    for event in events.iter().filter(|e| e.message_id() == id) {
+        match &event.kind {
+            EventKind::React { user, emoji, added, .. } => {
+                set.set(emoji, &user.to_lowercase(), event.seq, *added);
+            }
+            EventKind::Delete { .. } => set = ReactionSet::default(),
+            _ => {}
+        }
+    }
+    set
+}
+
+/// Message `parent` and its replies as they are now; `MessageNotFound`
+/// when there is no such message or it is a reply.
+fn thread_of(events: &[StoredEvent], parent: u64) -> Result<(Message, Vec<Message>), StoreError> {
+    let messages = messages_now(events);
+    let found = messages.iter().find(|m| m.id == parent && m.thread.is_none()).cloned().ok_or(StoreError::MessageNotFound(parent))?;
+    let replies = messages.into_iter().filter(|m| m.thread == Some(parent)).collect();
+    Ok((found, replies))
 }
 
 /// The post `user` (any case) made with `client_id`, as it is now: looked
@@ -67,13 +116,17 @@ impl MemoryStore {
 
 /// Checks one new event against the room and stores it: a post's repeat
 /// is found among the last posts before the batch plus the batch so far;
-/// an edit or delete needs a live message by the same author.
+/// a reply needs a live parent that is not a reply; an edit or delete
+/// needs a live message by the same author, a reaction a live message.
 fn append_one(events: &mut Vec<StoredEvent>, batch_start: usize, room: &RoomName, new: NewEvent, ts: &str) -> Result<Appended, StoreError> {
     let seq = events.last().map_or(1, |e| e.seq + 1);
     let kind = match new {
-        NewEvent::Post { user, text, client_id } => {
+        NewEvent::Post { user, text, client_id, thread } => {
             if let Some(stored) = sent_before(events, batch_start, &user, &client_id) {
                 return Ok(Appended::Duplicate(stored));
+            }
+            if let Some(parent) = thread {
+                live(events, parent).filter(|m| m.thread.is_none()).ok_or(StoreError::MessageNotFound(parent))?;
             }
             let message = Message {
                 id: seq,
@@ -82,8 +135,8 @@ fn append_one(events: &mut Vec<StoredEvent>, batch_start: usize, room: &RoomName
                 text,
                 ts: ts.to_string(),
                 client_id,
-                edited_at: None,
-                deleted: false,
+                thread,
+                ..Message::default()
             };
             EventKind::Post(message)
         }
@@ -95,6 +148,12 @@ fn append_one(events: &mut Vec<StoredEvent>, batch_start: usize, room: &RoomName
             check_author(events, id, &user)?;
             EventKind::Delete { id, user: user.to_string(), ts: ts.to_string() }
         }
+        NewEvent::React { user, id, emoji } => {
+            live(events, id).ok_or(StoreError::MessageNotFound(id))?;
+            let mut set = reaction_set(events, id);
+            let added = set.toggle(&emoji, &user.key(), seq);
+            EventKind::React { id, user: user.to_string(), emoji, added, ts: ts.to_string(), reactions: set.counts() }
+        }
         NewEvent::Member { by, member, added } => EventKind::Member { user: member.to_string(), by: by.to_string(), added, ts: ts.to_string() },
     };
     let event = StoredEvent { seq, room: room.to_string(), kind };
@@ -104,7 +163,7 @@ fn append_one(events: &mut Vec<StoredEvent>, batch_start: usize, room: &RoomName
 
 /// `NotFound` unless message `id` is live; `Forbidden` unless `user` wrote it.
 fn check_author(events: &[StoredEvent], id: u64, user: &Username) -> Result<(), StoreError> {
-    let message = messages_now(events).into_iter().find(|m| m.id == id && !m.deleted).ok_or(StoreError::MessageNotFound(id))?;
+    let message = live(events, id).ok_or(StoreError::MessageNotFound(id))?;
     if message.user.to_lowercase() != user.key() {
         return Err(StoreError::NotAuthor);
     }
@@ -124,7 +183,7 @@ fn shown(events: &[StoredEvent]) -> Vec<StoredEvent> {
                 match &mut event.kind {
                     EventKind::Post(m) => *m = m.redacted(),
                     EventKind::Edit { text, .. } => *text = None,
-                    EventKind::Delete { .. } | EventKind::Member { .. } => {}
+                    EventKind::Delete { .. } | EventKind::React { .. } | EventKind::Member { .. } => {}
                 }
             }
             event
@@ -197,6 +256,12 @@ impl MessageStore for MemoryStore {
 
     async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, StoreError> {
         self.with_room(room, |events| slice(&messages_now(events), query))
+    }
+
+    async fn thread(&self, room: &RoomName, parent: u64, after: u64, limit: usize) -> Result<ThreadPage, StoreError> {
+        let (parent, replies) = self.with_room(room, |events| thread_of(events, parent))??;
+        let replies = replies.into_iter().filter(|m| m.id > after).take(limit).collect();
+        Ok(ThreadPage { parent, replies })
     }
 
     async fn events(&self, room: &RoomName, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {

@@ -30,7 +30,7 @@ use deadpool_postgres::{GenericClient, Object, Pool};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::messages::{LOCK_ROOMS, MESSAGES_BY_ID, SENT_IN_WINDOW, counters_of, message_of, write};
+use super::messages::{LOCK_ROOMS, MESSAGES_BY_ID, ROOM_COLUMN, SENT_IN_WINDOW, counters_of, message_of, write};
 use super::plan::{Batch, Counters, MessageNow, Writes};
 use super::{OPERATION_TIMEOUT, db_error, rows, run_until, to_db};
 use crate::model::{NewEvent, RoomName, now_rfc3339};
@@ -187,13 +187,17 @@ async fn known_messages(
         };
         for event in batch {
             match event {
-                NewEvent::Post { user, client_id, .. } => {
+                NewEvent::Post { user, client_id, thread, .. } => {
                     sent_rooms.push(room.as_str());
                     since.push(to_db(room_counters.window_start()));
                     keys.push(user.key());
                     client_ids.push(client_id.as_str());
+                    if let Some(parent) = thread {
+                        named_rooms.push(room.as_str());
+                        targets.push(to_db(*parent));
+                    }
                 }
-                NewEvent::Edit { id, .. } | NewEvent::Delete { id, .. } => {
+                NewEvent::Edit { id, .. } | NewEvent::Delete { id, .. } | NewEvent::React { id, .. } => {
                     named_rooms.push(room.as_str());
                     targets.push(to_db(*id));
                 }
@@ -216,7 +220,7 @@ async fn known_messages(
     let (sent, named) = tokio::try_join!(sent, named)?;
     let mut known: HashMap<String, Vec<MessageNow>> = HashMap::new();
     for row in sent.iter().chain(named.iter()) {
-        known.entry(row.get(9)).or_default().push(message_of(row));
+        known.entry(row.get(ROOM_COLUMN)).or_default().push(message_of(row));
     }
     Ok(known)
 }

@@ -58,7 +58,12 @@ impl PgStore {
             if fresh.is_empty() {
                 return Ok(0);
             }
-            let targets: Vec<i64> = fresh.iter().filter(|e| !matches!(e.kind, EventKind::Post(_))).map(|e| to_db(e.message_id())).collect();
+            // The messages the events change (a reply changes its parent).
+            let targets: Vec<i64> = fresh
+                .iter()
+                .filter_map(|e| if matches!(e.kind, EventKind::Post(_)) { e.thread() } else { Some(e.message_id()) })
+                .map(to_db)
+                .collect();
             let rooms = vec![room.as_str(); targets.len()];
             let known = rows(&tx, WHAT, messages::MESSAGES_BY_ID, &[&rooms, &targets]).await?;
             let mut batch = Batch::new(room.as_str(), counters, known.iter().map(messages::message_of).collect());

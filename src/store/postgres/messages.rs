@@ -20,15 +20,32 @@ use tokio_postgres::Row;
 
 use super::plan::{Counters, EventRow, MessageNow, Writes};
 use super::{PgStore, execute, from_db, rows, to_db};
-use crate::model::{Message, NewEvent, RoomName, StoredEvent, Username};
-use crate::store::{Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, StoreError};
+use crate::model::reaction::Reacted;
+use crate::model::{Message, NewEvent, ReactionSet, RoomName, StoredEvent, Username};
+use crate::store::{Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, StoreError, ThreadPage};
 
-/// The columns of `messages` that make a [`MessageNow`], in its order.
+/// The columns that make a [`MessageNow`], in its order: `messages`
+/// (as `m`) and its reactions (as `r`, from [`messages_with_reactions`]).
 macro_rules! message_columns {
     () => {
-        "id, post_no, author, author_key, client_id, text, ts, edited_at, deleted"
+        "m.id, m.post_no, m.author, m.author_key, m.client_id, m.text, m.ts, m.edited_at, m.deleted, \
+         m.thread, m.reply_count, m.last_reply_at, r.emojis, r.users, r.seqs"
     };
 }
+
+/// `messages` as `m`, each row with its reactions as three arrays in seq
+/// order (`r`: NULL when it has none); one probe of the primary key of
+/// `reactions` per message.
+macro_rules! messages_with_reactions {
+    () => {
+        "messages AS m LEFT JOIN LATERAL (SELECT array_agg(emoji ORDER BY seq) AS emojis, \
+         array_agg(user_key ORDER BY seq) AS users, array_agg(seq ORDER BY seq) AS seqs \
+         FROM reactions WHERE reactions.room = m.room AND reactions.message_id = m.id) AS r ON true"
+    };
+}
+
+/// Where [`MESSAGES_BY_ID`] and [`SENT_IN_WINDOW`] put the room.
+pub(super) const ROOM_COLUMN: usize = 15;
 
 const ROOM_COUNTERS: &str = "SELECT last_seq, posts FROM rooms WHERE name = $1";
 const LOCK_ROOM: &str = "SELECT last_seq, posts FROM rooms WHERE name = $1 FOR UPDATE";
@@ -37,18 +54,30 @@ const LIST_ALL_ROOMS: &str = "SELECT name FROM rooms WHERE NOT private ORDER BY 
 /// Exact match, then prefix, then the rest, each by name (`rank_rooms`).
 const SEARCH_ROOMS: &str = "SELECT name FROM rooms WHERE lower(name) LIKE $1 AND NOT private
     ORDER BY lower(name) <> $2, NOT starts_with(lower(name), $2), name LIMIT $3";
-const EVENTS_AFTER: &str = "SELECT seq, kind, message_id, author, text, client_id, ts, subject, added FROM events
+const EVENTS_AFTER: &str = "SELECT seq, kind, message_id, author, text, client_id, ts, thread, subject, added, reactions FROM events
     WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 /// Locks every room of a group of batches, in one fixed order (by name,
 /// "C" collation): two nodes locking overlapping sets never deadlock.
 pub(super) const LOCK_ROOMS: &str = "SELECT name, last_seq, posts FROM rooms WHERE name = ANY($1) ORDER BY name FOR UPDATE";
-const INSERT_EVENTS: &str = "INSERT INTO events (room, seq, kind, message_id, author, text, client_id, ts, subject, added)
-    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bool[])";
-const INSERT_MESSAGES: &str = "INSERT INTO messages (room, id, post_no, author, author_key, client_id, text, ts, edited_at, deleted)
-    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bool[])";
-const UPDATE_MESSAGES: &str = "UPDATE messages AS m SET text = c.text, edited_at = c.edited_at, deleted = c.deleted
-    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bool[]) AS c (room, id, text, edited_at, deleted)
+const INSERT_EVENTS: &str = "INSERT INTO events (room, seq, kind, message_id, author, text, client_id, ts, thread, subject, added, reactions)
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[],
+        $9::bigint[], $10::text[], $11::bool[], $12::text[])";
+const INSERT_MESSAGES: &str = "INSERT INTO messages (room, id, post_no, author, author_key, client_id, text, ts, edited_at, deleted,
+        thread, reply_count, last_reply_at)
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bool[],
+        $11::bigint[], $12::int[], $13::text[])";
+const UPDATE_MESSAGES: &str = "UPDATE messages AS m SET text = c.text, edited_at = c.edited_at, deleted = c.deleted,
+        reply_count = c.reply_count, last_reply_at = c.last_reply_at
+    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bool[], $6::int[], $7::text[])
+        AS c (room, id, text, edited_at, deleted, reply_count, last_reply_at)
     WHERE m.room = c.room AND m.id = c.id";
+/// Reactions added (or added again, with a new seq)…
+const ADD_REACTIONS: &str = "INSERT INTO reactions (room, message_id, emoji, user_key, seq)
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])
+    ON CONFLICT (room, message_id, emoji, user_key) DO UPDATE SET seq = EXCLUDED.seq";
+/// …and taken back (never the same rows as added in one batch).
+const REMOVE_REACTIONS: &str = "DELETE FROM reactions AS r USING unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS d (room, id, emoji, user_key)
+    WHERE r.room = d.room AND r.message_id = d.id AND r.emoji = d.emoji AND r.user_key = d.user_key";
 /// A deleted message's post (seq = its id) loses its text…
 const REDACT_POSTS: &str = "UPDATE events AS e SET text = NULL FROM unnest($1::text[], $2::bigint[]) AS d (room, id)
     WHERE e.room = d.room AND e.seq = d.id AND e.kind = 'post'";
@@ -59,28 +88,56 @@ const SET_COUNTERS: &str = "UPDATE rooms AS r SET last_seq = c.last_seq, posts =
     FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS c (name, last_seq, posts) WHERE r.name = c.name";
 
 /// The messages named by `(room, id)` pairs (`$1`, `$2`), each with its
-/// room (column 9).
+/// room ([`ROOM_COLUMN`]).
 pub(super) const MESSAGES_BY_ID: &str = concat!(
-    "SELECT m.*, k.room FROM unnest($1::text[], $2::bigint[]) AS k (room, id) CROSS JOIN LATERAL (SELECT ",
+    "SELECT found.*, k.room FROM unnest($1::text[], $2::bigint[]) AS k (room, id) CROSS JOIN LATERAL (SELECT ",
     message_columns!(),
-    " FROM messages WHERE room = k.room AND id = k.id) AS m"
+    " FROM ",
+    messages_with_reactions!(),
+    " WHERE m.room = k.room AND m.id = k.id) AS found"
 );
 /// For each `(room, window start, author_key, client_id)`, the newest post
 /// of that room's dedup window (`post_no >` the start) with the pair, with
-/// its room (column 9): one backward probe of `messages_sent` per pair
-/// (LATERAL … LIMIT 1 keeps the plan so even when it is generic).
+/// its room ([`ROOM_COLUMN`]): one backward probe of `messages_sent` per
+/// pair (LATERAL … LIMIT 1 keeps the plan so even when it is generic).
 pub(super) const SENT_IN_WINDOW: &str = concat!(
-    "SELECT m.*, k.room FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS k (room, since, key, client)
+    "SELECT found.*, k.room FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS k (room, since, key, client)
     CROSS JOIN LATERAL (SELECT ",
     message_columns!(),
-    " FROM messages WHERE room = k.room AND author_key = k.key AND client_id = k.client AND post_no > k.since
-      ORDER BY post_no DESC LIMIT 1) AS m"
+    " FROM ",
+    messages_with_reactions!(),
+    " WHERE m.room = k.room AND m.author_key = k.key AND m.client_id = k.client AND m.post_no > k.since
+      ORDER BY m.post_no DESC LIMIT 1) AS found"
 );
-const HISTORY_AFTER: &str =
-    concat!("SELECT ", message_columns!(), " FROM messages WHERE room = $1 AND id > $2 AND id < $3 ORDER BY id LIMIT $4");
-const HISTORY_LATEST: &str = concat!("SELECT ", message_columns!(), " FROM messages WHERE room = $1 AND id < $2 ORDER BY id DESC LIMIT $3");
+const HISTORY_AFTER: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM ",
+    messages_with_reactions!(),
+    " WHERE m.room = $1 AND m.id > $2 AND m.id < $3 ORDER BY m.id LIMIT $4"
+);
+const HISTORY_LATEST: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM ",
+    messages_with_reactions!(),
+    " WHERE m.room = $1 AND m.id < $2 ORDER BY m.id DESC LIMIT $3"
+);
+const ONE_MESSAGE: &str = concat!("SELECT ", message_columns!(), " FROM ", messages_with_reactions!(), " WHERE m.room = $1 AND m.id = $2");
+/// A thread's replies after `$3`, by the `messages_thread` index.
+const THREAD_REPLIES: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM ",
+    messages_with_reactions!(),
+    " WHERE m.room = $1 AND m.thread = $2 AND m.id > $3 ORDER BY m.id LIMIT $4"
+);
 
 pub(super) fn message_of(row: &Row) -> MessageNow {
+    let emojis: Vec<String> = row.get::<_, Option<Vec<String>>>(12).unwrap_or_default();
+    let users: Vec<String> = row.get::<_, Option<Vec<String>>>(13).unwrap_or_default();
+    let seqs: Vec<i64> = row.get::<_, Option<Vec<i64>>>(14).unwrap_or_default();
+    let reactions = emojis.into_iter().zip(users).zip(seqs).map(|((emoji, user), seq)| Reacted { emoji, user, seq: from_db(seq) }).collect();
     MessageNow {
         id: from_db(row.get(0)),
         post_no: from_db(row.get(1)),
@@ -91,6 +148,10 @@ pub(super) fn message_of(row: &Row) -> MessageNow {
         ts: row.get(6),
         edited_at: row.get(7),
         deleted: row.get(8),
+        thread: row.get::<_, Option<i64>>(9).map(from_db),
+        reply_count: u32::try_from(row.get::<_, i32>(10)).unwrap_or(0),
+        last_reply_at: row.get(11),
+        reactions: ReactionSet::from_entries(reactions),
     }
 }
 
@@ -103,6 +164,7 @@ fn event_row_of(row: &Row) -> EventRow {
     let kind = match row.get::<_, &str>(1) {
         "post" => super::plan::POST,
         "edit" => super::plan::EDIT,
+        "react" => super::plan::REACT,
         "member" => super::plan::MEMBER,
         _ => super::plan::DELETE,
     };
@@ -114,8 +176,10 @@ fn event_row_of(row: &Row) -> EventRow {
         text: row.get(4),
         client_id: row.get(5),
         ts: row.get(6),
-        subject: row.get(7),
-        added: row.get(8),
+        thread: row.get::<_, Option<i64>>(7).map(from_db),
+        subject: row.get(8),
+        added: row.get(9),
+        reactions: row.get(10),
     }
 }
 
@@ -155,6 +219,8 @@ pub(super) async fn write(client: &impl GenericClient, rooms: &[(&str, &Writes)]
         update_messages(client, &rooms),
         redact_events(client, &rooms),
         set_counters(client, &rooms),
+        add_reactions(client, &rooms),
+        remove_reactions(client, &rooms),
         super::search::write_rows(client, &rooms),
     )?;
     Ok(())
@@ -179,10 +245,12 @@ async fn insert_events(client: &impl GenericClient, rooms: &[(&str, &Writes)]) -
     let texts: Vec<Option<&str>> = events.iter().map(|(_, e)| e.text.as_deref()).collect();
     let client_ids: Vec<Option<&str>> = events.iter().map(|(_, e)| e.client_id.as_deref()).collect();
     let times: Vec<&str> = events.iter().map(|(_, e)| e.ts.as_str()).collect();
+    let threads: Vec<Option<i64>> = events.iter().map(|(_, e)| e.thread.map(to_db)).collect();
     let subjects: Vec<Option<&str>> = events.iter().map(|(_, e)| e.subject.as_deref()).collect();
     let added: Vec<Option<bool>> = events.iter().map(|(_, e)| e.added).collect();
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] =
-        [&names, &seqs, &kinds, &message_ids, &authors, &texts, &client_ids, &times, &subjects, &added];
+    let reactions: Vec<Option<&str>> = events.iter().map(|(_, e)| e.reactions.as_deref()).collect();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] =
+        [&names, &seqs, &kinds, &message_ids, &authors, &texts, &client_ids, &times, &threads, &subjects, &added, &reactions];
     execute(client, "store events", INSERT_EVENTS, &params).await
 }
 
@@ -201,8 +269,11 @@ async fn insert_messages(client: &impl GenericClient, rooms: &[(&str, &Writes)])
     let times: Vec<&str> = messages.iter().map(|(_, m)| m.ts.as_str()).collect();
     let edited: Vec<Option<&str>> = messages.iter().map(|(_, m)| m.edited_at.as_deref()).collect();
     let deleted: Vec<bool> = messages.iter().map(|(_, m)| m.deleted).collect();
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] =
-        [&names, &ids, &post_nos, &authors, &keys, &client_ids, &texts, &times, &edited, &deleted];
+    let threads: Vec<Option<i64>> = messages.iter().map(|(_, m)| m.thread.map(to_db)).collect();
+    let reply_counts: Vec<i32> = messages.iter().map(|(_, m)| reply_count_to_db(m.reply_count)).collect();
+    let last_replies: Vec<Option<&str>> = messages.iter().map(|(_, m)| m.last_reply_at.as_deref()).collect();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] =
+        [&names, &ids, &post_nos, &authors, &keys, &client_ids, &texts, &times, &edited, &deleted, &threads, &reply_counts, &last_replies];
     execute(client, "store messages", INSERT_MESSAGES, &params).await
 }
 
@@ -216,8 +287,41 @@ async fn update_messages(client: &impl GenericClient, rooms: &[(&str, &Writes)])
     let texts: Vec<&str> = messages.iter().map(|(_, m)| m.text.as_str()).collect();
     let edited: Vec<Option<&str>> = messages.iter().map(|(_, m)| m.edited_at.as_deref()).collect();
     let deleted: Vec<bool> = messages.iter().map(|(_, m)| m.deleted).collect();
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&names, &ids, &texts, &edited, &deleted];
+    let reply_counts: Vec<i32> = messages.iter().map(|(_, m)| reply_count_to_db(m.reply_count)).collect();
+    let last_replies: Vec<Option<&str>> = messages.iter().map(|(_, m)| m.last_reply_at.as_deref()).collect();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [&names, &ids, &texts, &edited, &deleted, &reply_counts, &last_replies];
     execute(client, "change messages", UPDATE_MESSAGES, &params).await
+}
+
+fn reply_count_to_db(count: u32) -> i32 {
+    i32::try_from(count).unwrap_or(i32::MAX)
+}
+
+async fn add_reactions(client: &impl GenericClient, rooms: &[(&str, &Writes)]) -> Result<u64, StoreError> {
+    let added = each(rooms, |w| &w.reactions_added);
+    if added.is_empty() {
+        return Ok(0);
+    }
+    let names: Vec<&str> = added.iter().map(|(room, _)| *room).collect();
+    let ids: Vec<i64> = added.iter().map(|(_, (id, _))| to_db(*id)).collect();
+    let emojis: Vec<&str> = added.iter().map(|(_, (_, r))| r.emoji.as_str()).collect();
+    let users: Vec<&str> = added.iter().map(|(_, (_, r))| r.user.as_str()).collect();
+    let seqs: Vec<i64> = added.iter().map(|(_, (_, r))| to_db(r.seq)).collect();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&names, &ids, &emojis, &users, &seqs];
+    execute(client, "store reactions", ADD_REACTIONS, &params).await
+}
+
+async fn remove_reactions(client: &impl GenericClient, rooms: &[(&str, &Writes)]) -> Result<u64, StoreError> {
+    let removed = each(rooms, |w| &w.reactions_removed);
+    if removed.is_empty() {
+        return Ok(0);
+    }
+    let names: Vec<&str> = removed.iter().map(|(room, _)| *room).collect();
+    let ids: Vec<i64> = removed.iter().map(|(_, (id, _, _))| to_db(*id)).collect();
+    let emojis: Vec<&str> = removed.iter().map(|(_, (_, emoji, _))| emoji.as_str()).collect();
+    let users: Vec<&str> = removed.iter().map(|(_, (_, _, user))| user.as_str()).collect();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&names, &ids, &emojis, &users];
+    execute(client, "take back reactions", REMOVE_REACTIONS, &params).await
 }
 
 /// A deleted message's post and edits lose their text (two statements,
@@ -333,6 +437,25 @@ impl MessageStore for PgStore {
                 messages.reverse();
             }
             Ok(messages)
+        })
+        .await
+    }
+
+    async fn thread(&self, room: &RoomName, parent: u64, after: u64, limit: usize) -> Result<ThreadPage, StoreError> {
+        const WHAT: &str = "read a thread";
+        let limit = to_db(limit as u64);
+        self.run(WHAT, async |client| {
+            let client = &*client;
+            let (name, id) = (room.as_str(), to_db(parent));
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&name, &id, &to_db(after), &limit];
+            let (_, found, replies) = tokio::try_join!(
+                counters(client, room, false),
+                rows(client, WHAT, ONE_MESSAGE, &params[..2]),
+                rows(client, WHAT, THREAD_REPLIES, &params),
+            )?;
+            let parent_now = found.first().map(message_of).filter(|m| m.thread.is_none()).ok_or(StoreError::MessageNotFound(parent))?;
+            let replies = replies.iter().map(|row| message_of(row).shown(room.as_str())).collect();
+            Ok(ThreadPage { parent: parent_now.shown(room.as_str()), replies })
         })
         .await
     }

@@ -12,7 +12,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::model::{EventKind, Message, NewEvent, StoredEvent, Username};
+use crate::model::{EventKind, Message, NewEvent, ReactionCount, ReactionSet, StoredEvent, Username};
+use crate::model::reaction::Reacted;
 use crate::store::{Appended, DEDUP_WINDOW, StoreError};
 
 /// A room's counters: its newest seq and how many posts it holds.
@@ -44,6 +45,11 @@ pub(super) struct MessageNow {
     pub ts: String,
     pub edited_at: Option<String>,
     pub deleted: bool,
+    /// The message it replies to.
+    pub thread: Option<u64>,
+    pub reply_count: u32,
+    pub last_reply_at: Option<String>,
+    pub reactions: ReactionSet,
 }
 
 impl MessageNow {
@@ -58,6 +64,10 @@ impl MessageNow {
             client_id: self.client_id.clone(),
             edited_at: self.edited_at.clone(),
             deleted: self.deleted,
+            thread: self.thread,
+            reply_count: self.reply_count,
+            last_reply_at: self.last_reply_at.clone(),
+            reactions: self.reactions.reactions(),
         };
         if self.deleted { message.redacted() } else { message }
     }
@@ -67,10 +77,11 @@ impl MessageNow {
 pub(super) const POST: &str = "post";
 pub(super) const EDIT: &str = "edit";
 pub(super) const DELETE: &str = "delete";
+pub(super) const REACT: &str = "react";
 pub(super) const MEMBER: &str = "member";
 
 /// One row of `events`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct EventRow {
     pub seq: u64,
     pub kind: &'static str,
@@ -82,10 +93,14 @@ pub(super) struct EventRow {
     /// A post's.
     pub client_id: Option<String>,
     pub ts: String,
-    /// A member event's member.
+    /// A reply's parent.
+    pub thread: Option<u64>,
+    /// A reaction's emoji; a member event's member.
     pub subject: Option<String>,
-    /// A member event's direction (added or removed).
+    /// A reaction's or member event's way: added, or taken back / removed.
     pub added: Option<bool>,
+    /// A reaction's counts right after it (JSON).
+    pub reactions: Option<String>,
 }
 
 impl EventRow {
@@ -100,12 +115,20 @@ impl EventRow {
                     text: self.text.clone().unwrap_or_default(),
                     ts: self.ts.clone(),
                     client_id: self.client_id.clone().unwrap_or_default(),
-                    edited_at: None,
-                    deleted: false,
+                    thread: self.thread,
+                    ..Message::default()
                 };
                 EventKind::Post(if self.text.is_none() { message.redacted() } else { message })
             }
             EDIT => EventKind::Edit { id: self.message_id, user: self.author.clone(), text: self.text.clone(), ts: self.ts.clone() },
+            REACT => EventKind::React {
+                id: self.message_id,
+                user: self.author.clone(),
+                emoji: self.subject.clone().unwrap_or_default(),
+                added: self.added.unwrap_or(true),
+                ts: self.ts.clone(),
+                reactions: self.reactions.as_deref().and_then(|json| serde_json::from_str(json).ok()).unwrap_or_default(),
+            },
             MEMBER => EventKind::Member {
                 user: self.subject.clone().unwrap_or_default(),
                 by: self.author.clone(),
@@ -131,6 +154,10 @@ pub(super) struct Writes {
     pub redacted: Vec<u64>,
     /// The room's counters after the batch; `None` if nothing was stored.
     pub counters: Option<Counters>,
+    /// Reactions added in this batch (or added again: a new seq).
+    pub reactions_added: Vec<(u64, Reacted)>,
+    /// Reactions taken back in this batch: (message id, emoji, user key).
+    pub reactions_removed: Vec<(u64, String, String)>,
 }
 
 /// A batch being planned.
@@ -146,6 +173,8 @@ pub(super) struct Batch {
     changed: BTreeSet<u64>,
     deleted: HashSet<u64>,
     events: Vec<EventRow>,
+    /// The reactions of each message reacted to in this batch, before it.
+    reactions_before: HashMap<u64, ReactionSet>,
 }
 
 impl Batch {
@@ -169,77 +198,75 @@ impl Batch {
             changed: BTreeSet::new(),
             deleted: HashSet::new(),
             events: Vec::new(),
+            reactions_before: HashMap::new(),
         }
     }
 
     /// Checks one new event and, if it is to be stored, gives it the next
     /// seq: a post whose `(user, client_id)` is in the window (or earlier
-    /// in the batch) answers the stored copy as it is now; an edit or
-    /// delete needs a live message by the same author.
+    /// in the batch) answers the stored copy as it is now; a reply needs a
+    /// live parent that is not a reply; an edit or delete needs a live
+    /// message by the same author, a reaction a live message (it toggles).
     pub fn apply_new(&mut self, new: NewEvent, ts: &str) -> Result<Appended, StoreError> {
         let seq = self.counters.last_seq + 1;
+        let row = |kind, message_id, user: &Username| EventRow { seq, kind, message_id, author: user.to_string(), ts: ts.into(), ..EventRow::default() };
         match new {
-            NewEvent::Post { user, text, client_id } => {
+            NewEvent::Post { user, text, client_id, thread } => {
                 if let Some(stored) = self.sent_before(&user, &client_id) {
                     return Ok(Appended::Duplicate(stored));
                 }
-                let row = EventRow { seq, kind: POST, message_id: seq, author: user.to_string(), text: Some(text), client_id: Some(client_id), ts: ts.into(), subject: None, added: None };
-                Ok(Appended::New(self.record(row)))
+                if let Some(parent) = thread {
+                    self.live(parent).filter(|m| m.thread.is_none()).ok_or(StoreError::MessageNotFound(parent))?;
+                }
+                Ok(Appended::New(self.record(EventRow { text: Some(text), client_id: Some(client_id), thread, ..row(POST, seq, &user) })))
             }
             NewEvent::Edit { user, id, text } => {
                 self.check_author(id, &user)?;
-                Ok(Appended::New(self.record(EventRow { seq, kind: EDIT, message_id: id, author: user.to_string(), text: Some(text), client_id: None, ts: ts.into(), subject: None, added: None })))
+                Ok(Appended::New(self.record(EventRow { text: Some(text), ..row(EDIT, id, &user) })))
             }
             NewEvent::Delete { user, id } => {
                 self.check_author(id, &user)?;
-                Ok(Appended::New(self.record(EventRow { seq, kind: DELETE, message_id: id, author: user.to_string(), text: None, client_id: None, ts: ts.into(), subject: None, added: None })))
+                Ok(Appended::New(self.record(row(DELETE, id, &user))))
             }
-            NewEvent::Member { by, member, added } => Ok(Appended::New(self.record(EventRow {
-                seq,
-                kind: MEMBER,
-                message_id: 0,
-                author: by.to_string(),
-                text: None,
-                client_id: None,
-                ts: ts.into(),
-                subject: Some(member.to_string()),
-                added: Some(added),
-            }))),
+            NewEvent::React { user, id, emoji } => {
+                let mut reactions = self.live(id).ok_or(StoreError::MessageNotFound(id))?.reactions.clone();
+                let added = reactions.toggle(&emoji, &user.key(), seq);
+                let counts = counts_json(&reactions.counts());
+                Ok(Appended::New(self.record(EventRow { subject: Some(emoji), added: Some(added), reactions: Some(counts), ..row(REACT, id, &user) })))
+            }
+            NewEvent::Member { by, member, added } => {
+                Ok(Appended::New(self.record(EventRow { subject: Some(member.to_string()), added: Some(added), ..row(MEMBER, 0, &by) })))
+            }
         }
     }
 
     /// Takes an event as stored elsewhere (its seq kept, no checks: it was
     /// checked when it was first stored); `chatroom migrate`.
     pub fn apply_stored(&mut self, event: &StoredEvent) {
+        let base = |kind, message_id, author: &str, ts: &str| EventRow {
+            seq: event.seq,
+            kind,
+            message_id,
+            author: author.to_string(),
+            ts: ts.to_string(),
+            ..EventRow::default()
+        };
         let row = match &event.kind {
             EventKind::Post(m) => EventRow {
-                seq: event.seq,
-                kind: POST,
-                message_id: m.id,
-                author: m.user.clone(),
                 text: (!m.deleted).then(|| m.text.clone()),
                 client_id: Some(m.client_id.clone()),
-                ts: m.ts.clone(),
-                subject: None,
-                added: None,
+                thread: m.thread,
+                ..base(POST, m.id, &m.user, &m.ts)
             },
-            EventKind::Edit { id, user, text, ts } => {
-                EventRow { seq: event.seq, kind: EDIT, message_id: *id, author: user.clone(), text: text.clone(), client_id: None, ts: ts.clone(), subject: None, added: None }
-            }
-            EventKind::Delete { id, user, ts } => {
-                EventRow { seq: event.seq, kind: DELETE, message_id: *id, author: user.clone(), text: None, client_id: None, ts: ts.clone(), subject: None, added: None }
-            }
-            EventKind::Member { user, by, added, ts } => EventRow {
-                seq: event.seq,
-                kind: MEMBER,
-                message_id: 0,
-                author: by.clone(),
-                text: None,
-                client_id: None,
-                ts: ts.clone(),
-                subject: Some(user.clone()),
+            EventKind::Edit { id, user, text, ts } => EventRow { text: text.clone(), ..base(EDIT, *id, user, ts) },
+            EventKind::Delete { id, user, ts } => base(DELETE, *id, user, ts),
+            EventKind::React { id, user, emoji, added, ts, reactions } => EventRow {
+                subject: Some(emoji.clone()),
                 added: Some(*added),
+                reactions: Some(counts_json(reactions)),
+                ..base(REACT, *id, user, ts)
             },
+            EventKind::Member { user, by, added, ts } => EventRow { subject: Some(user.clone()), added: Some(*added), ..base(MEMBER, 0, by, ts) },
         };
         let deleted_post = event.as_post().is_some_and(|m| m.deleted);
         self.record(row);
@@ -257,13 +284,30 @@ impl Batch {
         }
         let new: HashSet<u64> = self.posted.iter().copied().collect();
         let message = |id: &u64| self.messages[id].clone();
+        let (mut reactions_added, mut reactions_removed) = (Vec::new(), Vec::new());
+        for (id, before) in &self.reactions_before {
+            let after = &self.messages[id].reactions;
+            for r in before.entries().iter().filter(|r| !after.has(&r.emoji, &r.user)) {
+                reactions_removed.push((*id, r.emoji.clone(), r.user.clone()));
+            }
+            for r in after.entries().iter().filter(|r| !before.entries().contains(r)) {
+                reactions_added.push((*id, r.clone()));
+            }
+        }
         Writes {
             new_messages: self.posted.iter().map(message).collect(),
             changed_messages: self.changed.iter().filter(|id| !new.contains(id)).map(message).collect(),
             redacted: self.deleted.iter().copied().filter(|id| !new.contains(id)).collect(),
             counters: (!self.events.is_empty()).then_some(self.counters),
             events: self.events,
+            reactions_added,
+            reactions_removed,
         }
+    }
+
+    /// Message `id`, if it is known and not deleted.
+    fn live(&self, id: u64) -> Option<&MessageNow> {
+        self.messages.get(&id).filter(|m| !m.deleted)
     }
 
     /// The post `user` made with `client_id` among the window and the
@@ -276,7 +320,7 @@ impl Batch {
     /// `MessageNotFound` unless message `id` is live; `NotAuthor` unless
     /// `user` wrote it.
     fn check_author(&self, id: u64, user: &Username) -> Result<(), StoreError> {
-        let message = self.messages.get(&id).filter(|m| !m.deleted).ok_or(StoreError::MessageNotFound(id))?;
+        let message = self.live(id).ok_or(StoreError::MessageNotFound(id))?;
         if message.author_key != user.key() {
             return Err(StoreError::NotAuthor);
         }
@@ -291,6 +335,7 @@ impl Batch {
         match row.kind {
             POST => self.add_post(&row),
             EDIT => self.edit_message(&row),
+            REACT => self.react_to_message(&row),
             MEMBER => {}
             _ => self.delete_message(row.message_id),
         }
@@ -310,7 +355,16 @@ impl Batch {
             ts: row.ts.clone(),
             edited_at: None,
             deleted: false,
+            thread: row.thread,
+            reply_count: 0,
+            last_reply_at: None,
+            reactions: ReactionSet::default(),
         };
+        if let Some(parent) = row.thread.and_then(|p| self.messages.get_mut(&p)) {
+            parent.reply_count += 1;
+            parent.last_reply_at = Some(row.ts.clone());
+            self.changed.insert(parent.id);
+        }
         if message.post_no > self.window_start {
             self.sent.insert((message.author_key.clone(), message.client_id.clone()), message.id);
         }
@@ -328,6 +382,12 @@ impl Batch {
         self.changed.insert(row.message_id);
     }
 
+    fn react_to_message(&mut self, row: &EventRow) {
+        let (Some(message), Some(emoji)) = (self.messages.get_mut(&row.message_id), &row.subject) else { return };
+        self.reactions_before.entry(row.message_id).or_insert_with(|| message.reactions.clone());
+        message.reactions.set(emoji, &row.author.to_lowercase(), row.seq, row.added.unwrap_or(true));
+    }
+
     fn delete_message(&mut self, id: u64) {
         if let Some(message) = self.messages.get_mut(&id) {
             message.deleted = true;
@@ -339,6 +399,11 @@ impl Batch {
     }
 }
 
+/// A reaction event's counts as the `events.reactions` column keeps them.
+fn counts_json(counts: &[ReactionCount]) -> String {
+    serde_json::to_string(counts).expect("counts always serialise")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,7 +413,7 @@ mod tests {
     }
 
     fn post(user: &str, text: &str, client_id: &str) -> NewEvent {
-        NewEvent::Post { user: name(user), text: text.into(), client_id: client_id.into() }
+        NewEvent::Post { user: name(user), text: text.into(), client_id: client_id.into(), thread: None }
     }
 
     fn stored(id: u64, post_no: u64, author: &str, client_id: &str) -> MessageNow {
@@ -362,6 +427,10 @@ mod tests {
             ts: "t0".into(),
             edited_at: None,
             deleted: false,
+            thread: None,
+            reply_count: 0,
+            last_reply_at: None,
+            reactions: ReactionSet::default(),
         }
     }
 

@@ -23,6 +23,7 @@ pub(super) struct Migration {
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, sql: include_str!("migrations/0001_initial.sql") },
     Migration { version: 2, sql: include_str!("migrations/0002_private_rooms.sql") },
+    Migration { version: 3, sql: include_str!("migrations/0003_threads_reactions.sql") },
     Migration { version: 4, sql: include_str!("migrations/0004_search.sql") },
 ];
 

@@ -170,9 +170,8 @@ fn message_of(row: &tokio_postgres::Row) -> Message {
         user: row.get(2),
         text: row.get(3),
         ts: row.get(4),
-        client_id: String::new(),
-        edited_at: None,
         deleted: row.get(5),
+        ..Message::default()
     }
 }
 
