@@ -344,7 +344,7 @@ async fn private_rooms_are_searched_by_their_members_only_on_every_backend() {
         let ann = Username::parse("Ann").unwrap();
         let hidden = RoomName::parse("hidden").unwrap();
         store.create_private_room(&hidden, &ann, PrivateRoom::Group).await.unwrap();
-        let post = |text: &str, client_id: &str| NewEvent::Post { user: ann.clone(), text: text.into(), client_id: client_id.into() };
+        let post = |text: &str, client_id: &str| NewEvent::Post { user: ann.clone(), text: text.into(), client_id: client_id.into(), thread: None };
         store.append(&hidden, vec![post("merger plans for acme", "p1")]).await.unwrap();
         let general = RoomName::parse("general").unwrap();
         store.append(&general, vec![post("acme party", "g1")]).await.unwrap();
@@ -399,7 +399,7 @@ async fn every_backend_answers_like_the_reference_on_a_big_room() {
         let room = RoomName::parse("general").unwrap();
         for first in (1..=MESSAGES).step_by(500) {
             let batch = (first..first + 500)
-                .map(|n| NewEvent::Post { user: ann.clone(), text: text(n), client_id: format!("c{n}") })
+                .map(|n| NewEvent::Post { user: ann.clone(), text: text(n), client_id: format!("c{n}"), thread: None })
                 .collect();
             store.append(&room, batch).await.unwrap();
         }

@@ -134,7 +134,7 @@ fn batch_of(r: u64, k: u64, count: u64, authors: &[Username]) -> Vec<NewEvent> {
     (k * BATCH..((k + 1) * BATCH).min(per_room))
         .map(|i| r + ROOMS * i)
         .filter(|&n| n < count)
-        .map(|n| NewEvent::Post { user: authors[(n % AUTHORS) as usize].clone(), text: text_of(n), client_id: format!("seed-{n}") })
+        .map(|n| NewEvent::Post { user: authors[(n % AUTHORS) as usize].clone(), text: text_of(n), client_id: format!("seed-{n}"), thread: None })
         .collect()
 }
 
