@@ -167,10 +167,13 @@ async fn hostile_room_names_are_refused_everywhere_and_never_touch_the_disk() {
     a.send_and_echo("general", "safe", "ok").await;
     let after = list_files(server.data_dir());
     let new: Vec<_> = after.iter().filter(|f| !before.contains(f)).collect();
-    // Only general's log and its change index (derived from it) are new.
-    assert!(new.iter().all(|f| *f == "rooms/general.jsonl" || *f == "rooms/general.jsonl.changes"), "unexpected new files: {new:?}");
+    // Only general's log, its change index and the search index (both
+    // derived from it) are new.
+    let derived = |f: &str| f == "rooms/general.jsonl" || f == "rooms/general.jsonl.changes" || f.starts_with("search/");
+    assert!(new.iter().all(|f| derived(f)), "unexpected new files: {new:?}");
     for file in &after {
         let ok = file == "rooms/"
+            || file.starts_with("search/")
             || file.strip_prefix("rooms/").is_some_and(|f| f == "general.jsonl" || f == "general.jsonl.changes")
             || (!file.contains('/') && file.ends_with(".jsonl") && file.trim_end_matches(".jsonl").bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-'));
         assert!(ok, "unexpected file in the data directory: {file} (all: {after:?})");

@@ -286,13 +286,7 @@ fn message_of(doc: &TantivyDocument, f: &Fields) -> Message {
         user: text(f.user),
         text: text(f.text),
         ts: text(f.ts),
-        client_id: String::new(),
-        edited_at: None,
-        deleted: false,
-        thread: None,
-        reply_count: 0,
-        last_reply_at: None,
-        reactions: Vec::new(),
+        ..Message::default()
     }
 }
 
