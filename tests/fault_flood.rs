@@ -260,14 +260,16 @@ async fn a_flooder_is_held_to_its_rates_while_fifty_others_chat_unharmed() {
     }
     assert!(oversize_closed > 0, "no oversize frame was sent");
 
-    // On disk: the flooder's stored sends are the echoed ones, plus at most
-    // those still in flight when it left (at most 64 pending per socket);
-    // none it was refused. Every chatter message is stored once.
+    // On disk: the flooder's stored sends include every echoed one, none it
+    // was refused, and no more than its bucket allows (echoes can be fewer:
+    // a flooder's socket that lags behind the room reads some back only by
+    // catching up, and it may leave first). Every chatter message is
+    // stored once.
     let history = chatters[0].all_messages("flood-run").await;
     let stored_flood: BTreeSet<String> =
         history.iter().filter(|m| m["user"] == "flooder").map(|m| m["client_id"].as_str().unwrap().to_string()).collect();
     assert!(stored_flood.is_superset(&tally.stored), "a flood send echoed as stored is not in the history");
-    assert!(stored_flood.len() <= tally.stored.len() + 64, "{} flood sends stored, {} echoed", stored_flood.len(), tally.stored.len());
+    assert!(stored_flood.len() <= allowed, "{} flood sends stored (allowed {allowed}), {} echoed", stored_flood.len(), tally.stored.len());
     assert!(stored_flood.is_disjoint(&tally.refused), "a refused flood send was stored");
     let chat_stored = history.iter().filter(|m| m["user"].as_str().is_some_and(|u| u.starts_with("chatter"))).count();
     assert_eq!(chat_stored, flooded.len() / CHATTERS, "every chatter message stored once");
