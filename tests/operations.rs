@@ -11,22 +11,12 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use chatroom::auth::AuthStores;
 use chatroom::config::{MetricsEndpoint, SendRate};
-use chatroom::model::{Message, NewEvent, RoomName, StoredEvent, Username};
-use chatroom::store::memory::MemoryStore;
-use chatroom::store::{
-    Appended, HistoryQuery, MessageStore, PrivateRoom, RoomAccess, RoomInfo, SearchPage, SearchQuery, SearchStore, StoreError, ThreadPage,
-};
-use chatroom::{Config, RunningServer, Stores};
-use common::{Endpoint, Scrape, TIMEOUT, TestServer, scrape};
+use common::faulty_store::FaultyNode;
+use common::{Scrape, TIMEOUT, TestServer, scrape};
 use serde_json::Value;
-use tempfile::TempDir;
 
 /// Held by every test that opens sockets (see the module doc).
 static SOCKETS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -69,7 +59,7 @@ async fn healthz_and_metrics_answer_any_host() {
 #[tokio::test]
 async fn a_store_that_is_down_makes_healthz_503_and_refuses_sends_until_it_returns() {
     let _sockets = SOCKETS.lock().await;
-    let node = Node::over_switchable_store().await;
+    let node = FaultyNode::start().await;
     let ann = node.endpoint().guest("ann").await;
     let mut socket = ann.ws_in("general").await;
     node.wait_for_health(200).await;
@@ -108,23 +98,23 @@ async fn a_store_that_is_down_makes_healthz_503_and_refuses_sends_until_it_retur
 /// health checks costs it one check, not one each.
 #[tokio::test]
 async fn a_store_that_does_not_answer_makes_healthz_503_and_checks_are_not_repeated_per_request() {
-    let node = Node::over_switchable_store().await;
+    let node = FaultyNode::start().await;
     node.wait_for_health(200).await;
-    let checks_before = node.store.checks.load(Ordering::SeqCst);
+    let checks_before = node.store.checks();
     let flooding = std::time::Instant::now();
     let flood = (0..50).map(|_| async { reqwest::get(node.url("/healthz")).await.expect("GET /healthz").status() });
     assert!(futures::future::join_all(flood).await.iter().all(|s| *s == 200));
-    let checks = node.store.checks.load(Ordering::SeqCst) - checks_before;
+    let checks = node.store.checks() - checks_before;
     // One check a second at most (a slow box may take more than one).
     let allowed = flooding.elapsed().as_secs() as usize + 1;
     assert!(checks <= allowed, "50 health checks asked the store {checks} times (at most {allowed})");
 
-    node.store.silent.store(true, Ordering::SeqCst);
+    node.store.set_silent(true);
     let started = std::time::Instant::now();
     let body = node.wait_for_health(503).await;
     assert_eq!(body["store"], "down", "{body}");
     assert!(started.elapsed() >= Duration::from_secs(2), "down only once the check timed out ({:?})", started.elapsed());
-    node.store.silent.store(false, Ordering::SeqCst);
+    node.store.set_silent(false);
     node.wait_for_health(200).await;
     node.stop().await;
 }
@@ -232,138 +222,5 @@ async fn wait_for_open_sockets(metrics_url: &str, want: f64) {
         }
         assert!(tokio::time::Instant::now() < deadline, "chatroom_open_sockets stayed {now}, not {want}");
         tokio::time::sleep(POLL).await;
-    }
-}
-
-/// A server over a [`SwitchableStore`], with the memory store's accounts.
-struct Node {
-    server: RunningServer,
-    store: Arc<SwitchableStore>,
-    _dir: TempDir,
-}
-
-impl Node {
-    async fn over_switchable_store() -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let memory = Arc::new(MemoryStore::new());
-        let store = Arc::new(SwitchableStore {
-            inner: memory.clone(),
-            down: AtomicBool::new(false),
-            silent: AtomicBool::new(false),
-            checks: AtomicUsize::new(0),
-        });
-        let stores = Stores { messages: store.clone(), accounts: AuthStores::of(memory) };
-        let server = RunningServer::start_with_stores(Config::for_data_dir(dir.path()), stores).await.expect("the server starts");
-        Self { server, store, _dir: dir }
-    }
-
-    fn endpoint(&self) -> Endpoint {
-        Endpoint { addr: self.server.addr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.server.addr)
-    }
-
-    /// GET /healthz until it answers `status` (its answer is cached for
-    /// about a second); the body. The issue asks for 503 within 10 s of
-    /// the store going away.
-    async fn wait_for_health(&self, status: u16) -> Value {
-        self.endpoint().wait_for_health(status, Duration::from_secs(10)).await
-    }
-
-    async fn stop(self) {
-        tokio::time::timeout(Duration::from_secs(30), self.server.stop())
-            .await
-            .expect("the server stops within 30 s")
-            .expect("the server stops cleanly");
-    }
-}
-
-/// The memory store, whose `check` and `append` fail while it is switched
-/// down: what a database that went away looks like to a node. While it is
-/// silent, `check` never answers.
-struct SwitchableStore {
-    inner: Arc<MemoryStore>,
-    down: AtomicBool,
-    silent: AtomicBool,
-    /// How many times `check` was called.
-    checks: AtomicUsize,
-}
-
-impl SwitchableStore {
-    fn set_down(&self, down: bool) {
-        self.down.store(down, Ordering::SeqCst);
-    }
-
-    fn available(&self) -> Result<(), StoreError> {
-        match self.down.load(Ordering::SeqCst) {
-            true => Err(StoreError::Unavailable("switched off by the test".into())),
-            false => Ok(()),
-        }
-    }
-}
-
-#[async_trait]
-impl SearchStore for SwitchableStore {
-    async fn search(&self, query: &SearchQuery, member_of: &[String]) -> Result<SearchPage, StoreError> {
-        self.inner.search(query, member_of).await
-    }
-}
-
-#[async_trait]
-impl MessageStore for SwitchableStore {
-    async fn create_room(&self, room: &RoomName, created_by: &str) -> Result<RoomInfo, StoreError> {
-        self.inner.create_room(room, created_by).await
-    }
-    async fn room_exists(&self, room: &RoomName) -> Result<bool, StoreError> {
-        self.inner.room_exists(room).await
-    }
-    async fn create_private_room(&self, room: &RoomName, creator: &Username, kind: PrivateRoom<'_>) -> Result<RoomInfo, StoreError> {
-        self.inner.create_private_room(room, creator, kind).await
-    }
-    async fn room_access(&self, room: &RoomName) -> Result<Option<RoomAccess>, StoreError> {
-        self.inner.room_access(room).await
-    }
-    async fn set_member(&self, room: &RoomName, member: &Username, by: &str, added: bool) -> Result<bool, StoreError> {
-        self.inner.set_member(room, member, by, added).await
-    }
-    async fn private_rooms_of(&self, user_key: &str) -> Result<Vec<RoomInfo>, StoreError> {
-        self.inner.private_rooms_of(user_key).await
-    }
-    async fn list_rooms(&self, filter: &str, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
-        self.inner.list_rooms(filter, limit).await
-    }
-    async fn append(&self, room: &RoomName, batch: Vec<NewEvent>) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
-        self.available()?;
-        self.inner.append(room, batch).await
-    }
-    async fn find_sent(&self, room: &RoomName, user: &Username, client_id: &str) -> Result<Option<Message>, StoreError> {
-        self.inner.find_sent(room, user, client_id).await
-    }
-    async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<Vec<Message>, StoreError> {
-        self.inner.history(room, query).await
-    }
-    async fn thread(&self, room: &RoomName, parent: u64, after: u64, limit: usize) -> Result<ThreadPage, StoreError> {
-        self.inner.thread(room, parent, after, limit).await
-    }
-    async fn events(&self, room: &RoomName, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        self.inner.events(room, after, limit).await
-    }
-    async fn last_seq(&self, room: &RoomName) -> Result<u64, StoreError> {
-        self.inner.last_seq(room).await
-    }
-    async fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush().await
-    }
-    async fn release_idle(&self, idle: Duration) -> Result<usize, StoreError> {
-        self.inner.release_idle(idle).await
-    }
-    async fn check(&self) -> Result<(), StoreError> {
-        self.checks.fetch_add(1, Ordering::SeqCst);
-        if self.silent.load(Ordering::SeqCst) {
-            std::future::pending::<()>().await;
-        }
-        self.available()
     }
 }

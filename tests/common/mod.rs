@@ -12,6 +12,7 @@
 
 pub mod backends;
 pub mod disk;
+pub mod faulty_store;
 pub mod outbox;
 pub mod pg;
 pub mod process;
