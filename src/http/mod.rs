@@ -183,9 +183,7 @@ pub fn routes(state: State) -> BoxedFilter<(HttpResponse,)> {
         .unify()
         .or(members(state.clone()))
         .unify()
-        .or(put_member(state.clone()))
-        .unify()
-        .or(delete_member(state.clone()))
+        .or(set_member(state.clone()))
         .unify()
         .or(open_dm(state.clone()))
         .unify()
@@ -481,27 +479,16 @@ fn members(state: State) -> BoxedFilter<(HttpResponse,)> {
         .boxed()
 }
 
-/// PUT /api/rooms/{room}/members/{user}
-fn put_member(state: State) -> BoxedFilter<(HttpResponse,)> {
+/// PUT (add) or DELETE (remove) /api/rooms/{room}/members/{user}
+fn set_member(state: State) -> BoxedFilter<(HttpResponse,)> {
+    let added = warp::put().map(|| true).or(warp::delete().map(|| false)).unify();
     warp::path!("api" / "rooms" / String / "members" / String)
-        .and(warp::put())
+        .and(added)
         .and(allowed_origin(state.clone()))
         .and(guard::json_or_empty_request())
         .and(with_state(state.clone()))
         .and(session(state))
-        .and_then(|room, user, state, session| api::set_member(state, room, user, session, true))
-        .boxed()
-}
-
-/// DELETE /api/rooms/{room}/members/{user}
-fn delete_member(state: State) -> BoxedFilter<(HttpResponse,)> {
-    warp::path!("api" / "rooms" / String / "members" / String)
-        .and(warp::delete())
-        .and(allowed_origin(state.clone()))
-        .and(guard::json_or_empty_request())
-        .and(with_state(state.clone()))
-        .and(session(state))
-        .and_then(|room, user, state, session| api::set_member(state, room, user, session, false))
+        .and_then(|room, user, added, state, session| api::set_member(state, room, user, session, added))
         .boxed()
 }
 
