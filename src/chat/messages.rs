@@ -106,9 +106,14 @@ impl Chat {
     pub async fn events(&self, actor: &Actor, room: &str, after: u64, limit: usize) -> Result<EventsPage, ChatError> {
         let room = RoomName::parse(room)?;
         self.readable(actor, &room).await?;
+        self.events_page(&room, after, limit).await
+    }
+
+    /// A page of a room the caller has checked the actor may read.
+    async fn events_page(&self, room: &RoomName, after: u64, limit: usize) -> Result<EventsPage, ChatError> {
         let limit = limit.clamp(1, MAX_PAGE);
-        let head = self.hub.last_seq(&room).await?;
-        let mut events = self.hub.events(&room, after, limit + 1).await?;
+        let head = self.hub.last_seq(room).await?;
+        let mut events = self.hub.events(room, after, limit + 1).await?;
         let has_more = events.len() > limit;
         events.truncate(limit);
         // Nothing after `after`: up to date, or ahead of a room whose data
@@ -126,7 +131,7 @@ impl Chat {
         let live = self.hub.subscribe(&room).await?;
         let (history, has_more, seq) = match after {
             Some(after) => {
-                let page = self.events(actor, room.as_str(), after, MAX_PAGE).await?;
+                let page = self.events_page(&room, after, MAX_PAGE).await?;
                 (page.events, page.has_more, page.seq)
             }
             None => {
